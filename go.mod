@@ -1,0 +1,3 @@
+module github.com/rackplane/rackplane
+
+go 1.26
