@@ -1,0 +1,114 @@
+// Package api holds the wire types shared by Nexus, the sled agent and
+// rackctl: request and response bodies, error bodies and error codes.
+//
+// Handlers and clients both use these types, so a change here is a change to
+// the protocol; fields are only ever added, with JSON names in snake_case.
+package api
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Error is the body of every non-2xx response from Nexus and the sled agent.
+type Error struct {
+	// ErrorCode is a stable, machine-readable snake_case code.
+	ErrorCode string `json:"error_code"`
+	// Message tells a person what was wrong and, where possible, what to do.
+	Message string `json:"message"`
+	// RequestID matches the server's log lines for this request.
+	RequestID string `json:"request_id,omitempty"`
+
+	// StatusCode is the HTTP status the error arrived with (client side
+	// only; not part of the body).
+	StatusCode int `json:"-"`
+}
+
+func (e *Error) Error() string {
+	if e.RequestID != "" {
+		return fmt.Sprintf("%s (%s, request %s)", e.Message, e.ErrorCode, e.RequestID)
+	}
+	return fmt.Sprintf("%s (%s)", e.Message, e.ErrorCode)
+}
+
+// Error codes shared by every server.
+const (
+	CodeInvalidBody        = "invalid_body"
+	CodeInvalidField       = "invalid_field"
+	CodeInvalidParameter   = "invalid_parameter"
+	CodeNotFound           = "not_found"
+	CodeMethodNotAllowed   = "method_not_allowed"
+	CodeConflict           = "conflict"
+	CodeBodyTooLarge       = "body_too_large"
+	CodeInternal           = "internal_error"
+	CodeServiceUnavailable = "service_unavailable"
+)
+
+// Sled-specific error codes.
+const (
+	CodeBaseboardInUse = "baseboard_in_use"
+	CodeSledExpunged   = "sled_expunged"
+)
+
+// Page is one page of a listing. NextPage, when set, is passed back as the
+// page_token query parameter to get the next page.
+type Page[T any] struct {
+	Items    []T    `json:"items"`
+	NextPage string `json:"next_page,omitempty"`
+}
+
+// Health is the body of /healthz.
+type Health struct {
+	// Status is "ok" or "unhealthy".
+	Status string `json:"status"`
+	// Checks maps a component ("database", "nexus_registration", ...) to
+	// "ok" or a description of what is wrong.
+	Checks map[string]string `json:"checks,omitempty"`
+}
+
+// Baseboard is a sled's hardware identity.
+type Baseboard struct {
+	Part   string `json:"part"`
+	Serial string `json:"serial"`
+}
+
+func (b Baseboard) String() string { return b.Part + "/" + b.Serial }
+
+// Sled policies and states, as stored in the database.
+const (
+	SledPolicyInService = "in_service"
+	SledPolicyExpunged  = "expunged"
+
+	SledStateActive         = "active"
+	SledStateUnreachable    = "unreachable"
+	SledStateDecommissioned = "decommissioned"
+)
+
+// DefaultRepoDepotPort is the port every real sled serves its depot on.
+const DefaultRepoDepotPort = 12348
+
+// SledRegistration is what a sled agent sends to Nexus's internal API
+// (PUT /v1/sled-agents/{sled_id}) on start and periodically.
+type SledRegistration struct {
+	Baseboard Baseboard `json:"baseboard"`
+	// SledAgentAddress is host:port of the sled agent's API, as Nexus
+	// should dial it.
+	SledAgentAddress string `json:"sled_agent_address"`
+	// RepoDepotPort is the port of the sled's repo depot on the same host.
+	RepoDepotPort int `json:"repo_depot_port"`
+}
+
+// Sled is a registered sled, as Nexus lists it.
+type Sled struct {
+	ID               uuid.UUID `json:"id"`
+	Baseboard        Baseboard `json:"baseboard"`
+	SledAgentAddress string    `json:"sled_agent_address"`
+	RepoDepotPort    int       `json:"repo_depot_port"`
+	Policy           string    `json:"policy"`
+	State            string    `json:"state"`
+	TimeCreated      time.Time `json:"time_created"`
+	TimeModified     time.Time `json:"time_modified"`
+	TimeLastSeen     time.Time `json:"time_last_seen"`
+}

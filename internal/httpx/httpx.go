@@ -1,0 +1,316 @@
+// Package httpx is the HTTP plumbing shared by Nexus and the sled agent:
+// request ids, access logs, panic recovery, JSON bodies and JSON errors, and
+// serving a listener with graceful shutdown.
+//
+// Handlers return errors instead of writing them; an *Error becomes its
+// status and body, anything else a 500 whose detail goes only to the log.
+package httpx
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog"
+	"github.com/rs/zerolog/hlog"
+
+	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/reqid"
+)
+
+// Error is a handler error with the status and body it should produce.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	// Err is the cause, logged but never sent.
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf builds an *Error with a formatted message.
+func Errorf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// BadRequest is a 400 with the given code.
+func BadRequest(code, format string, args ...any) *Error {
+	return Errorf(http.StatusBadRequest, code, format, args...)
+}
+
+// NotFound is a 404 not_found.
+func NotFound(format string, args ...any) *Error {
+	return Errorf(http.StatusNotFound, api.CodeNotFound, format, args...)
+}
+
+// Conflict is a 409 with the given code.
+func Conflict(code, format string, args ...any) *Error {
+	return Errorf(http.StatusConflict, code, format, args...)
+}
+
+// Unavailable is a 503 service_unavailable wrapping cause.
+func Unavailable(cause error, format string, args ...any) *Error {
+	e := Errorf(http.StatusServiceUnavailable, api.CodeServiceUnavailable, format, args...)
+	e.Err = cause
+	return e
+}
+
+// HandlerFunc is a handler that reports failure by returning an error.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handlers adapts HandlerFuncs to http.Handlers, translating their errors.
+type Handlers struct {
+	// MapError, when set, turns domain errors (datastore sentinels, ...)
+	// into *Error before they are written. It returns its argument when it
+	// has nothing better.
+	MapError func(error) error
+}
+
+// H adapts fn.
+func (h Handlers) H(fn HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			if h.MapError != nil {
+				err = h.MapError(err)
+			}
+			WriteError(w, r, err)
+		}
+	}
+}
+
+// WriteError writes err as a JSON error body and logs it: 5xx at error
+// level with the cause, 4xx at info level.
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	var he *Error
+	if !errors.As(err, &he) {
+		he = &Error{Status: http.StatusInternalServerError, Code: api.CodeInternal,
+			Message: "internal error; the server log has the details under this request id", Err: err}
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away; nobody reads this response.
+		he = &Error{Status: 499, Code: "client_closed_request", Message: "client closed the request", Err: err}
+	}
+	log := hlog.FromRequest(r)
+	ev := log.Info()
+	if he.Status >= 500 {
+		ev = log.Error()
+	}
+	ev.Int("status", he.Status).Str("error_code", he.Code).Str("message", he.Message).AnErr("cause", he.Err).
+		Msg("request failed")
+	WriteJSON(w, he.Status, api.Error{ErrorCode: he.Code, Message: he.Message, RequestID: reqid.From(r.Context())})
+}
+
+// WriteJSON writes v as the JSON body with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// DefaultMaxBody bounds JSON request bodies.
+const DefaultMaxBody = 1 << 20
+
+// Validator is implemented by request bodies that check their own fields.
+// The error should name the field at fault.
+type Validator interface {
+	Validate() error
+}
+
+// DecodeJSON reads a JSON body of at most maxBytes into v, refusing unknown
+// fields and trailing data, then runs v's Validate if it has one. Every
+// failure is a 400 whose message names the field or position at fault.
+func DecodeJSON(r *http.Request, v any, maxBytes int64) error {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBody
+	}
+	body := http.MaxBytesReader(nil, r.Body, maxBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err, maxBytes)
+	}
+	if dec.More() {
+		return BadRequest(api.CodeInvalidBody, "request body has data after the JSON value")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return BadRequest(api.CodeInvalidBody, "request body has data after the JSON value")
+	}
+	if val, ok := v.(Validator); ok {
+		if err := val.Validate(); err != nil {
+			var he *Error
+			if errors.As(err, &he) {
+				return he
+			}
+			return BadRequest(api.CodeInvalidField, "%s", err.Error())
+		}
+	}
+	return nil
+}
+
+func decodeError(err error, maxBytes int64) error {
+	var syntax *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.Is(err, io.EOF):
+		return BadRequest(api.CodeInvalidBody, "request body is empty; expected a JSON object")
+	case errors.As(err, &tooBig):
+		return Errorf(http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, "request body is larger than %d bytes", maxBytes)
+	case errors.As(err, &syntax):
+		return BadRequest(api.CodeInvalidBody, "request body is not valid JSON (at byte %d): %v", syntax.Offset, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return BadRequest(api.CodeInvalidBody, "request body is truncated JSON")
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			return BadRequest(api.CodeInvalidBody, "request body must be a JSON %s, not %s", typeName(typeErr), typeErr.Value)
+		}
+		return BadRequest(api.CodeInvalidField, "field %q must be %s, not %s", field, typeName(typeErr), typeErr.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return BadRequest(api.CodeInvalidField, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return BadRequest(api.CodeInvalidBody, "request body could not be read: %v", err)
+}
+
+func typeName(e *json.UnmarshalTypeError) string {
+	switch e.Type.Kind().String() {
+	case "struct", "map":
+		return "an object"
+	case "slice", "array":
+		return "an array"
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64", "float32", "float64":
+		return "a number"
+	}
+	return e.Type.String()
+}
+
+// NewRouter returns a chi router with the standard middleware (request id,
+// access log, panic recovery) and JSON 404/405 answers.
+func NewRouter(log zerolog.Logger) chi.Router {
+	r := chi.NewRouter()
+	r.Use(hlog.NewHandler(log), RequestID, AccessLog, Recover)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, r, NotFound("no such route: %s %s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, r, Errorf(http.StatusMethodNotAllowed, api.CodeMethodNotAllowed,
+			"method %s is not allowed on %s", r.Method, r.URL.Path))
+	})
+	return r
+}
+
+// RequestID adopts a valid incoming X-Request-Id (so ids follow a request
+// from Nexus into sled agents) or makes a new one, and puts it in the
+// context, the logger and the response.
+func RequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(reqid.Header)
+		if !reqid.Valid(id) {
+			id = reqid.New()
+		}
+		ctx := reqid.With(r.Context(), id)
+		log := zerolog.Ctx(ctx).With().Str("request_id", id).Logger()
+		ctx = log.WithContext(ctx)
+		w.Header().Set(reqid.Header, id)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// AccessLog logs one line per request.
+var AccessLog = hlog.AccessHandler(func(r *http.Request, status, size int, d time.Duration) {
+	lvl := zerolog.DebugLevel
+	if r.URL.Path != "/healthz" && r.URL.Path != "/metrics" {
+		lvl = zerolog.InfoLevel
+	}
+	hlog.FromRequest(r).WithLevel(lvl).Str("method", r.Method).Str("path", r.URL.Path).
+		Int("status", status).Int("size", size).Dur("duration", d).Msg("request")
+})
+
+// Recover turns a handler panic into a 500 and a logged stack trace.
+func Recover(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				hlog.FromRequest(r).Error().Str("panic", fmt.Sprint(v)).Bytes("stack", debug.Stack()).
+					Msg("handler panicked")
+				WriteError(w, r, &Error{Status: http.StatusInternalServerError, Code: api.CodeInternal,
+					Message: "internal error; the server log has the details under this request id"})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Listener pairs a listener with the handler that serves it.
+type Listener struct {
+	Ln      net.Listener
+	Handler http.Handler
+}
+
+// ServeAll serves every listener until ctx is done, shutting each down
+// gracefully (see Serve), and returns once all have stopped.
+func ServeAll(ctx context.Context, grace time.Duration, log zerolog.Logger, ls ...Listener) error {
+	errs := make([]error, len(ls))
+	var wg sync.WaitGroup
+	for i, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = Serve(ctx, l.Ln, l.Handler, grace, log)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Serve serves h on ln until ctx is done, then shuts down gracefully,
+// waiting up to grace for in-flight requests before closing them.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration, log zerolog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return log.WithContext(context.WithoutCancel(ctx)) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Str("addr", ln.Addr().String()).Msg("graceful shutdown timed out; closing connections")
+		_ = srv.Close()
+	}
+	<-errc
+	return nil
+}
