@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS sled;
+DROP TYPE IF EXISTS sled_state;
+DROP TYPE IF EXISTS sled_policy;
