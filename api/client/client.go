@@ -1,0 +1,218 @@
+// Package client holds typed HTTP clients for Nexus's external and internal
+// APIs and for the sled agent's API. Every non-2xx answer comes back as an
+// *api.Error, and the request id in the caller's context (see
+// internal/reqid) is sent along so both sides log the same id.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/reqid"
+)
+
+// Client is the shared JSON-over-HTTP machinery.
+type Client struct {
+	base *url.URL
+	hc   *http.Client
+}
+
+// DefaultHTTPClient has a whole-request timeout suited to small JSON calls;
+// streaming calls pass their own client.
+var DefaultHTTPClient = &http.Client{Timeout: 30 * time.Second}
+
+// New returns a client for the server at baseURL ("http://host:port").
+// A nil hc means DefaultHTTPClient.
+func New(baseURL string, hc *http.Client) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("invalid server URL %q: want http://host:port", baseURL)
+	}
+	if hc == nil {
+		hc = DefaultHTTPClient
+	}
+	return &Client{base: u, hc: hc}, nil
+}
+
+// MustNew is New for URLs built by the program itself.
+func MustNew(baseURL string, hc *http.Client) *Client {
+	c, err := New(baseURL, hc)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// BaseURL returns the server URL the client talks to.
+func (c *Client) BaseURL() string { return c.base.String() }
+
+// URL returns the absolute URL of path with query.
+func (c *Client) URL(path string, query url.Values) string {
+	u := *c.base
+	u.Path = c.base.Path + path
+	if query != nil {
+		u.RawQuery = query.Encode()
+	}
+	return u.String()
+}
+
+// Request describes one call.
+type Request struct {
+	Method string
+	Path   string
+	Query  url.Values
+	// JSON is marshalled as the body when Body is nil.
+	JSON any
+	// Body is sent as is (with ContentLength, when known and > 0).
+	Body          io.Reader
+	ContentLength int64
+	ContentType   string
+	Header        http.Header
+}
+
+// Do sends req and decodes a 2xx JSON answer into out (when out is not nil).
+func (c *Client) Do(ctx context.Context, req Request, out any) error {
+	resp, err := c.Send(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode response: %w", req.Method, req.Path, err)
+	}
+	return nil
+}
+
+// Send sends req and returns the response when it is 2xx; otherwise it
+// consumes the body and returns an *api.Error. The caller closes the body.
+func (c *Client) Send(ctx context.Context, req Request) (*http.Response, error) {
+	body := req.Body
+	ctype := req.ContentType
+	if body == nil && req.JSON != nil {
+		b, err := json.Marshal(req.JSON)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+		ctype = "application/json"
+	}
+	hreq, err := http.NewRequestWithContext(ctx, req.Method, c.URL(req.Path, req.Query), body)
+	if err != nil {
+		return nil, err
+	}
+	if req.ContentLength > 0 {
+		hreq.ContentLength = req.ContentLength
+	}
+	for k, vs := range req.Header {
+		hreq.Header[k] = vs
+	}
+	if ctype != "" {
+		hreq.Header.Set("Content-Type", ctype)
+	}
+	hreq.Header.Set("Accept", "application/json")
+	if id := reqid.From(ctx); id != "" {
+		hreq.Header.Set(reqid.Header, id)
+	}
+	resp, err := c.hc.Do(hreq)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, DecodeError(resp)
+}
+
+// DecodeError turns a non-2xx response into an *api.Error, whether or not
+// the body is one of ours.
+func DecodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e api.Error
+	if err := json.Unmarshal(b, &e); err != nil || e.ErrorCode == "" {
+		msg := strings.TrimSpace(string(b))
+		if msg == "" {
+			msg = http.StatusText(resp.StatusCode)
+		}
+		e = api.Error{ErrorCode: fmt.Sprintf("http_%d", resp.StatusCode), Message: msg}
+	}
+	e.StatusCode = resp.StatusCode
+	if e.RequestID == "" {
+		e.RequestID = resp.Header.Get(reqid.Header)
+	}
+	return &e
+}
+
+// ErrorCode returns err's api error code, or "" when err is not an
+// *api.Error.
+func ErrorCode(err error) string {
+	var e *api.Error
+	if errors.As(err, &e) {
+		return e.ErrorCode
+	}
+	return ""
+}
+
+// StatusCode returns err's HTTP status, or 0 when err is not an *api.Error.
+func StatusCode(err error) int {
+	var e *api.Error
+	if errors.As(err, &e) {
+		return e.StatusCode
+	}
+	return 0
+}
+
+// health fetches /healthz, which answers 503 with a Health body when
+// unhealthy; that body is returned along with the error.
+func (c *Client) health(ctx context.Context) (api.Health, error) {
+	var h api.Health
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL("/healthz", nil), nil)
+	if err != nil {
+		return h, err
+	}
+	resp, err := c.hc.Do(hreq)
+	if err != nil {
+		return h, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		return h, fmt.Errorf("decode /healthz: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return h, fmt.Errorf("unhealthy (HTTP %d): %v", resp.StatusCode, h.Checks)
+	}
+	return h, nil
+}
+
+// listAll follows next_page tokens to collect every item.
+func listAll[T any](ctx context.Context, c *Client, path string, query url.Values) ([]T, error) {
+	var all []T
+	q := url.Values{}
+	for k, v := range query {
+		q[k] = v
+	}
+	for {
+		var page api.Page[T]
+		if err := c.Do(ctx, Request{Method: http.MethodGet, Path: path, Query: q}, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Items...)
+		if page.NextPage == "" {
+			return all, nil
+		}
+		q.Set("page_token", page.NextPage)
+	}
+}

@@ -1,0 +1,250 @@
+// Package nexus is the Nexus server: it holds the rack's desired state in
+// the database, serves the operator's external API and the sled agents'
+// internal API, and runs the background tasks that drive sleds toward that
+// state.
+//
+// Several Nexus instances may run against one database at once; nothing
+// here assumes it is the only one.
+package nexus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fsutil"
+	"github.com/rackplane/rackplane/internal/httpx"
+	"github.com/rackplane/rackplane/migrations"
+	"github.com/rackplane/rackplane/nexus/datastore"
+)
+
+// Config is everything a Nexus needs to start.
+type Config struct {
+	// ID identifies this Nexus instance among several on one database.
+	ID uuid.UUID
+	// ExternalAddr is the operator API's listen address (":12220").
+	ExternalAddr string
+	// InternalAddr is the sled agents' API listen address (":12221").
+	InternalAddr string
+	// DatabaseURL is a postgres:// URL (PostgreSQL or CockroachDB).
+	DatabaseURL string
+	// AutoMigrate brings an older (or empty) database to this build's
+	// schema at start instead of refusing to start.
+	AutoMigrate bool
+	// DataDir holds this instance's files (its id, later the depot).
+	DataDir string
+	// DatabaseWait bounds how long start-up waits for the database to
+	// answer (it may still be starting, as in docker-compose).
+	DatabaseWait time.Duration
+	// ShutdownGrace bounds how long shutdown waits for in-flight requests.
+	ShutdownGrace time.Duration
+}
+
+// Defaults for Config fields left empty.
+const (
+	DefaultExternalAddr = ":12220"
+	DefaultInternalAddr = ":12221"
+)
+
+func (c *Config) setDefaults() {
+	if c.ExternalAddr == "" {
+		c.ExternalAddr = DefaultExternalAddr
+	}
+	if c.InternalAddr == "" {
+		c.InternalAddr = DefaultInternalAddr
+	}
+	if c.DatabaseWait == 0 {
+		c.DatabaseWait = time.Minute
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+}
+
+// Server is a running Nexus.
+type Server struct {
+	cfg  Config
+	log  zerolog.Logger
+	pool *pgxpool.Pool
+	ds   *datastore.Datastore
+
+	externalLn net.Listener
+	internalLn net.Listener
+	external   chi.Router
+	internal   chi.Router
+}
+
+// New connects to the database, checks (or, with AutoMigrate, brings up)
+// its schema, and opens both listeners. Run serves them.
+func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err error) {
+	cfg.setDefaults()
+	if cfg.ID == uuid.Nil {
+		return nil, errors.New("nexus: config needs an instance ID")
+	}
+	log = log.With().Str("nexus_id", cfg.ID.String()).Logger()
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("nexus: data dir: %w", err)
+		}
+	}
+	poolCfg, err := datastore.PoolConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("nexus: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("nexus: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			pool.Close()
+		}
+	}()
+	if err := waitForDatabase(ctx, pool, cfg.DatabaseWait, log); err != nil {
+		return nil, err
+	}
+	if err := ensureSchema(ctx, pool, cfg.AutoMigrate, log); err != nil {
+		return nil, err
+	}
+
+	s := &Server{cfg: cfg, log: log, pool: pool, ds: datastore.New(pool, log, datastore.Options{})}
+	if s.externalLn, err = net.Listen("tcp", cfg.ExternalAddr); err != nil {
+		return nil, fmt.Errorf("nexus: external API: %w", err)
+	}
+	if s.internalLn, err = net.Listen("tcp", cfg.InternalAddr); err != nil {
+		s.externalLn.Close()
+		return nil, fmt.Errorf("nexus: internal API: %w", err)
+	}
+	s.external = s.externalRouter()
+	s.internal = s.internalRouter()
+	return s, nil
+}
+
+func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, log zerolog.Logger) error {
+	deadline := time.Now().Add(wait)
+	delay := 200 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := pool.Ping(pctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nexus: database did not answer within %s: %w", wait, err)
+		}
+		log.Warn().Err(err).Dur("retry_in", delay).Msg("waiting for the database")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// ensureSchema refuses to run against a schema this build does not know,
+// unless told to migrate an older one.
+func ensureSchema(ctx context.Context, pool *pgxpool.Pool, autoMigrate bool, log zerolog.Logger) error {
+	st, err := migrations.Check(ctx, pool)
+	if err != nil {
+		return fmt.Errorf("nexus: %w", err)
+	}
+	serr := st.Err()
+	if serr == nil {
+		return nil
+	}
+	if autoMigrate && (errors.Is(serr, migrations.ErrNotInitialised) || errors.Is(serr, migrations.ErrTooOld)) {
+		log.Info().Uint("from", st.Current).Uint("to", st.Latest).Msg("migrating database schema")
+		if _, err := migrations.Up(ctx, pool.Config().ConnConfig); err != nil {
+			return fmt.Errorf("nexus: auto-migrate: %w", err)
+		}
+		st, err = migrations.Check(ctx, pool)
+		if err != nil {
+			return fmt.Errorf("nexus: %w", err)
+		}
+		serr = st.Err()
+	}
+	if serr != nil {
+		return fmt.Errorf("nexus: %w", serr)
+	}
+	return nil
+}
+
+// ExternalURL is the base URL of the external API.
+func (s *Server) ExternalURL() string { return listenerURL(s.externalLn) }
+
+// InternalURL is the base URL of the internal API.
+func (s *Server) InternalURL() string { return listenerURL(s.internalLn) }
+
+// ID is this instance's id.
+func (s *Server) ID() uuid.UUID { return s.cfg.ID }
+
+// Datastore exposes the datastore to tests and background tasks.
+func (s *Server) Datastore() *datastore.Datastore { return s.ds }
+
+func listenerURL(ln net.Listener) string {
+	addr := ln.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, fmt.Sprint(addr.Port))
+}
+
+// Run serves both APIs until ctx is done, then shuts down gracefully and
+// closes the database pool.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.pool.Close()
+	s.log.Info().Str("external", s.ExternalURL()).Str("internal", s.InternalURL()).Msg("nexus serving")
+	err := httpx.ServeAll(ctx, s.cfg.ShutdownGrace, s.log,
+		httpx.Listener{Ln: s.externalLn, Handler: s.external},
+		httpx.Listener{Ln: s.internalLn, Handler: s.internal})
+	s.log.Info().Msg("nexus stopped")
+	return err
+}
+
+// handlers maps datastore errors to API errors.
+var handlers = httpx.Handlers{MapError: mapError}
+
+func mapError(err error) error {
+	var he *httpx.Error
+	if errors.As(err, &he) {
+		return err
+	}
+	switch {
+	case errors.Is(err, datastore.ErrUnavailable):
+		return httpx.Unavailable(err, "the database is unavailable; try again shortly")
+	case errors.Is(err, datastore.ErrNotFound):
+		return httpx.NotFound("%s", stripSentinel(err, datastore.ErrNotFound))
+	case errors.Is(err, datastore.ErrConflict):
+		return httpx.Conflict(api.CodeConflict, "%s", stripSentinel(err, datastore.ErrConflict))
+	}
+	return err
+}
+
+// stripSentinel returns err's message without the "sentinel: " prefix that
+// fmt.Errorf("%w: ...") puts in front, for use as an operator-facing message.
+func stripSentinel(err, sentinel error) string {
+	return strings.TrimPrefix(err.Error(), sentinel.Error()+": ")
+}
+
+// LoadOrCreateID returns the instance id stored in dataDir/nexus-id,
+// creating it on first start so the id survives restarts.
+func LoadOrCreateID(dataDir string) (uuid.UUID, error) {
+	return fsutil.LoadOrCreateUUID(filepath.Join(dataDir, "nexus-id"))
+}

@@ -1,0 +1,305 @@
+// Package sledagent is the sled agent: the process on each sled that Nexus
+// drives. It serves the sled API, the repo depot other sleds copy artifacts
+// from, and registers the sled with Nexus on start and periodically.
+package sledagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/fsutil"
+	"github.com/rackplane/rackplane/internal/httpx"
+	"github.com/rackplane/rackplane/internal/reqid"
+)
+
+// Config is everything a sled agent needs to start.
+type Config struct {
+	// DataDir holds the sled's identity and other local state.
+	DataDir string
+	// ListenAddr is the sled API's listen address (":12345").
+	ListenAddr string
+	// RepoDepotAddr is the repo depot's listen address (":12348").
+	RepoDepotAddr string
+	// AdvertiseHost is the host Nexus and other sleds use to reach this
+	// sled. Empty means the listen host, or this machine's hostname when
+	// listening on all interfaces.
+	AdvertiseHost string
+	// NexusURL is the base URL of Nexus's internal API.
+	NexusURL string
+	// Baseboard is the sled's hardware identity. An empty serial is
+	// derived from the sled id (simulated sleds have no real baseboard).
+	Baseboard api.Baseboard
+	// RegisterInterval is how often the sled re-registers with Nexus.
+	RegisterInterval time.Duration
+	// M2Dirs are the directories standing in for the sled's M.2 devices.
+	M2Dirs []string
+	// ShutdownGrace bounds how long shutdown waits for in-flight requests.
+	ShutdownGrace time.Duration
+}
+
+// Defaults for Config fields left empty.
+const (
+	DefaultListenAddr       = ":12345"
+	DefaultRepoDepotAddr    = ":12348"
+	DefaultNexusURL         = "http://127.0.0.1:12221"
+	DefaultRegisterInterval = 30 * time.Second
+	DefaultBaseboardPart    = "rackplane-sim"
+)
+
+func (c *Config) setDefaults() {
+	if c.ListenAddr == "" {
+		c.ListenAddr = DefaultListenAddr
+	}
+	if c.RepoDepotAddr == "" {
+		c.RepoDepotAddr = DefaultRepoDepotAddr
+	}
+	if c.NexusURL == "" {
+		c.NexusURL = DefaultNexusURL
+	}
+	if c.RegisterInterval == 0 {
+		c.RegisterInterval = DefaultRegisterInterval
+	}
+	if c.Baseboard.Part == "" {
+		c.Baseboard.Part = DefaultBaseboardPart
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+}
+
+// Server is a running sled agent.
+type Server struct {
+	cfg   Config
+	id    uuid.UUID
+	log   zerolog.Logger
+	nexus client.NexusInternal
+
+	apiLn   net.Listener
+	depotLn net.Listener
+	api     chi.Router
+	depot   chi.Router
+
+	registerNow chan struct{}
+	regMu       sync.Mutex
+	reg         RegistrationStatus
+}
+
+// RegistrationStatus is what the sled knows about its last registration.
+type RegistrationStatus struct {
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+// New loads (or creates) the sled's identity and opens its listeners.
+func New(cfg Config, log zerolog.Logger) (_ *Server, err error) {
+	cfg.setDefaults()
+	if cfg.DataDir == "" {
+		return nil, errors.New("sled agent: a data directory is required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("sled agent: data dir: %w", err)
+	}
+	id, err := fsutil.LoadOrCreateUUID(filepath.Join(cfg.DataDir, "sled-id"))
+	if err != nil {
+		return nil, fmt.Errorf("sled agent: identity: %w", err)
+	}
+	if cfg.Baseboard.Serial == "" {
+		cfg.Baseboard.Serial = "SIM-" + strings.ToUpper(id.String()[:8])
+	}
+	nexus, err := client.NewNexusInternal(cfg.NexusURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sled agent: --nexus-url: %w", err)
+	}
+	s := &Server{
+		cfg:         cfg,
+		id:          id,
+		log:         log.With().Str("sled_id", id.String()).Logger(),
+		nexus:       nexus,
+		registerNow: make(chan struct{}, 1),
+	}
+	if s.apiLn, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+		return nil, fmt.Errorf("sled agent: sled API: %w", err)
+	}
+	if s.depotLn, err = net.Listen("tcp", cfg.RepoDepotAddr); err != nil {
+		s.apiLn.Close()
+		return nil, fmt.Errorf("sled agent: repo depot: %w", err)
+	}
+	s.api = s.apiRouter()
+	s.depot = s.depotRouter()
+	return s, nil
+}
+
+// ID is the sled's id.
+func (s *Server) ID() uuid.UUID { return s.id }
+
+// Baseboard is the sled's hardware identity.
+func (s *Server) Baseboard() api.Baseboard { return s.cfg.Baseboard }
+
+// Address is host:port of the sled API as Nexus should dial it.
+func (s *Server) Address() string { return s.advertise(s.apiLn) }
+
+// URL is the sled API's base URL.
+func (s *Server) URL() string { return "http://" + s.Address() }
+
+// DepotURL is the repo depot's base URL.
+func (s *Server) DepotURL() string { return "http://" + s.advertise(s.depotLn) }
+
+func (s *Server) advertise(ln net.Listener) string {
+	addr := ln.Addr().(*net.TCPAddr)
+	host := s.cfg.AdvertiseHost
+	if host == "" {
+		host = addr.IP.String()
+		if addr.IP.IsUnspecified() {
+			if h, err := os.Hostname(); err == nil {
+				host = h
+			} else {
+				host = "127.0.0.1"
+			}
+		}
+	}
+	return net.JoinHostPort(host, fmt.Sprint(addr.Port))
+}
+
+func (s *Server) depotPort() int { return s.depotLn.Addr().(*net.TCPAddr).Port }
+
+// Run serves the sled API and the depot and keeps the sled registered with
+// Nexus until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	s.log.Info().Str("api", s.URL()).Str("depot", s.DepotURL()).Str("baseboard", s.cfg.Baseboard.String()).
+		Msg("sled agent serving")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	regDone := make(chan struct{})
+	go func() {
+		defer close(regDone)
+		s.registerLoop(ctx)
+	}()
+	err := httpx.ServeAll(ctx, s.cfg.ShutdownGrace, s.log,
+		httpx.Listener{Ln: s.apiLn, Handler: s.api},
+		httpx.Listener{Ln: s.depotLn, Handler: s.depot})
+	cancel() // a listener that failed on its own stops registration too
+	<-regDone
+	s.log.Info().Msg("sled agent stopped")
+	return err
+}
+
+func (s *Server) apiRouter() chi.Router {
+	r := httpx.NewRouter(s.log.With().Str("api", "sled").Logger())
+	r.Get("/healthz", s.healthz)
+	return r
+}
+
+func (s *Server) depotRouter() chi.Router {
+	r := httpx.NewRouter(s.log.With().Str("api", "repo_depot").Logger())
+	r.Get("/healthz", s.healthz)
+	return r
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	st := s.Registration()
+	check := "ok"
+	switch {
+	case st.LastSuccess.IsZero() && st.LastError != "":
+		check = "not registered yet: " + st.LastError
+	case st.LastSuccess.IsZero():
+		check = "not registered yet"
+	case st.LastError != "":
+		check = fmt.Sprintf("last registration at %s; latest attempt failed: %s",
+			st.LastSuccess.Format(time.RFC3339), st.LastError)
+	}
+	httpx.WriteJSON(w, http.StatusOK, api.Health{Status: "ok", Checks: map[string]string{"nexus_registration": check}})
+}
+
+// Registration reports the state of registration with Nexus.
+func (s *Server) Registration() RegistrationStatus {
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	return s.reg
+}
+
+// TriggerRegistration asks for a registration as soon as possible (for
+// example because something the sled reports has changed).
+func (s *Server) TriggerRegistration() {
+	select {
+	case s.registerNow <- struct{}{}:
+	default:
+	}
+}
+
+// registerLoop registers on start, then every RegisterInterval, retrying
+// failures sooner with back-off so a sled that started before Nexus shows
+// up within seconds of Nexus starting.
+func (s *Server) registerLoop(ctx context.Context) {
+	retry := 250 * time.Millisecond
+	for {
+		next := s.cfg.RegisterInterval
+		if err := s.registerOnce(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			next = min(retry, s.cfg.RegisterInterval)
+			retry = min(2*retry, 10*time.Second)
+		} else {
+			retry = 250 * time.Millisecond
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-s.registerNow:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) registerOnce(parent context.Context) error {
+	ctx, cancel := context.WithTimeout(reqid.With(parent, reqid.New()), 10*time.Second)
+	defer cancel()
+	reg := api.SledRegistration{
+		Baseboard:        s.cfg.Baseboard,
+		SledAgentAddress: s.Address(),
+		RepoDepotPort:    s.depotPort(),
+	}
+	_, err := s.nexus.SledRegister(ctx, s.id, reg)
+	if err != nil && parent.Err() != nil {
+		// Shutting down: not a registration failure worth reporting.
+		return err
+	}
+	now := time.Now()
+	s.regMu.Lock()
+	first := s.reg.LastSuccess.IsZero()
+	s.reg.LastAttempt = now
+	if err != nil {
+		s.reg.LastError = err.Error()
+	} else {
+		s.reg.LastError, s.reg.LastSuccess = "", now
+	}
+	s.regMu.Unlock()
+	log := s.log.With().Str("request_id", reqid.From(ctx)).Str("nexus", s.cfg.NexusURL).Logger()
+	switch {
+	case err != nil:
+		log.Warn().Err(err).Msg("registration with nexus failed")
+	case first:
+		log.Info().Msg("registered with nexus")
+	default:
+		log.Debug().Msg("registration refreshed")
+	}
+	return err
+}
