@@ -1,0 +1,183 @@
+// Command nexus runs the Nexus control-plane server, or manages its database
+// schema (nexus migrate up|status).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rackplane/rackplane/internal/envflag"
+	"github.com/rackplane/rackplane/internal/logging"
+	"github.com/rackplane/rackplane/migrations"
+	"github.com/rackplane/rackplane/nexus"
+	"github.com/rackplane/rackplane/nexus/datastore"
+)
+
+const usage = `nexus: the rackplane control-plane server.
+
+Usage:
+  nexus [flags]                  run the server
+  nexus migrate up [flags]       bring the database schema to this build's version
+  nexus migrate status [flags]   show the schema version; exit 0 when current,
+                                 3 when it needs 'migrate up', 1 on any other problem`
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// defaultDatabaseURL suits a local PostgreSQL; CockroachDB users pass
+// postgresql://root@host:26257/rackplane?sslmode=disable.
+const defaultDatabaseURL = "postgres://postgres@localhost:5432/rackplane?sslmode=disable"
+
+type options struct {
+	nexus.Config
+	id        string
+	logLevel  string
+	logFormat string
+}
+
+func flags(name string, o *options) *envflag.Set {
+	fs := envflag.New(name, usage)
+	fs.String(&o.DatabaseURL, "database-url", "RACKPLANE_DATABASE_URL", defaultDatabaseURL,
+		"database URL (PostgreSQL or CockroachDB)")
+	fs.String(&o.logLevel, "log-level", "RACKPLANE_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
+	fs.String(&o.logFormat, "log-format", "RACKPLANE_LOG_FORMAT", "json", "log format: json, pretty or auto")
+	return fs
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "migrate" {
+		return runMigrate(ctx, args[1:], stdout, stderr)
+	}
+	var o options
+	fs := flags("nexus", &o)
+	fs.SetOutput(stderr)
+	fs.String(&o.ExternalAddr, "external-addr", "RACKPLANE_NEXUS_EXTERNAL_ADDR", nexus.DefaultExternalAddr,
+		"listen address of the external (operator) API")
+	fs.String(&o.InternalAddr, "internal-addr", "RACKPLANE_NEXUS_INTERNAL_ADDR", nexus.DefaultInternalAddr,
+		"listen address of the internal API that sled agents call")
+	fs.String(&o.DataDir, "data-dir", "RACKPLANE_NEXUS_DATA_DIR", "/var/lib/rackplane/nexus",
+		"directory for this instance's id and local files")
+	fs.String(&o.id, "id", "RACKPLANE_NEXUS_ID", "", "instance UUID (default: kept in <data-dir>/nexus-id, made on first start)")
+	fs.Bool(&o.AutoMigrate, "auto-migrate", "RACKPLANE_AUTO_MIGRATE", false,
+		"migrate an empty or older database schema at start (for development)")
+	fs.Duration(&o.DatabaseWait, "database-wait", "RACKPLANE_DATABASE_WAIT", time.Minute,
+		"how long start-up waits for the database to answer")
+	fs.Duration(&o.ShutdownGrace, "shutdown-grace", "RACKPLANE_SHUTDOWN_GRACE", 10*time.Second,
+		"how long shutdown waits for in-flight requests")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage(err, stderr)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "nexus: unexpected argument %q (see --help)\n", fs.Arg(0))
+		return 2
+	}
+	log, err := logging.New(stderr, "nexus", logging.Options{Level: o.logLevel, Format: o.logFormat})
+	if err != nil {
+		fmt.Fprintln(stderr, "nexus:", err)
+		return 2
+	}
+	if o.id != "" {
+		if o.ID, err = uuid.Parse(o.id); err != nil {
+			fmt.Fprintf(stderr, "nexus: --id %q is not a UUID\n", o.id)
+			return 2
+		}
+	} else if o.ID, err = nexus.LoadOrCreateID(o.DataDir); err != nil {
+		fmt.Fprintln(stderr, "nexus: instance id:", err)
+		return 1
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := nexus.New(ctx, o.Config, log)
+	if err != nil {
+		log.Error().Err(err).Msg("nexus failed to start")
+		return 1
+	}
+	if err := srv.Run(ctx); err != nil {
+		log.Error().Err(err).Msg("nexus stopped with an error")
+		return 1
+	}
+	return 0
+}
+
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "up" && args[0] != "status") {
+		fmt.Fprintln(stderr, "usage: nexus migrate up|status [--database-url URL]")
+		return 2
+	}
+	verb := args[0]
+	var o options
+	fs := flags("nexus migrate "+verb, &o)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args[1:]); err != nil {
+		return exitUsage(err, stderr)
+	}
+	cfg, err := datastore.PoolConfig(o.DatabaseURL)
+	if err != nil {
+		fmt.Fprintln(stderr, "nexus:", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if verb == "up" {
+		before, _ := checkStatus(ctx, cfg)
+		st, err := migrations.Up(ctx, cfg.ConnConfig)
+		if err != nil {
+			fmt.Fprintln(stderr, "nexus: migrate up:", err)
+			return 1
+		}
+		if before.Initialised && before.Current == st.Current {
+			fmt.Fprintf(stdout, "schema already at version %d; nothing to do\n", st.Current)
+		} else if !before.Initialised {
+			fmt.Fprintf(stdout, "created schema at version %d\n", st.Current)
+		} else {
+			fmt.Fprintf(stdout, "migrated schema from version %d to %d\n", before.Current, st.Current)
+		}
+		return 0
+	}
+	st, err := checkStatus(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "nexus: migrate status:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "schema version: %d (this build: %d)\n", st.Current, st.Latest)
+	switch serr := st.Err(); {
+	case serr == nil:
+		fmt.Fprintln(stdout, "status: up to date")
+		return 0
+	case errors.Is(serr, migrations.ErrTooOld), errors.Is(serr, migrations.ErrNotInitialised):
+		fmt.Fprintln(stdout, "status:", serr)
+		return 3
+	default:
+		fmt.Fprintln(stdout, "status:", serr)
+		return 1
+	}
+}
+
+func checkStatus(ctx context.Context, cfg *pgxpool.Config) (migrations.Status, error) {
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return migrations.Status{}, err
+	}
+	defer pool.Close()
+	return migrations.Check(ctx, pool)
+}
+
+func exitUsage(err error, stderr io.Writer) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(stderr, "nexus:", err)
+	return 2
+}

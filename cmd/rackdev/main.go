@@ -1,0 +1,336 @@
+// Command rackdev runs a whole development rack on this machine: a
+// throwaway PostgreSQL, one Nexus and N sled agents on loopback, each sled
+// with two directories standing in for its M.2 devices. It prints every
+// address and some rackctl commands to try, and removes everything on
+// Ctrl-C. With --smoke it starts everything, checks it, and exits (CI uses
+// this).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/envflag"
+	"github.com/rackplane/rackplane/internal/logging"
+	"github.com/rackplane/rackplane/internal/pgtemp"
+	"github.com/rackplane/rackplane/nexus"
+	"github.com/rackplane/rackplane/sledagent"
+)
+
+const usage = `rackdev: run a development rack (PostgreSQL, Nexus, sled agents) on this machine.
+
+Usage:
+  go run ./cmd/rackdev [flags]`
+
+type options struct {
+	sleds        int
+	dataDir      string
+	keep         bool
+	databaseURL  string
+	externalAddr string
+	internalAddr string
+	smoke        bool
+	logLevel     string
+	waitTimeout  time.Duration
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := envflag.New("rackdev", usage)
+	fs.SetOutput(stderr)
+	fs.Int(&o.sleds, "sleds", "RACKDEV_SLEDS", 4, "number of sled agents")
+	fs.String(&o.dataDir, "data-dir", "RACKDEV_DATA_DIR", "",
+		"directory for all state (default: a new temp dir, removed on exit unless --keep)")
+	fs.Bool(&o.keep, "keep", "RACKDEV_KEEP", false, "keep the data directory on exit")
+	fs.String(&o.databaseURL, "database-url", "RACKDEV_DATABASE_URL", "",
+		"use this existing database instead of starting a throwaway PostgreSQL")
+	fs.String(&o.externalAddr, "nexus-external-addr", "RACKDEV_NEXUS_EXTERNAL_ADDR", "127.0.0.1:12220",
+		"Nexus external API listen address (--smoke uses a free port)")
+	fs.String(&o.internalAddr, "nexus-internal-addr", "RACKDEV_NEXUS_INTERNAL_ADDR", "127.0.0.1:12221",
+		"Nexus internal API listen address (--smoke uses a free port)")
+	fs.Bool(&o.smoke, "smoke", "", false, "start everything, check health and registration, then exit")
+	fs.String(&o.logLevel, "log-level", "RACKDEV_LOG_LEVEL", "info", "log level of the components' log files")
+	fs.Duration(&o.waitTimeout, "wait", "RACKDEV_WAIT", time.Minute, "how long to wait for the rack to come up")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if o.sleds < 1 || o.sleds > 64 {
+		fmt.Fprintln(stderr, "rackdev: --sleds must be from 1 to 64")
+		return 2
+	}
+	if o.smoke {
+		o.externalAddr, o.internalAddr = "127.0.0.1:0", "127.0.0.1:0"
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rack, err := start(ctx, o, stdout)
+	if rack != nil {
+		defer rack.close(stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "rackdev:", err)
+		return 1
+	}
+	if err := rack.check(ctx, o.waitTimeout); err != nil {
+		fmt.Fprintln(stderr, "rackdev:", err)
+		return 1
+	}
+	rack.printSummary(stdout)
+	if o.smoke {
+		fmt.Fprintln(stdout, "smoke: ok")
+		return 0
+	}
+	fmt.Fprintln(stdout, "\nPress Ctrl-C to stop the rack.")
+	<-ctx.Done()
+	return 0
+}
+
+// rack is everything rackdev started.
+type rack struct {
+	o        options
+	dataDir  string
+	ownDir   bool
+	pg       *pgtemp.Cluster
+	dbURL    string
+	nexus    *nexus.Server
+	sleds    []*sledagent.Server
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	logFiles []*os.File
+	runErrs  chan error
+}
+
+func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
+	r := &rack{o: o, runErrs: make(chan error, o.sleds+1)}
+	ctx, cancel := context.WithCancel(parent)
+	r.cancel = cancel
+
+	r.dataDir = o.dataDir
+	if r.dataDir == "" {
+		d, err := os.MkdirTemp("", "rackdev-")
+		if err != nil {
+			return r, err
+		}
+		r.dataDir, r.ownDir = d, true
+	}
+	if err := os.MkdirAll(filepath.Join(r.dataDir, "logs"), 0o755); err != nil {
+		return r, err
+	}
+	fmt.Fprintf(stdout, "rackdev: data and logs in %s\n", r.dataDir)
+
+	r.dbURL = o.databaseURL
+	if r.dbURL == "" {
+		fmt.Fprintln(stdout, "rackdev: starting a throwaway PostgreSQL...")
+		pg, err := pgtemp.Start(ctx, pgtemp.Options{})
+		if err != nil {
+			return r, err
+		}
+		r.pg = pg
+		if err := createDatabase(ctx, pg.URL("postgres"), "rackplane"); err != nil {
+			return r, err
+		}
+		r.dbURL = pg.URL("rackplane")
+	}
+
+	nlog, err := r.logger("nexus")
+	if err != nil {
+		return r, err
+	}
+	nexusDir := filepath.Join(r.dataDir, "nexus")
+	id, err := nexus.LoadOrCreateID(nexusDir)
+	if err != nil {
+		return r, err
+	}
+	r.nexus, err = nexus.New(ctx, nexus.Config{
+		ID: id, ExternalAddr: o.externalAddr, InternalAddr: o.internalAddr,
+		DatabaseURL: r.dbURL, AutoMigrate: true, DataDir: nexusDir,
+	}, nlog)
+	if err != nil {
+		return r, fmt.Errorf("%w (if a port is taken, pass --nexus-external-addr/--nexus-internal-addr 127.0.0.1:0)", err)
+	}
+	r.goRun(ctx, "nexus", r.nexus.Run)
+
+	for i := range o.sleds {
+		name := fmt.Sprintf("sled-%d", i)
+		slog, err := r.logger(name)
+		if err != nil {
+			return r, err
+		}
+		dir := filepath.Join(r.dataDir, name)
+		s, err := sledagent.New(sledagent.Config{
+			DataDir:       dir,
+			ListenAddr:    "127.0.0.1:0",
+			RepoDepotAddr: "127.0.0.1:0",
+			NexusURL:      r.nexus.InternalURL(),
+			M2Dirs:        []string{filepath.Join(dir, "m2-a"), filepath.Join(dir, "m2-b")},
+		}, slog)
+		if err != nil {
+			return r, fmt.Errorf("%s: %w", name, err)
+		}
+		r.sleds = append(r.sleds, s)
+		r.goRun(ctx, name, s.Run)
+	}
+	return r, nil
+}
+
+func (r *rack) goRun(ctx context.Context, name string, fn func(context.Context) error) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := fn(ctx); err != nil {
+			r.runErrs <- fmt.Errorf("%s: %w", name, err)
+		}
+	}()
+}
+
+// logger returns a JSON logger writing to logs/<name>.log.
+func (r *rack) logger(name string) (zerolog.Logger, error) {
+	f, err := os.OpenFile(filepath.Join(r.dataDir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return zerolog.Nop(), err
+	}
+	r.logFiles = append(r.logFiles, f)
+	return logging.New(f, name, logging.Options{Level: r.o.logLevel})
+}
+
+func createDatabase(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	return err
+}
+
+// check waits until Nexus and every sled agent are healthy and every sled
+// is registered.
+func (r *rack) check(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	nx, err := client.NewNexus(r.nexus.ExternalURL(), nil)
+	if err != nil {
+		return err
+	}
+	want := map[uuid.UUID]bool{}
+	for _, s := range r.sleds {
+		want[s.ID()] = true
+	}
+	var lastErr error
+	for {
+		select {
+		case err := <-r.runErrs:
+			return err
+		default:
+		}
+		lastErr = r.checkOnce(ctx, nx, want)
+		if lastErr == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("rack not up within %s: %w", timeout, lastErr)
+		case err := <-r.runErrs:
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (r *rack) checkOnce(ctx context.Context, nx client.Nexus, want map[uuid.UUID]bool) error {
+	if _, err := nx.Health(ctx); err != nil {
+		return fmt.Errorf("nexus health: %w", err)
+	}
+	for _, s := range r.sleds {
+		sc, err := client.NewSledAgent(s.URL(), nil)
+		if err != nil {
+			return err
+		}
+		if _, err := sc.Health(ctx); err != nil {
+			return fmt.Errorf("sled %s health: %w", s.ID(), err)
+		}
+	}
+	sleds, err := nx.SledList(ctx)
+	if err != nil {
+		return fmt.Errorf("list sleds: %w", err)
+	}
+	registered := 0
+	for _, s := range sleds {
+		if want[s.ID] {
+			registered++
+		}
+	}
+	if registered != len(want) {
+		return fmt.Errorf("%d of %d sleds registered", registered, len(want))
+	}
+	return nil
+}
+
+func (r *rack) printSummary(w io.Writer) {
+	fmt.Fprintln(w, "\nrackplane dev rack is up.")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if r.pg != nil {
+		fmt.Fprintf(tw, "  database\t%s\n", r.dbURL)
+	} else {
+		fmt.Fprintf(tw, "  database\t(given) %s\n", r.dbURL)
+	}
+	fmt.Fprintf(tw, "  nexus external API\t%s\n", r.nexus.ExternalURL())
+	fmt.Fprintf(tw, "  nexus internal API\t%s\n", r.nexus.InternalURL())
+	for i, s := range r.sleds {
+		fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s\n", i, s.Baseboard().Serial, s.URL(), s.DepotURL())
+	}
+	fmt.Fprintf(tw, "  logs\t%s\n", filepath.Join(r.dataDir, "logs"))
+	tw.Flush()
+	flagPart := ""
+	if r.nexus.ExternalURL() != defaultRackctlURL {
+		flagPart = " --nexus " + r.nexus.ExternalURL()
+	}
+	fmt.Fprintln(w, "\nTry:")
+	fmt.Fprintf(w, "  go run ./cmd/rackctl%s sleds list\n", flagPart)
+	fmt.Fprintf(w, "  curl %s/v1/system/hardware/sleds\n", r.nexus.ExternalURL())
+}
+
+// defaultRackctlURL is rackctl's default --nexus.
+const defaultRackctlURL = "http://127.0.0.1:12220"
+
+// close stops everything in reverse order and removes what rackdev made.
+func (r *rack) close(w io.Writer) {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.wg.Wait()
+	if r.pg != nil {
+		r.pg.Close()
+	}
+	for _, f := range r.logFiles {
+		f.Close()
+	}
+	if r.ownDir && !r.o.keep {
+		os.RemoveAll(r.dataDir)
+		fmt.Fprintln(w, "rackdev: stopped and cleaned up")
+	} else if r.dataDir != "" {
+		fmt.Fprintf(w, "rackdev: stopped; state kept in %s\n", r.dataDir)
+	}
+}
