@@ -86,14 +86,15 @@ func (n *Node) LrtqInitDone() bool {
 }
 
 // LearnLrtq makes a sled added to an LRTQ rack ask initial members, one at
-// a time, for a package until one arrives.
-func (n *Node) LearnLrtq(ctx *NodeCtx) error {
+// a time, for a package until one arrives. The rack id comes with the
+// request to add the sled; the learner has no other way to know it.
+func (n *Node) LearnLrtq(ctx *NodeCtx, rack RackID) error {
 	st := &ctx.state
 	if st.Lrtq != nil || st.LatestConfig() != nil {
 		return ErrAlreadyInitialized
 	}
 	if n.learning == nil {
-		n.learning = &learnState{tried: map[BaseboardID]bool{}}
+		n.learning = &learnState{rack: rack}
 		n.learnTick(ctx)
 	}
 	return nil
@@ -243,7 +244,7 @@ func (n *Node) serveLearners(ctx *NodeCtx) {
 func (n *Node) handleLrtqLearnPkg(ctx *NodeCtx, from BaseboardID, rack RackID, m LrtqLearnPkgMsg) {
 	st := &ctx.state
 	p := m.Pkg
-	if n.learning == nil || st.Lrtq != nil || st.LatestConfig() != nil {
+	if n.learning == nil || st.Lrtq != nil || st.LatestConfig() != nil || rack != n.learning.rack {
 		return
 	}
 	if p == nil || p.RackID != rack || p.Spares != nil || len(p.ShareDigests) != LrtqShares || p.VerifyShare(p.Share) != nil {

@@ -98,8 +98,8 @@ type coordination struct {
 func (c *coordination) epoch() Epoch { return c.msg.Epoch }
 
 type learnState struct {
-	tried map[BaseboardID]bool
-	peer  BaseboardID // the member currently asked
+	rack RackID
+	peer BaseboardID // the member currently asked
 }
 
 type lrtqInitState struct {
@@ -390,7 +390,7 @@ func (n *Node) prepare(ctx *NodeCtx, olds []tqcrypto.EpochSecret) error {
 	c.config = cfg
 	c.acked = map[BaseboardID]bool{n.id: true}
 	ctx.state.Configs[cfg.Epoch] = cfg
-	ctx.state.Shares[cfg.Epoch] = c.shares[n.id]
+	ctx.state.Shares[cfg.Epoch] = c.shares[n.id].Clone()
 	ctx.changed = true
 	for _, peer := range msg.Members {
 		n.sendOutstanding(ctx, peer, true)
@@ -707,7 +707,7 @@ func (n *Node) outstanding(ctx *NodeCtx, peer BaseboardID) []PeerMsg {
 			}
 		case c.config != nil:
 			if s, ok := c.shares[peer]; ok && !c.acked[peer] {
-				add(PrepareMsg{Config: c.config, Share: s})
+				add(PrepareMsg{Config: c.config, Share: s.Clone()})
 			}
 		}
 	}
@@ -727,7 +727,7 @@ func (n *Node) outstanding(ctx *NodeCtx, peer BaseboardID) []PeerMsg {
 		}
 	}
 	if le := n.learning; le != nil && le.peer == peer && st.Lrtq == nil {
-		add(LrtqLearnMsg{})
+		out = append(out, PeerMsg{RackID: le.rack, Body: LrtqLearnMsg{}})
 	}
 	return dedupe(out)
 }

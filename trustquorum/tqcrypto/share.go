@@ -23,6 +23,13 @@ const MaxShares = 255
 // marshals its bytes. A Share value is a handle: copies alias the same
 // storage, so only the owner of the last copy should call Zero.
 type Share struct {
+	*shareBox
+}
+
+// shareBox is the handle that copies of a Share share; its bytes are a
+// separate allocation so that a cleanup attached to the box can clear them
+// once no Share refers to the box any more.
+type shareBox struct {
 	b *[ShareSize]byte
 }
 
@@ -38,15 +45,13 @@ func ShareFromBytes(b []byte) (Share, error) {
 }
 
 func newShareStorage() Share {
-	s := Share{b: new([ShareSize]byte)}
-	// The cleanup hangs off the array itself: Share is a value type, so
-	// there is no other allocation whose death marks the end of its use.
-	runtime.AddCleanup(s.b, func(p *[ShareSize]byte) { clear(p[:]) }, nil)
-	return s
+	box := &shareBox{b: new([ShareSize]byte)}
+	runtime.AddCleanup(box, func(p *[ShareSize]byte) { clear(p[:]) }, box.b)
+	return Share{box}
 }
 
 // IsZero reports whether the share is the empty value.
-func (s Share) IsZero() bool { return s.b == nil }
+func (s Share) IsZero() bool { return s.shareBox == nil }
 
 // X returns the share's x coordinate.
 func (s Share) X() uint8 { return s.b[ShareSize-1] }
@@ -60,8 +65,8 @@ func (s Share) Digest() Digest { return Digest(sha3.Sum256(s.b[:])) }
 
 // Equal compares two shares in constant time.
 func (s Share) Equal(o Share) bool {
-	if s.b == nil || o.b == nil {
-		return s.b == o.b
+	if s.shareBox == nil || o.shareBox == nil {
+		return s.shareBox == o.shareBox
 	}
 	return subtle.ConstantTimeCompare(s.b[:], o.b[:]) == 1
 }
@@ -75,7 +80,7 @@ func (s Share) Clone() Share {
 
 // Zero clears the share's storage (and so every alias of it).
 func (s Share) Zero() {
-	if s.b != nil {
+	if s.shareBox != nil {
 		clear(s.b[:])
 	}
 }
@@ -109,7 +114,7 @@ func (d *Digest) UnmarshalText(b []byte) error {
 // VerifyShare checks s against the digest recorded for its sender. Every
 // share received from a peer goes through here before it is used.
 func VerifyShare(s Share, want Digest) error {
-	if s.b == nil {
+	if s.shareBox == nil {
 		return ErrShareLength
 	}
 	got := s.Digest()
@@ -191,7 +196,7 @@ func combineAt(shares []Share, k int, target uint8) (*Secret, error) {
 		}
 	}()
 	for _, s := range shares[:k] {
-		if s.b == nil {
+		if s.shareBox == nil {
 			return nil, ErrShareLength
 		}
 		x := s.X()
