@@ -75,7 +75,7 @@ func (n *Node) InitLrtq(ctx *NodeCtx, rack RackID, members []BaseboardID) error 
 	delete(pkgs, n.id)
 	n.lrtqInit = &lrtqInitState{pkgs: pkgs, acked: map[BaseboardID]bool{}}
 	for _, m := range members {
-		n.sendOutstanding(ctx, m, true)
+		n.request(ctx, m, LrtqInitMsg{})
 	}
 	return nil
 }
@@ -126,7 +126,9 @@ func (n *Node) learnTick(ctx *NodeCtx) {
 		}
 	}
 	le.peer = next
-	n.sendOutstanding(ctx, next, true)
+	n.request(ctx, next, LrtqLearnMsg{})
+	// The rotation is timed by the current peer's retry.
+	n.retries[next] = &retryState{backoff: n.retryBase, next: n.now + Instant(n.retryBase)}
 }
 
 func (n *Node) handleLrtqInit(ctx *NodeCtx, from BaseboardID, rack RackID, m LrtqInitMsg) {
@@ -182,7 +184,7 @@ func (n *Node) handleLrtqLearn(ctx *NodeCtx, from BaseboardID) {
 		n.load = newLrtqCollector(st.Lrtq)
 		n.load.add(n.id, st.Lrtq.Share)
 		for _, peer := range ctx.ConnectedPeers() {
-			n.sendOutstanding(ctx, peer, true)
+			n.request(ctx, peer, GetLrtqShareMsg{})
 		}
 	}
 }

@@ -193,7 +193,7 @@ func (n *Node) CoordinateReconfiguration(ctx *NodeCtx, msg ReconfigureMsg) error
 		return err
 	}
 	for _, peer := range last.MemberIDs() {
-		n.sendOutstanding(ctx, peer, true)
+		n.request(ctx, peer, GetShareMsg{Epoch: lc})
 	}
 	return nil
 }
@@ -232,7 +232,7 @@ func (n *Node) CoordinateUpgradeFromLrtq(ctx *NodeCtx, msg LrtqUpgradeMsg) error
 		return err
 	}
 	for _, peer := range rm.Members {
-		n.sendOutstanding(ctx, peer, true)
+		n.request(ctx, peer, GetLrtqShareMsg{})
 	}
 	return nil
 }
@@ -276,7 +276,7 @@ func (n *Node) sameCoordination(ctx *NodeCtx, msg ReconfigureMsg, upgrade bool) 
 		}
 		return true, epochErr(ErrConflictingReconfiguration, msg.Epoch, c.epoch())
 	}
-	if cfg := ctx.state.Configs[msg.Epoch]; cfg != nil {
+	if cfg := ctx.state.Configs[msg.Epoch]; cfg != nil && msg.Epoch > ctx.state.LatestCommittedEpoch() {
 		if cfg.Coordinator == n.id && cfg.Threshold == msg.Threshold && slices.Equal(cfg.MemberIDs(), msg.Members) {
 			// Persisted by an earlier incarnation of this coordinator.
 			// The other members' shares died with it, so there is
@@ -393,7 +393,7 @@ func (n *Node) prepare(ctx *NodeCtx, olds []tqcrypto.EpochSecret) error {
 	ctx.state.Shares[cfg.Epoch] = c.shares[n.id].Clone()
 	ctx.changed = true
 	for _, peer := range msg.Members {
-		n.sendOutstanding(ctx, peer, true)
+		n.request(ctx, peer, PrepareMsg{})
 	}
 	return nil
 }
@@ -490,7 +490,7 @@ func (n *Node) commitAdvance(ctx *NodeCtx, cfg *Configuration) (CommitStatus, er
 	}
 	n.rebuild = newCollector(st.Configs[cfg.Epoch])
 	for _, peer := range cfg.MemberIDs() {
-		n.sendOutstanding(ctx, peer, true)
+		n.request(ctx, peer, GetShareMsg{Epoch: cfg.Epoch})
 	}
 	return CommitPending, nil
 }
@@ -548,8 +548,12 @@ func (n *Node) LoadRackSecret(ctx *NodeCtx, epoch Epoch) (secret *tqcrypto.Secre
 				n.load = newLrtqCollector(st.Lrtq)
 				n.load.add(n.id, st.Lrtq.Share)
 			}
+			var req MsgBody = GetShareMsg{Epoch: latest}
+			if latest != lc {
+				req = GetLrtqShareMsg{}
+			}
 			for _, peer := range n.loadPeers(ctx) {
-				n.sendOutstanding(ctx, peer, true)
+				n.request(ctx, peer, req)
 			}
 		}
 		if err := n.maybeFinishLoad(ctx); err != nil {
@@ -657,6 +661,25 @@ func (n *Node) Tick(ctx *NodeCtx, now Instant) {
 			continue
 		}
 		n.sendOutstanding(ctx, peer, false)
+	}
+}
+
+// request sends a newly started activity's request to peer, and only that
+// (re-sending everything outstanding would duplicate earlier requests),
+// then makes sure a retry is scheduled. Requests are matched by kind (and
+// epoch for GetShareMsg); the outstanding list supplies the contents, such
+// as the peer's own share in a PrepareMsg.
+func (n *Node) request(ctx *NodeCtx, peer BaseboardID, req MsgBody) {
+	if peer == n.id || !ctx.connected[peer] {
+		return
+	}
+	for _, m := range n.outstanding(ctx, peer) {
+		if m.Body.Kind() == req.Kind() && (req.Kind() != "get_share" || sameRequest(m.Body, req)) {
+			ctx.send(peer, m)
+		}
+	}
+	if n.retries[peer] == nil {
+		n.retries[peer] = &retryState{backoff: n.retryBase, next: n.now + Instant(n.retryBase)}
 	}
 }
 

@@ -136,7 +136,12 @@ func TestSimulationSoak(t *testing.T) {
 
 // TestSimReplay replays the checked-in event logs under testdata/sim (and
 // the one named by -tq.replay), checking that every step reproduces the
-// recorded summary and invariants.
+// recorded summary and invariants. A deliberate change to what nodes send
+// changes the summaries; regenerate the logs then with
+//
+//	go test ./trustquorum -run 'TestSimulation$' -tq.seed=42 -tq.writelog=$PWD/trustquorum/testdata/sim/seed-42.jsonl
+//
+// (and likewise for seed 57), and review why the diff is expected.
 func TestSimReplay(t *testing.T) {
 	paths, err := filepath.Glob("testdata/sim/*.jsonl")
 	if err != nil {
