@@ -20,7 +20,7 @@ func (n *Node) HandleMessage(ctx *NodeCtx, from BaseboardID, msg PeerMsg) {
 	}
 	switch b := msg.Body.(type) {
 	case PrepareMsg:
-		n.handlePrepare(ctx, from, b)
+		n.handlePrepare(ctx, from, msg.RackID, b)
 	case PrepareAckMsg:
 		n.handlePrepareAck(from, b)
 	case GetShareMsg:
@@ -53,10 +53,10 @@ func (n *Node) HandleMessage(ctx *NodeCtx, from BaseboardID, msg PeerMsg) {
 	}
 }
 
-func (n *Node) handlePrepare(ctx *NodeCtx, from BaseboardID, m PrepareMsg) {
+func (n *Node) handlePrepare(ctx *NodeCtx, from BaseboardID, rack RackID, m PrepareMsg) {
 	st := &ctx.state
 	cfg := m.Config
-	if cfg == nil || cfg.Validate() != nil || from != cfg.Coordinator {
+	if cfg == nil || cfg.Validate() != nil || from != cfg.Coordinator || cfg.RackID != rack {
 		return
 	}
 	me, ok := cfg.Member(n.id)
@@ -69,11 +69,24 @@ func (n *Node) handlePrepare(ctx *NodeCtx, from BaseboardID, m PrepareMsg) {
 		n.learning = nil
 	}
 	ack := PeerMsg{RackID: cfg.RackID, Body: PrepareAckMsg{Epoch: cfg.Epoch}}
-	if existing := st.Configs[cfg.Epoch]; existing != nil {
-		if !existing.Equal(cfg) {
-			ctx.raise(Alarm{Kind: AlarmMismatchedConfigurations, Epoch: cfg.Epoch, Peer: from, Detail: "prepare differs from the held configuration"})
-			return
+	existing := st.Configs[cfg.Epoch]
+	if existing != nil && !existing.Equal(cfg) {
+		ctx.raise(Alarm{Kind: AlarmMismatchedConfigurations, Epoch: cfg.Epoch, Peer: from, Detail: "prepare differs from the held configuration"})
+		return
+	}
+	if lc := st.LatestCommittedEpoch(); cfg.Epoch < lc || (cfg.Epoch == lc && existing == nil) {
+		// A prepare for an epoch older than our commit: the coordinator
+		// is behind. If it is a member of our commit, tell it. If not,
+		// say nothing: a coordinator of an aborted epoch may never have
+		// been a committed member, and Expunged would lock it out of a
+		// rack it was never part of. It learns its fate, if it has one,
+		// when it asks for shares.
+		if c := st.LatestCommittedConfig(); c != nil && c.IsMember(from) {
+			n.replyNewer(ctx, from, cfg.RackID)
 		}
+		return
+	}
+	if existing != nil {
 		if _, ok := st.Shares[cfg.Epoch]; !ok {
 			// We hold the configuration only because we learnt it
 			// committed and are rebuilding our share: the prepare
@@ -82,12 +95,6 @@ func (n *Node) handlePrepare(ctx *NodeCtx, from BaseboardID, m PrepareMsg) {
 			n.commit(ctx, cfg.Epoch)
 		}
 		ctx.send(from, ack)
-		return
-	}
-	if lc := st.LatestCommittedEpoch(); cfg.Epoch <= lc {
-		// A prepare for an epoch older than our commit: the coordinator
-		// is behind. Tell it what it is missing.
-		n.replyNewer(ctx, from, cfg.RackID)
 		return
 	}
 	if n.coord != nil {

@@ -815,6 +815,9 @@ func (s *sim) checkInvariants() {
 				s.failf("%s committed epoch %d it is not a member of", n.id, e)
 			}
 		}
+		if x := st.Expunged; x != nil && !s.everCommittedMember(n.id) {
+			s.failf("%s was never a member of a committed epoch but is marked expunged", n.id)
+		}
 		if x := st.Expunged; x != nil {
 			if c := s.nx.byEpoch(x.Epoch); c == nil || slices.Contains(c.members, n.id) || c.state == nxPreparing || c.state == nxAborted {
 				s.failf("%s marked expunged at epoch %d wrongly", n.id, x.Epoch)
@@ -862,6 +865,20 @@ func (s *sim) checkInvariants() {
 			}
 		}
 	}
+}
+
+// everCommittedMember reports whether id was a member of an epoch Nexus
+// committed, or held an LRTQ package.
+func (s *sim) everCommittedMember(id tq.BaseboardID) bool {
+	if s.nodes[s.index(id)].state.Lrtq != nil {
+		return true
+	}
+	for _, c := range s.nx.committedEpochs() {
+		if slices.Contains(c.members, id) {
+			return true
+		}
+	}
+	return false
 }
 
 func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
