@@ -12,7 +12,7 @@ import (
 
 // cluster is a minimal fully connected set of nodes for unit tests.
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	rack  tq.RackID
 	ids   []tq.BaseboardID
 	nodes map[tq.BaseboardID]*tq.Node
@@ -22,7 +22,7 @@ type cluster struct {
 
 func uid(name string) tq.BaseboardID { return tq.BaseboardID{Part: "u", Serial: name} }
 
-func newCluster(t *testing.T, names ...string) *cluster {
+func newCluster(t testing.TB, names ...string) *cluster {
 	c := &cluster{t: t, nodes: map[tq.BaseboardID]*tq.Node{}, ctxs: map[tq.BaseboardID]*tq.NodeCtx{}}
 	copy(c.rack[:], "unit-test-rack!!")
 	for i, n := range names {
@@ -68,7 +68,7 @@ func (c *cluster) handle(to, from tq.BaseboardID, m tq.PeerMsg) {
 	c.flush()
 }
 
-func roundTrip(t *testing.T, m tq.PeerMsg) tq.PeerMsg {
+func roundTrip(t testing.TB, m tq.PeerMsg) tq.PeerMsg {
 	t.Helper()
 	b, err := tq.EncodeMsg(m)
 	if err != nil {
