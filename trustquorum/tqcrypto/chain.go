@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"runtime"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -51,12 +52,14 @@ func rackSecretsKey(newSecret *Secret, salt []byte, rackID [16]byte, epoch uint6
 	info = append(info, rackSecretsInfo...)
 	info = append(info, rackID[:]...)
 	info = binary.BigEndian.AppendUint64(info, epoch)
+	defer runtime.KeepAlive(newSecret)
 	return hkdfSHA3(newSecret.Expose(), salt, string(info))
 }
 
 // seal encrypts with a zero nonce. That is safe only because every key
 // sealed here is derived with a fresh random salt and used exactly once.
 func seal(key *Secret, plaintext []byte) ([]byte, error) {
+	defer runtime.KeepAlive(key)
 	aead, err := chacha20poly1305.New(key.Expose())
 	if err != nil {
 		return nil, err
@@ -66,6 +69,7 @@ func seal(key *Secret, plaintext []byte) ([]byte, error) {
 }
 
 func open(key *Secret, ciphertext []byte) ([]byte, error) {
+	defer runtime.KeepAlive(key)
 	aead, err := chacha20poly1305.New(key.Expose())
 	if err != nil {
 		return nil, err
@@ -159,6 +163,7 @@ func ZeroAll(list []EpochSecret) {
 // disk serial.
 func DeriveDiskKey(secret *Secret, rackID [16]byte, diskSerial string) (*Secret, error) {
 	salt := sha3.Sum256(rackID[:])
+	defer runtime.KeepAlive(secret)
 	return hkdfSHA3(secret.Expose(), salt[:], diskKeyInfo+diskSerial)
 }
 
@@ -215,5 +220,6 @@ func sparesKey(secret *Secret, salt []byte, rackID [16]byte, member string) (*Se
 	info = append(info, lrtqSparesInfo...)
 	info = append(info, rackID[:]...)
 	info = append(info, member...)
+	defer runtime.KeepAlive(secret)
 	return hkdfSHA3(secret.Expose(), salt, string(info))
 }

@@ -85,7 +85,8 @@ func SecretFromBytes(b []byte) (*Secret, error) {
 }
 
 // Expose returns the secret bytes. The slice aliases the Secret's storage,
-// so it is cleared by Zero; do not retain it beyond the Secret's life.
+// so it is cleared by Zero and by the cleanup once the Secret is
+// unreachable: keep the Secret alive (runtime.KeepAlive) while using it.
 func (s *Secret) Expose() []byte { return s.b[:] }
 
 // Equal compares two secrets in constant time.

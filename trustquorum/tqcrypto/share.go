@@ -56,12 +56,17 @@ func (s Share) IsZero() bool { return s.shareBox == nil }
 // X returns the share's x coordinate.
 func (s Share) X() uint8 { return s.b[ShareSize-1] }
 
-// Expose returns the share bytes; the slice aliases the share's storage.
+// Expose returns the share bytes; the slice aliases the share's storage,
+// which is cleared once the last Share copy is unreachable, so keep the Share
+// alive (runtime.KeepAlive) while using the slice.
 func (s Share) Expose() []byte { return s.b[:] }
 
 // Digest returns SHA3-256 of the share bytes, the value recorded in a
 // configuration and checked before a share received from anyone is used.
-func (s Share) Digest() Digest { return Digest(sha3.Sum256(s.b[:])) }
+func (s Share) Digest() Digest {
+	defer runtime.KeepAlive(s.shareBox)
+	return Digest(sha3.Sum256(s.b[:]))
+}
 
 // Equal compares two shares in constant time.
 func (s Share) Equal(o Share) bool {
@@ -132,6 +137,7 @@ func Split(secret *Secret, n, k int) ([]Share, error) {
 		return nil, ErrInvalidThreshold
 	}
 	raw, err := shamir.Split(secret.Expose(), n, k)
+	runtime.KeepAlive(secret)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidThreshold, err)
 	}

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func seq(from byte, n int) []byte {
@@ -413,5 +415,30 @@ func BenchmarkRebuild32(b *testing.B) {
 		if _, err := Rebuild(shares[:17], 17, shares[31].X(), d); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDroppedSecretsAreCleared checks that the cleanup clears the storage of
+// a Secret and a Share once nothing refers to them any more.
+func TestDroppedSecretsAreCleared(t *testing.T) {
+	var secretBytes, shareBytes []byte
+	func() {
+		s, err := SecretFromBytes(seq(1, 32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh, err := ShareFromBytes(seq(1, 33))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Keep only the backing arrays, not the handles.
+		secretBytes, shareBytes = s.Expose(), sh.Expose()
+	}()
+	for i := 0; i < 200 && !(allZero(secretBytes) && allZero(shareBytes)); i++ {
+		runtime.GC()
+		time.Sleep(time.Millisecond)
+	}
+	if !allZero(secretBytes) || !allZero(shareBytes) {
+		t.Fatal("dropped secret material was not cleared")
 	}
 }
