@@ -1126,8 +1126,8 @@ func (s *sim) writeLog() []byte {
 }
 
 // replay re-runs a log step by step, checking that each step reproduces
-// the recorded summary.
-func replay(log []byte) error {
+// the recorded summary. logf, if not nil, is told about every step.
+func replay(log []byte, logf func(format string, args ...any)) error {
 	var s *sim
 	for n, line := range strings.Split(strings.TrimSpace(string(log)), "\n") {
 		var ev Event
@@ -1145,7 +1145,11 @@ func replay(log []byte) error {
 		if err := s.runEvent(ev); err != nil {
 			return fmt.Errorf("step %d (%s): %w", n+1, line, err)
 		}
-		if got := s.log[len(s.log)-1].Summary; want != "" && got != want {
+		got := s.log[len(s.log)-1].Summary
+		if logf != nil {
+			logf("step %d: %s -> %s", n+1, line, got)
+		}
+		if want != "" && got != want {
 			return fmt.Errorf("step %d: replay diverged:\n got %s\nwant %s", n+1, got, want)
 		}
 	}

@@ -158,7 +158,11 @@ func TestSimReplay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := replay(b); err != nil {
+		var logf func(string, ...any)
+		if *simReplay != "" {
+			logf = t.Logf // step by step, for a failure being investigated
+		}
+		if err := replay(b, logf); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}
 	}
@@ -172,7 +176,7 @@ func TestSimDeterministic(t *testing.T) {
 		if err := s.runRandom(simParams{pool: 10}, 200); err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
-		if err := replay(s.writeLog()); err != nil {
+		if err := replay(s.writeLog(), nil); err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
 	}
