@@ -19,6 +19,7 @@ func (s *Server) externalRouter() chi.Router {
 	s.mountSledsExternal(r)
 	s.mountBackgroundTasks(r)
 	s.mountMetrics(r)
+	s.mountUI(r)
 	return r
 }
 
