@@ -20,9 +20,12 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/bgtasks"
+	"github.com/rackplane/rackplane/bgtasks/taskdb"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/migrations"
@@ -47,8 +50,15 @@ type Config struct {
 	// DatabaseWait bounds how long start-up waits for the database to
 	// answer (it may still be starting, as in docker-compose).
 	DatabaseWait time.Duration
-	// ShutdownGrace bounds how long shutdown waits for in-flight requests.
+	// ShutdownGrace bounds how long shutdown waits for in-flight requests,
+	// and then for running background-task activations.
 	ShutdownGrace time.Duration
+	// TaskPeriods overrides background-task periods by task name; a name
+	// that is not a task stops start-up.
+	TaskPeriods map[string]time.Duration
+	// SledLivenessThreshold is how long a sled may go unseen before it is
+	// marked unreachable (sledliveness.DefaultThreshold when zero).
+	SledLivenessThreshold time.Duration
 }
 
 // Defaults for Config fields left empty.
@@ -78,6 +88,11 @@ type Server struct {
 	log  zerolog.Logger
 	pool *pgxpool.Pool
 	ds   *datastore.Datastore
+
+	// tasks runs the background tasks (see tasks.go and bgtasks.go).
+	tasks   *bgtasks.Driver
+	taskdb  *taskdb.Store
+	metrics *prometheus.Registry
 
 	externalLn net.Listener
 	internalLn net.Listener
@@ -119,6 +134,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 	}
 
 	s := &Server{cfg: cfg, log: log, pool: pool, ds: datastore.New(pool, log, datastore.Options{})}
+	if err := s.setupTasks(); err != nil {
+		return nil, err
+	}
 	if s.externalLn, err = net.Listen("tcp", cfg.ExternalAddr); err != nil {
 		return nil, fmt.Errorf("nexus: external API: %w", err)
 	}
@@ -211,9 +229,19 @@ func listenerURL(ln net.Listener) string {
 func (s *Server) Run(ctx context.Context) error {
 	defer s.pool.Close()
 	s.log.Info().Str("external", s.ExternalURL()).Str("internal", s.InternalURL()).Msg("nexus serving")
+	// Tasks stop when ctx is done, alongside the listeners; the pool is
+	// closed only once both have.
+	if err := s.tasks.Start(ctx); err != nil {
+		s.externalLn.Close()
+		s.internalLn.Close()
+		return fmt.Errorf("nexus: %w", err)
+	}
 	err := httpx.ServeAll(ctx, s.cfg.ShutdownGrace, s.log,
 		httpx.Listener{Ln: s.externalLn, Handler: s.external},
 		httpx.Listener{Ln: s.internalLn, Handler: s.internal})
+	// A task that overstays the bound is logged by Stop and abandoned:
+	// shutdown must finish.
+	_ = s.tasks.Stop(s.cfg.ShutdownGrace)
 	s.log.Info().Msg("nexus stopped")
 	return err
 }

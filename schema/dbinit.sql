@@ -35,3 +35,25 @@ CREATE TABLE sled (
     CONSTRAINT sled_repo_depot_port_range CHECK (repo_depot_port BETWEEN 1 AND 65535),
     CONSTRAINT sled_baseboard_unique UNIQUE (part_number, serial_number)
 );
+
+-- Background tasks ---------------------------------------------------------
+
+-- Operator switches for background tasks, honoured by every Nexus at each
+-- activation. Keyed by the task's stable name (no sequence involved); a
+-- task without a row is enabled.
+CREATE TABLE bgtask_setting (
+    name TEXT PRIMARY KEY,
+    enabled BOOL NOT NULL,
+    time_modified TIMESTAMPTZ NOT NULL,
+    -- Who flipped it (the API request id), for the audit trail in logs.
+    modified_by TEXT NOT NULL
+);
+
+-- Each Nexus's latest compact summary of its tasks, so that any Nexus can
+-- show every Nexus's tasks. time_written is the database's clock.
+CREATE TABLE bgtask_heartbeat (
+    nexus_id UUID PRIMARY KEY,
+    time_written TIMESTAMPTZ NOT NULL,
+    -- JSON array of api.TaskSummary.
+    tasks JSONB NOT NULL
+);

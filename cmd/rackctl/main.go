@@ -36,6 +36,7 @@ type command struct {
 func commands() []command {
 	var all []command
 	all = append(all, sledCommands()...)
+	all = append(all, bgtaskCommands()...)
 	return all
 }
 
