@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -27,6 +28,7 @@ import (
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/migrations"
 	"github.com/rackplane/rackplane/nexus/datastore"
+	"github.com/rackplane/rackplane/nexus/depot"
 )
 
 // Config is everything a Nexus needs to start.
@@ -42,19 +44,36 @@ type Config struct {
 	// AutoMigrate brings an older (or empty) database to this build's
 	// schema at start instead of refusing to start.
 	AutoMigrate bool
-	// DataDir holds this instance's files (its id, later the depot).
+	// DataDir holds this instance's files: its id and the depot of
+	// artifacts (<data-dir>/depot).
 	DataDir string
 	// DatabaseWait bounds how long start-up waits for the database to
 	// answer (it may still be starting, as in docker-compose).
 	DatabaseWait time.Duration
 	// ShutdownGrace bounds how long shutdown waits for in-flight requests.
 	ShutdownGrace time.Duration
+
+	// UploadMaxBytes bounds a TUF repo upload's body (413 above it).
+	UploadMaxBytes int64
+	// TufMaxExpansion bounds the total uncompressed size of an uploaded
+	// archive's entries (zip bombs).
+	TufMaxExpansion int64
+	// TufEnforceExpiry refuses uploads whose metadata has expired. Off by
+	// default: racks are often offline and releases are signed with short
+	// expiry; expiry is recorded either way.
+	TufEnforceExpiry bool
+	// TufReposKept is how many of the newest repos the pruner keeps.
+	TufReposKept int
 }
 
 // Defaults for Config fields left empty.
 const (
 	DefaultExternalAddr = ":12220"
 	DefaultInternalAddr = ":12221"
+	// Real release archives are 1-3 GiB.
+	DefaultUploadMaxBytes  = 8 << 30
+	DefaultTufMaxExpansion = 16 << 30
+	DefaultTufReposKept    = 3
 )
 
 func (c *Config) setDefaults() {
@@ -70,6 +89,15 @@ func (c *Config) setDefaults() {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
+	if c.UploadMaxBytes <= 0 {
+		c.UploadMaxBytes = DefaultUploadMaxBytes
+	}
+	if c.TufMaxExpansion <= 0 {
+		c.TufMaxExpansion = DefaultTufMaxExpansion
+	}
+	if c.TufReposKept <= 0 {
+		c.TufReposKept = DefaultTufReposKept
+	}
 }
 
 // Server is a running Nexus.
@@ -83,7 +111,26 @@ type Server struct {
 	internalLn net.Listener
 	external   chi.Router
 	internal   chi.Router
+
+	// depot holds this instance's local copies of artifacts.
+	depot *depot.Depot
+	// uploadMu makes verification, copying into the depot and recording
+	// one upload at a time, so that a failed upload's cleanup can never
+	// remove a file another upload in this process relies on. Receiving
+	// bodies is not serialised.
+	uploadMu sync.Mutex
+	// activateTask asks the background-task driver to run a task now
+	// (after an upload or prune, the replication task). See
+	// SetTaskActivator.
+	activateTask func(name, requester string)
+	// now is the clock expiry is judged against.
+	now func() time.Time
 }
+
+// SetTaskActivator points the server at the background-task driver: fn is
+// called with a task name and the requester (a request id) whenever Nexus
+// changes a task's inputs. Until it is set, such requests are only logged.
+func (s *Server) SetTaskActivator(fn func(name, requester string)) { s.activateTask = fn }
 
 // New connects to the database, checks (or, with AutoMigrate, brings up)
 // its schema, and opens both listeners. Run serves them.
@@ -92,11 +139,12 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 	if cfg.ID == uuid.Nil {
 		return nil, errors.New("nexus: config needs an instance ID")
 	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("nexus: config needs a data dir (it holds the artifact depot)")
+	}
 	log = log.With().Str("nexus_id", cfg.ID.String()).Logger()
-	if cfg.DataDir != "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-			return nil, fmt.Errorf("nexus: data dir: %w", err)
-		}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("nexus: data dir: %w", err)
 	}
 	poolCfg, err := datastore.PoolConfig(cfg.DatabaseURL)
 	if err != nil {
@@ -118,7 +166,13 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 		return nil, err
 	}
 
-	s := &Server{cfg: cfg, log: log, pool: pool, ds: datastore.New(pool, log, datastore.Options{})}
+	s := &Server{cfg: cfg, log: log, pool: pool, ds: datastore.New(pool, log, datastore.Options{}), now: time.Now}
+	s.activateTask = func(name, requester string) {
+		s.log.Info().Str("task", name).Str("requester", requester).Msg("task activation requested (no driver attached)")
+	}
+	if err := s.openDepot(ctx); err != nil {
+		return nil, err
+	}
 	if s.externalLn, err = net.Listen("tcp", cfg.ExternalAddr); err != nil {
 		return nil, fmt.Errorf("nexus: external API: %w", err)
 	}
@@ -226,9 +280,12 @@ func mapError(err error) error {
 	if errors.As(err, &he) {
 		return err
 	}
+	var coded *datastore.CodedConflict
 	switch {
 	case errors.Is(err, datastore.ErrUnavailable):
 		return httpx.Unavailable(err, "the database is unavailable; try again shortly")
+	case errors.As(err, &coded):
+		return httpx.Conflict(coded.Code, "%s", coded.Message)
 	case errors.Is(err, datastore.ErrNotFound):
 		return httpx.NotFound("%s", stripSentinel(err, datastore.ErrNotFound))
 	case errors.Is(err, datastore.ErrConflict):
