@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"hash/fnv"
 	"io"
 	"io/fs"
@@ -475,6 +476,22 @@ func (l *Lineage) Build(w io.Writer, r Repo) (*Built, error) {
 		fh := &zip.FileHeader{Name: name, Method: method}
 		if mode != 0 {
 			fh.SetMode(mode)
+		}
+		if method != zip.Store && method != zip.Deflate {
+			// An unknown method can only be written raw: its bytes are
+			// stored as given, labelled with the method.
+			data, err := io.ReadAll(src)
+			if err != nil {
+				return err
+			}
+			fh.CRC32 = crc32.ChecksumIEEE(data)
+			fh.CompressedSize64, fh.UncompressedSize64 = uint64(len(data)), uint64(len(data))
+			fw, err := zw.CreateRaw(fh)
+			if err != nil {
+				return err
+			}
+			_, err = fw.Write(data)
+			return err
 		}
 		fw, err := zw.CreateHeader(fh)
 		if err != nil {
