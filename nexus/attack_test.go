@@ -209,4 +209,3 @@ func asAPIError(err error, out **api.Error) bool {
 	*out = e
 	return ok
 }
-
