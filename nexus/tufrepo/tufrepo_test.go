@@ -198,3 +198,18 @@ func (m *maxWrite) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = (*maxWrite)(nil)
+
+// A huge root version in a file name is a gap, found without counting up
+// to it (the fuzzer found that the first version of this loop would try).
+func TestHugeRootVersionIsAGap(t *testing.T) {
+	t.Parallel()
+	l := lineage(t, 5, tufgen.LineageOptions{})
+	r := tufgen.Demo("1.0.0")
+	r.Defects.ExtraEntries = []tufgen.Entry{{Name: "repo/metadata/999999999999.root.json", Data: []byte("{}")}}
+	archive, _ := build(t, l, r)
+	start := time.Now()
+	_, _, err := verify(archive, []tufrepo.TrustRoot{{ID: uuid.New(), JSON: l.TrustRoot()}}, nil, tufrepo.Options{})
+	if code(err) != api.CodeRootVersionGap || time.Since(start) > 5*time.Second {
+		t.Fatalf("got %v after %s", err, time.Since(start))
+	}
+}

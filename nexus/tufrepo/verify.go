@@ -130,14 +130,21 @@ func (a *Archive) rootVersions() ([]string, error) {
 		found[v] = name
 		maxV = max(maxV, v)
 	}
-	out := make([]string, maxV)
-	for v := int64(1); v <= maxV; v++ {
+	// The loop is bounded by the number of files found, not by the
+	// highest version named: a name like 99999999.root.json must not
+	// make it allocate or spin.
+	out := make([]string, 0, len(found))
+	for v := int64(1); v <= int64(len(found)); v++ {
 		name, ok := found[v]
 		if !ok {
 			return nil, errf(api.CodeRootVersionGap, "the archive has root metadata up to version %d but no %d.root.json; "+
 				"a root rotation must go one version at a time and every version must be in the archive", maxV, v)
 		}
-		out[v-1] = name
+		out = append(out, name)
+	}
+	if maxV > int64(len(found)) {
+		return nil, errf(api.CodeRootVersionGap, "the archive has %d.root.json but only %d root versions; "+
+			"a root rotation must go one version at a time and every version must be in the archive", maxV, len(found))
 	}
 	return out, nil
 }
