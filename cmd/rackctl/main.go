@@ -36,6 +36,8 @@ type command struct {
 func commands() []command {
 	var all []command
 	all = append(all, sledCommands()...)
+	all = append(all, repoCommands()...)
+	all = append(all, trustRootCommands()...)
 	return all
 }
 
