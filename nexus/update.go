@@ -292,11 +292,17 @@ func (s *Server) verifyAndRecord(ctx context.Context, archive *os.File, size int
 
 	// Copy every artifact into the depot, checking its bytes; ones the
 	// depot already holds are still read and checked, so every byte of
-	// the archive that names an artifact is verified.
+	// the archive that names an artifact is verified. The batch flushes
+	// each artifact to disk while the next one is read.
+	batch := s.depot.NewBatch()
 	var created []string
 	ok := false
 	defer func() {
 		if !ok {
+			if created == nil {
+				batch.Abort()
+				return
+			}
 			for _, sha := range created {
 				if rerr := s.depot.Remove(sha); rerr != nil {
 					s.log.Error().Err(rerr).Str("sha256", sha).Msg("could not remove artifact of a failed upload")
@@ -309,8 +315,7 @@ func (s *Server) verifyAndRecord(ctx context.Context, archive *os.File, size int
 			return res, err
 		}
 		sha := v.TargetSHA256(target)
-		length := v.TargetLength(target)
-		have, err := s.depot.Has(sha, length)
+		have, err := s.depot.Has(sha, v.TargetLength(target))
 		if err != nil {
 			return res, err
 		}
@@ -320,12 +325,13 @@ func (s *Server) verifyAndRecord(ctx context.Context, archive *os.File, size int
 			}
 			continue
 		}
-		if err := s.depot.Put(sha, func(w io.Writer) error { return a.CopyTarget(v, target, w, buf) }); err != nil {
+		if err := batch.Put(sha, func(w io.Writer) error { return a.CopyTarget(v, target, w, buf) }); err != nil {
 			return res, err
 		}
-		created = append(created, sha)
 	}
-	if err := s.depot.Sync(); err != nil {
+	stored, err := batch.Wait()
+	created = append([]string{}, stored...)
+	if err != nil {
 		return res, err
 	}
 
