@@ -195,6 +195,8 @@ func TestRepoLifecycle(t *testing.T) {
 	nx := racktest.StartNexus(t, db.URL, nexus.Config{})
 	ctx := context.Background()
 	depotDir := nx.Depot().Dir()
+	activations := make(chan string, 16)
+	nx.SetTaskActivator(func(name, _ string) { activations <- name })
 	l := newLineage(t, 3, tufgen.LineageOptions{Consistent: true})
 	addRoot(t, nx.Client, l.TrustRoot())
 
@@ -209,6 +211,9 @@ func TestRepoLifecycle(t *testing.T) {
 		if err != nil || sha256Hex(data) != a.SHA256 {
 			t.Fatalf("depot copy of %s: %v", a.Name, err)
 		}
+	}
+	if got := <-activations; got != nexus.ReplicationTask {
+		t.Fatalf("upload activated %q", got)
 	}
 	before := snapshotWorld(t, db.Pool, depotDir)
 	again := mustUpload(t, nx.Client, a1, api.UploadAlreadyExists)
