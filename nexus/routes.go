@@ -20,6 +20,7 @@ func (s *Server) externalRouter() chi.Router {
 	s.mountBackgroundTasks(r)
 	s.mountMetrics(r)
 	s.mountUI(r)
+	s.mountUpdate(r)
 	return r
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -30,6 +31,7 @@ import (
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/migrations"
 	"github.com/rackplane/rackplane/nexus/datastore"
+	"github.com/rackplane/rackplane/nexus/depot"
 )
 
 // Config is everything a Nexus needs to start.
@@ -45,7 +47,8 @@ type Config struct {
 	// AutoMigrate brings an older (or empty) database to this build's
 	// schema at start instead of refusing to start.
 	AutoMigrate bool
-	// DataDir holds this instance's files (its id, later the depot).
+	// DataDir holds this instance's files: its id and the depot of
+	// artifacts (<data-dir>/depot).
 	DataDir string
 	// DatabaseWait bounds how long start-up waits for the database to
 	// answer (it may still be starting, as in docker-compose).
@@ -59,12 +62,28 @@ type Config struct {
 	// SledLivenessThreshold is how long a sled may go unseen before it is
 	// marked unreachable (sledliveness.DefaultThreshold when zero).
 	SledLivenessThreshold time.Duration
+
+	// UploadMaxBytes bounds a TUF repo upload's body (413 above it).
+	UploadMaxBytes int64
+	// TufMaxExpansion bounds the total uncompressed size of an uploaded
+	// archive's entries (zip bombs).
+	TufMaxExpansion int64
+	// TufEnforceExpiry refuses uploads whose metadata has expired. Off by
+	// default: racks are often offline and releases are signed with short
+	// expiry; expiry is recorded either way.
+	TufEnforceExpiry bool
+	// TufReposKept is how many of the newest repos the pruner keeps.
+	TufReposKept int
 }
 
 // Defaults for Config fields left empty.
 const (
 	DefaultExternalAddr = ":12220"
 	DefaultInternalAddr = ":12221"
+	// Real release archives are 1-3 GiB.
+	DefaultUploadMaxBytes  = 8 << 30
+	DefaultTufMaxExpansion = 16 << 30
+	DefaultTufReposKept    = 3
 )
 
 func (c *Config) setDefaults() {
@@ -79,6 +98,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.UploadMaxBytes <= 0 {
+		c.UploadMaxBytes = DefaultUploadMaxBytes
+	}
+	if c.TufMaxExpansion <= 0 {
+		c.TufMaxExpansion = DefaultTufMaxExpansion
+	}
+	if c.TufReposKept <= 0 {
+		c.TufReposKept = DefaultTufReposKept
 	}
 }
 
@@ -98,6 +126,33 @@ type Server struct {
 	internalLn net.Listener
 	external   chi.Router
 	internal   chi.Router
+
+	// depot holds this instance's local copies of artifacts.
+	depot *depot.Depot
+	// uploadMu makes verification, copying into the depot and recording
+	// one upload at a time, so that a failed upload's cleanup can never
+	// remove a file another upload in this process relies on. Receiving
+	// bodies is not serialised.
+	uploadMu sync.Mutex
+	// now is the clock expiry is judged against.
+	now func() time.Time
+	// activateHook, when set (tests only), replaces the driver in
+	// activateTask.
+	activateHook func(name, requester string)
+}
+
+// activateTask asks the driver for an explicit run of a task whose inputs
+// this Nexus just changed (the replication task after an upload, say). A
+// failure only delays the work to the task's next period, so it is logged,
+// not returned.
+func (s *Server) activateTask(name, requester string) {
+	if s.activateHook != nil {
+		s.activateHook(name, requester)
+		return
+	}
+	if err := s.ActivateTask(name, requester); err != nil {
+		s.log.Warn().Err(err).Str("task", name).Str("requester", requester).Msg("could not activate task")
+	}
 }
 
 // New connects to the database, checks (or, with AutoMigrate, brings up)
@@ -107,11 +162,12 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 	if cfg.ID == uuid.Nil {
 		return nil, errors.New("nexus: config needs an instance ID")
 	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("nexus: config needs a data dir (it holds the artifact depot)")
+	}
 	log = log.With().Str("nexus_id", cfg.ID.String()).Logger()
-	if cfg.DataDir != "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-			return nil, fmt.Errorf("nexus: data dir: %w", err)
-		}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("nexus: data dir: %w", err)
 	}
 	poolCfg, err := datastore.PoolConfig(cfg.DatabaseURL)
 	if err != nil {
@@ -133,7 +189,10 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 		return nil, err
 	}
 
-	s := &Server{cfg: cfg, log: log, pool: pool, ds: datastore.New(pool, log, datastore.Options{})}
+	s := &Server{cfg: cfg, log: log, pool: pool, ds: datastore.New(pool, log, datastore.Options{}), now: time.Now}
+	if err := s.openDepot(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.setupTasks(); err != nil {
 		return nil, err
 	}
@@ -254,9 +313,12 @@ func mapError(err error) error {
 	if errors.As(err, &he) {
 		return err
 	}
+	var coded *datastore.CodedConflict
 	switch {
 	case errors.Is(err, datastore.ErrUnavailable):
 		return httpx.Unavailable(err, "the database is unavailable; try again shortly")
+	case errors.As(err, &coded):
+		return httpx.Conflict(coded.Code, "%s", coded.Message)
 	case errors.Is(err, datastore.ErrNotFound):
 		return httpx.NotFound("%s", stripSentinel(err, datastore.ErrNotFound))
 	case errors.Is(err, datastore.ErrConflict):

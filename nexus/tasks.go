@@ -6,6 +6,7 @@ import (
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/bgtasks/heartbeat"
 	"github.com/rackplane/rackplane/bgtasks/sledliveness"
+	"github.com/rackplane/rackplane/bgtasks/tufpruner"
 )
 
 // registerTasks is the one place background tasks are registered: add one
@@ -18,6 +19,10 @@ func (s *Server) registerTasks() error {
 		s.tasks.Register(bgtasks.Registration{
 			Name: sledliveness.Name, Description: sledliveness.Description, Period: sledliveness.DefaultPeriod,
 			Task: &sledliveness.Task{DS: s.ds, Threshold: s.cfg.SledLivenessThreshold},
+		}),
+		s.tasks.Register(bgtasks.Registration{
+			Name: tufpruner.Name, Description: tufpruner.Description, Period: tufpruner.DefaultPeriod,
+			Task: tufpruner.New(s.ds, s.cfg.TufReposKept, s.log),
 		}),
 		s.tasks.Register(bgtasks.Registration{
 			Name: heartbeat.Name, Description: heartbeat.Description, Period: heartbeat.DefaultPeriod,

@@ -43,10 +43,12 @@ const defaultDatabaseURL = "postgres://postgres@localhost:5432/rackplane?sslmode
 
 type options struct {
 	nexus.Config
-	id          string
-	logLevel    string
-	logFormat   string
-	taskPeriods []string
+	uploadMax    int
+	maxExpansion int
+	id           string
+	logLevel     string
+	logFormat    string
+	taskPeriods  []string
 }
 
 func flags(name string, o *options) *envflag.Set {
@@ -82,6 +84,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"NAME=DURATION: run background task NAME every DURATION instead of its default (repeatable)")
 	fs.Duration(&o.SledLivenessThreshold, "sled-liveness-threshold", "RACKPLANE_SLED_LIVENESS_THRESHOLD",
 		sledliveness.DefaultThreshold, "how long a sled may go unseen before it is marked unreachable")
+	fs.Int(&o.uploadMax, "upload-max-bytes", "RACKPLANE_UPLOAD_MAX_BYTES", nexus.DefaultUploadMaxBytes,
+		"largest TUF repo upload accepted, in bytes (larger ones get 413)")
+	fs.Int(&o.maxExpansion, "tuf-max-expansion", "RACKPLANE_TUF_MAX_EXPANSION", nexus.DefaultTufMaxExpansion,
+		"largest total uncompressed size of an uploaded archive's entries, in bytes (zip bombs)")
+	fs.Bool(&o.TufEnforceExpiry, "tuf-enforce-expiry", "RACKPLANE_TUF_ENFORCE_EXPIRY", false,
+		"refuse uploads whose TUF metadata has expired (expiry is recorded either way)")
+	fs.Int(&o.TufReposKept, "tuf-repos-kept", "RACKPLANE_TUF_REPOS_KEPT", nexus.DefaultTufReposKept,
+		"how many of the newest TUF repos the pruner keeps")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage(err, stderr)
 	}
@@ -91,6 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	o.TaskPeriods = periods
+	o.UploadMaxBytes, o.TufMaxExpansion = int64(o.uploadMax), int64(o.maxExpansion)
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "nexus: unexpected argument %q (see --help)\n", fs.Arg(0))
 		return 2

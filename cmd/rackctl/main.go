@@ -37,6 +37,8 @@ func commands() []command {
 	var all []command
 	all = append(all, sledCommands()...)
 	all = append(all, bgtaskCommands()...)
+	all = append(all, repoCommands()...)
+	all = append(all, trustRootCommands()...)
 	return all
 }
 
