@@ -35,3 +35,13 @@ CREATE TABLE sled (
     CONSTRAINT sled_repo_depot_port_range CHECK (repo_depot_port BETWEEN 1 AND 65535),
     CONSTRAINT sled_baseboard_unique UNIQUE (part_number, serial_number)
 );
+
+-- Sled inventory -----------------------------------------------------------
+
+-- What each sled agent last reported about its storage. NULL until an agent
+-- that reports it registers (older agents leave the values alone).
+-- The artifact config generation the sled holds.
+ALTER TABLE sled ADD COLUMN artifact_generation INT8
+    CONSTRAINT sled_artifact_generation_nonnegative CHECK (artifact_generation >= 0);
+-- The sled's M.2 devices: [{"path", "present", "free_bytes", "total_bytes", "error"}].
+ALTER TABLE sled ADD COLUMN m2_devices JSONB;
