@@ -143,4 +143,18 @@ func TestScrubRunsOnSchedule(t *testing.T) {
 	if st := r.store.ScrubStatus(); st.FilesChecked != 4 || st.IntervalSeconds != 3600 {
 		t.Fatalf("status %+v", st)
 	}
+	// An operator can ask for a pass now.
+	if _, err := r.api.ArtifactScrubStart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the requested scrub pass", func() error {
+		st, err := r.api.ArtifactScrubStatus(context.Background())
+		if err != nil {
+			return err
+		}
+		if st.Passes != 3 {
+			return fmt.Errorf("%d passes", st.Passes)
+		}
+		return nil
+	})
 }
