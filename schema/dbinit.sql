@@ -32,6 +32,13 @@ CREATE TABLE sled (
     repo_depot_port INT4 NOT NULL DEFAULT 12348,
     policy sled_policy NOT NULL DEFAULT 'in_service',
     state sled_state NOT NULL DEFAULT 'active',
+    -- Inventory: what the sled agent last reported about its storage; NULL
+    -- until an agent that reports it registers (older agents leave the
+    -- values alone). The artifact config generation the sled holds:
+    artifact_generation INT8,
+    -- Its M.2 devices: [{"path", "present", "free_bytes", "total_bytes", "error"}].
+    m2_devices JSONB,
+    CONSTRAINT sled_artifact_generation_nonnegative CHECK (artifact_generation >= 0),
     CONSTRAINT sled_repo_depot_port_range CHECK (repo_depot_port BETWEEN 1 AND 65535),
     CONSTRAINT sled_baseboard_unique UNIQUE (part_number, serial_number)
 );

@@ -191,6 +191,7 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 			RepoDepotAddr: "127.0.0.1:0",
 			NexusURL:      r.nexus.InternalURL(),
 			M2Dirs:        []string{filepath.Join(dir, "m2-a"), filepath.Join(dir, "m2-b")},
+			CreateM2Dirs:  true,
 		}, slog)
 		if err != nil {
 			return r, fmt.Errorf("%s: %w", name, err)
