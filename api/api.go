@@ -98,6 +98,14 @@ type SledRegistration struct {
 	SledAgentAddress string `json:"sled_agent_address"`
 	// RepoDepotPort is the port of the sled's repo depot on the same host.
 	RepoDepotPort int `json:"repo_depot_port"`
+
+	// Inventory, sent by sled agents that have an artifact store; absent
+	// from older agents, in which case Nexus keeps what it had.
+
+	// M2s lists the sled's configured M.2 devices.
+	M2s []M2Device `json:"m2s,omitempty"`
+	// ArtifactGeneration is the artifact config generation the sled holds.
+	ArtifactGeneration *uint64 `json:"artifact_generation,omitempty"`
 }
 
 // Sled is a registered sled, as Nexus lists it.
@@ -111,4 +119,8 @@ type Sled struct {
 	TimeCreated      time.Time `json:"time_created"`
 	TimeModified     time.Time `json:"time_modified"`
 	TimeLastSeen     time.Time `json:"time_last_seen"`
+	// M2s and ArtifactGeneration are the sled's last reported inventory
+	// (absent until a sled agent that reports them has registered).
+	M2s                []M2Device `json:"m2s,omitempty"`
+	ArtifactGeneration *uint64    `json:"artifact_generation,omitempty"`
 }

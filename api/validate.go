@@ -64,5 +64,5 @@ func (r SledRegistration) Validate() error {
 	if r.RepoDepotPort < 1 || r.RepoDepotPort > 65535 {
 		return fieldErr("repo_depot_port", "must be 1-65535, got %d", r.RepoDepotPort)
 	}
-	return nil
+	return r.validateInventory()
 }

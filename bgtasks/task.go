@@ -2,6 +2,7 @@ package bgtasks
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,7 +37,35 @@ type Activation struct {
 	RunID string
 	// Start is when the run began.
 	Start time.Time
+
+	// changed is shared by every copy of the Activation the driver hands
+	// out, so MarkChanged works on a value receiver.
+	changed *atomic.Bool
 }
+
+// NewActivation returns an Activation that records MarkChanged, as the
+// driver's do. Tasks' own tests use it to check what their activations
+// report.
+func NewActivation(iteration uint64, reason Reason, requester, runID string, start time.Time) Activation {
+	return Activation{Iteration: iteration, Reason: reason, Requester: requester, RunID: runID, Start: start,
+		changed: new(atomic.Bool)}
+}
+
+// MarkChanged tells the driver that this activation changed the result that
+// dependent tasks consume, so they are activated when it finishes. A task
+// calls it only when it really changed something (a row written, a sled's
+// state flipped), never merely because its status differs: statuses carry
+// times and counts that differ on every run. It is safe to call from any
+// goroutine of the activation and is a no-op on an Activation made neither by
+// the driver nor by NewActivation.
+func (a Activation) MarkChanged() {
+	if a.changed != nil {
+		a.changed.Store(true)
+	}
+}
+
+// Changed reports whether MarkChanged was called for this activation.
+func (a Activation) Changed() bool { return a.changed != nil && a.changed.Load() }
 
 // Task is one level-triggered reconciler. Each activation re-reads all the
 // desired state it needs and moves the world one step toward it, so running
@@ -48,3 +77,9 @@ type Task interface {
 	// that partly failed returns both a status and an error.
 	Activate(ctx context.Context, act Activation) (status any, err error)
 }
+
+// TaskFunc adapts a function to the Task interface.
+type TaskFunc func(ctx context.Context, act Activation) (status any, err error)
+
+// Activate calls f.
+func (f TaskFunc) Activate(ctx context.Context, act Activation) (any, error) { return f(ctx, act) }

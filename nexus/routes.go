@@ -17,6 +17,10 @@ func (s *Server) externalRouter() chi.Router {
 	r := httpx.NewRouter(s.log.With().Str("api", "external").Logger())
 	r.Get("/healthz", s.healthz)
 	s.mountSledsExternal(r)
+	s.mountBackgroundTasks(r)
+	s.mountMetrics(r)
+	s.mountUI(r)
+	s.mountUpdate(r)
 	return r
 }
 

@@ -15,18 +15,23 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/bgtasks"
+	"github.com/rackplane/rackplane/bgtasks/taskdb"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/migrations"
 	"github.com/rackplane/rackplane/nexus/datastore"
+	"github.com/rackplane/rackplane/nexus/depot"
 )
 
 // Config is everything a Nexus needs to start.
@@ -42,19 +47,43 @@ type Config struct {
 	// AutoMigrate brings an older (or empty) database to this build's
 	// schema at start instead of refusing to start.
 	AutoMigrate bool
-	// DataDir holds this instance's files (its id, later the depot).
+	// DataDir holds this instance's files: its id and the depot of
+	// artifacts (<data-dir>/depot).
 	DataDir string
 	// DatabaseWait bounds how long start-up waits for the database to
 	// answer (it may still be starting, as in docker-compose).
 	DatabaseWait time.Duration
-	// ShutdownGrace bounds how long shutdown waits for in-flight requests.
+	// ShutdownGrace bounds how long shutdown waits for in-flight requests,
+	// and then for running background-task activations.
 	ShutdownGrace time.Duration
+	// TaskPeriods overrides background-task periods by task name; a name
+	// that is not a task stops start-up.
+	TaskPeriods map[string]time.Duration
+	// SledLivenessThreshold is how long a sled may go unseen before it is
+	// marked unreachable (sledliveness.DefaultThreshold when zero).
+	SledLivenessThreshold time.Duration
+
+	// UploadMaxBytes bounds a TUF repo upload's body (413 above it).
+	UploadMaxBytes int64
+	// TufMaxExpansion bounds the total uncompressed size of an uploaded
+	// archive's entries (zip bombs).
+	TufMaxExpansion int64
+	// TufEnforceExpiry refuses uploads whose metadata has expired. Off by
+	// default: racks are often offline and releases are signed with short
+	// expiry; expiry is recorded either way.
+	TufEnforceExpiry bool
+	// TufReposKept is how many of the newest repos the pruner keeps.
+	TufReposKept int
 }
 
 // Defaults for Config fields left empty.
 const (
 	DefaultExternalAddr = ":12220"
 	DefaultInternalAddr = ":12221"
+	// Real release archives are 1-3 GiB.
+	DefaultUploadMaxBytes  = 8 << 30
+	DefaultTufMaxExpansion = 16 << 30
+	DefaultTufReposKept    = 3
 )
 
 func (c *Config) setDefaults() {
@@ -70,6 +99,15 @@ func (c *Config) setDefaults() {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
+	if c.UploadMaxBytes <= 0 {
+		c.UploadMaxBytes = DefaultUploadMaxBytes
+	}
+	if c.TufMaxExpansion <= 0 {
+		c.TufMaxExpansion = DefaultTufMaxExpansion
+	}
+	if c.TufReposKept <= 0 {
+		c.TufReposKept = DefaultTufReposKept
+	}
 }
 
 // Server is a running Nexus.
@@ -79,10 +117,42 @@ type Server struct {
 	pool *pgxpool.Pool
 	ds   *datastore.Datastore
 
+	// tasks runs the background tasks (see tasks.go and bgtasks.go).
+	tasks   *bgtasks.Driver
+	taskdb  *taskdb.Store
+	metrics *prometheus.Registry
+
 	externalLn net.Listener
 	internalLn net.Listener
 	external   chi.Router
 	internal   chi.Router
+
+	// depot holds this instance's local copies of artifacts.
+	depot *depot.Depot
+	// uploadMu makes verification, copying into the depot and recording
+	// one upload at a time, so that a failed upload's cleanup can never
+	// remove a file another upload in this process relies on. Receiving
+	// bodies is not serialised.
+	uploadMu sync.Mutex
+	// now is the clock expiry is judged against.
+	now func() time.Time
+	// activateHook, when set (tests only), replaces the driver in
+	// activateTask.
+	activateHook func(name, requester string)
+}
+
+// activateTask asks the driver for an explicit run of a task whose inputs
+// this Nexus just changed (the replication task after an upload, say). A
+// failure only delays the work to the task's next period, so it is logged,
+// not returned.
+func (s *Server) activateTask(name, requester string) {
+	if s.activateHook != nil {
+		s.activateHook(name, requester)
+		return
+	}
+	if err := s.ActivateTask(name, requester); err != nil {
+		s.log.Warn().Err(err).Str("task", name).Str("requester", requester).Msg("could not activate task")
+	}
 }
 
 // New connects to the database, checks (or, with AutoMigrate, brings up)
@@ -92,11 +162,12 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 	if cfg.ID == uuid.Nil {
 		return nil, errors.New("nexus: config needs an instance ID")
 	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("nexus: config needs a data dir (it holds the artifact depot)")
+	}
 	log = log.With().Str("nexus_id", cfg.ID.String()).Logger()
-	if cfg.DataDir != "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-			return nil, fmt.Errorf("nexus: data dir: %w", err)
-		}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("nexus: data dir: %w", err)
 	}
 	poolCfg, err := datastore.PoolConfig(cfg.DatabaseURL)
 	if err != nil {
@@ -118,7 +189,13 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 		return nil, err
 	}
 
-	s := &Server{cfg: cfg, log: log, pool: pool, ds: datastore.New(pool, log, datastore.Options{})}
+	s := &Server{cfg: cfg, log: log, pool: pool, ds: datastore.New(pool, log, datastore.Options{}), now: time.Now}
+	if err := s.openDepot(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.setupTasks(); err != nil {
+		return nil, err
+	}
 	if s.externalLn, err = net.Listen("tcp", cfg.ExternalAddr); err != nil {
 		return nil, fmt.Errorf("nexus: external API: %w", err)
 	}
@@ -211,9 +288,19 @@ func listenerURL(ln net.Listener) string {
 func (s *Server) Run(ctx context.Context) error {
 	defer s.pool.Close()
 	s.log.Info().Str("external", s.ExternalURL()).Str("internal", s.InternalURL()).Msg("nexus serving")
+	// Tasks stop when ctx is done, alongside the listeners; the pool is
+	// closed only once both have.
+	if err := s.tasks.Start(ctx); err != nil {
+		s.externalLn.Close()
+		s.internalLn.Close()
+		return fmt.Errorf("nexus: %w", err)
+	}
 	err := httpx.ServeAll(ctx, s.cfg.ShutdownGrace, s.log,
 		httpx.Listener{Ln: s.externalLn, Handler: s.external},
 		httpx.Listener{Ln: s.internalLn, Handler: s.internal})
+	// A task that overstays the bound is logged by Stop and abandoned:
+	// shutdown must finish.
+	_ = s.tasks.Stop(s.cfg.ShutdownGrace)
 	s.log.Info().Msg("nexus stopped")
 	return err
 }
@@ -226,9 +313,12 @@ func mapError(err error) error {
 	if errors.As(err, &he) {
 		return err
 	}
+	var coded *datastore.CodedConflict
 	switch {
 	case errors.Is(err, datastore.ErrUnavailable):
 		return httpx.Unavailable(err, "the database is unavailable; try again shortly")
+	case errors.As(err, &coded):
+		return httpx.Conflict(coded.Code, "%s", coded.Message)
 	case errors.Is(err, datastore.ErrNotFound):
 		return httpx.NotFound("%s", stripSentinel(err, datastore.ErrNotFound))
 	case errors.Is(err, datastore.ErrConflict):

@@ -32,6 +32,154 @@ CREATE TABLE sled (
     repo_depot_port INT4 NOT NULL DEFAULT 12348,
     policy sled_policy NOT NULL DEFAULT 'in_service',
     state sled_state NOT NULL DEFAULT 'active',
+    -- Inventory: what the sled agent last reported about its storage; NULL
+    -- until an agent that reports it registers (older agents leave the
+    -- values alone). The artifact config generation the sled holds:
+    artifact_generation INT8,
+    -- Its M.2 devices: [{"path", "present", "free_bytes", "total_bytes", "error"}].
+    m2_devices JSONB,
+    CONSTRAINT sled_artifact_generation_nonnegative CHECK (artifact_generation >= 0),
     CONSTRAINT sled_repo_depot_port_range CHECK (repo_depot_port BETWEEN 1 AND 65535),
     CONSTRAINT sled_baseboard_unique UNIQUE (part_number, serial_number)
 );
+
+-- Background tasks ---------------------------------------------------------
+
+-- Operator switches for background tasks, honoured by every Nexus at each
+-- activation. Keyed by the task's stable name (no sequence involved); a
+-- task without a row is enabled.
+CREATE TABLE bgtask_setting (
+    name TEXT PRIMARY KEY,
+    enabled BOOL NOT NULL,
+    time_modified TIMESTAMPTZ NOT NULL,
+    -- Who flipped it (the API request id), for the audit trail in logs.
+    modified_by TEXT NOT NULL
+);
+
+-- Each Nexus's latest compact summary of its tasks, so that any Nexus can
+-- show every Nexus's tasks. time_written is the database's clock.
+CREATE TABLE bgtask_heartbeat (
+    nexus_id UUID PRIMARY KEY,
+    time_written TIMESTAMPTZ NOT NULL,
+    -- JSON array of api.TaskSummary.
+    tasks JSONB NOT NULL
+);
+
+-- TUF depot ----------------------------------------------------------------
+
+-- Roots operators trust to sign releases. Deleting one is a soft delete so
+-- repos verified against it keep a meaningful trust_root_id.
+CREATE TABLE tuf_trust_root (
+    id UUID PRIMARY KEY,
+    time_created TIMESTAMPTZ NOT NULL,
+    time_deleted TIMESTAMPTZ,
+    -- Hash of root_json as registered; the same document is registered once.
+    sha256 TEXT NOT NULL,
+    root_version INT8 NOT NULL,
+    expires TIMESTAMPTZ NOT NULL,
+    -- Exactly the bytes the operator sent (signatures cover their content).
+    root_json TEXT NOT NULL
+);
+
+CREATE UNIQUE INDEX tuf_trust_root_live_sha256 ON tuf_trust_root (sha256) WHERE time_deleted IS NULL;
+
+-- Rollback protection: the highest metadata versions accepted so far from
+-- each trust root, keyed by the root document's hash so that deleting and
+-- re-adding a root does not reset them.
+CREATE TABLE tuf_trust_root_lineage (
+    root_sha256 TEXT PRIMARY KEY,
+    root_version INT8 NOT NULL,
+    timestamp_version INT8 NOT NULL,
+    snapshot_version INT8 NOT NULL,
+    targets_version INT8 NOT NULL,
+    time_modified TIMESTAMPTZ NOT NULL
+);
+
+-- 'degraded': some artifact has no known holder; 'failed': given up on.
+CREATE TYPE tuf_repo_state AS ENUM ('active', 'degraded', 'failed');
+
+CREATE TABLE tuf_repo (
+    id UUID PRIMARY KEY,
+    time_created TIMESTAMPTZ NOT NULL,
+    -- Hash of the uploaded archive; a re-upload with the same hash is a no-op.
+    sha256 TEXT NOT NULL,
+    system_version TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    -- Earliest expiry among the repo's metadata roles.
+    valid_until TIMESTAMPTZ NOT NULL,
+    trust_root_id UUID NOT NULL,
+    root_version INT8 NOT NULL,
+    timestamp_version INT8 NOT NULL,
+    snapshot_version INT8 NOT NULL,
+    targets_version INT8 NOT NULL,
+    -- Hash of the signed targets metadata, to name differences on conflict.
+    targets_sha256 TEXT NOT NULL,
+    -- 1 for artifacts.json, 2 for artifacts-v2.json.
+    manifest_format INT4 NOT NULL,
+    manifest_metadata JSONB NOT NULL DEFAULT '{}',
+    -- Set when pruned (by 'operator' or 'pruner'); pruned repos' artifacts
+    -- are no longer wanted on sleds unless a live repo also carries them.
+    time_pruned TIMESTAMPTZ,
+    pruned_by TEXT,
+    -- An operator-kept repo is never pruned automatically.
+    kept BOOL NOT NULL DEFAULT false,
+    state tuf_repo_state NOT NULL DEFAULT 'active',
+    state_reason TEXT NOT NULL DEFAULT '',
+    CONSTRAINT tuf_repo_sha256_unique UNIQUE (sha256),
+    CONSTRAINT tuf_repo_system_version_unique UNIQUE (system_version)
+);
+
+-- Listing is newest first.
+CREATE INDEX tuf_repo_newest_first ON tuf_repo (time_created DESC, id DESC);
+
+-- One row per distinct (name, version, kind, bytes); repos that carry the
+-- same artifact share its row. Several rows may share a sha256 (the same
+-- bytes released under two kinds), so sha256 alone is not unique.
+CREATE TABLE tuf_artifact (
+    id UUID PRIMARY KEY,
+    time_created TIMESTAMPTZ NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    length INT8 NOT NULL,
+    tags JSONB NOT NULL DEFAULT '{}',
+    CONSTRAINT tuf_artifact_length_nonnegative CHECK (length >= 0),
+    CONSTRAINT tuf_artifact_identity_unique UNIQUE (name, version, kind, sha256)
+);
+
+CREATE INDEX tuf_artifact_sha256 ON tuf_artifact (sha256);
+
+CREATE TABLE tuf_repo_artifact (
+    repo_id UUID NOT NULL REFERENCES tuf_repo (id),
+    artifact_id UUID NOT NULL REFERENCES tuf_artifact (id),
+    -- The TUF target the artifact's bytes came from in this repo.
+    target_name TEXT NOT NULL,
+    PRIMARY KEY (repo_id, artifact_id)
+);
+
+CREATE INDEX tuf_repo_artifact_by_artifact ON tuf_repo_artifact (artifact_id);
+
+-- The generation of "the set of artifacts sleds should hold" (the sha256s
+-- of every live repo's artifacts). Every change of that set bumps it by
+-- compare-and-swap in the same transaction.
+CREATE TABLE tuf_generation (
+    singleton BOOL PRIMARY KEY DEFAULT true,
+    generation INT8 NOT NULL,
+    time_modified TIMESTAMPTZ NOT NULL,
+    CONSTRAINT tuf_generation_one_row CHECK (singleton),
+    CONSTRAINT tuf_generation_positive CHECK (generation >= 1)
+);
+
+INSERT INTO tuf_generation (singleton, generation, time_modified) VALUES (true, 1, now());
+
+-- Which Nexus instance holds which artifact in its local depot, so another
+-- Nexus can fetch from it and a repo whose only holder is gone is noticed.
+CREATE TABLE nexus_artifact_copy (
+    nexus_id UUID NOT NULL,
+    sha256 TEXT NOT NULL,
+    time_created TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (nexus_id, sha256)
+);
+
+CREATE INDEX nexus_artifact_copy_by_sha256 ON nexus_artifact_copy (sha256);

@@ -1,6 +1,8 @@
 // Package sledagent is the sled agent: the process on each sled that Nexus
-// drives. It serves the sled API, the repo depot other sleds copy artifacts
-// from, and registers the sled with Nexus on start and periodically.
+// drives. It serves the sled API (including the artifact store), the repo
+// depot other sleds copy artifacts from, and /metrics; it watches the M.2
+// devices, and registers the sled and its inventory with Nexus on start,
+// on change and periodically.
 package sledagent
 
 import (
@@ -17,6 +19,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
@@ -24,6 +28,9 @@ import (
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/reqid"
+	"github.com/rackplane/rackplane/sledagent/artifacts"
+	"github.com/rackplane/rackplane/sledagent/clock"
+	"github.com/rackplane/rackplane/sledagent/m2"
 )
 
 // Config is everything a sled agent needs to start.
@@ -46,7 +53,30 @@ type Config struct {
 	// RegisterInterval is how often the sled re-registers with Nexus.
 	RegisterInterval time.Duration
 	// M2Dirs are the directories standing in for the sled's M.2 devices.
+	// A device is present while its directory exists.
 	M2Dirs []string
+	// CreateM2Dirs creates the M.2 directories that are missing at start
+	// (dev racks and tests, where nothing else provides them). Without it a
+	// missing directory is an absent device, used once it appears.
+	CreateM2Dirs bool
+	// M2PollInterval is how often the M.2 directories are checked for
+	// arrival and departure.
+	M2PollInterval time.Duration
+	// M2Budgets caps the bytes an M.2 may hold, by directory: simulates
+	// small or full devices (tests). Absent means the file system's limit.
+	M2Budgets map[string]int64
+	// ScrubInterval is the time between scrub passes (negative disables).
+	ScrubInterval time.Duration
+	// ScrubRate bounds scrub reads, in bytes per second.
+	ScrubRate int64
+	// ArtifactReconcileInterval is how often unwanted artifacts are deleted
+	// and missing copies filled from a sibling M.2 even without a trigger.
+	ArtifactReconcileInterval time.Duration
+	// MaxConcurrentCopies bounds copy-from-depot transfers.
+	MaxConcurrentCopies int
+	// Clock tells time for the M.2 poll, scrub and copy back-off (nil:
+	// the real clock).
+	Clock clock.Clock
 	// ShutdownGrace bounds how long shutdown waits for in-flight requests.
 	ShutdownGrace time.Duration
 }
@@ -58,6 +88,11 @@ const (
 	DefaultNexusURL         = "http://127.0.0.1:12221"
 	DefaultRegisterInterval = 30 * time.Second
 	DefaultBaseboardPart    = "rackplane-sim"
+	DefaultM2PollInterval   = 2 * time.Second
+	DefaultScrubInterval    = time.Hour
+	DefaultScrubRate        = 64 << 20
+	DefaultReconcile        = time.Minute
+	DefaultMaxCopies        = 4
 )
 
 func (c *Config) setDefaults() {
@@ -79,6 +114,24 @@ func (c *Config) setDefaults() {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
+	if c.M2PollInterval <= 0 {
+		c.M2PollInterval = DefaultM2PollInterval
+	}
+	if c.ScrubInterval == 0 {
+		c.ScrubInterval = DefaultScrubInterval
+	}
+	if c.ScrubRate <= 0 {
+		c.ScrubRate = DefaultScrubRate
+	}
+	if c.ArtifactReconcileInterval <= 0 {
+		c.ArtifactReconcileInterval = DefaultReconcile
+	}
+	if c.MaxConcurrentCopies <= 0 {
+		c.MaxConcurrentCopies = DefaultMaxCopies
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real()
+	}
 }
 
 // Server is a running sled agent.
@@ -92,6 +145,10 @@ type Server struct {
 	depotLn net.Listener
 	api     chi.Router
 	depot   chi.Router
+
+	metrics *prometheus.Registry
+	m2      *m2.Watcher
+	store   *artifacts.Store
 
 	registerNow chan struct{}
 	regMu       sync.Mutex
@@ -131,17 +188,62 @@ func New(cfg Config, log zerolog.Logger) (_ *Server, err error) {
 		log:         log.With().Str("sled_id", id.String()).Logger(),
 		nexus:       nexus,
 		registerNow: make(chan struct{}, 1),
+		metrics:     prometheus.NewRegistry(),
+	}
+	if err := s.openArtifactStore(); err != nil {
+		return nil, err
 	}
 	if s.apiLn, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+		s.store.Close()
 		return nil, fmt.Errorf("sled agent: sled API: %w", err)
 	}
 	if s.depotLn, err = net.Listen("tcp", cfg.RepoDepotAddr); err != nil {
 		s.apiLn.Close()
+		s.store.Close()
 		return nil, fmt.Errorf("sled agent: repo depot: %w", err)
 	}
 	s.api = s.apiRouter()
 	s.depot = s.depotRouter()
 	return s, nil
+}
+
+// openArtifactStore sets up M.2 discovery and the artifact store, and
+// brings the M.2s present now into use before any request is served: each
+// gets the newest artifact config ledger, and tmp/ leftovers are removed.
+func (s *Server) openArtifactStore() error {
+	cfg := s.cfg
+	if len(cfg.M2Dirs) == 0 {
+		s.log.Warn().Msg("no --m2 directory given: the sled cannot store artifacts")
+	}
+	if cfg.CreateM2Dirs {
+		for _, d := range cfg.M2Dirs {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return fmt.Errorf("sled agent: create M.2 dir: %w", err)
+			}
+		}
+	}
+	var err error
+	s.m2, err = m2.NewWatcher(cfg.M2Dirs, s.log, m2.Options{Budgets: cfg.M2Budgets, Registerer: s.metrics,
+		Marker: artifacts.UpdateDir})
+	if err != nil {
+		return fmt.Errorf("sled agent: %w", err)
+	}
+	s.store, err = artifacts.New(s.log, artifacts.Options{
+		Clock:               cfg.Clock,
+		Registerer:          s.metrics,
+		Budgets:             cfg.M2Budgets,
+		OnChange:            s.TriggerRegistration,
+		ReconcileInterval:   cfg.ArtifactReconcileInterval,
+		ScrubInterval:       cfg.ScrubInterval,
+		ScrubRate:           cfg.ScrubRate,
+		MaxConcurrentCopies: cfg.MaxConcurrentCopies,
+	})
+	if err != nil {
+		return fmt.Errorf("sled agent: %w", err)
+	}
+	s.m2.Handle(s.store.DeviceChanged)
+	s.m2.Poll()
+	return nil
 }
 
 // ID is the sled's id.
@@ -184,29 +286,45 @@ func (s *Server) Run(ctx context.Context) error {
 		Msg("sled agent serving")
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	regDone := make(chan struct{})
-	go func() {
-		defer close(regDone)
-		s.registerLoop(ctx)
-	}()
+	var bg sync.WaitGroup
+	for _, fn := range []func(context.Context){
+		s.registerLoop,
+		func(ctx context.Context) { s.m2.Run(ctx, s.cfg.Clock, s.cfg.M2PollInterval) },
+		s.store.Run,
+	} {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			fn(ctx)
+		}()
+	}
 	err := httpx.ServeAll(ctx, s.cfg.ShutdownGrace, s.log,
 		httpx.Listener{Ln: s.apiLn, Handler: s.api},
 		httpx.Listener{Ln: s.depotLn, Handler: s.depot})
-	cancel() // a listener that failed on its own stops registration too
-	<-regDone
+	cancel() // a listener that failed on its own stops the background work too
+	bg.Wait()
 	s.log.Info().Msg("sled agent stopped")
 	return err
 }
 
+// Artifacts is the sled's artifact store.
+func (s *Server) Artifacts() *artifacts.Store { return s.store }
+
+// M2 is the sled's M.2 watcher.
+func (s *Server) M2() *m2.Watcher { return s.m2 }
+
 func (s *Server) apiRouter() chi.Router {
 	r := httpx.NewRouter(s.log.With().Str("api", "sled").Logger())
 	r.Get("/healthz", s.healthz)
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
+	s.store.Mount(r)
 	return r
 }
 
 func (s *Server) depotRouter() chi.Router {
 	r := httpx.NewRouter(s.log.With().Str("api", "repo_depot").Logger())
 	r.Get("/healthz", s.healthz)
+	s.store.MountDepot(r)
 	return r
 }
 
@@ -272,10 +390,13 @@ func (s *Server) registerLoop(ctx context.Context) {
 func (s *Server) registerOnce(parent context.Context) error {
 	ctx, cancel := context.WithTimeout(reqid.With(parent, reqid.New()), 10*time.Second)
 	defer cancel()
+	gen := s.store.Generation()
 	reg := api.SledRegistration{
-		Baseboard:        s.cfg.Baseboard,
-		SledAgentAddress: s.Address(),
-		RepoDepotPort:    s.depotPort(),
+		Baseboard:          s.cfg.Baseboard,
+		SledAgentAddress:   s.Address(),
+		RepoDepotPort:      s.depotPort(),
+		M2s:                s.m2.Devices(),
+		ArtifactGeneration: &gen,
 	}
 	_, err := s.nexus.SledRegister(ctx, s.id, reg)
 	if err != nil && parent.Err() != nil {

@@ -2,7 +2,10 @@ package client
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/rackplane/rackplane/api"
 )
@@ -18,3 +21,84 @@ func NewSledAgent(baseURL string, hc *http.Client) (SledAgent, error) {
 
 // Health fetches /healthz.
 func (s SledAgent) Health(ctx context.Context) (api.Health, error) { return s.health(ctx) }
+
+// Artifact store calls. Errors are *api.Error; a 409 about generations
+// (config_generation, generation_mismatch) carries the sled's generation in
+// its message and, on the wire, in held_generation (api.GenerationConflict).
+
+// ArtifactConfigPut pushes an artifact config and returns the one the sled
+// holds afterwards.
+func (s SledAgent) ArtifactConfigPut(ctx context.Context, cfg api.ArtifactConfig) (api.ArtifactConfig, error) {
+	var out api.ArtifactConfig
+	err := s.Do(ctx, Request{Method: http.MethodPut, Path: "/artifacts-config", JSON: cfg}, &out)
+	return out, err
+}
+
+// ArtifactConfigGet returns the artifact config the sled holds.
+func (s SledAgent) ArtifactConfigGet(ctx context.Context) (api.ArtifactConfig, error) {
+	var out api.ArtifactConfig
+	err := s.Do(ctx, Request{Method: http.MethodGet, Path: "/artifacts-config"}, &out)
+	return out, err
+}
+
+// ArtifactList returns the hashes of the sled's config with their copy
+// counts.
+func (s SledAgent) ArtifactList(ctx context.Context) (api.ArtifactList, error) {
+	var out api.ArtifactList
+	err := s.Do(ctx, Request{Method: http.MethodGet, Path: "/artifacts"}, &out)
+	return out, err
+}
+
+func generationQuery(gen uint64) url.Values {
+	return url.Values{"generation": {strconv.FormatUint(gen, 10)}}
+}
+
+// ArtifactPut streams an artifact of length bytes (-1 if unknown) to the
+// sled. Large bodies need a client without a whole-request timeout (pass
+// &http.Client{} to NewSledAgent, not the default).
+func (s SledAgent) ArtifactPut(ctx context.Context, sha256 string, gen uint64, body io.Reader, length int64) (api.ArtifactPutResult, error) {
+	var out api.ArtifactPutResult
+	err := s.Do(ctx, Request{Method: http.MethodPut, Path: "/artifacts/" + sha256, Query: generationQuery(gen),
+		Body: body, ContentLength: length, ContentType: "application/octet-stream"}, &out)
+	return out, err
+}
+
+// ArtifactCopyFromDepot asks the sled to fetch an artifact from sourceURL
+// (a depot's /artifact/sha256/{sha256} URL, or its base URL). The answer
+// comes at once: done when the sled already holds it everywhere, otherwise
+// the queued or running copy (never a second copy of the same hash).
+func (s SledAgent) ArtifactCopyFromDepot(ctx context.Context, sha256 string, gen uint64, sourceURL string) (api.ArtifactCopy, error) {
+	var out api.ArtifactCopy
+	err := s.Do(ctx, Request{Method: http.MethodPost, Path: "/artifacts/" + sha256 + "/copy-from-depot",
+		Query: generationQuery(gen), JSON: api.ArtifactCopyRequest{SourceURL: sourceURL}}, &out)
+	return out, err
+}
+
+// ArtifactCopies lists copies in flight and recently finished.
+func (s SledAgent) ArtifactCopies(ctx context.Context) (api.ArtifactCopyList, error) {
+	var out api.ArtifactCopyList
+	err := s.Do(ctx, Request{Method: http.MethodGet, Path: "/artifacts/copies"}, &out)
+	return out, err
+}
+
+// ArtifactCopyGet returns the latest copy of one hash (404 when none is
+// remembered).
+func (s SledAgent) ArtifactCopyGet(ctx context.Context, sha256 string) (api.ArtifactCopy, error) {
+	var out api.ArtifactCopy
+	err := s.Do(ctx, Request{Method: http.MethodGet, Path: "/artifacts/copies/" + sha256}, &out)
+	return out, err
+}
+
+// ArtifactScrubStatus returns the scrub's status.
+func (s SledAgent) ArtifactScrubStatus(ctx context.Context) (api.ScrubStatus, error) {
+	var out api.ScrubStatus
+	err := s.Do(ctx, Request{Method: http.MethodGet, Path: "/artifacts/scrub"}, &out)
+	return out, err
+}
+
+// ArtifactScrubStart asks for a scrub pass now.
+func (s SledAgent) ArtifactScrubStart(ctx context.Context) (api.ScrubStatus, error) {
+	var out api.ScrubStatus
+	err := s.Do(ctx, Request{Method: http.MethodPost, Path: "/artifacts/scrub"}, &out)
+	return out, err
+}

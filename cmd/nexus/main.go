@@ -10,12 +10,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/rackplane/rackplane/bgtasks/sledliveness"
 	"github.com/rackplane/rackplane/internal/envflag"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/migrations"
@@ -41,9 +43,12 @@ const defaultDatabaseURL = "postgres://postgres@localhost:5432/rackplane?sslmode
 
 type options struct {
 	nexus.Config
-	id        string
-	logLevel  string
-	logFormat string
+	uploadMax    int
+	maxExpansion int
+	id           string
+	logLevel     string
+	logFormat    string
+	taskPeriods  []string
 }
 
 func flags(name string, o *options) *envflag.Set {
@@ -74,10 +79,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Duration(&o.DatabaseWait, "database-wait", "RACKPLANE_DATABASE_WAIT", time.Minute,
 		"how long start-up waits for the database to answer")
 	fs.Duration(&o.ShutdownGrace, "shutdown-grace", "RACKPLANE_SHUTDOWN_GRACE", 10*time.Second,
-		"how long shutdown waits for in-flight requests")
+		"how long shutdown waits for in-flight requests, then for running background tasks")
+	fs.Strings(&o.taskPeriods, "task-period", "RACKPLANE_NEXUS_TASK_PERIODS",
+		"NAME=DURATION: run background task NAME every DURATION instead of its default (repeatable)")
+	fs.Duration(&o.SledLivenessThreshold, "sled-liveness-threshold", "RACKPLANE_SLED_LIVENESS_THRESHOLD",
+		sledliveness.DefaultThreshold, "how long a sled may go unseen before it is marked unreachable")
+	fs.Int(&o.uploadMax, "upload-max-bytes", "RACKPLANE_UPLOAD_MAX_BYTES", nexus.DefaultUploadMaxBytes,
+		"largest TUF repo upload accepted, in bytes (larger ones get 413)")
+	fs.Int(&o.maxExpansion, "tuf-max-expansion", "RACKPLANE_TUF_MAX_EXPANSION", nexus.DefaultTufMaxExpansion,
+		"largest total uncompressed size of an uploaded archive's entries, in bytes (zip bombs)")
+	fs.Bool(&o.TufEnforceExpiry, "tuf-enforce-expiry", "RACKPLANE_TUF_ENFORCE_EXPIRY", false,
+		"refuse uploads whose TUF metadata has expired (expiry is recorded either way)")
+	fs.Int(&o.TufReposKept, "tuf-repos-kept", "RACKPLANE_TUF_REPOS_KEPT", nexus.DefaultTufReposKept,
+		"how many of the newest TUF repos the pruner keeps")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage(err, stderr)
 	}
+	periods, err := parseTaskPeriods(o.taskPeriods)
+	if err != nil {
+		fmt.Fprintln(stderr, "nexus: --task-period:", err)
+		return 2
+	}
+	o.TaskPeriods = periods
+	o.UploadMaxBytes, o.TufMaxExpansion = int64(o.uploadMax), int64(o.maxExpansion)
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "nexus: unexpected argument %q (see --help)\n", fs.Arg(0))
 		return 2
@@ -172,6 +196,27 @@ func checkStatus(ctx context.Context, cfg *pgxpool.Config) (migrations.Status, e
 	}
 	defer pool.Close()
 	return migrations.Check(ctx, pool)
+}
+
+// parseTaskPeriods turns NAME=DURATION pairs into a map. Whether NAME is a
+// task is checked by Nexus at start, which knows the tasks.
+func parseTaskPeriods(pairs []string) (map[string]time.Duration, error) {
+	out := map[string]time.Duration{}
+	for _, p := range pairs {
+		name, value, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("%q must be NAME=DURATION, like sled_liveness=30s", p)
+		}
+		d, err := time.ParseDuration(value)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%q: %q is not a positive duration (like 30s or 5m)", p, value)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("%s is given twice", name)
+		}
+		out[name] = d
+	}
+	return out, nil
 }
 
 func exitUsage(err error, stderr io.Writer) int {

@@ -36,6 +36,9 @@ type command struct {
 func commands() []command {
 	var all []command
 	all = append(all, sledCommands()...)
+	all = append(all, bgtaskCommands()...)
+	all = append(all, repoCommands()...)
+	all = append(all, trustRootCommands()...)
 	return all
 }
 

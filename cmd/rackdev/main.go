@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 	"github.com/rackplane/rackplane/internal/envflag"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/pgtemp"
+	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/sledagent"
 )
@@ -95,6 +97,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := rack.check(ctx, o.waitTimeout); err != nil {
 		fmt.Fprintln(stderr, "rackdev:", err)
+		return 1
+	}
+	if err := rack.uploadDemoRepo(ctx, stdout); err != nil {
+		fmt.Fprintln(stderr, "rackdev: demo repo:", err)
 		return 1
 	}
 	rack.printSummary(stdout)
@@ -185,6 +191,7 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 			RepoDepotAddr: "127.0.0.1:0",
 			NexusURL:      r.nexus.InternalURL(),
 			M2Dirs:        []string{filepath.Join(dir, "m2-a"), filepath.Join(dir, "m2-b")},
+			CreateM2Dirs:  true,
 		}, slog)
 		if err != nil {
 			return r, fmt.Errorf("%s: %w", name, err)
@@ -309,7 +316,56 @@ func (r *rack) printSummary(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nTry:")
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s sleds list\n", flagPart)
+	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo list\n", flagPart)
+	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo show %s\n", flagPart, demoVersion)
+	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo upload %s\n", flagPart, filepath.Join(r.dataDir, "demo", demoZip))
 	fmt.Fprintf(w, "  curl %s/v1/system/hardware/sleds\n", r.nexus.ExternalURL())
+}
+
+// The demo release rackdev uploads, signed by a lineage made from a fixed
+// seed so that its trust root is the same on every run.
+const (
+	demoVersion = "1.0.0"
+	demoZip     = "demo-repo-1.0.0.zip"
+)
+
+// uploadDemoRepo registers the demo trust root and uploads a small signed
+// demo release, keeping both files in <data-dir>/demo for the user.
+func (r *rack) uploadDemoRepo(ctx context.Context, stdout io.Writer) error {
+	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{'r', 'a', 'c', 'k', 'd', 'e', 'v'}), tufgen.LineageOptions{Consistent: true})
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(r.dataDir, "demo")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "root.json"), l.TrustRoot(), 0o644); err != nil {
+		return err
+	}
+	zipPath := filepath.Join(dir, demoZip)
+	built, err := l.BuildFile(zipPath, tufgen.Demo(demoVersion))
+	if err != nil {
+		return err
+	}
+	nx, err := client.NewNexus(r.nexus.ExternalURL(), nil)
+	if err != nil {
+		return err
+	}
+	if _, _, err := nx.TrustRootAdd(ctx, l.TrustRoot()); err != nil {
+		return err
+	}
+	f, err := os.Open(zipPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	res, err := nx.RepoUpload(ctx, demoZip, f, built.Size, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rackdev: demo repo %s %s (%d artifacts)\n", res.Repo.SystemVersion, res.Status, res.Repo.ArtifactCount)
+	return nil
 }
 
 // defaultRackctlURL is rackctl's default --nexus.

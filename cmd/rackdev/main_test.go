@@ -17,13 +17,14 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
 	s := out.String()
-	for _, want := range []string{"smoke: ok", "nexus external API", "sled-2", "rackctl --nexus http://127.0.0.1:"} {
+	for _, want := range []string{"smoke: ok", "nexus external API", "sled-2", "rackctl --nexus http://127.0.0.1:",
+		"demo repo 1.0.0 inserted (4 artifacts)", "repo list"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q:\n%s", want, s)
 		}
 	}
 	// A data dir the user named is kept, with every component's log.
-	for _, f := range []string{"logs/nexus.log", "logs/sled-0.log", "logs/sled-2.log", "sled-1/sled-id"} {
+	for _, f := range []string{"logs/nexus.log", "logs/sled-0.log", "logs/sled-2.log", "sled-1/sled-id", "demo/root.json", "demo/demo-repo-1.0.0.zip"} {
 		if _, err := os.Stat(dataDir + "/" + f); err != nil {
 			t.Errorf("missing %s: %v", f, err)
 		}

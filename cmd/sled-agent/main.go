@@ -1,6 +1,6 @@
-// Command sled-agent runs the agent on one sled: the sled API Nexus drives,
-// the repo depot other sleds copy artifacts from, and registration with
-// Nexus.
+// Command sled-agent runs the agent on one sled: the sled API Nexus drives
+// (with the artifact store on the sled's M.2s), the repo depot other sleds
+// copy artifacts from, and registration with Nexus.
 package main
 
 import (
@@ -31,6 +31,7 @@ func main() {
 func run(ctx context.Context, args []string, stderr io.Writer) int {
 	var cfg sledagent.Config
 	var logLevel, logFormat string
+	var scrubRate int
 	fs := envflag.New("sled-agent", usage)
 	fs.SetOutput(stderr)
 	fs.String(&cfg.DataDir, "data-dir", "RACKPLANE_SLED_DATA_DIR", "", "directory for the sled's identity and local state (required)")
@@ -46,7 +47,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		"baseboard serial number (default: SIM-<first 8 hex digits of the sled id>)")
 	fs.Duration(&cfg.RegisterInterval, "register-interval", "RACKPLANE_SLED_REGISTER_INTERVAL", sledagent.DefaultRegisterInterval,
 		"how often to re-register with Nexus")
-	fs.Strings(&cfg.M2Dirs, "m2", "RACKPLANE_SLED_M2", "directory standing in for an M.2 device (repeat for each; normally two)")
+	fs.Strings(&cfg.M2Dirs, "m2", "RACKPLANE_SLED_M2", "directory standing in for an M.2 device (repeat for each; normally two); "+
+		"a device is present while its directory exists")
+	fs.Bool(&cfg.CreateM2Dirs, "m2-create", "RACKPLANE_SLED_M2_CREATE", false,
+		"create the --m2 directories that are missing at start (dev racks; otherwise a missing one is an absent device)")
+	fs.Duration(&cfg.M2PollInterval, "m2-poll-interval", "RACKPLANE_SLED_M2_POLL_INTERVAL", sledagent.DefaultM2PollInterval,
+		"how often to check the M.2 directories for arrival and departure")
+	fs.Duration(&cfg.ScrubInterval, "scrub-interval", "RACKPLANE_SLED_SCRUB_INTERVAL", sledagent.DefaultScrubInterval,
+		"time between scrub passes that re-hash stored artifacts (negative disables)")
+	fs.Int(&scrubRate, "scrub-rate", "RACKPLANE_SLED_SCRUB_RATE", sledagent.DefaultScrubRate,
+		"scrub read rate limit, in bytes per second")
+	fs.Duration(&cfg.ArtifactReconcileInterval, "artifact-reconcile-interval", "RACKPLANE_SLED_ARTIFACT_RECONCILE_INTERVAL",
+		sledagent.DefaultReconcile, "how often to delete unwanted artifacts and refill M.2s from each other without a trigger")
+	fs.Int(&cfg.MaxConcurrentCopies, "max-concurrent-copies", "RACKPLANE_SLED_MAX_CONCURRENT_COPIES", sledagent.DefaultMaxCopies,
+		"how many copy-from-depot transfers may run at once")
 	fs.Duration(&cfg.ShutdownGrace, "shutdown-grace", "RACKPLANE_SHUTDOWN_GRACE", 10*time.Second,
 		"how long shutdown waits for in-flight requests")
 	fs.String(&logLevel, "log-level", "RACKPLANE_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
@@ -66,6 +80,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sled-agent: --data-dir is required (see --help)")
 		return 2
 	}
+	if scrubRate < 1 || cfg.MaxConcurrentCopies < 1 || cfg.M2PollInterval <= 0 || cfg.ArtifactReconcileInterval <= 0 {
+		fmt.Fprintln(stderr, "sled-agent: --scrub-rate and --max-concurrent-copies must be at least 1, "+
+			"--m2-poll-interval and --artifact-reconcile-interval positive")
+		return 2
+	}
+	cfg.ScrubRate = int64(scrubRate)
 	log, err := logging.New(stderr, "sled-agent", logging.Options{Level: logLevel, Format: logFormat})
 	if err != nil {
 		fmt.Fprintln(stderr, "sled-agent:", err)

@@ -118,6 +118,7 @@ func StartSled(t testing.TB, nexusInternalURL string, cfg sledagent.Config) *Sle
 	}
 	if cfg.M2Dirs == nil {
 		cfg.M2Dirs = []string{filepath.Join(cfg.DataDir, "m2-a"), filepath.Join(cfg.DataDir, "m2-b")}
+		cfg.CreateM2Dirs = true
 	}
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = 5 * time.Second

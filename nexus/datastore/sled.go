@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -12,13 +13,64 @@ import (
 )
 
 const sledColumns = `id, part_number, serial_number, sled_agent_address, repo_depot_port,
-	policy::TEXT, state::TEXT, time_created, time_modified, time_last_seen`
+	policy::TEXT, state::TEXT, time_created, time_modified, time_last_seen,
+	artifact_generation, m2_devices`
 
 func scanSled(row pgx.Row) (api.Sled, error) {
 	var s api.Sled
+	var gen *int64
+	var m2s []byte
 	err := row.Scan(&s.ID, &s.Baseboard.Part, &s.Baseboard.Serial, &s.SledAgentAddress, &s.RepoDepotPort,
-		&s.Policy, &s.State, &s.TimeCreated, &s.TimeModified, &s.TimeLastSeen)
-	return s, err
+		&s.Policy, &s.State, &s.TimeCreated, &s.TimeModified, &s.TimeLastSeen, &gen, &m2s)
+	if err != nil {
+		return s, err
+	}
+	if gen != nil {
+		g := uint64(*gen)
+		s.ArtifactGeneration = &g
+	}
+	if m2s != nil {
+		if err := json.Unmarshal(m2s, &s.M2s); err != nil {
+			return s, fmt.Errorf("sled %s: m2_devices: %w", s.ID, err)
+		}
+	}
+	return s, nil
+}
+
+// inventoryArgs turns a registration's optional inventory into query
+// arguments: NULL when the agent did not report it.
+func inventoryArgs(reg api.SledRegistration) (gen *int64, m2s []byte, err error) {
+	if reg.ArtifactGeneration != nil {
+		g := int64(*reg.ArtifactGeneration) // Validate bounds it to int64
+		gen = &g
+	}
+	if reg.M2s != nil {
+		if m2s, err = json.Marshal(reg.M2s); err != nil {
+			return nil, nil, err
+		}
+	}
+	return gen, m2s, nil
+}
+
+// inventoryChanged reports a change in what the sled reports that matters
+// to Nexus: its generation or which M.2s are present (free space moves all
+// the time and is not a change).
+func inventoryChanged(old api.Sled, reg api.SledRegistration) bool {
+	if reg.ArtifactGeneration != nil && (old.ArtifactGeneration == nil || *old.ArtifactGeneration != *reg.ArtifactGeneration) {
+		return true
+	}
+	if reg.M2s == nil {
+		return false
+	}
+	if len(old.M2s) != len(reg.M2s) {
+		return true
+	}
+	for i, d := range reg.M2s {
+		if old.M2s[i].Path != d.Path || old.M2s[i].Present != d.Present {
+			return true
+		}
+	}
+	return false
 }
 
 // SledUpsertResult says what a registration did.
@@ -28,6 +80,10 @@ type SledUpsertResult struct {
 	// Changed is set when the baseboard or addresses differ from what was
 	// recorded (always set when Created).
 	Changed bool
+	// InventoryChanged is set when the artifact config generation or the
+	// set of present M.2s differs from what was recorded (always set when
+	// Created with an inventory).
+	InventoryChanged bool
 }
 
 // SledUpsert records a sled agent's registration, keyed by sled id. It
@@ -36,7 +92,11 @@ type SledUpsertResult struct {
 // already holds.
 func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg api.SledRegistration) (SledUpsertResult, error) {
 	var res SledUpsertResult
-	err := d.InTx(ctx, "sled_upsert", func(ctx context.Context, tx pgx.Tx) error {
+	gen, m2s, err := inventoryArgs(reg)
+	if err != nil {
+		return res, err
+	}
+	err = d.InTx(ctx, "sled_upsert", func(ctx context.Context, tx pgx.Tx) error {
 		res = SledUpsertResult{}
 		var holder uuid.UUID
 		err := tx.QueryRow(ctx, `SELECT id FROM sled WHERE part_number = $1 AND serial_number = $2`,
@@ -52,12 +112,14 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg api.SledRe
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			res.Created, res.Changed = true, true
+			res.InventoryChanged = reg.ArtifactGeneration != nil || reg.M2s != nil
 			res.Sled, err = scanSled(tx.QueryRow(ctx, `
 				INSERT INTO sled (id, time_created, time_modified, time_last_seen,
-					part_number, serial_number, sled_agent_address, repo_depot_port)
-				VALUES ($1, now(), now(), now(), $2, $3, $4, $5)
+					part_number, serial_number, sled_agent_address, repo_depot_port,
+					artifact_generation, m2_devices)
+				VALUES ($1, now(), now(), now(), $2, $3, $4, $5, $6, $7)
 				RETURNING `+sledColumns,
-				id, reg.Baseboard.Part, reg.Baseboard.Serial, reg.SledAgentAddress, reg.RepoDepotPort))
+				id, reg.Baseboard.Part, reg.Baseboard.Serial, reg.SledAgentAddress, reg.RepoDepotPort, gen, m2s))
 			return err
 		case err != nil:
 			return err
@@ -66,15 +128,19 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg api.SledRe
 		}
 		res.Changed = old.Baseboard != reg.Baseboard || old.SledAgentAddress != reg.SledAgentAddress ||
 			old.RepoDepotPort != reg.RepoDepotPort
+		res.InventoryChanged = inventoryChanged(old, reg)
 		res.Sled, err = scanSled(tx.QueryRow(ctx, `
 			UPDATE sled SET
 				part_number = $2, serial_number = $3, sled_agent_address = $4, repo_depot_port = $5,
 				time_last_seen = now(),
 				time_modified = CASE WHEN $6 THEN now() ELSE time_modified END,
-				state = CASE WHEN state = 'unreachable' THEN 'active' ELSE state END
+				state = CASE WHEN state = 'unreachable' THEN 'active' ELSE state END,
+				artifact_generation = COALESCE($7::INT8, artifact_generation),
+				m2_devices = COALESCE($8::JSONB, m2_devices)
 			WHERE id = $1
 			RETURNING `+sledColumns,
-			id, reg.Baseboard.Part, reg.Baseboard.Serial, reg.SledAgentAddress, reg.RepoDepotPort, res.Changed))
+			id, reg.Baseboard.Part, reg.Baseboard.Serial, reg.SledAgentAddress, reg.RepoDepotPort, res.Changed,
+			gen, m2s))
 		return err
 	})
 	return res, err

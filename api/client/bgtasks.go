@@ -1,0 +1,43 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/rackplane/rackplane/api"
+)
+
+const bgtasksPath = "/v1/system/background-tasks"
+
+// BackgroundTaskList returns the answering Nexus's tasks and every Nexus's
+// heartbeat.
+func (n Nexus) BackgroundTaskList(ctx context.Context) (api.BackgroundTaskList, error) {
+	var out api.BackgroundTaskList
+	err := n.Do(ctx, Request{Method: http.MethodGet, Path: bgtasksPath}, &out)
+	return out, err
+}
+
+// BackgroundTaskGet returns one task with its history.
+func (n Nexus) BackgroundTaskGet(ctx context.Context, name string) (api.BackgroundTask, error) {
+	var out api.BackgroundTask
+	err := n.Do(ctx, Request{Method: http.MethodGet, Path: bgtasksPath + "/" + url.PathEscape(name)}, &out)
+	return out, err
+}
+
+// BackgroundTaskActivate asks for an explicit activation of every named
+// task; when any name is unknown, nothing is activated.
+func (n Nexus) BackgroundTaskActivate(ctx context.Context, names ...string) (api.BackgroundTaskActivated, error) {
+	var out api.BackgroundTaskActivated
+	err := n.Do(ctx, Request{Method: http.MethodPost, Path: bgtasksPath + "/activate",
+		JSON: api.BackgroundTaskActivate{Names: names}}, &out)
+	return out, err
+}
+
+// BackgroundTaskSetEnabled flips a task's switch on every Nexus.
+func (n Nexus) BackgroundTaskSetEnabled(ctx context.Context, name string, enabled bool) (api.BackgroundTask, error) {
+	var out api.BackgroundTask
+	err := n.Do(ctx, Request{Method: http.MethodPut, Path: bgtasksPath + "/" + url.PathEscape(name) + "/enabled",
+		JSON: api.BackgroundTaskEnabled{Enabled: &enabled}}, &out)
+	return out, err
+}

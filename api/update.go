@@ -1,0 +1,183 @@
+package api
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// TUF depot error codes. Every way an upload can be refused has its own
+// code, so an operator (or a script) can tell what to fix without parsing
+// the message.
+const (
+	// Trust roots.
+	CodeNoTrustRoots     = "no_trust_roots"
+	CodeInvalidTrustRoot = "invalid_trust_root"
+
+	// Archive hygiene.
+	CodeNotAZip                = "not_a_zip"
+	CodeTruncatedArchive       = "truncated_archive"
+	CodeTrailingData           = "trailing_data"
+	CodeLeadingData            = "leading_data"
+	CodeEntryOutsideRepo       = "entry_outside_repo"
+	CodeUnsafePath             = "unsafe_path"
+	CodeDuplicateEntry         = "duplicate_entry"
+	CodeSpecialFile            = "special_file"
+	CodeUnsupportedCompress    = "unsupported_compression"
+	CodeExpansionLimit         = "expansion_limit"
+	CodeCorruptEntry           = "corrupt_entry"
+	CodeMissingEntry           = "missing_entry"
+	CodeMetadataTooLarge       = "metadata_too_large"
+	CodeEntryExceedsSigned     = "entry_exceeds_signed_length"
+	CodeArtifactLengthMismatch = "artifact_length_mismatch"
+	CodeArtifactHashMismatch   = "artifact_hash_mismatch"
+
+	// Manifest.
+	CodeMissingManifest        = "missing_manifest"
+	CodeAmbiguousManifest      = "ambiguous_manifest"
+	CodeInvalidManifest        = "invalid_manifest"
+	CodeManifestMissingField   = "manifest_missing_field"
+	CodeManifestTargetUnsigned = "manifest_target_unsigned"
+	CodeDuplicateArtifact      = "duplicate_artifact"
+	CodeInvalidSystemVersion   = "invalid_system_version"
+
+	// TUF metadata.
+	CodeInvalidMetadata         = "invalid_metadata"
+	CodeUntrustedRoot           = "untrusted_root"
+	CodeRootVersionGap          = "root_version_gap"
+	CodeRootRotationUnsigned    = "root_rotation_unsigned"
+	CodeSignatureThreshold      = "signature_threshold"
+	CodeMetadataHashMismatch    = "metadata_hash_mismatch"
+	CodeMetadataVersionMismatch = "metadata_version_mismatch"
+	CodeMetadataExpired         = "metadata_expired"
+
+	// Rollback against earlier uploads of the same trust-root lineage.
+	CodeRootRollback      = "root_rollback"
+	CodeTimestampRollback = "timestamp_rollback"
+	CodeSnapshotRollback  = "snapshot_rollback"
+	CodeTargetsRollback   = "targets_rollback"
+
+	// Conflicts with what is already recorded (409).
+	CodeRepoConflict     = "repo_conflict"
+	CodeArtifactConflict = "artifact_conflict"
+
+	// Request problems.
+	CodeMissingFileName = "missing_file_name"
+)
+
+// Upload outcomes (TufRepoUpload.Status).
+const (
+	UploadInserted      = "inserted"
+	UploadAlreadyExists = "already_exists"
+)
+
+// TUF repo states.
+const (
+	RepoStateActive   = "active"
+	RepoStateDegraded = "degraded"
+	RepoStateFailed   = "failed"
+)
+
+// TrustRoot is a registered TUF root that uploads are verified against.
+type TrustRoot struct {
+	ID          uuid.UUID `json:"id"`
+	TimeCreated time.Time `json:"time_created"`
+	// SHA256 is the hash of the root document as registered.
+	SHA256 string `json:"sha256"`
+	// Version and Expires come from the root's signed part. An expired
+	// root is still a valid starting point for verification.
+	Version int64     `json:"version"`
+	Expires time.Time `json:"expires"`
+	// Root is the root.json document exactly as registered.
+	Root json.RawMessage `json:"root"`
+}
+
+// TufRepo is an uploaded TUF repository.
+type TufRepo struct {
+	ID            uuid.UUID `json:"id"`
+	SystemVersion string    `json:"system_version"`
+	FileName      string    `json:"file_name"`
+	// SHA256 is the hash of the uploaded archive.
+	SHA256      string    `json:"sha256"`
+	TimeCreated time.Time `json:"time_created"`
+	// ValidUntil is the earliest expiry among the repo's metadata roles.
+	ValidUntil time.Time `json:"valid_until"`
+	// TimePruned is set once the repo has been pruned (by the operator or
+	// the pruner); its artifacts are then no longer wanted on sleds unless
+	// another live repo holds them.
+	TimePruned *time.Time `json:"time_pruned,omitempty"`
+	PrunedBy   string     `json:"pruned_by,omitempty"`
+	// Kept repos are never pruned automatically.
+	Kept        bool   `json:"kept"`
+	State       string `json:"state"`
+	StateReason string `json:"state_reason,omitempty"`
+
+	TrustRootID      uuid.UUID `json:"trust_root_id"`
+	RootVersion      int64     `json:"root_version"`
+	TimestampVersion int64     `json:"timestamp_version"`
+	SnapshotVersion  int64     `json:"snapshot_version"`
+	TargetsVersion   int64     `json:"targets_version"`
+
+	ArtifactCount int   `json:"artifact_count"`
+	TotalBytes    int64 `json:"total_bytes"`
+}
+
+// TufArtifact is one artifact as recorded (shared by every repo that
+// carries the same name, version, kind and bytes).
+type TufArtifact struct {
+	ID      uuid.UUID         `json:"id"`
+	Name    string            `json:"name"`
+	Version string            `json:"version"`
+	Kind    string            `json:"kind"`
+	SHA256  string            `json:"sha256"`
+	Length  int64             `json:"length"`
+	Tags    map[string]string `json:"tags,omitempty"`
+}
+
+// TufRepoArtifact is an artifact as one repo carries it, with its
+// replication state as far as Nexus knows it.
+type TufRepoArtifact struct {
+	TufArtifact
+	// TargetName is the TUF target the artifact's bytes came from.
+	TargetName string `json:"target_name"`
+	// NexusCopies counts Nexus instances holding a local copy.
+	NexusCopies int `json:"nexus_copies"`
+}
+
+// TufRepoDetail is one repo with its artifacts.
+type TufRepoDetail struct {
+	Repo      TufRepo           `json:"repo"`
+	Artifacts []TufRepoArtifact `json:"artifacts"`
+}
+
+// TufRepoUpload is the reply to an upload.
+type TufRepoUpload struct {
+	Repo TufRepo `json:"repo"`
+	// Status is UploadInserted or UploadAlreadyExists.
+	Status string `json:"status"`
+	// Generation is the wanted-artifact generation after the upload.
+	Generation int64 `json:"generation"`
+}
+
+// TufRepoPrune is the reply to an operator prune.
+type TufRepoPrune struct {
+	Repo       TufRepo `json:"repo"`
+	Generation int64   `json:"generation"`
+	// AlreadyPruned is set when the repo had been pruned before.
+	AlreadyPruned bool `json:"already_pruned"`
+}
+
+// TufRepoKeep is the body of PUT .../repositories/{system_version}/kept.
+type TufRepoKeep struct {
+	Kept bool `json:"kept"`
+}
+
+// ArtifactListItem is an artifact with the system versions of the repos
+// that carry it (pruned ones included, marked by WantedOnSleds false when
+// no live repo carries it).
+type ArtifactListItem struct {
+	TufArtifact
+	SystemVersions []string `json:"system_versions"`
+	WantedOnSleds  bool     `json:"wanted_on_sleds"`
+}

@@ -1,0 +1,275 @@
+// Command rackbench measures whole-system figures against this machine's
+// own limits, measured in the same run, and prints their ratio.
+//
+//	go run ./cmd/rackbench upload --size 1GiB
+//
+// Subcommands:
+//
+//	upload   upload a generated TUF repo to a Nexus child process
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/iolimit"
+	"github.com/rackplane/rackplane/internal/pgtemp"
+	"github.com/rackplane/rackplane/internal/tufgen"
+)
+
+const usage = `rackbench: whole-system benchmarks, each printed as a ratio to this machine's limit.
+
+Usage:
+  go run ./cmd/rackbench upload [--size 1GiB] [--artifacts 48] [--nexus-bin PATH]`
+
+// subcommand is one benchmark.
+type subcommand struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+func subcommands() []subcommand {
+	return []subcommand{
+		{"upload", "upload a generated TUF repo to a Nexus child process", runUpload},
+	}
+}
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintln(stdout, usage)
+		for _, s := range subcommands() {
+			fmt.Fprintf(stdout, "  %-8s %s\n", s.name, s.summary)
+		}
+		return 0
+	}
+	for _, s := range subcommands() {
+		if s.name == args[0] {
+			return s.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "rackbench: unknown benchmark %q (run rackbench help)\n", args[0])
+	return 2
+}
+
+// parseSize reads "1GiB", "256MiB", "64KiB" or a plain byte count.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(s, suffix) {
+			s, mult = strings.TrimSuffix(s, suffix), m
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional KiB, MiB or GiB suffix", s)
+	}
+	return n * mult, nil
+}
+
+type uploadOptions struct {
+	size      int64
+	artifacts int
+	nexusBin  string
+	dir       string
+}
+
+func runUpload(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var o uploadOptions
+	var size string
+	fs := flag.NewFlagSet("rackbench upload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&size, "size", "1GiB", "size of the generated repo's artifacts")
+	fs.IntVar(&o.artifacts, "artifacts", 48, "number of artifacts")
+	fs.StringVar(&o.nexusBin, "nexus-bin", "", "nexus binary (default: go build ./cmd/nexus)")
+	fs.StringVar(&o.dir, "dir", "", "work directory (default: a new temp dir, removed afterwards)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	var err error
+	if o.size, err = parseSize(size); err != nil {
+		fmt.Fprintln(stderr, "rackbench:", err)
+		return 2
+	}
+	if err := benchUpload(ctx, o, stdout); err != nil {
+		fmt.Fprintln(stderr, "rackbench upload:", err)
+		return 1
+	}
+	return 0
+}
+
+func benchUpload(ctx context.Context, o uploadOptions, w io.Writer) error {
+	dir := o.dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "rackbench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	bin := o.nexusBin
+	if bin == "" {
+		bin = filepath.Join(dir, "nexus-bin")
+		fmt.Fprintln(w, "building ./cmd/nexus ...")
+		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/nexus").CombinedOutput(); err != nil {
+			return fmt.Errorf("go build ./cmd/nexus (run from the repository root or pass --nexus-bin): %v\n%s", err, out)
+		}
+	}
+
+	fmt.Fprintf(w, "generating a %d MiB repo of %d artifacts ...\n", o.size>>20, o.artifacts)
+	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{'b', 'e', 'n', 'c', 'h'}), tufgen.LineageOptions{Consistent: true})
+	if err != nil {
+		return err
+	}
+	zipPath := filepath.Join(dir, "repo.zip")
+	built, err := l.BuildFile(zipPath, tufgen.Sized("1.0.0", o.size, o.artifacts, 1))
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w, "starting PostgreSQL and nexus ...")
+	pg, err := pgtemp.Start(ctx, pgtemp.Options{})
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	conn, err := pgx.Connect(ctx, pg.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, "CREATE DATABASE rackplane")
+	conn.Close(ctx)
+	if err != nil {
+		return err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "nexus.log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, "--database-url", pg.URL("rackplane"), "--auto-migrate", "--data-dir", filepath.Join(dir, "nexus-data"),
+		"--external-addr", addr, "--internal-addr", "127.0.0.1:0", "--upload-max-bytes", strconv.FormatInt(2*built.Size+(1<<20), 10),
+		"--tuf-max-expansion", strconv.FormatInt(2*built.Size+(1<<20), 10), "--log-level", "info")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+	nx, err := client.NewNexus("http://"+addr, &http.Client{})
+	if err != nil {
+		return err
+	}
+	if err := waitHealthy(ctx, nx, 30*time.Second); err != nil {
+		return err
+	}
+	if _, _, err := nx.TrustRootAdd(ctx, l.TrustRoot()); err != nil {
+		return err
+	}
+
+	// Flush the generated archive (and anything else dirty) first, so the
+	// kernel's writeback of it does not compete with what is measured.
+	syscall.Sync()
+	fmt.Fprintln(w, "measuring this machine's read+SHA-256+write, twice, before the upload ...")
+	limitBefore, err := iolimit.Twice(zipPath, dir)
+	if err != nil {
+		return err
+	}
+	syscall.Sync()
+	fmt.Fprintln(w, "uploading ...")
+	f, err := os.Open(zipPath)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res, err := nx.RepoUpload(ctx, "repo.zip", f, built.Size, nil)
+	took := time.Since(start)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("nexus exited: %w (log in %s)", err, logFile.Name())
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return errors.New("no rusage for the nexus process")
+	}
+	peakRSS := ru.Maxrss << 10 // Linux reports KiB
+
+	syscall.Sync()
+	fmt.Fprintln(w, "measuring this machine's read+SHA-256+write, twice, after the upload ...")
+	limitAfter, err := iolimit.Twice(zipPath, dir)
+	if err != nil {
+		return err
+	}
+	// The disk's speed wanders between runs; the limit is the mean of the
+	// measurements either side of the upload.
+	limit := (limitBefore + limitAfter) / 2
+	ratio := took.Seconds() / limit.Seconds()
+	fmt.Fprintf(w, "\nTUF upload of %d MiB (%d artifacts, status %s)\n", built.Size>>20, res.Repo.ArtifactCount, res.Status)
+	fmt.Fprintf(w, "  upload                   %8.2f s  %8.1f MB/s\n", took.Seconds(), iolimit.MBps(built.Size, took))
+	fmt.Fprintf(w, "  machine limit (2 passes) %8.2f s  %8.1f MB/s  (before %.2f s, after %.2f s)\n", limit.Seconds(),
+		iolimit.MBps(built.Size, limit), limitBefore.Seconds(), limitAfter.Seconds())
+	fmt.Fprintf(w, "  ratio                    %8.2f    (target <= 1.5)\n", ratio)
+	fmt.Fprintf(w, "  nexus peak RSS           %8.1f MiB (target < 128)\n", float64(peakRSS)/(1<<20))
+	return nil
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func waitHealthy(ctx context.Context, nx client.Nexus, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := nx.Health(ctx)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nexus not healthy after %s: %w", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/reqid"
+)
+
+func bgtaskCommands() []command {
+	var all bool
+	return []command{{
+		group: "bgtasks", verb: "list", summary: "list background tasks (--all: of every Nexus instance)",
+		flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&all, "all", false, "show every Nexus instance's tasks from their heartbeats")
+		},
+		run: func(ctx context.Context, e *env, args []string) error { return bgtasksList(ctx, e, args, all) },
+	}, {
+		group: "bgtasks", verb: "show", args: "NAME", summary: "show one background task: state, status and history",
+		run: bgtasksShow,
+	}, {
+		group: "bgtasks", verb: "activate", args: "NAME...", summary: "run background tasks now",
+		run: bgtasksActivate,
+	}, {
+		group: "bgtasks", verb: "enable", args: "NAME", summary: "switch a background task on, on every Nexus",
+		run: func(ctx context.Context, e *env, args []string) error { return bgtasksSwitch(ctx, e, args, true) },
+	}, {
+		group: "bgtasks", verb: "disable", args: "NAME", summary: "switch a background task off, on every Nexus",
+		run: func(ctx context.Context, e *env, args []string) error { return bgtasksSwitch(ctx, e, args, false) },
+	}}
+}
+
+// withRequester tags the request so activation records say rackctl asked.
+func withRequester(ctx context.Context) context.Context {
+	return reqid.With(ctx, "rackctl-"+reqid.New())
+}
+
+func bgtasksList(ctx context.Context, e *env, args []string, all bool) error {
+	if len(args) > 0 {
+		return usageError(fmt.Sprintf("bgtasks list takes no arguments, got %q", args))
+	}
+	list, err := e.nexus.BackgroundTaskList(ctx)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return printJSON(e.out, list)
+	}
+	for _, w := range list.Warnings {
+		fmt.Fprintln(e.errOut, "warning:", w)
+	}
+	now := time.Now()
+	header := []string{"NAME", "STATE", "ENABLED", "ITER", "LAST RUN", "DURATION", "OUTCOME", "PERIOD", "ERROR"}
+	if !all {
+		rows := make([][]string, 0, len(list.Tasks))
+		for _, t := range list.Tasks {
+			rows = append(rows, summaryCells(t.Summary(), now))
+		}
+		if err := table(e.out, header, rows); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.out, "%d task(s) on Nexus %s\n", len(list.Tasks), list.NexusID)
+		return nil
+	}
+	var rows [][]string
+	for _, hb := range list.Instances {
+		age := fmt.Sprintf("%s ago", (time.Duration(hb.AgeSeconds) * time.Second).String())
+		if hb.Stale {
+			age += " STALE"
+		}
+		for _, t := range hb.Tasks {
+			rows = append(rows, append([]string{hb.NexusID.String()[:8], age}, summaryCells(t, now)...))
+		}
+	}
+	if err := table(e.out, append([]string{"NEXUS", "HEARTBEAT"}, header...), rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out, "%d Nexus instance(s) from heartbeats\n", len(list.Instances))
+	return nil
+}
+
+func summaryCells(t api.TaskSummary, now time.Time) []string {
+	last, dur := "never", "-"
+	if t.LastStart != nil {
+		last, dur = ago(*t.LastStart, now), fmtMS(t.LastDurationMS)
+	}
+	state := t.State
+	if t.RunningSince != nil {
+		state = "running " + now.Sub(*t.RunningSince).Round(time.Second).String()
+	}
+	outcome := t.LastOutcome
+	if outcome == "" {
+		outcome = "-"
+	}
+	if t.ConsecutiveErrors > 1 {
+		outcome += fmt.Sprintf(" (x%d)", t.ConsecutiveErrors)
+	}
+	enabled := "yes"
+	if !t.Enabled {
+		enabled = "NO"
+	}
+	errText := t.LastError
+	if len(errText) > 60 {
+		errText = errText[:60] + "..."
+	}
+	return []string{t.Name, state, enabled, strconv.FormatUint(t.Iteration, 10), last, dur, outcome,
+		(time.Duration(t.PeriodSeconds * float64(time.Second))).String(), errText}
+}
+
+func fmtMS(ms float64) string {
+	if ms < 1000 {
+		return fmt.Sprintf("%.1fms", ms)
+	}
+	return (time.Duration(ms * float64(time.Millisecond))).Round(10 * time.Millisecond).String()
+}
+
+func oneName(verb string, args []string) (string, error) {
+	if len(args) != 1 {
+		return "", usageError(fmt.Sprintf("bgtasks %s takes one task name, got %d arguments", verb, len(args)))
+	}
+	return args[0], nil
+}
+
+func bgtasksShow(ctx context.Context, e *env, args []string) error {
+	name, err := oneName("show", args)
+	if err != nil {
+		return err
+	}
+	t, err := e.nexus.BackgroundTaskGet(ctx, name)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return printJSON(e.out, t)
+	}
+	now := time.Now()
+	enabled := "yes"
+	if !t.Enabled {
+		enabled = "NO (disabled on every Nexus)"
+	}
+	state := t.Current.State
+	if c := t.Current; c.State == api.TaskStateRunning && c.Since != nil {
+		state = fmt.Sprintf("running iteration %d for %s (%s %s)", c.Iteration, now.Sub(*c.Since).Round(time.Millisecond),
+			c.Reason, c.Requester)
+	}
+	if t.Current.Pending != "" {
+		state += "; " + t.Current.Pending + " activation queued"
+	}
+	deps := strings.Join(t.DependsOn, ", ")
+	if deps == "" {
+		deps = "-"
+	}
+	facts := [][]string{
+		{"name:", t.Name},
+		{"description:", t.Description},
+		{"enabled:", enabled},
+		{"period:", (time.Duration(t.PeriodSeconds * float64(time.Second))).String()},
+		{"depends on:", deps},
+		{"state:", state},
+		{"activations:", fmt.Sprintf("%d (%d failed, %d failing in a row)", t.Activations, t.Errors, t.ConsecutiveErrors)},
+	}
+	if l := t.LastActivation; l != nil {
+		facts = append(facts, []string{"last:", fmt.Sprintf("iteration %d, %s, %s, %s, %s", l.Iteration, l.Reason,
+			ago(l.Start, now), fmtMS(l.DurationMS), l.Outcome)})
+		if l.Error != "" {
+			facts = append(facts, []string{"last error:", l.Error})
+		}
+	}
+	// The first fact stands in the header row's place.
+	if err := table(e.out, facts[0], facts[1:]); err != nil {
+		return err
+	}
+	if len(t.Status) > 0 {
+		var buf bytes.Buffer
+		if json.Indent(&buf, t.Status, "  ", "  ") == nil {
+			fmt.Fprintf(e.out, "\nstatus (iteration %d):\n  %s\n", t.StatusIteration, buf.String())
+		}
+	}
+	fmt.Fprintln(e.out, "\nhistory (newest first):")
+	rows := make([][]string, 0, len(t.History))
+	for _, a := range t.History {
+		reason := a.Reason
+		if a.Requester != "" {
+			reason += " (" + a.Requester + ")"
+		}
+		outcome := a.Outcome
+		if a.Changed {
+			outcome += ", changed"
+		}
+		errText := a.Error
+		if len(errText) > 80 {
+			errText = errText[:80] + "..."
+		}
+		rows = append(rows, []string{strconv.FormatUint(a.Iteration, 10), reason, ago(a.Start, now), fmtMS(a.DurationMS), outcome, errText})
+	}
+	return table(e.out, []string{"ITER", "REASON", "STARTED", "DURATION", "OUTCOME", "ERROR"}, rows)
+}
+
+func bgtasksActivate(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		return usageError("bgtasks activate needs at least one task name")
+	}
+	got, err := e.nexus.BackgroundTaskActivate(withRequester(ctx), args...)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return printJSON(e.out, got)
+	}
+	fmt.Fprintf(e.out, "activation requested: %s\n", strings.Join(got.Activated, ", "))
+	return nil
+}
+
+func bgtasksSwitch(ctx context.Context, e *env, args []string, enabled bool) error {
+	verb := map[bool]string{true: "enable", false: "disable"}[enabled]
+	name, err := oneName(verb, args)
+	if err != nil {
+		return err
+	}
+	t, err := e.nexus.BackgroundTaskSetEnabled(withRequester(ctx), name, enabled)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return printJSON(e.out, t)
+	}
+	fmt.Fprintf(e.out, "%s %sd on every Nexus\n", t.Name, verb)
+	return nil
+}

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS bgtask_heartbeat;
+DROP TABLE IF EXISTS bgtask_setting;

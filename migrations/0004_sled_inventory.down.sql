@@ -1,0 +1,2 @@
+ALTER TABLE sled DROP COLUMN IF EXISTS m2_devices;
+ALTER TABLE sled DROP COLUMN IF EXISTS artifact_generation;

@@ -1,0 +1,230 @@
+package nexus_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/racktest"
+	"github.com/rackplane/rackplane/internal/testdb"
+	"github.com/rackplane/rackplane/internal/tufgen"
+	"github.com/rackplane/rackplane/nexus/depot"
+)
+
+// nexusProcess is cmd/nexus running as a child process, so it can be
+// killed without a chance to clean up.
+type nexusProcess struct {
+	cmd    *exec.Cmd
+	url    string
+	log    *bytes.Buffer
+	client client.Nexus
+}
+
+func buildNexus(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "nexus")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/rackplane/rackplane/cmd/nexus").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build ./cmd/nexus: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startNexusProcess(t *testing.T, bin, dbURL, dataDir string, id uuid.UUID) *nexusProcess {
+	t.Helper()
+	addr := freeAddr(t)
+	p := &nexusProcess{url: "http://" + addr, log: &bytes.Buffer{}}
+	p.cmd = exec.Command(bin, "--database-url", dbURL, "--data-dir", dataDir, "--id", id.String(),
+		"--external-addr", addr, "--internal-addr", "127.0.0.1:0", "--log-level", "info")
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("nexus log:\n%s", p.log.String())
+		}
+	})
+	var err error
+	p.client, err = client.NewNexus(p.url, &http.Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	racktest.WaitFor(t, 30*time.Second, "nexus to answer", func() error {
+		_, err := p.client.Health(context.Background())
+		return err
+	})
+	return p
+}
+
+func (p *nexusProcess) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+}
+
+// Nexus killed in the middle of an upload (while the body streams in, and
+// again while the archive is being verified and copied into the depot)
+// leaves no row, and after a restart no file; the same upload then
+// succeeds.
+func TestCrashMidUpload(t *testing.T) {
+	t.Parallel()
+	bin := buildNexus(t)
+	db := testdb.New(t)
+	dataDir := t.TempDir()
+	depotDir := filepath.Join(dataDir, "depot")
+	id := uuid.New()
+	ctx := context.Background()
+
+	l := newLineage(t, 30, tufgen.LineageOptions{})
+	zipPath := filepath.Join(t.TempDir(), "big.zip")
+	built, err := l.BuildFile(zipPath, tufgen.Sized("1.0.0", 96<<20, 24, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	noRows := func(when string) {
+		t.Helper()
+		for _, table := range []string{"tuf_repo", "tuf_artifact", "tuf_repo_artifact", "nexus_artifact_copy"} {
+			var n int
+			if err := db.Pool.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 0 {
+				t.Fatalf("%s: %d rows in %s", when, n, table)
+			}
+		}
+	}
+	depotNames := func() []string {
+		entries, _ := os.ReadDir(depotDir)
+		var out []string
+		for _, e := range entries {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+
+	nx := startNexusProcess(t, bin, db.URL, dataDir, id)
+	root := l.TrustRoot()
+	if _, _, err := nx.client.TrustRootAdd(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+
+	// 1. Killed while the body streams in: send part of it, wait until
+	// Nexus has written it to its temp file, kill.
+	pr, pw := io.Pipe()
+	uploadDone := make(chan error, 1)
+	go func() {
+		_, err := nx.client.RepoUpload(ctx, "big.zip", pr, built.Size, nil)
+		uploadDone <- err
+	}()
+	f, err := os.Open(zipPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.CopyN(pw, f, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	racktest.WaitFor(t, 20*time.Second, "the upload's temp file to fill", func() error {
+		for _, name := range depotNames() {
+			if fi, err := os.Stat(filepath.Join(depotDir, name)); err == nil && strings.HasPrefix(name, ".tmp-upload") &&
+				fi.Size() >= 8<<20 {
+				return nil
+			}
+		}
+		return fmt.Errorf("depot holds %v", depotNames())
+	})
+	nx.kill(t)
+	pw.CloseWithError(io.ErrClosedPipe)
+	if err := <-uploadDone; err == nil {
+		t.Fatal("the upload succeeded although Nexus was killed")
+	}
+	noRows("after kill mid-body")
+
+	// 2. Killed while verifying: the body is all there, and artifacts are
+	// landing in the depot; kill as soon as the first one is renamed into
+	// place, before any row can exist.
+	nx = startNexusProcess(t, bin, db.URL, dataDir, id)
+	if names := depotNames(); len(names) != 0 {
+		t.Fatalf("after restart the depot still holds %v", names)
+	}
+	go func() {
+		f, err := os.Open(zipPath)
+		if err != nil {
+			uploadDone <- err
+			return
+		}
+		defer f.Close()
+		_, err = nx.client.RepoUpload(ctx, "big.zip", f, built.Size, nil)
+		uploadDone <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	var stray string
+	for stray == "" && time.Now().Before(deadline) {
+		for _, name := range depotNames() {
+			if depot.ValidHash(name) {
+				stray = name
+			}
+		}
+	}
+	if stray == "" {
+		t.Fatalf("no artifact reached the depot: %v", depotNames())
+	}
+	nx.kill(t)
+	if err := <-uploadDone; err == nil {
+		t.Fatal("the upload succeeded although Nexus was killed mid-verification")
+	}
+	noRows("after kill mid-verification")
+	if _, err := os.Stat(filepath.Join(depotDir, stray)); err != nil {
+		t.Fatalf("the artifact seen before the kill is gone already: %v", err)
+	}
+
+	// 3. Restart: start-up removes the artifact nobody recorded; the
+	// same upload now succeeds.
+	nx = startNexusProcess(t, bin, db.URL, dataDir, id)
+	if names := depotNames(); len(names) != 0 {
+		t.Fatalf("after restart the depot still holds %v", names)
+	}
+	noRows("after restart")
+	f2, err := os.Open(zipPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	res, err := nx.client.RepoUpload(ctx, "big.zip", f2, built.Size, nil)
+	if err != nil || res.Status != api.UploadInserted || res.Repo.ArtifactCount != 24 {
+		t.Fatalf("upload after crashes: %+v %v", res, err)
+	}
+	if names := depotNames(); len(names) != 24 {
+		t.Fatalf("depot holds %d files after the upload, want 24: %v", len(names), names)
+	}
+}

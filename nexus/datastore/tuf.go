@@ -1,0 +1,715 @@
+package datastore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackplane/rackplane/api"
+)
+
+// CodedConflict is a 409 with its own error code: an upload that
+// contradicts what is recorded. errors.Is(err, ErrConflict) holds.
+type CodedConflict struct {
+	Code    string
+	Message string
+}
+
+func (e *CodedConflict) Error() string        { return e.Message }
+func (e *CodedConflict) Is(target error) bool { return target == ErrConflict }
+
+// ErrGenerationMoved is returned by a fenced change when the generation is
+// no longer the one its caller planned against.
+var ErrGenerationMoved = errors.New("tuf generation moved")
+
+// Trust roots -------------------------------------------------------------
+
+// TrustRootRow is a live trust root as verification needs it.
+type TrustRootRow struct {
+	ID     uuid.UUID
+	SHA256 string
+	JSON   []byte
+}
+
+const trustRootColumns = `id, time_created, sha256, root_version, expires, root_json`
+
+func scanTrustRoot(row pgx.Row) (api.TrustRoot, error) {
+	var t api.TrustRoot
+	var raw string
+	err := row.Scan(&t.ID, &t.TimeCreated, &t.SHA256, &t.Version, &t.Expires, &raw)
+	t.Root = []byte(raw)
+	return t, err
+}
+
+// TrustRootCreate registers a root document, or returns the live one with
+// the same hash (created false).
+func (d *Datastore) TrustRootCreate(ctx context.Context, t api.TrustRoot) (api.TrustRoot, bool, error) {
+	var out api.TrustRoot
+	var created bool
+	err := d.InTx(ctx, "trust_root_create", func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		out, err = scanTrustRoot(tx.QueryRow(ctx, `SELECT `+trustRootColumns+` FROM tuf_trust_root
+			WHERE sha256 = $1 AND time_deleted IS NULL`, t.SHA256))
+		if err == nil {
+			created = false
+			return nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		created = true
+		out, err = scanTrustRoot(tx.QueryRow(ctx, `INSERT INTO tuf_trust_root
+			(id, time_created, sha256, root_version, expires, root_json) VALUES ($1, now(), $2, $3, $4, $5)
+			RETURNING `+trustRootColumns, t.ID, t.SHA256, t.Version, t.Expires, string(t.Root)))
+		return err
+	})
+	return out, created, err
+}
+
+// TrustRootList returns live trust roots with ids after `after`, in id
+// order.
+func (d *Datastore) TrustRootList(ctx context.Context, after uuid.UUID, limit int) ([]api.TrustRoot, error) {
+	rows, err := d.pool.Query(ctx, `SELECT `+trustRootColumns+` FROM tuf_trust_root
+		WHERE time_deleted IS NULL AND id > $1 ORDER BY id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, classify(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.TrustRoot, error) { return scanTrustRoot(r) })
+	return out, classify(err)
+}
+
+// TrustRootsLive returns every live trust root, oldest first: the order
+// verification tries them in.
+func (d *Datastore) TrustRootsLive(ctx context.Context) ([]TrustRootRow, error) {
+	rows, err := d.pool.Query(ctx, `SELECT id, sha256, root_json FROM tuf_trust_root
+		WHERE time_deleted IS NULL ORDER BY time_created, id`)
+	if err != nil {
+		return nil, classify(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TrustRootRow, error) {
+		var t TrustRootRow
+		var raw string
+		err := r.Scan(&t.ID, &t.SHA256, &raw)
+		t.JSON = []byte(raw)
+		return t, err
+	})
+	return out, classify(err)
+}
+
+// TrustRootGet returns a live trust root, or ErrNotFound.
+func (d *Datastore) TrustRootGet(ctx context.Context, id uuid.UUID) (api.TrustRoot, error) {
+	t, err := scanTrustRoot(d.pool.QueryRow(ctx, `SELECT `+trustRootColumns+` FROM tuf_trust_root
+		WHERE id = $1 AND time_deleted IS NULL`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, fmt.Errorf("%w: no trust root with id %s", ErrNotFound, id)
+	}
+	return t, classify(err)
+}
+
+// TrustRootDelete soft-deletes a live trust root, or returns ErrNotFound.
+func (d *Datastore) TrustRootDelete(ctx context.Context, id uuid.UUID) error {
+	tag, err := d.pool.Exec(ctx, `UPDATE tuf_trust_root SET time_deleted = now()
+		WHERE id = $1 AND time_deleted IS NULL`, id)
+	if err != nil {
+		return classify(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: no trust root with id %s", ErrNotFound, id)
+	}
+	return nil
+}
+
+// TufVersions are metadata versions: a repo's, or a lineage's floors.
+type TufVersions struct {
+	Root, Timestamp, Snapshot, Targets int64
+}
+
+// TufFloors returns the rollback floors of every lineage, by root hash.
+func (d *Datastore) TufFloors(ctx context.Context) (map[string]TufVersions, error) {
+	rows, err := d.pool.Query(ctx, `SELECT root_sha256, root_version, timestamp_version, snapshot_version,
+		targets_version FROM tuf_trust_root_lineage`)
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := map[string]TufVersions{}
+	var key string
+	var v TufVersions
+	_, err = pgx.ForEachRow(rows, []any{&key, &v.Root, &v.Timestamp, &v.Snapshot, &v.Targets}, func() error {
+		out[key] = v
+		return nil
+	})
+	return out, classify(err)
+}
+
+// Repos ---------------------------------------------------------------------
+
+const repoColumns = `r.id, r.system_version, r.file_name, r.sha256, r.time_created, r.valid_until, r.time_pruned,
+	coalesce(r.pruned_by, ''), r.kept, r.state::TEXT, r.state_reason, r.trust_root_id,
+	r.root_version, r.timestamp_version, r.snapshot_version, r.targets_version,
+	(SELECT count(*) FROM tuf_repo_artifact ra WHERE ra.repo_id = r.id),
+	(SELECT coalesce(sum(a.length), 0)::INT8 FROM tuf_repo_artifact ra JOIN tuf_artifact a ON a.id = ra.artifact_id
+		WHERE ra.repo_id = r.id)`
+
+func scanRepo(row pgx.Row) (api.TufRepo, error) {
+	var r api.TufRepo
+	var count int64
+	err := row.Scan(&r.ID, &r.SystemVersion, &r.FileName, &r.SHA256, &r.TimeCreated, &r.ValidUntil, &r.TimePruned,
+		&r.PrunedBy, &r.Kept, &r.State, &r.StateReason, &r.TrustRootID,
+		&r.RootVersion, &r.TimestampVersion, &r.SnapshotVersion, &r.TargetsVersion, &count, &r.TotalBytes)
+	r.ArtifactCount = int(count)
+	return r, err
+}
+
+// TufArtifactInsert is an artifact of a repo being recorded.
+type TufArtifactInsert struct {
+	Name, Version, Kind string
+	TargetName          string
+	SHA256              string
+	Length              int64
+	Tags                map[string]string
+}
+
+// TufRepoInsert is a verified upload to record.
+type TufRepoInsert struct {
+	// NexusID is the instance whose depot now holds the artifacts.
+	NexusID          uuid.UUID
+	SystemVersion    string
+	FileName         string
+	SHA256           string
+	ValidUntil       time.Time
+	TrustRootID      uuid.UUID
+	Versions         TufVersions
+	TargetsSHA256    string
+	ManifestFormat   int
+	ManifestMetadata map[string]string
+	Artifacts        []TufArtifactInsert
+	// LineageKey names the trust-root lineage (the root's hash) whose
+	// rollback floors apply; CheckFloor refuses versions below them. Both
+	// are ignored for a re-upload of a known repo.
+	LineageKey string
+	CheckFloor func(floor TufVersions) error
+}
+
+// TufUploadResult is what recording an upload did.
+type TufUploadResult struct {
+	Repo       api.TufRepo
+	Status     string
+	Generation int64
+	// GenerationBumped is set when the wanted artifact set changed.
+	GenerationBumped bool
+}
+
+// TufRepoInsert records a verified upload in one transaction: the repo,
+// its artifacts (reusing rows for identical artifacts), this Nexus's local
+// copies, the lineage's rollback floors, and a generation bump when the
+// set of artifacts wanted on sleds grows. A re-upload of the same archive
+// un-prunes the repo and refreshes the copy records instead.
+func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (TufUploadResult, error) {
+	var res TufUploadResult
+	err := d.InTx(ctx, "tuf_repo_insert", func(ctx context.Context, tx pgx.Tx) error {
+		res = TufUploadResult{}
+		existing, err := scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.sha256 = $1`, in.SHA256))
+		switch {
+		case err == nil:
+			return reupload(ctx, tx, in, existing, &res)
+		case !errors.Is(err, pgx.ErrNoRows):
+			return err
+		}
+		if err := checkSameVersion(ctx, tx, in); err != nil {
+			return err
+		}
+		if err := advanceFloors(ctx, tx, in); err != nil {
+			return err
+		}
+		hashes := distinctHashes(in.Artifacts)
+		newToSleds, err := countNotWanted(ctx, tx, hashes, uuid.Nil)
+		if err != nil {
+			return err
+		}
+		repoID := uuid.New()
+		meta := in.ManifestMetadata
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO tuf_repo (id, time_created, sha256, system_version, file_name,
+				valid_until, trust_root_id, root_version, timestamp_version, snapshot_version, targets_version,
+				targets_sha256, manifest_format, manifest_metadata)
+			VALUES ($1, now(), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			repoID, in.SHA256, in.SystemVersion, in.FileName, in.ValidUntil, in.TrustRootID,
+			in.Versions.Root, in.Versions.Timestamp, in.Versions.Snapshot, in.Versions.Targets,
+			in.TargetsSHA256, in.ManifestFormat, meta); err != nil {
+			return err
+		}
+		for _, a := range in.Artifacts {
+			id, err := artifactRow(ctx, tx, in.SystemVersion, a)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO tuf_repo_artifact (repo_id, artifact_id, target_name)
+				VALUES ($1, $2, $3)`, repoID, id, a.TargetName); err != nil {
+				return err
+			}
+		}
+		if err := recordCopies(ctx, tx, in.NexusID, hashes); err != nil {
+			return err
+		}
+		res.Status = api.UploadInserted
+		if res.Generation, err = readGeneration(ctx, tx); err != nil {
+			return err
+		}
+		if newToSleds > 0 {
+			if res.Generation, err = bumpGeneration(ctx, tx, res.Generation); err != nil {
+				return err
+			}
+			res.GenerationBumped = true
+		}
+		res.Repo, err = scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.id = $1`, repoID))
+		return err
+	})
+	return res, err
+}
+
+// reupload handles an archive already recorded: it is un-pruned if it was
+// pruned, and this Nexus's copies are recorded again.
+func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing api.TufRepo, res *TufUploadResult) error {
+	res.Status = api.UploadAlreadyExists
+	var err error
+	if res.Generation, err = readGeneration(ctx, tx); err != nil {
+		return err
+	}
+	if existing.TimePruned != nil {
+		hashes, err := repoHashes(ctx, tx, existing.ID)
+		if err != nil {
+			return err
+		}
+		back, err := countNotWanted(ctx, tx, hashes, uuid.Nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE tuf_repo SET time_pruned = NULL, pruned_by = NULL WHERE id = $1`,
+			existing.ID); err != nil {
+			return err
+		}
+		if back > 0 {
+			if res.Generation, err = bumpGeneration(ctx, tx, res.Generation); err != nil {
+				return err
+			}
+			res.GenerationBumped = true
+		}
+	}
+	if err := recordCopies(ctx, tx, in.NexusID, distinctHashes(in.Artifacts)); err != nil {
+		return err
+	}
+	res.Repo, err = scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.id = $1`, existing.ID))
+	return err
+}
+
+// checkSameVersion refuses a different archive for a recorded system
+// version, naming what differs.
+func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) error {
+	var id uuid.UUID
+	var sha, targetsSHA string
+	var targetsVersion int64
+	err := tx.QueryRow(ctx, `SELECT id, sha256, targets_sha256, targets_version FROM tuf_repo WHERE system_version = $1`,
+		in.SystemVersion).Scan(&id, &sha, &targetsSHA, &targetsVersion)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var diffs []string
+	diffs = append(diffs, fmt.Sprintf("archive sha256 %s was recorded, this upload is %s", short(sha), short(in.SHA256)))
+	if targetsSHA != in.TargetsSHA256 {
+		diffs = append(diffs, fmt.Sprintf("signed targets metadata differs (recorded version %d, uploaded version %d)",
+			targetsVersion, in.Versions.Targets))
+	}
+	rows, err := tx.Query(ctx, `SELECT a.name, a.version, a.kind, a.sha256 FROM tuf_repo_artifact ra
+		JOIN tuf_artifact a ON a.id = ra.artifact_id WHERE ra.repo_id = $1`, id)
+	if err != nil {
+		return err
+	}
+	recorded := map[string]string{}
+	var name, version, kind, asha string
+	if _, err := pgx.ForEachRow(rows, []any{&name, &version, &kind, &asha}, func() error {
+		recorded[name+" "+version+" ("+kind+")"] = asha
+		return nil
+	}); err != nil {
+		return err
+	}
+	uploaded := map[string]string{}
+	for _, a := range in.Artifacts {
+		uploaded[a.Name+" "+a.Version+" ("+a.Kind+")"] = a.SHA256
+	}
+	var artDiffs []string
+	for k, s := range uploaded {
+		switch r, ok := recorded[k]; {
+		case !ok:
+			artDiffs = append(artDiffs, "artifact "+k+" is new in this upload")
+		case r != s:
+			artDiffs = append(artDiffs, fmt.Sprintf("artifact %s has sha256 %s, recorded %s", k, short(s), short(r)))
+		}
+	}
+	for k := range recorded {
+		if _, ok := uploaded[k]; !ok {
+			artDiffs = append(artDiffs, "artifact "+k+" is missing from this upload")
+		}
+	}
+	sort.Strings(artDiffs)
+	if len(artDiffs) > 5 {
+		artDiffs = append(artDiffs[:5], fmt.Sprintf("and %d more artifact differences", len(artDiffs)-5))
+	}
+	diffs = append(diffs, artDiffs...)
+	if len(artDiffs) == 0 && targetsSHA == in.TargetsSHA256 {
+		diffs = append(diffs, "the signed contents are the same; only the zip differs")
+	}
+	return &CodedConflict{Code: api.CodeRepoConflict, Message: fmt.Sprintf(
+		"system version %s is already uploaded with different content: %s; delete it first to replace it",
+		in.SystemVersion, strings.Join(diffs, "; "))}
+}
+
+// advanceFloors applies the lineage's rollback check and raises its floors
+// to this upload's versions.
+func advanceFloors(ctx context.Context, tx pgx.Tx, in TufRepoInsert) error {
+	var f TufVersions
+	err := tx.QueryRow(ctx, `SELECT root_version, timestamp_version, snapshot_version, targets_version
+		FROM tuf_trust_root_lineage WHERE root_sha256 = $1`, in.LineageKey).
+		Scan(&f.Root, &f.Timestamp, &f.Snapshot, &f.Targets)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if in.CheckFloor != nil {
+		if err := in.CheckFloor(f); err != nil {
+			return err
+		}
+	}
+	v := in.Versions
+	_, err = tx.Exec(ctx, `INSERT INTO tuf_trust_root_lineage
+			(root_sha256, root_version, timestamp_version, snapshot_version, targets_version, time_modified)
+		VALUES ($1, $2, $3, $4, $5, now())
+		ON CONFLICT (root_sha256) DO UPDATE SET
+			root_version = greatest(tuf_trust_root_lineage.root_version, excluded.root_version),
+			timestamp_version = greatest(tuf_trust_root_lineage.timestamp_version, excluded.timestamp_version),
+			snapshot_version = greatest(tuf_trust_root_lineage.snapshot_version, excluded.snapshot_version),
+			targets_version = greatest(tuf_trust_root_lineage.targets_version, excluded.targets_version),
+			time_modified = now()`,
+		in.LineageKey, v.Root, v.Timestamp, v.Snapshot, v.Targets)
+	return err
+}
+
+// artifactRow returns the id of the row for a, inserting it if new, and
+// refuses a hash that another repo recorded with a different length or
+// version.
+func artifactRow(ctx context.Context, tx pgx.Tx, systemVersion string, a TufArtifactInsert) (uuid.UUID, error) {
+	rows, err := tx.Query(ctx, `SELECT a.id, a.name, a.version, a.kind, a.length,
+			coalesce((SELECT min(r.system_version) FROM tuf_repo_artifact ra JOIN tuf_repo r ON r.id = ra.repo_id
+				WHERE ra.artifact_id = a.id), '')
+		FROM tuf_artifact a WHERE a.sha256 = $1`, a.SHA256)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	var found uuid.UUID
+	var id uuid.UUID
+	var name, version, kind, repo string
+	var length int64
+	_, err = pgx.ForEachRow(rows, []any{&id, &name, &version, &kind, &length, &repo}, func() error {
+		if length != a.Length || version != a.Version {
+			return &CodedConflict{Code: api.CodeArtifactConflict, Message: fmt.Sprintf(
+				"artifact %s (%s) in %s has sha256 %s, which repo %s recorded as %s version %s of %d bytes; "+
+					"the same bytes cannot be two versions", a.Name, a.Kind, systemVersion, short(a.SHA256),
+				repo, name, version, length)}
+		}
+		if name == a.Name && kind == a.Kind {
+			found = id
+		}
+		return nil
+	})
+	if err != nil || found != uuid.Nil {
+		return found, err
+	}
+	tags := a.Tags
+	if tags == nil {
+		tags = map[string]string{}
+	}
+	id = uuid.New()
+	_, err = tx.Exec(ctx, `INSERT INTO tuf_artifact (id, time_created, name, version, kind, sha256, length, tags)
+		VALUES ($1, now(), $2, $3, $4, $5, $6, $7)`, id, a.Name, a.Version, a.Kind, a.SHA256, a.Length, tags)
+	return id, err
+}
+
+func distinctHashes(arts []TufArtifactInsert) []string {
+	set := map[string]bool{}
+	var out []string
+	for _, a := range arts {
+		if !set[a.SHA256] {
+			set[a.SHA256] = true
+			out = append(out, a.SHA256)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func repoHashes(ctx context.Context, tx pgx.Tx, repoID uuid.UUID) ([]string, error) {
+	rows, err := tx.Query(ctx, `SELECT DISTINCT a.sha256 FROM tuf_repo_artifact ra
+		JOIN tuf_artifact a ON a.id = ra.artifact_id WHERE ra.repo_id = $1`, repoID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// countNotWanted counts the hashes no live repo (other than except) holds:
+// adding them, or dropping them with except, changes the wanted set.
+func countNotWanted(ctx context.Context, tx pgx.Tx, hashes []string, except uuid.UUID) (int, error) {
+	var wanted int
+	err := tx.QueryRow(ctx, `SELECT count(DISTINCT a.sha256) FROM tuf_artifact a
+		JOIN tuf_repo_artifact ra ON ra.artifact_id = a.id
+		JOIN tuf_repo r ON r.id = ra.repo_id
+		WHERE r.time_pruned IS NULL AND r.id <> $2 AND a.sha256 = ANY($1)`, hashes, except).Scan(&wanted)
+	return len(hashes) - wanted, err
+}
+
+func recordCopies(ctx context.Context, tx pgx.Tx, nexusID uuid.UUID, hashes []string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO nexus_artifact_copy (nexus_id, sha256, time_created)
+		SELECT $1, h, now() FROM unnest($2::TEXT[]) AS h
+		ON CONFLICT (nexus_id, sha256) DO NOTHING`, nexusID, hashes)
+	return err
+}
+
+func readGeneration(ctx context.Context, tx pgx.Tx) (int64, error) {
+	var g int64
+	err := tx.QueryRow(ctx, `SELECT generation FROM tuf_generation WHERE singleton`).Scan(&g)
+	return g, err
+}
+
+// bumpGeneration moves the generation from expect to expect+1, or fails
+// with ErrGenerationMoved.
+func bumpGeneration(ctx context.Context, tx pgx.Tx, expect int64) (int64, error) {
+	var g int64
+	err := tx.QueryRow(ctx, `UPDATE tuf_generation SET generation = generation + 1, time_modified = now()
+		WHERE singleton AND generation = $1 RETURNING generation`, expect).Scan(&g)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("%w: expected %d", ErrGenerationMoved, expect)
+	}
+	return g, err
+}
+
+// TufRepoKnown reports whether an archive with this hash is recorded.
+func (d *Datastore) TufRepoKnown(ctx context.Context, sha256 string) (bool, error) {
+	var known bool
+	err := d.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tuf_repo WHERE sha256 = $1)`, sha256).Scan(&known)
+	return known, classify(err)
+}
+
+// TufGeneration returns the current generation of the wanted artifact set.
+func (d *Datastore) TufGeneration(ctx context.Context) (int64, error) {
+	var g int64
+	err := d.pool.QueryRow(ctx, `SELECT generation FROM tuf_generation WHERE singleton`).Scan(&g)
+	return g, classify(err)
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+// RepoCursor is a position in the newest-first repo listing.
+type RepoCursor struct {
+	TimeCreated time.Time
+	ID          uuid.UUID
+}
+
+// String encodes the cursor as a page token.
+func (c RepoCursor) String() string {
+	return strconv.FormatInt(c.TimeCreated.UnixMicro(), 10) + "_" + c.ID.String()
+}
+
+// ParseRepoCursor decodes a page token made by RepoCursor.String.
+func ParseRepoCursor(s string) (RepoCursor, error) {
+	ts, id, ok := strings.Cut(s, "_")
+	if !ok {
+		return RepoCursor{}, errors.New("malformed page token")
+	}
+	us, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return RepoCursor{}, errors.New("malformed page token")
+	}
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return RepoCursor{}, errors.New("malformed page token")
+	}
+	return RepoCursor{TimeCreated: time.UnixMicro(us), ID: uid}, nil
+}
+
+// TufRepoList returns up to limit repos, newest first, after the cursor
+// (nil for the first page). Pruned repos are included only when asked.
+func (d *Datastore) TufRepoList(ctx context.Context, includePruned bool, after *RepoCursor, limit int) ([]api.TufRepo, error) {
+	q := `SELECT ` + repoColumns + ` FROM tuf_repo r WHERE ($1 OR r.time_pruned IS NULL)`
+	args := []any{includePruned, limit}
+	if after != nil {
+		q += ` AND (r.time_created, r.id) < ($3, $4)`
+		args = append(args, after.TimeCreated, after.ID)
+	}
+	q += ` ORDER BY r.time_created DESC, r.id DESC LIMIT $2`
+	rows, err := d.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, classify(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.TufRepo, error) { return scanRepo(r) })
+	return out, classify(err)
+}
+
+// TufRepoGet returns a repo (pruned or not) with its artifacts.
+func (d *Datastore) TufRepoGet(ctx context.Context, systemVersion string) (api.TufRepoDetail, error) {
+	var out api.TufRepoDetail
+	var err error
+	out.Repo, err = scanRepo(d.pool.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.system_version = $1`,
+		systemVersion))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return out, fmt.Errorf("%w: no repo with system version %q", ErrNotFound, systemVersion)
+	}
+	if err != nil {
+		return out, classify(err)
+	}
+	rows, err := d.pool.Query(ctx, `SELECT a.id, a.name, a.version, a.kind, a.sha256, a.length, a.tags, ra.target_name,
+			(SELECT count(*) FROM nexus_artifact_copy c WHERE c.sha256 = a.sha256)
+		FROM tuf_repo_artifact ra JOIN tuf_artifact a ON a.id = ra.artifact_id
+		WHERE ra.repo_id = $1 ORDER BY a.kind, a.name, a.version, a.id`, out.Repo.ID)
+	if err != nil {
+		return out, classify(err)
+	}
+	out.Artifacts, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.TufRepoArtifact, error) {
+		var a api.TufRepoArtifact
+		var copies int64
+		err := r.Scan(&a.ID, &a.Name, &a.Version, &a.Kind, &a.SHA256, &a.Length, &a.Tags, &a.TargetName, &copies)
+		a.NexusCopies = int(copies)
+		return a, err
+	})
+	return out, classify(err)
+}
+
+// TufRepoPrune marks a repo pruned and bumps the generation when that
+// shrinks the wanted artifact set. With expect set, it fails with
+// ErrGenerationMoved unless the generation is still *expect (the pruner's
+// fence). Pruning a pruned repo changes nothing.
+func (d *Datastore) TufRepoPrune(ctx context.Context, systemVersion, by string, expect *int64) (api.TufRepoPrune, error) {
+	var out api.TufRepoPrune
+	err := d.InTx(ctx, "tuf_repo_prune", func(ctx context.Context, tx pgx.Tx) error {
+		out = api.TufRepoPrune{}
+		repo, err := scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.system_version = $1`,
+			systemVersion))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: no repo with system version %q", ErrNotFound, systemVersion)
+		}
+		if err != nil {
+			return err
+		}
+		if out.Generation, err = readGeneration(ctx, tx); err != nil {
+			return err
+		}
+		if expect != nil && *expect != out.Generation {
+			return fmt.Errorf("%w: planned at %d, now %d", ErrGenerationMoved, *expect, out.Generation)
+		}
+		if repo.TimePruned != nil {
+			out.Repo, out.AlreadyPruned = repo, true
+			return nil
+		}
+		hashes, err := repoHashes(ctx, tx, repo.ID)
+		if err != nil {
+			return err
+		}
+		gone, err := countNotWanted(ctx, tx, hashes, repo.ID)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE tuf_repo SET time_pruned = now(), pruned_by = $2 WHERE id = $1`,
+			repo.ID, by); err != nil {
+			return err
+		}
+		if gone > 0 {
+			if out.Generation, err = bumpGeneration(ctx, tx, out.Generation); err != nil {
+				return err
+			}
+		}
+		out.Repo, err = scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.id = $1`, repo.ID))
+		return err
+	})
+	return out, err
+}
+
+// TufRepoSetKept marks a repo kept (or not) by the operator.
+func (d *Datastore) TufRepoSetKept(ctx context.Context, systemVersion string, kept bool) (api.TufRepo, error) {
+	var r api.TufRepo
+	err := d.InTx(ctx, "tuf_repo_set_kept", func(ctx context.Context, tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE tuf_repo SET kept = $2 WHERE system_version = $1`, systemVersion, kept)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: no repo with system version %q", ErrNotFound, systemVersion)
+		}
+		r, err = scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.system_version = $1`, systemVersion))
+		return err
+	})
+	return r, err
+}
+
+// TufArtifactList returns up to limit artifacts with ids after `after`, in
+// id order, each with the system versions of the repos carrying it.
+func (d *Datastore) TufArtifactList(ctx context.Context, after uuid.UUID, limit int) ([]api.ArtifactListItem, error) {
+	rows, err := d.pool.Query(ctx, `SELECT a.id, a.name, a.version, a.kind, a.sha256, a.length, a.tags,
+			coalesce((SELECT array_agg(r.system_version ORDER BY r.system_version) FROM tuf_repo_artifact ra
+				JOIN tuf_repo r ON r.id = ra.repo_id WHERE ra.artifact_id = a.id), ARRAY[]::TEXT[]),
+			EXISTS (SELECT 1 FROM tuf_artifact a2 JOIN tuf_repo_artifact ra ON ra.artifact_id = a2.id
+				JOIN tuf_repo r ON r.id = ra.repo_id WHERE a2.sha256 = a.sha256 AND r.time_pruned IS NULL)
+		FROM tuf_artifact a WHERE a.id > $1 ORDER BY a.id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, classify(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.ArtifactListItem, error) {
+		var a api.ArtifactListItem
+		err := r.Scan(&a.ID, &a.Name, &a.Version, &a.Kind, &a.SHA256, &a.Length, &a.Tags, &a.SystemVersions, &a.WantedOnSleds)
+		return a, err
+	})
+	return out, classify(err)
+}
+
+// NexusArtifactCopies returns the hashes a Nexus instance is recorded as
+// holding locally.
+func (d *Datastore) NexusArtifactCopies(ctx context.Context, nexusID uuid.UUID) (map[string]bool, error) {
+	rows, err := d.pool.Query(ctx, `SELECT sha256 FROM nexus_artifact_copy WHERE nexus_id = $1`, nexusID)
+	if err != nil {
+		return nil, classify(err)
+	}
+	hashes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := make(map[string]bool, len(hashes))
+	for _, h := range hashes {
+		out[h] = true
+	}
+	return out, nil
+}
+
+// TufReposLive returns every repo not pruned, newest first: what the
+// pruner chooses from.
+func (d *Datastore) TufReposLive(ctx context.Context) ([]api.TufRepo, error) {
+	rows, err := d.pool.Query(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.time_pruned IS NULL
+		ORDER BY r.time_created DESC, r.id DESC`)
+	if err != nil {
+		return nil, classify(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.TufRepo, error) { return scanRepo(r) })
+	return out, classify(err)
+}

@@ -1,0 +1,266 @@
+// Package depot is Nexus's content-addressed local store of artifacts on
+// disk: one file per artifact, named by its lowercase SHA-256 hex, in
+// <data-dir>/depot.
+//
+// Files are written to a temp name in the same directory, fsynced and
+// renamed, so a name in the depot always holds complete bytes. Temp files
+// (uploads in flight, artifacts being copied) carry fsutil.TempPrefix and
+// are removed at start-up, so a crash never leaves anything that is later
+// mistaken for data. The depot does not hash: callers hand it bytes they
+// have verified on the way in (see tufrepo.Archive.CopyTarget).
+package depot
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/rackplane/rackplane/internal/fsutil"
+)
+
+// Depot is a directory of artifacts.
+type Depot struct {
+	dir string
+}
+
+// Open creates the directory if needed and removes temp files a crash
+// left behind, returning how many it removed.
+func Open(dir string) (*Depot, int, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, 0, fmt.Errorf("depot: %w", err)
+	}
+	n, err := fsutil.RemoveTemps(dir)
+	if err != nil {
+		return nil, n, fmt.Errorf("depot: remove temp files: %w", err)
+	}
+	if n > 0 {
+		if err := fsutil.SyncDir(dir); err != nil {
+			return nil, n, err
+		}
+	}
+	return &Depot{dir: dir}, n, nil
+}
+
+// Dir is the depot's directory.
+func (d *Depot) Dir() string { return d.dir }
+
+// ValidHash reports whether s is a lowercase SHA-256 hex string, the only
+// names the depot holds.
+func ValidHash(s string) bool {
+	if len(s) != 64 || strings.ToLower(s) != s {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// Path is where the artifact with hash sha256 lives.
+func (d *Depot) Path(sha256 string) string { return filepath.Join(d.dir, sha256) }
+
+// Has reports whether the depot holds the artifact with the given length.
+// A file of another length is not a copy of it.
+func (d *Depot) Has(sha256 string, length int64) (bool, error) {
+	fi, err := os.Stat(d.Path(sha256))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return fi.Mode().IsRegular() && fi.Size() == length, nil
+}
+
+// CreateTemp makes a temp file in the depot's directory (on the same file
+// system as the artifacts, so a later rename is cheap). The caller removes
+// it.
+func (d *Depot) CreateTemp(purpose string) (*os.File, error) {
+	return os.CreateTemp(d.dir, fsutil.TempPrefix+purpose+"-*")
+}
+
+// Put stores an artifact: write is called with a temp file's writer and
+// must write the artifact's verified bytes; when it returns nil the file
+// is fsynced and renamed to its hash. On any error nothing is left behind.
+// Call Sync once after a batch of Puts to make the renames durable.
+func (d *Depot) Put(sha256 string, write func(w io.Writer) error) error {
+	if !ValidHash(sha256) {
+		return fmt.Errorf("depot: %q is not a sha256 hex string", sha256)
+	}
+	f, err := d.CreateTemp(sha256[:16])
+	if err != nil {
+		return fmt.Errorf("depot: %w", err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := write(f); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("depot: fsync %s: %w", sha256, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("depot: %w", err)
+	}
+	if err := os.Rename(tmp, d.Path(sha256)); err != nil {
+		return fmt.Errorf("depot: %w", err)
+	}
+	ok = true
+	return nil
+}
+
+// Sync makes renames and removals in the depot durable.
+func (d *Depot) Sync() error { return fsutil.SyncDir(d.dir) }
+
+// Remove deletes an artifact; a missing one is not an error.
+func (d *Depot) Remove(sha256 string) error {
+	if !ValidHash(sha256) {
+		return fmt.Errorf("depot: %q is not a sha256 hex string", sha256)
+	}
+	if err := os.Remove(d.Path(sha256)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("depot: %w", err)
+	}
+	return nil
+}
+
+// List returns the hashes of the artifacts held, sorted.
+func (d *Depot) List() ([]string, error) {
+	entries, err := os.ReadDir(d.dir)
+	if err != nil {
+		return nil, fmt.Errorf("depot: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if ValidHash(e.Name()) && e.Type().IsRegular() {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// RemoveExcept deletes every file in the depot that is neither an artifact
+// in keep nor a temp file, and returns the names it removed. Start-up uses
+// it to drop artifacts a crash left between copying and recording them.
+func (d *Depot) RemoveExcept(keep map[string]bool) ([]string, error) {
+	entries, err := os.ReadDir(d.dir)
+	if err != nil {
+		return nil, fmt.Errorf("depot: %w", err)
+	}
+	var removed []string
+	for _, e := range entries {
+		name := e.Name()
+		if keep[name] || strings.HasPrefix(name, fsutil.TempPrefix) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(d.dir, name)); err != nil {
+			return removed, fmt.Errorf("depot: %w", err)
+		}
+		removed = append(removed, name)
+	}
+	if len(removed) > 0 {
+		if err := d.Sync(); err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
+
+// Batch stores several artifacts, fsyncing and renaming each in the
+// background while the caller writes the next, so the disk flushes one
+// artifact while the next is being verified. Wait (or Abort) must be
+// called once the batch is done.
+type Batch struct {
+	d       *Depot
+	pending chan pending
+	done    chan struct{}
+	err     error
+	// renamed lists the artifacts the batch put in place (for Abort).
+	renamed []string
+	temps   []string
+}
+
+type pending struct {
+	f   *os.File
+	sha string
+}
+
+// NewBatch starts a batch.
+func (d *Depot) NewBatch() *Batch {
+	b := &Batch{d: d, pending: make(chan pending, 4), done: make(chan struct{})}
+	go b.syncer()
+	return b
+}
+
+func (b *Batch) syncer() {
+	defer close(b.done)
+	for p := range b.pending {
+		if b.err != nil {
+			p.f.Close()
+			os.Remove(p.f.Name())
+			continue
+		}
+		err := p.f.Sync()
+		if cerr := p.f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(p.f.Name(), b.d.Path(p.sha))
+		}
+		if err != nil {
+			os.Remove(p.f.Name())
+			b.err = fmt.Errorf("depot: store %s: %w", p.sha, err)
+			continue
+		}
+		b.renamed = append(b.renamed, p.sha)
+	}
+}
+
+// Put writes an artifact's verified bytes (see Depot.Put) and queues it
+// to be fsynced and renamed. A write error leaves nothing behind.
+func (b *Batch) Put(sha256 string, write func(w io.Writer) error) error {
+	if !ValidHash(sha256) {
+		return fmt.Errorf("depot: %q is not a sha256 hex string", sha256)
+	}
+	f, err := b.d.CreateTemp(sha256[:16])
+	if err != nil {
+		return fmt.Errorf("depot: %w", err)
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	b.pending <- pending{f: f, sha: sha256}
+	return nil
+}
+
+// Wait finishes every queued artifact and makes the renames durable; it
+// returns the stored hashes, or the first error (after which the batch's
+// artifacts should be removed with Abort).
+func (b *Batch) Wait() ([]string, error) {
+	close(b.pending)
+	<-b.done
+	if b.err != nil {
+		return b.renamed, b.err
+	}
+	return b.renamed, b.d.Sync()
+}
+
+// Abort finishes the batch and removes every artifact it stored.
+func (b *Batch) Abort() {
+	renamed, _ := b.Wait()
+	for _, sha := range renamed {
+		_ = b.d.Remove(sha)
+	}
+	_ = b.d.Sync()
+}

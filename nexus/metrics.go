@@ -1,0 +1,24 @@
+package nexus
+
+import (
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// newMetricsRegistry is this Nexus's own registry (not the global one), so
+// that several Nexus instances in one test process do not collide.
+func newMetricsRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Metrics is where Nexus components register their Prometheus metrics;
+// everything registered here is served at /metrics.
+func (s *Server) Metrics() prometheus.Registerer { return s.metrics }
+
+func (s *Server) mountMetrics(r chi.Router) {
+	r.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{Registry: s.metrics}))
+}

@@ -1,0 +1,338 @@
+package artifacts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog"
+	"github.com/rs/zerolog/hlog"
+
+	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/httpx"
+	"github.com/rackplane/rackplane/internal/reqid"
+)
+
+// bodyIdleTimeout aborts an artifact upload that sends nothing for this
+// long, so a stalled client cannot hold a write open forever.
+const bodyIdleTimeout = time.Minute
+
+// Mount adds the artifact store's routes to the sled API router.
+func (s *Store) Mount(r chi.Router) {
+	r.Put("/artifacts-config", s.h(s.handlePutConfig))
+	r.Get("/artifacts-config", s.h(s.handleGetConfig))
+	r.Get("/artifacts", s.h(s.handleList))
+	r.Get("/artifacts/copies", s.h(s.handleCopies))
+	r.Get("/artifacts/copies/{sha256}", s.h(s.handleCopy))
+	r.Get("/artifacts/scrub", s.h(s.handleScrubStatus))
+	r.Post("/artifacts/scrub", s.h(s.handleScrubStart))
+	r.Put("/artifacts/{sha256}", s.h(s.handlePut))
+	r.Post("/artifacts/{sha256}/copy-from-depot", s.h(s.handleCopyFromDepot))
+}
+
+// MountDepot adds the repo depot's routes to the depot router.
+func (s *Store) MountDepot(r chi.Router) {
+	r.Get("/artifact/sha256/{sha256}", s.h(s.handleDepotGet))
+	r.Head("/artifact/sha256/{sha256}", s.h(s.handleDepotGet))
+}
+
+// h adapts a handler, writing generation conflicts with the generation the
+// sled holds and every other error the standard way.
+func (s *Store) h(fn httpx.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		err := fn(w, r)
+		if err == nil {
+			return
+		}
+		var gc *genConflictError
+		if errors.As(err, &gc) {
+			hlog.FromRequest(r).Info().Int("status", gc.he.Status).Str("error_code", gc.he.Code).
+				Str("message", gc.he.Message).Uint64("held_generation", gc.held).Msg("request failed")
+			httpx.WriteJSON(w, gc.he.Status, api.GenerationConflict{
+				Error:          api.Error{ErrorCode: gc.he.Code, Message: gc.he.Message, RequestID: reqid.From(r.Context())},
+				HeldGeneration: gc.held,
+			})
+			return
+		}
+		httpx.WriteError(w, r, err)
+	}
+}
+
+func pathSHA(r *http.Request) (string, error) {
+	sha := chi.URLParam(r, "sha256")
+	if err := api.CheckSHA256(sha); err != nil {
+		return "", httpx.BadRequest(api.CodeInvalidSHA256, "path: %v", err)
+	}
+	return sha, nil
+}
+
+func queryGeneration(r *http.Request) (uint64, error) {
+	raw := r.URL.Query().Get("generation")
+	if raw == "" {
+		return 0, httpx.BadRequest(api.CodeInvalidParameter,
+			"query parameter generation is required: the artifact config generation this request belongs to")
+	}
+	g, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil {
+		return 0, httpx.BadRequest(api.CodeInvalidParameter, "query parameter generation must be a non-negative integer, not %q", raw)
+	}
+	return g, nil
+}
+
+func shaAndGeneration(r *http.Request) (string, uint64, error) {
+	sha, err := pathSHA(r)
+	if err != nil {
+		return "", 0, err
+	}
+	gen, err := queryGeneration(r)
+	return sha, gen, err
+}
+
+func (s *Store) handlePutConfig(w http.ResponseWriter, r *http.Request) error {
+	var cfg api.ArtifactConfig
+	if err := httpx.DecodeJSON(r, &cfg, 16<<20); err != nil {
+		return err
+	}
+	held, _, err := s.PutConfig(r.Context(), cfg)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, held)
+	return nil
+}
+
+func (s *Store) handleGetConfig(w http.ResponseWriter, r *http.Request) error {
+	httpx.WriteJSON(w, http.StatusOK, s.Config())
+	return nil
+}
+
+func (s *Store) handleList(w http.ResponseWriter, r *http.Request) error {
+	httpx.WriteJSON(w, http.StatusOK, s.List())
+	return nil
+}
+
+func (s *Store) handlePut(w http.ResponseWriter, r *http.Request) error {
+	sha, gen, err := shaAndGeneration(r)
+	if err != nil {
+		return err
+	}
+	body := &idleBody{r: r.Body, rc: http.NewResponseController(w), idle: bodyIdleTimeout}
+	res, err := s.Put(r.Context(), sha, gen, body, r.ContentLength)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// idleBody extends the connection's read deadline before every read, so
+// an upload may take as long as it needs while it keeps moving.
+type idleBody struct {
+	r    io.Reader
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle)) // unsupported writers just keep no deadline
+	return b.r.Read(p)
+}
+
+// readTracker remembers a body read error, to tell it from a write error.
+type readTracker struct {
+	r   io.Reader
+	err error
+}
+
+func (t *readTracker) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF {
+		t.err = err
+	}
+	return n, err
+}
+
+// Put streams body into every device in use that lacks sha, hashing as it
+// writes, and keeps it only if the hash matches. length is the announced
+// Content-Length (-1 when unknown).
+func (s *Store) Put(ctx context.Context, sha string, gen uint64, body io.Reader, length int64) (api.ArtifactPutResult, error) {
+	log := zerolog.Ctx(ctx)
+	devs, err := s.admit(sha, gen)
+	if err != nil {
+		return api.ArtifactPutResult{}, err
+	}
+	holders, lacking := split(devs, sha)
+	sp := s.openSpool(sha, "put", lacking)
+	if len(lacking) > 0 && sp.live() == 0 {
+		return api.ArtifactPutResult{}, (&allFailedError{sp.failures()}).httpError()
+	}
+	body = &readTracker{r: body}
+	n, err := sp.readFrom(body)
+	if err != nil {
+		sp.abort()
+		var allFailed *allFailedError
+		switch {
+		case errors.As(err, &allFailed):
+			return api.ArtifactPutResult{}, allFailed.httpError()
+		case body.(*readTracker).err != nil && length > 0 && n < length:
+			return api.ArtifactPutResult{}, httpx.BadRequest(api.CodeLengthMismatch,
+				"the body ended after %d of the %d bytes its Content-Length announced; nothing was kept", n, length)
+		case body.(*readTracker).err != nil:
+			return api.ArtifactPutResult{}, httpx.BadRequest(api.CodeInvalidBody,
+				"reading the body failed after %d bytes (%v); nothing was kept", n, err)
+		}
+		return api.ArtifactPutResult{}, err
+	}
+	res, err := sp.commit(log)
+	var mismatch *hashMismatchError
+	var allFailed *allFailedError
+	switch {
+	case errors.As(err, &mismatch):
+		return api.ArtifactPutResult{}, httpx.BadRequest(api.CodeHashMismatch,
+			"the body (%d bytes) has sha256 %s, not %s: it is truncated, too long or not this artifact; nothing was kept",
+			mismatch.n, mismatch.got, sha)
+	case errors.As(err, &allFailed):
+		return api.ArtifactPutResult{}, allFailed.httpError()
+	case err != nil:
+		return api.ArtifactPutResult{}, err
+	}
+	out := api.ArtifactPutResult{SHA256: sha, Generation: res.generation, Size: n,
+		Written: nonNil(res.written), AlreadyHeld: paths(holders), Failed: res.failed}
+	s.mu.RLock()
+	for _, d := range s.active {
+		if d.holds(sha) {
+			out.Copies++
+		}
+	}
+	s.mu.RUnlock()
+	return out, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func (s *Store) handleCopyFromDepot(w http.ResponseWriter, r *http.Request) error {
+	sha, gen, err := shaAndGeneration(r)
+	if err != nil {
+		return err
+	}
+	var req api.ArtifactCopyRequest
+	if err := httpx.DecodeJSON(r, &req, 0); err != nil {
+		return err
+	}
+	st, async, err := s.StartCopy(r.Context(), sha, gen, req)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if async {
+		status = http.StatusAccepted
+	}
+	httpx.WriteJSON(w, status, st)
+	return nil
+}
+
+func (s *Store) handleCopies(w http.ResponseWriter, r *http.Request) error {
+	httpx.WriteJSON(w, http.StatusOK, s.Copies())
+	return nil
+}
+
+func (s *Store) handleCopy(w http.ResponseWriter, r *http.Request) error {
+	sha, err := pathSHA(r)
+	if err != nil {
+		return err
+	}
+	st, ok := s.Copy(sha)
+	if !ok {
+		return httpx.NotFound("no copy of %s was requested recently (finished copies are kept for %s)",
+			sha, s.opts.CopyRetention)
+	}
+	httpx.WriteJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (s *Store) handleScrubStatus(w http.ResponseWriter, r *http.Request) error {
+	httpx.WriteJSON(w, http.StatusOK, s.ScrubStatus())
+	return nil
+}
+
+func (s *Store) handleScrubStart(w http.ResponseWriter, r *http.Request) error {
+	s.TriggerScrub()
+	httpx.WriteJSON(w, http.StatusAccepted, s.ScrubStatus())
+	return nil
+}
+
+// handleDepotGet serves a stored copy to another sled (or anyone copying
+// from this depot), with Range support so an interrupted copy resumes.
+// The ETag is the hash: the content of a name never changes.
+func (s *Store) handleDepotGet(w http.ResponseWriter, r *http.Request) error {
+	sha, err := pathSHA(r)
+	if err != nil {
+		return err
+	}
+	s.mu.RLock()
+	devs := s.activeLocked()
+	s.mu.RUnlock()
+	var f *os.File
+	for _, d := range devs {
+		if f, err = os.Open(d.file(sha)); err == nil {
+			break
+		}
+	}
+	if f == nil {
+		return httpx.NotFound("this sled holds no copy of artifact %s", sha)
+	}
+	defer f.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("ETag", `"`+sha+`"`)
+	dw := &depotWriter{ResponseWriter: w, r: r}
+	http.ServeContent(dw, r, "", time.Time{}, f)
+	s.metrics.bytesServed.Add(float64(dw.n))
+	return nil
+}
+
+// depotWriter counts the bytes served and turns http.ServeContent's
+// plain-text 416 into our JSON error.
+type depotWriter struct {
+	http.ResponseWriter
+	r       *http.Request
+	n       int64
+	swallow bool
+}
+
+func (d *depotWriter) WriteHeader(code int) {
+	if code == http.StatusRequestedRangeNotSatisfiable {
+		d.swallow = true
+		httpx.WriteError(d.ResponseWriter, d.r, httpx.Errorf(code, api.CodeInvalidRange,
+			"Range %q cannot be served: %s", d.r.Header.Get("Range"), describeRange(d.Header().Get("Content-Range"))))
+		return
+	}
+	d.ResponseWriter.WriteHeader(code)
+}
+
+func (d *depotWriter) Write(p []byte) (int, error) {
+	if d.swallow {
+		return len(p), nil
+	}
+	n, err := d.ResponseWriter.Write(p)
+	d.n += int64(n)
+	return n, err
+}
+
+func describeRange(contentRange string) string {
+	if contentRange == "" {
+		return "it is malformed"
+	}
+	return fmt.Sprintf("the artifact's extent is %q", contentRange)
+}
