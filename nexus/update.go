@@ -19,6 +19,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/nexus/datastore"
@@ -28,7 +29,7 @@ import (
 
 // ReplicationTask is the background task that spreads artifacts to sleds;
 // uploads and prunes change its inputs.
-const ReplicationTask = "tuf_artifact_replication"
+const ReplicationTask = tufreplication.Name
 
 // maxTrustRootBytes bounds a root.json body.
 const maxTrustRootBytes = 1 << 20

@@ -183,3 +183,15 @@ CREATE TABLE nexus_artifact_copy (
 );
 
 CREATE INDEX nexus_artifact_copy_by_sha256 ON nexus_artifact_copy (sha256);
+
+-- Nexus instances -----------------------------------------------------------
+
+-- Every Nexus that has run against this database, with the internal URL
+-- sleds use to reach it: a sled told to copy an artifact from another
+-- Nexus's local depot fetches it there.
+CREATE TABLE nexus_instance (
+    id UUID PRIMARY KEY,
+    internal_url TEXT NOT NULL,
+    time_started TIMESTAMPTZ NOT NULL,
+    time_modified TIMESTAMPTZ NOT NULL
+);

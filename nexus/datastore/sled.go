@@ -84,6 +84,8 @@ type SledUpsertResult struct {
 	// set of present M.2s differs from what was recorded (always set when
 	// Created with an inventory).
 	InventoryChanged bool
+	// Revived is set when the sled had been marked unreachable.
+	Revived bool
 }
 
 // SledUpsert records a sled agent's registration, keyed by sled id. It
@@ -129,6 +131,7 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg api.SledRe
 		res.Changed = old.Baseboard != reg.Baseboard || old.SledAgentAddress != reg.SledAgentAddress ||
 			old.RepoDepotPort != reg.RepoDepotPort
 		res.InventoryChanged = inventoryChanged(old, reg)
+		res.Revived = old.State == api.SledStateUnreachable
 		res.Sled, err = scanSled(tx.QueryRow(ctx, `
 			UPDATE sled SET
 				part_number = $2, serial_number = $3, sled_agent_address = $4, repo_depot_port = $5,

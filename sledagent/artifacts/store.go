@@ -487,7 +487,7 @@ func (s *Store) List() api.ArtifactList {
 	s.mu.RLock()
 	gen, list, devs := s.gen, s.list, s.activeLocked()
 	s.mu.RUnlock()
-	out := api.ArtifactList{Generation: gen, Artifacts: make(map[string]int, len(list))}
+	out := api.ArtifactList{Generation: gen, M2Present: len(devs), Artifacts: make(map[string]int, len(list))}
 	for _, h := range list {
 		n := 0
 		for _, d := range devs {

@@ -1,0 +1,6 @@
+CREATE TABLE nexus_instance (
+    id UUID PRIMARY KEY,
+    internal_url TEXT NOT NULL,
+    time_started TIMESTAMPTZ NOT NULL,
+    time_modified TIMESTAMPTZ NOT NULL
+);
