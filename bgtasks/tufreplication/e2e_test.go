@@ -391,16 +391,21 @@ func TestLostCopiesAreRefilled(t *testing.T) {
 	})
 	r.waitHeld(r.sleds, want, 30*time.Second)
 
-	// Empty one M.2 of sled 1 entirely: it is refilled.
+	// Empty one M.2 of sled 1 entirely (its contents moved away at once,
+	// as if the device were swapped for a blank one): it is refilled.
 	m2 := r.sleds[1].Config.M2Dirs[0]
 	entries, err := os.ReadDir(m2)
 	if err != nil {
 		t.Fatal(err)
 	}
+	gone := t.TempDir()
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(m2, e.Name())); err != nil {
+		if err := os.Rename(filepath.Join(m2, e.Name()), filepath.Join(gone, e.Name())); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if moved, _ := os.ReadDir(filepath.Join(gone, artifacts.UpdateDir)); len(moved) < len(want) {
+		t.Fatalf("emptying the M.2 moved only %d entries of its update area", len(moved))
 	}
 	r.waitHeld(r.sleds, want, 30*time.Second)
 }
