@@ -259,6 +259,9 @@ type M2Device struct {
 const MaxM2Devices = 16
 
 func (r SledRegistration) validateInventory() error {
+	if r.ArtifactsComplete != nil && (*r.ArtifactsComplete < 0 || *r.ArtifactsComplete > MaxConfigArtifacts) {
+		return fieldErr("artifacts_complete", "must be 0-%d, got %d", MaxConfigArtifacts, *r.ArtifactsComplete)
+	}
 	if len(r.M2s) > MaxM2Devices {
 		return fieldErr("m2s", "may list at most %d devices, got %d", MaxM2Devices, len(r.M2s))
 	}

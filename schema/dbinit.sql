@@ -38,6 +38,9 @@ CREATE TABLE sled (
     artifact_generation INT8,
     -- Its M.2 devices: [{"path", "present", "free_bytes", "total_bytes", "error"}].
     m2_devices JSONB,
+    -- How many of the config's artifacts it holds on every M.2; a change
+    -- means copies finished or were lost, so replication runs.
+    artifacts_complete INT8,
     CONSTRAINT sled_artifact_generation_nonnegative CHECK (artifact_generation >= 0),
     CONSTRAINT sled_repo_depot_port_range CHECK (repo_depot_port BETWEEN 1 AND 65535),
     CONSTRAINT sled_baseboard_unique UNIQUE (part_number, serial_number)

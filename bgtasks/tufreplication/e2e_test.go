@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -48,9 +49,15 @@ type rack struct {
 }
 
 // nexusConfig is what every test Nexus runs with: three sleds must hold an
-// artifact before the local copy goes, and follow-ups come quickly.
+// artifact before the local copy goes, follow-ups come quickly, and the
+// period is an hour, so that everything here converges through the
+// task's triggers (uploads, prunes, sled reports, follow-ups), never by
+// waiting for its next period.
 func nexusConfig() nexus.Config {
-	return nexus.Config{Replication: nexus.ReplicationConfig{MinSledReplication: 3, FollowUp: 100 * time.Millisecond}}
+	return nexus.Config{
+		Replication: nexus.ReplicationConfig{MinSledReplication: 3, FollowUp: 100 * time.Millisecond},
+		TaskPeriods: map[string]time.Duration{tufreplication.Name: time.Hour},
+	}
 }
 
 func newRack(t *testing.T, nSleds int) *rack {
@@ -74,9 +81,8 @@ func newRack(t *testing.T, nSleds int) *rack {
 
 func (r *rack) addSled(cfg sledagent.Config) *racktest.Sled {
 	r.t.Helper()
-	if cfg.RegisterInterval == 0 {
-		cfg.RegisterInterval = 500 * time.Millisecond
-	}
+	// Sleds re-register on their real 30 s schedule, so a test converging
+	// in seconds shows the sled reported its change at once.
 	if cfg.M2PollInterval == 0 {
 		cfg.M2PollInterval = 100 * time.Millisecond
 	}
@@ -263,6 +269,44 @@ func sledMetric(t *testing.T, s *racktest.Sled, name string) float64 {
 	return total
 }
 
+// quiesce waits until the replication task has been idle, with nothing
+// pending, for a little while (no follow-up left from earlier work).
+func quiesce(t *testing.T, nx *racktest.Nexus) {
+	t.Helper()
+	var last uint64
+	var since time.Time
+	racktest.WaitFor(t, 20*time.Second, "the replication task to settle", func() error {
+		task, err := nx.Client.BackgroundTaskGet(context.Background(), tufreplication.Name)
+		if err != nil {
+			return err
+		}
+		if task.Current.State != api.TaskStateIdle || task.Current.Pending != "" || task.Activations != last {
+			last, since = task.Activations, time.Now()
+			return errors.New("still active")
+		}
+		if time.Since(since) < 500*time.Millisecond {
+			return errors.New("recently active")
+		}
+		return nil
+	})
+}
+
+// activatedBy reports whether a replication activation requested by
+// requester started after t0.
+func activatedBy(t *testing.T, nx *racktest.Nexus, requester string, t0 time.Time) bool {
+	t.Helper()
+	task, err := nx.Client.BackgroundTaskGet(context.Background(), tufreplication.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range task.History {
+		if a.Requester == requester && a.Start.After(t0) {
+			return true
+		}
+	}
+	return false
+}
+
 // An upload reaches every M.2 of every sled; Nexus sends each artifact to
 // at most min_sled_replication sleds itself (the rest fan out from sleds),
 // and drops its local copies once enough sleds hold them.
@@ -363,6 +407,8 @@ func TestLostCopiesAreRefilled(t *testing.T) {
 
 	// Corrupt one artifact on both M.2s of sled 0: scrub finds and removes
 	// both copies, and replication brings it back from another sled.
+	quiesce(t, r.nexus)
+	corrupted := time.Now()
 	victim := r.sleds[0]
 	h := want[0]
 	for _, m2 := range victim.Config.M2Dirs {
@@ -389,7 +435,14 @@ func TestLostCopiesAreRefilled(t *testing.T) {
 		}
 		return nil
 	})
-	r.waitHeld(r.sleds, want, 30*time.Second)
+	// Within seconds: well inside the sled's 30 s re-registration period,
+	// so the sled must have reported the loss as it happened.
+	r.waitHeld(r.sleds, want, 10*time.Second)
+	// The repair was started by the sled reporting its loss, not by a
+	// period (an hour here) or the test.
+	if !activatedBy(t, r.nexus, "sled-registration:"+victim.ID().String(), corrupted) {
+		t.Fatalf("no replication run was triggered by sled %s reporting its lost copies", victim.ID())
+	}
 
 	// Empty one M.2 of sled 1 entirely (its contents moved away at once,
 	// as if the device were swapped for a blank one): it is refilled.
@@ -518,8 +571,7 @@ func TestSledStoppedMidCopyConverges(t *testing.T) {
 		}
 	}
 	restarted := racktest.StartSled(t, r.nexus.InternalURL(), sledagent.Config{DataDir: victim.Config.DataDir,
-		M2Dirs: victim.Config.M2Dirs, CreateM2Dirs: true, RegisterInterval: 500 * time.Millisecond,
-		M2PollInterval: 100 * time.Millisecond})
+		M2Dirs: victim.Config.M2Dirs, CreateM2Dirs: true, M2PollInterval: 100 * time.Millisecond})
 	if restarted.ID() != victim.ID() {
 		t.Fatalf("restarted sled has a new identity")
 	}

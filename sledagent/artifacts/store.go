@@ -53,8 +53,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Budgets caps the bytes each device may hold (see m2.Options).
 	Budgets map[string]int64
-	// OnChange is called (without locks held) when the config generation
-	// or the set of devices in use changes, so the sled can re-register.
+	// OnChange is called (without locks held) when the config generation,
+	// the set of devices in use or what they hold of the config changes,
+	// so the sled can re-register.
 	OnChange func()
 
 	// ReconcileInterval is how often deletes, local fills and ledger
@@ -479,6 +480,18 @@ func describeDiff(held, req []string) string {
 		return out
 	}
 	return fmt.Sprintf("only in the request: %s; only held: %s", short(onlyReq), short(onlyHeld))
+}
+
+// Complete counts the config's artifacts held on every device in use.
+func (s *Store) Complete() int {
+	l := s.List()
+	n := 0
+	for _, c := range l.Artifacts {
+		if l.M2Present > 0 && c >= l.M2Present {
+			n++
+		}
+	}
+	return n
 }
 
 // List returns every hash of the current config with the number of devices

@@ -4,3 +4,5 @@ CREATE TABLE nexus_instance (
     time_started TIMESTAMPTZ NOT NULL,
     time_modified TIMESTAMPTZ NOT NULL
 );
+
+ALTER TABLE sled ADD COLUMN artifacts_complete INT8;
