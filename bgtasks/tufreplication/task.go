@@ -83,22 +83,7 @@ type Task struct {
 
 // New returns the task.
 func New(cfg Config) *Task {
-	l := &cfg.Limits
-	if l.MinSledReplication == 0 {
-		l.MinSledReplication = DefaultMinSledReplication
-	}
-	if l.MaxCopiesPerSource == 0 {
-		l.MaxCopiesPerSource = DefaultMaxCopiesPerSource
-	}
-	if l.MaxCopiesPerTarget == 0 {
-		l.MaxCopiesPerTarget = DefaultMaxCopiesPerTarget
-	}
-	if l.MaxNexusSends == 0 {
-		l.MaxNexusSends = DefaultMaxNexusSends
-	}
-	if l.MaxRequests == 0 {
-		l.MaxRequests = DefaultMaxRequests
-	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
 	}
@@ -119,6 +104,26 @@ func New(cfg Config) *Task {
 		cfg.DepotLock = &sync.Mutex{}
 	}
 	return &Task{cfg: cfg}
+}
+
+// WithDefaults returns l with its zero fields set to the defaults above.
+func (l Limits) WithDefaults() Limits {
+	if l.MinSledReplication == 0 {
+		l.MinSledReplication = DefaultMinSledReplication
+	}
+	if l.MaxCopiesPerSource == 0 {
+		l.MaxCopiesPerSource = DefaultMaxCopiesPerSource
+	}
+	if l.MaxCopiesPerTarget == 0 {
+		l.MaxCopiesPerTarget = DefaultMaxCopiesPerTarget
+	}
+	if l.MaxNexusSends == 0 {
+		l.MaxNexusSends = DefaultMaxNexusSends
+	}
+	if l.MaxRequests == 0 {
+		l.MaxRequests = DefaultMaxRequests
+	}
+	return l
 }
 
 // Counters count requests by outcome.
