@@ -44,8 +44,9 @@ const (
 	// DefaultFollowUp is how soon a run that left copies pending is
 	// followed by the next. Each run costs a few database round trips and
 	// two small requests per sled; waiting longer leaves sleds idle once
-	// their copies finish (rackbench replicate: 64 artifacts of 4 MiB to
-	// 16 sleds converged in 22 s at 300 ms, 14 s at 100 ms).
+	// their copies finish (rackbench replicate, 64 artifacts of 4 MiB to
+	// 16 sleds: 21.6-22.0 s at 300 ms, 14-22 s at 100 ms; see
+	// docs/PERFORMANCE.md).
 	DefaultFollowUp = 100 * time.Millisecond
 	// recentRequests is the size of the status's ring buffer.
 	recentRequests = 64
