@@ -21,6 +21,9 @@ type ReplicationConfig struct {
 	MaxCopiesPerSource int
 	// FollowUp is how soon the task looks again while copies run.
 	FollowUp time.Duration
+	// HTTP talks to sleds (nil: the task's default client). Benchmarks
+	// set one that counts the bytes Nexus sends.
+	HTTP *http.Client
 }
 
 func (s *Server) newReplicationTask() *tufreplication.Task {
@@ -31,6 +34,7 @@ func (s *Server) newReplicationTask() *tufreplication.Task {
 			MaxCopiesPerSource: s.cfg.Replication.MaxCopiesPerSource,
 		},
 		FollowUp: s.cfg.Replication.FollowUp,
+		HTTP:     s.cfg.Replication.HTTP,
 	})
 	s.replication = t
 	return t

@@ -331,6 +331,10 @@ func TestUploadReachesEveryM2(t *testing.T) {
 	if st.FullyReplicated != len(want) || st.Artifacts != len(want) || st.Sleds != 6 || len(st.Unheld) != 0 {
 		t.Errorf("status after convergence: %+v", st)
 	}
+	// The run says where its time went: asking six sleds takes some.
+	if p := st.Phases; p.Collect <= 0 || p.Plan < 0 || p.Execute < 0 || p.Finish < 0 {
+		t.Errorf("phase times of a converged run: %+v", p)
+	}
 	racktest.WaitFor(t, 10*time.Second, "local copies to be dropped", func() error {
 		if l, f := localCopies(t, r.db, r.nexus.ID()), depotFiles(r.nexus); len(l)+len(f) > 0 {
 			return fmt.Errorf("still held locally: rows %v, files %v", l, f)

@@ -3,12 +3,13 @@ package tufreplication
 import (
 	"fmt"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"pgregory.net/rapid"
+
+	"github.com/rackplane/rackplane/internal/cputime"
 )
 
 // genInput draws a random rack: sleds in every state, partial holdings,
@@ -206,14 +207,6 @@ func TestPlanProperties(t *testing.T) {
 }
 
 // threadCPU is the calling thread's CPU time.
-func threadCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
-		panic(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func countInFlightFrom(in Input, url string) int {
 	n := 0
 	for _, s := range in.Sleds {
@@ -229,6 +222,7 @@ func countInFlightFrom(in Input, url string) int {
 // BenchmarkPlan plans 1,000 sleds × 10,000 artifacts. The target is under
 // 200 ms per plan. Two shapes: a rack where everyone holds everything (the
 // steady state every run sees) and a fresh upload nobody holds yet.
+// rackbench replicate times the same inputs with the task's default limits.
 func BenchmarkPlan(b *testing.B) {
 	const nSleds, nArts = 1000, 10000
 	for _, tc := range []struct {
@@ -236,23 +230,8 @@ func BenchmarkPlan(b *testing.B) {
 		held uint8
 	}{{"steady", 2}, {"fresh", 0}} {
 		b.Run(fmt.Sprintf("%s_%dx%d", tc.name, nSleds, nArts), func(b *testing.B) {
-			in := Input{Generation: 7, Self: selfID, Limits: Limits{MinSledReplication: 3, MaxCopiesPerSource: 4,
-				MaxCopiesPerTarget: 4, MaxNexusSends: 16, MaxRequests: 1024}}
-			in.Artifacts = make([]Artifact, nArts)
-			for i := range in.Artifacts {
-				in.Artifacts[i] = Artifact{SHA256: Hash(fmt.Sprintf("%064x", i)), Length: 1 << 20}
-				if tc.held == 0 {
-					in.NexusCopies = append(in.NexusCopies, NexusCopy{NexusID: selfID, URL: selfURL, Artifact: i})
-				}
-			}
-			for i := range nSleds {
-				c := make([]uint8, nArts)
-				for j := range c {
-					c[j] = tc.held
-				}
-				in.Sleds = append(in.Sleds, Sled{ID: sledID(i), DepotURL: sledURL(i), Reachable: true,
-					Generation: 7, M2Present: 2, Copies: c})
-			}
+			in := SyntheticRack(nSleds, nArts, tc.held, Limits{MinSledReplication: 3, MaxCopiesPerSource: 4,
+				MaxCopiesPerTarget: 4, MaxNexusSends: 16, MaxRequests: 1024})
 			// The planner is single-threaded: this thread's CPU time is
 			// what it costs, whatever else the machine is doing.
 			runtime.LockOSThread()
@@ -260,9 +239,16 @@ func BenchmarkPlan(b *testing.B) {
 			b.ResetTimer()
 			var worst time.Duration
 			for b.Loop() {
-				start := threadCPU()
+				start, err := cputime.Thread()
+				if err != nil {
+					b.Fatal(err)
+				}
 				Compute(in)
-				worst = max(worst, threadCPU()-start)
+				end, err := cputime.Thread()
+				if err != nil {
+					b.Fatal(err)
+				}
+				worst = max(worst, end-start)
 			}
 			b.ReportMetric(float64(worst)/1e6, "worst-cpu-ms")
 			b.ReportMetric(float64(worst)/float64(200*time.Millisecond), "ratio-to-200ms-target")
