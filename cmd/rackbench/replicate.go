@@ -682,12 +682,16 @@ func watchCopies(m2s []string, arts []tufgen.BuiltArtifact) *copyWatch {
 			select {
 			case <-cw.quit:
 				return
-			case <-time.After(50 * time.Millisecond):
+			case <-time.After(copyWatchInterval):
 			}
 		}
 	}()
 	return cw
 }
+
+// copyWatchInterval is how often the watcher lists the M.2 directories, so
+// the "in place" time it reports is late by up to this much.
+const copyWatchInterval = 50 * time.Millisecond
 
 func (cw *copyWatch) stop() {
 	close(cw.quit)

@@ -47,7 +47,10 @@ func TestReplicateTiny(t *testing.T) {
 		inPlace := figure(t, b, `every copy in place\s+([0-9.]+) s`)
 		reported := figure(t, b, `reported by the task\s+([0-9.]+) s`)
 		limit := figure(t, b, `machine limit \(hash\+write\)\s+([0-9.]+) s`)
-		if inPlace <= 0 || reported < inPlace || limit <= 0 {
+		// The task reports convergence only once every copy is in place,
+		// but the watcher sees that up to one listing interval late.
+		slack := copyWatchInterval.Seconds() + 0.01
+		if inPlace <= 0 || reported < inPlace-slack || limit <= 0 {
 			t.Errorf("shape %d: in place %v s, reported %v s, limit %v s", i, inPlace, reported, limit)
 		}
 		// Nexus seeds each artifact to at most min_sled_replication
