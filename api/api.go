@@ -106,6 +106,11 @@ type SledRegistration struct {
 	M2s []M2Device `json:"m2s,omitempty"`
 	// ArtifactGeneration is the artifact config generation the sled holds.
 	ArtifactGeneration *uint64 `json:"artifact_generation,omitempty"`
+	// ArtifactsComplete counts the config's artifacts the sled holds on
+	// every M.2 in use. It changes as copies finish or are lost, and the
+	// sled re-registers when it does, which is how Nexus learns promptly
+	// that replication has work (or new sources).
+	ArtifactsComplete *int `json:"artifacts_complete,omitempty"`
 }
 
 // Sled is a registered sled, as Nexus lists it.
@@ -123,4 +128,5 @@ type Sled struct {
 	// (absent until a sled agent that reports them has registered).
 	M2s                []M2Device `json:"m2s,omitempty"`
 	ArtifactGeneration *uint64    `json:"artifact_generation,omitempty"`
+	ArtifactsComplete  *int       `json:"artifacts_complete,omitempty"`
 }

@@ -118,8 +118,11 @@ type GenerationConflict struct {
 // ArtifactList is GET /artifacts: every hash of the current config and how
 // many of the sled's present M.2s hold a verified copy of it (0-2).
 type ArtifactList struct {
-	Generation uint64         `json:"generation"`
-	Artifacts  map[string]int `json:"artifacts"`
+	Generation uint64 `json:"generation"`
+	// M2Present counts the M.2s in use: an artifact is fully held when
+	// its count reaches it.
+	M2Present int            `json:"m2_present"`
+	Artifacts map[string]int `json:"artifacts"`
 }
 
 // M2Failure says why one M.2 did not take an artifact.
@@ -256,6 +259,9 @@ type M2Device struct {
 const MaxM2Devices = 16
 
 func (r SledRegistration) validateInventory() error {
+	if r.ArtifactsComplete != nil && (*r.ArtifactsComplete < 0 || *r.ArtifactsComplete > MaxConfigArtifacts) {
+		return fieldErr("artifacts_complete", "must be 0-%d, got %d", MaxConfigArtifacts, *r.ArtifactsComplete)
+	}
 	if len(r.M2s) > MaxM2Devices {
 		return fieldErr("m2s", "may list at most %d devices, got %d", MaxM2Devices, len(r.M2s))
 	}

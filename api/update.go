@@ -143,6 +143,35 @@ type TufRepoArtifact struct {
 	TargetName string `json:"target_name"`
 	// NexusCopies counts Nexus instances holding a local copy.
 	NexusCopies int `json:"nexus_copies"`
+	// Replication is how far the artifact has spread to sleds, as the
+	// answering Nexus's replication task last observed it. It is null
+	// until that Nexus has observed the artifact: before the task's first
+	// run there, for an artifact uploaded since its last run, and for the
+	// artifacts of a pruned repo that no live repo carries (they are no
+	// longer wanted on sleds, so no run looks for them).
+	Replication *ArtifactReplication `json:"replication"`
+}
+
+// ArtifactReplication is one artifact's spread over the in-service sleds,
+// as one Nexus's replication task saw it when it last listed every sled's
+// holdings. A sled "holds" an artifact when at least one of its M.2s has a
+// verified copy, and holds it on all M.2s when every present M.2 does.
+type ArtifactReplication struct {
+	// TimeObserved is when the holdings were listed, and Generation the
+	// wanted-artifact generation that run worked at.
+	TimeObserved time.Time `json:"time_observed"`
+	Generation   int64     `json:"generation"`
+	// SledsInService counts the sleds the run looked at; SledsObserved
+	// those that answered at that generation (the others' holdings are
+	// unknown, not absent).
+	SledsInService int `json:"sleds_in_service"`
+	SledsObserved  int `json:"sleds_observed"`
+	// SledsHolding counts observed sleds with at least one verified copy,
+	// SledsHoldingAllM2s those with a verified copy on every present M.2.
+	SledsHolding       int `json:"sleds_holding"`
+	SledsHoldingAllM2s int `json:"sleds_holding_all_m2s"`
+	// SledsCopying counts sleds with a copy of it in flight.
+	SledsCopying int `json:"sleds_copying"`
 }
 
 // TufRepoDetail is one repo with its artifacts.

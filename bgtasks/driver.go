@@ -133,7 +133,7 @@ func (d *Driver) Register(reg Registration) error {
 		return fmt.Errorf("%w: %s needs a positive period, got %s", ErrInvalidRegistration, reg.Name, reg.Period)
 	}
 	reg.DependsOn = slices.Clone(reg.DependsOn)
-	r := &runner{d: d, reg: reg, wake: make(chan struct{}, 1), finished: make(chan struct{}, 1),
+	r := &runner{d: d, reg: reg, wake: make(chan struct{}, 1), finished: make(chan time.Duration, 1),
 		completed: make(chan struct{}), enabled: true}
 	d.tasks[reg.Name] = r
 	d.order = append(d.order, r)
@@ -368,7 +368,7 @@ type runner struct {
 	reg        Registration
 	dependents []*runner // set by Start, read-only afterwards
 	wake       chan struct{}
-	finished   chan struct{}
+	finished   chan time.Duration // a follow-up delay (0: none) per finished activation
 
 	mu            sync.Mutex
 	pending       *trigger
@@ -415,6 +415,15 @@ func (r *runner) loop(ctx context.Context) {
 	defer r.d.wg.Done()
 	timer := r.d.clock.NewTimer(r.reg.Period)
 	defer timer.Stop()
+	// followUp fires the follow-up an activation asked for; it is separate
+	// from the period timer so that it does not move the schedule.
+	var followUp Timer
+	var followC <-chan time.Time
+	defer func() {
+		if followUp != nil {
+			followUp.Stop()
+		}
+	}()
 	busy := false
 	for {
 		if !busy {
@@ -433,8 +442,19 @@ func (r *runner) loop(ctx context.Context) {
 			timer.Reset(r.reg.Period)
 			r.trigger(trigger{reason: ReasonPeriodic})
 		case <-r.wake:
-		case <-r.finished:
+		case d := <-r.finished:
 			busy = false
+			if d > 0 {
+				if followUp == nil {
+					followUp = r.d.clock.NewTimer(d)
+				} else {
+					followUp.Reset(d)
+				}
+				followC = followUp.C()
+			}
+		case <-followC:
+			followC = nil
+			r.trigger(trigger{reason: ReasonFollowUp, requester: r.reg.Name})
 		}
 	}
 }
@@ -527,7 +547,11 @@ func (r *runner) run(ctx context.Context, act Activation) {
 	r.record(rec, ran, enabled)
 	// The loop may already have returned at shutdown; finished has room
 	// for this one signal because only one activation runs at a time.
-	r.finished <- struct{}{}
+	var followUp time.Duration
+	if ran && ctx.Err() == nil {
+		followUp = act.Requeue()
+	}
+	r.finished <- followUp
 }
 
 func (r *runner) lastEnabled() bool {

@@ -596,3 +596,50 @@ func TestMetricsCountActivationsByOutcome(t *testing.T) {
 		}
 	}
 }
+
+// A task that asks for a follow-up runs again that long after it finished,
+// with reason follow_up, without moving its period; one that stops asking
+// stops being followed up.
+func TestRequeueAfterRunsAFollowUp(t *testing.T) {
+	t.Parallel()
+	clock := bgtest.NewClock(t0)
+	d := newDriver(t, clock, bgtasks.Options{})
+	var runs atomic.Int32
+	register(t, d, "copier", time.Hour, func(_ context.Context, act bgtasks.Activation) (any, error) {
+		if runs.Add(1) <= 2 {
+			act.RequeueAfter(5 * time.Second)
+			act.RequeueAfter(2 * time.Second) // the shortest wins
+			act.RequeueAfter(9 * time.Second)
+		}
+		return nil, nil
+	})
+	start(t, d)
+	wait(t, d, "copier", 1)
+	waitArmed(t, clock, 2) // period and follow-up
+
+	clock.Advance(time.Second)
+	if task, _ := d.Task("copier", false); task.Activations != 1 {
+		t.Fatalf("follow-up ran early: %d activations", task.Activations)
+	}
+	clock.Advance(time.Second)
+	task := wait(t, d, "copier", 2)
+	if a := activation(t, task, 2); a.Reason != string(bgtasks.ReasonFollowUp) || a.Requester != "copier" ||
+		!a.Start.Equal(t0.Add(2*time.Second)) {
+		t.Fatalf("follow-up activation: %+v", a)
+	}
+	waitArmed(t, clock, 2)
+	clock.Advance(2 * time.Second)
+	wait(t, d, "copier", 3)
+	// The third run asked for nothing: only the period timer is left, and
+	// it still fires an hour after start.
+	waitArmed(t, clock, 1)
+	clock.Advance(time.Hour - 4*time.Second - time.Millisecond)
+	if task, _ := d.Task("copier", false); task.Activations != 3 {
+		t.Fatalf("unexpected activation: %d", task.Activations)
+	}
+	clock.Advance(time.Millisecond)
+	task = wait(t, d, "copier", 4)
+	if a := activation(t, task, 4); a.Reason != "periodic" {
+		t.Fatalf("period moved by follow-ups: %+v", a)
+	}
+}

@@ -21,6 +21,9 @@ const (
 	// ReasonDependency follows a task this one depends on finishing with a
 	// changed result.
 	ReasonDependency Reason = "dependency"
+	// ReasonFollowUp is the task's own request (Activation.RequeueAfter)
+	// to run again soon because work it started is still finishing.
+	ReasonFollowUp Reason = "follow_up"
 )
 
 // Activation describes one run of a task.
@@ -38,9 +41,11 @@ type Activation struct {
 	// Start is when the run began.
 	Start time.Time
 
-	// changed is shared by every copy of the Activation the driver hands
-	// out, so MarkChanged works on a value receiver.
+	// changed and requeue are shared by every copy of the Activation the
+	// driver hands out, so MarkChanged and RequeueAfter work on a value
+	// receiver.
 	changed *atomic.Bool
+	requeue *atomic.Int64 // nanoseconds; 0 means no follow-up
 }
 
 // NewActivation returns an Activation that records MarkChanged, as the
@@ -48,7 +53,7 @@ type Activation struct {
 // report.
 func NewActivation(iteration uint64, reason Reason, requester, runID string, start time.Time) Activation {
 	return Activation{Iteration: iteration, Reason: reason, Requester: requester, RunID: runID, Start: start,
-		changed: new(atomic.Bool)}
+		changed: new(atomic.Bool), requeue: new(atomic.Int64)}
 }
 
 // MarkChanged tells the driver that this activation changed the result that
@@ -66,6 +71,34 @@ func (a Activation) MarkChanged() {
 
 // Changed reports whether MarkChanged was called for this activation.
 func (a Activation) Changed() bool { return a.changed != nil && a.changed.Load() }
+
+// RequeueAfter asks for a follow-up activation d after this one finishes,
+// for a task that started work it wants to see through (copies still
+// running on sleds, say) sooner than its period. The shortest request of an
+// activation wins; the follow-up coalesces with other triggers like any
+// activation, and does not move the period timer.
+func (a Activation) RequeueAfter(d time.Duration) {
+	if a.requeue == nil || d <= 0 {
+		return
+	}
+	for {
+		cur := a.requeue.Load()
+		if cur != 0 && cur <= int64(d) {
+			return
+		}
+		if a.requeue.CompareAndSwap(cur, int64(d)) {
+			return
+		}
+	}
+}
+
+// Requeue returns the follow-up delay asked for with RequeueAfter (0: none).
+func (a Activation) Requeue() time.Duration {
+	if a.requeue == nil {
+		return 0
+	}
+	return time.Duration(a.requeue.Load())
+}
 
 // Task is one level-triggered reconciler. Each activation re-reads all the
 // desired state it needs and moves the world one step toward it, so running

@@ -29,6 +29,7 @@ func (s *Server) internalRouter() chi.Router {
 	r := httpx.NewRouter(s.log.With().Str("api", "internal").Logger())
 	r.Get("/healthz", s.healthz)
 	s.mountSledsInternal(r)
+	s.mountDepotServe(r)
 	return r
 }
 

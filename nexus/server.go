@@ -27,6 +27,7 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/bgtasks/taskdb"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/migrations"
@@ -74,6 +75,13 @@ type Config struct {
 	TufEnforceExpiry bool
 	// TufReposKept is how many of the newest repos the pruner keeps.
 	TufReposKept int
+	// InternalAdvertiseURL is the internal API's base URL as sleds reach
+	// it (they fetch artifacts from this Nexus's depot there); empty means
+	// the internal listener's own address.
+	InternalAdvertiseURL string
+	// Replication tunes tuf_artifact_replication; zero fields take its
+	// defaults.
+	Replication ReplicationConfig
 }
 
 // Defaults for Config fields left empty.
@@ -129,6 +137,8 @@ type Server struct {
 
 	// depot holds this instance's local copies of artifacts.
 	depot *depot.Depot
+	// replication is the replication task, for its status page.
+	replication *tufreplication.Task
 	// uploadMu makes verification, copying into the depot and recording
 	// one upload at a time, so that a failed upload's cleanup can never
 	// remove a file another upload in this process relies on. Receiving
@@ -205,7 +215,21 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 	}
 	s.external = s.externalRouter()
 	s.internal = s.internalRouter()
+	// Other Nexus instances point sleds at this one's depot by this URL.
+	if err := s.ds.NexusInstanceUpsert(ctx, cfg.ID, s.InternalAdvertiseURL()); err != nil {
+		s.externalLn.Close()
+		s.internalLn.Close()
+		return nil, fmt.Errorf("nexus: record this instance: %w", err)
+	}
 	return s, nil
+}
+
+// InternalAdvertiseURL is the internal API's URL as sleds reach it.
+func (s *Server) InternalAdvertiseURL() string {
+	if s.cfg.InternalAdvertiseURL != "" {
+		return strings.TrimRight(s.cfg.InternalAdvertiseURL, "/")
+	}
+	return s.InternalURL()
 }
 
 func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, log zerolog.Logger) error {

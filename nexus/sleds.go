@@ -86,6 +86,11 @@ func (s *Server) sledRegister(w http.ResponseWriter, r *http.Request) error {
 	default:
 		log.Debug().Msg("sled registration refreshed")
 	}
+	if res.Created || res.Changed || res.InventoryChanged || res.Revived {
+		// What the sled can hold or serve changed: replicate to (and
+		// from) it now rather than at the task's next period.
+		s.activateTask(ReplicationTask, "sled-registration:"+id.String())
+	}
 	status := http.StatusOK
 	if res.Created {
 		status = http.StatusCreated

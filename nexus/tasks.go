@@ -7,6 +7,7 @@ import (
 	"github.com/rackplane/rackplane/bgtasks/heartbeat"
 	"github.com/rackplane/rackplane/bgtasks/sledliveness"
 	"github.com/rackplane/rackplane/bgtasks/tufpruner"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 )
 
 // registerTasks is the one place background tasks are registered: add one
@@ -23,6 +24,11 @@ func (s *Server) registerTasks() error {
 		s.tasks.Register(bgtasks.Registration{
 			Name: tufpruner.Name, Description: tufpruner.Description, Period: tufpruner.DefaultPeriod,
 			Task: tufpruner.New(s.ds, s.cfg.TufReposKept, s.log),
+		}),
+		s.tasks.Register(bgtasks.Registration{
+			Name: tufreplication.Name, Description: tufreplication.Description, Period: tufreplication.DefaultPeriod,
+			Task:      s.newReplicationTask(),
+			DependsOn: []string{tufpruner.Name},
 		}),
 		s.tasks.Register(bgtasks.Registration{
 			Name: heartbeat.Name, Description: heartbeat.Description, Period: heartbeat.DefaultPeriod,

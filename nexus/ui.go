@@ -37,6 +37,8 @@ type uiNavItem struct {
 // line here and mounts its routes from its own file (see mountUI).
 var uiNav = []uiNavItem{
 	{Label: "Background tasks", Path: "/ui/background-tasks"},
+	{Label: "Replication", Path: "/ui/replication"},
+	{Label: "Repos", Path: "/ui/repos"},
 }
 
 // uiPage is what the layout renders.
@@ -92,6 +94,7 @@ func (s *Server) mountUI(r chi.Router) {
 	r.Get("/ui", redirectTo("/ui/background-tasks"))
 	r.Get("/ui/", redirectTo("/ui/background-tasks"))
 	s.mountBackgroundTaskPages(r)
+	s.mountReplicationPages(r)
 }
 
 func redirectTo(path string) http.HandlerFunc {

@@ -163,6 +163,8 @@ type taskPage struct {
 	StatusFrom string
 	Others     []taskRow
 	Dependents []string
+	// Page is a status page made for this task, if there is one.
+	Page, PageLabel string
 }
 
 type activationRow struct {
@@ -186,6 +188,9 @@ func (s *Server) uiTask(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	p := taskPage{Task: t, Row: summaryRow(t.Summary(), now, false)}
+	if pg, ok := taskPages[name]; ok {
+		p.Page, p.PageLabel = pg.Path, pg.Label
+	}
 	if warning != "" {
 		p.Warnings = append(p.Warnings, warning)
 	}

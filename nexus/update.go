@@ -19,6 +19,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/nexus/datastore"
@@ -28,7 +29,7 @@ import (
 
 // ReplicationTask is the background task that spreads artifacts to sleds;
 // uploads and prunes change its inputs.
-const ReplicationTask = "tuf_artifact_replication"
+const ReplicationTask = tufreplication.Name
 
 // maxTrustRootBytes bounds a root.json body.
 const maxTrustRootBytes = 1 << 20
@@ -379,12 +380,76 @@ func (s *Server) repoList(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) repoGet(w http.ResponseWriter, r *http.Request) error {
-	d, err := s.ds.TufRepoGet(r.Context(), chi.URLParam(r, "system_version"))
+	d, err := s.repoDetail(r.Context(), chi.URLParam(r, "system_version"))
 	if err != nil {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusOK, d)
 	return nil
+}
+
+// repoDetail is a repo with its artifacts, each with its replication as
+// this Nexus's replication task last observed it.
+func (s *Server) repoDetail(ctx context.Context, systemVersion string) (api.TufRepoDetail, error) {
+	d, err := s.ds.TufRepoGet(ctx, systemVersion)
+	if err != nil {
+		return d, err
+	}
+	m := s.replicationMatrix()
+	index := matrixIndex(m)
+	for i, a := range d.Artifacts {
+		if col, ok := index[a.SHA256]; ok {
+			rep := artifactReplication(m, col)
+			d.Artifacts[i].Replication = &rep
+		}
+	}
+	return d, nil
+}
+
+// replicationMatrix is the replication task's last collected holdings
+// (empty before its first run).
+func (s *Server) replicationMatrix() tufreplication.Matrix {
+	if s.replication == nil {
+		return tufreplication.Matrix{}
+	}
+	return s.replication.Matrix()
+}
+
+// matrixIndex maps each artifact hash of m to its index; it is empty
+// before the first run.
+func matrixIndex(m tufreplication.Matrix) map[string]int {
+	if m.Time.IsZero() {
+		return nil
+	}
+	out := make(map[string]int, len(m.Artifacts))
+	for i, a := range m.Artifacts {
+		out[string(a.SHA256)] = i
+	}
+	return out
+}
+
+// artifactReplication summarises artifact a's column of m. A sled whose
+// holdings are unknown (it did not answer at the run's generation) counts
+// as in service but not observed.
+func artifactReplication(m tufreplication.Matrix, a int) api.ArtifactReplication {
+	r := api.ArtifactReplication{TimeObserved: m.Time, Generation: m.Generation, SledsInService: len(m.Sleds)}
+	for s := range m.Sleds {
+		c := m.Copies[s][a]
+		if c < 0 {
+			continue
+		}
+		r.SledsObserved++
+		if c > 0 {
+			r.SledsHolding++
+			if int(c) >= m.Sleds[s].M2Present {
+				r.SledsHoldingAllM2s++
+			}
+		}
+		if m.InFlight[s][a] {
+			r.SledsCopying++
+		}
+	}
+	return r
 }
 
 // repoPrune is the operator's prune: the repo stays recorded (and can be

@@ -38,6 +38,9 @@ CREATE TABLE sled (
     artifact_generation INT8,
     -- Its M.2 devices: [{"path", "present", "free_bytes", "total_bytes", "error"}].
     m2_devices JSONB,
+    -- How many of the config's artifacts it holds on every M.2; a change
+    -- means copies finished or were lost, so replication runs.
+    artifacts_complete INT8,
     CONSTRAINT sled_artifact_generation_nonnegative CHECK (artifact_generation >= 0),
     CONSTRAINT sled_repo_depot_port_range CHECK (repo_depot_port BETWEEN 1 AND 65535),
     CONSTRAINT sled_baseboard_unique UNIQUE (part_number, serial_number)
@@ -183,3 +186,15 @@ CREATE TABLE nexus_artifact_copy (
 );
 
 CREATE INDEX nexus_artifact_copy_by_sha256 ON nexus_artifact_copy (sha256);
+
+-- Nexus instances -----------------------------------------------------------
+
+-- Every Nexus that has run against this database, with the internal URL
+-- sleds use to reach it: a sled told to copy an artifact from another
+-- Nexus's local depot fetches it there.
+CREATE TABLE nexus_instance (
+    id UUID PRIMARY KEY,
+    internal_url TEXT NOT NULL,
+    time_started TIMESTAMPTZ NOT NULL,
+    time_modified TIMESTAMPTZ NOT NULL
+);

@@ -391,12 +391,14 @@ func (s *Server) registerOnce(parent context.Context) error {
 	ctx, cancel := context.WithTimeout(reqid.With(parent, reqid.New()), 10*time.Second)
 	defer cancel()
 	gen := s.store.Generation()
+	complete := s.store.Complete()
 	reg := api.SledRegistration{
 		Baseboard:          s.cfg.Baseboard,
 		SledAgentAddress:   s.Address(),
 		RepoDepotPort:      s.depotPort(),
 		M2s:                s.m2.Devices(),
 		ArtifactGeneration: &gen,
+		ArtifactsComplete:  &complete,
 	}
 	_, err := s.nexus.SledRegister(ctx, s.id, reg)
 	if err != nil && parent.Err() != nil {

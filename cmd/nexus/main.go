@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rackplane/rackplane/bgtasks/sledliveness"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/envflag"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/migrations"
@@ -92,6 +93,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"refuse uploads whose TUF metadata has expired (expiry is recorded either way)")
 	fs.Int(&o.TufReposKept, "tuf-repos-kept", "RACKPLANE_TUF_REPOS_KEPT", nexus.DefaultTufReposKept,
 		"how many of the newest TUF repos the pruner keeps")
+	fs.String(&o.InternalAdvertiseURL, "internal-advertise-url", "RACKPLANE_NEXUS_INTERNAL_ADVERTISE_URL", "",
+		"base URL at which sleds reach this Nexus's internal API, to copy artifacts from its depot\n"+
+			"(default: the internal listener's address)")
+	fs.Int(&o.Replication.MinSledReplication, "min-sled-replication", "RACKPLANE_MIN_SLED_REPLICATION",
+		tufreplication.DefaultMinSledReplication,
+		"sleds that must hold an artifact before Nexus drops its local copy (also how many sleds Nexus seeds itself)")
+	fs.Int(&o.Replication.MaxCopiesPerSource, "replication-copies-per-source", "RACKPLANE_REPLICATION_COPIES_PER_SOURCE",
+		tufreplication.DefaultMaxCopiesPerSource, "copies one sled serves to other sleds at once")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage(err, stderr)
 	}

@@ -2,10 +2,13 @@
 // own limits, measured in the same run, and prints their ratio.
 //
 //	go run ./cmd/rackbench upload --size 1GiB
+//	go run ./cmd/rackbench replicate
 //
 // Subcommands:
 //
-//	upload   upload a generated TUF repo to a Nexus child process
+//	upload     upload a generated TUF repo to a Nexus child process
+//	replicate  replicate a generated TUF repo to sled agents in this
+//	           process; time the planner at rack scale
 package main
 
 import (
@@ -19,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -36,7 +40,8 @@ import (
 const usage = `rackbench: whole-system benchmarks, each printed as a ratio to this machine's limit.
 
 Usage:
-  go run ./cmd/rackbench upload [--size 1GiB] [--artifacts 48] [--nexus-bin PATH]`
+  go run ./cmd/rackbench upload [--size 1GiB] [--artifacts 48] [--nexus-bin PATH]
+  go run ./cmd/rackbench replicate [--size 256MiB] [--sleds 16] [--artifacts 4,64] [--plan-sleds 1000] [--plan-artifacts 10000]`
 
 // subcommand is one benchmark.
 type subcommand struct {
@@ -48,18 +53,24 @@ type subcommand struct {
 func subcommands() []subcommand {
 	return []subcommand{
 		{"upload", "upload a generated TUF repo to a Nexus child process", runUpload},
+		{"replicate", "replicate a generated TUF repo to sled agents; time the planner at rack scale", runReplicate},
 	}
 }
 
 func main() {
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	// Interrupting a benchmark cancels it, so that it still stops what it
+	// started and removes its work dir (gigabytes, for replicate).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprintln(stdout, usage)
 		for _, s := range subcommands() {
-			fmt.Fprintf(stdout, "  %-8s %s\n", s.name, s.summary)
+			fmt.Fprintf(stdout, "  %-10s %s\n", s.name, s.summary)
 		}
 		return 0
 	}
@@ -96,13 +107,21 @@ type uploadOptions struct {
 
 func runUpload(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o uploadOptions
-	var size string
 	fs := flag.NewFlagSet("rackbench upload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&size, "size", "1GiB", "size of the generated repo's artifacts")
+	fs.String("size", "1GiB", "size of the generated repo's artifacts")
 	fs.IntVar(&o.artifacts, "artifacts", 48, "number of artifacts")
 	fs.StringVar(&o.nexusBin, "nexus-bin", "", "nexus binary (default: go build ./cmd/nexus)")
 	fs.StringVar(&o.dir, "dir", "", "work directory (default: a new temp dir, removed afterwards)")
+	if code := parseFlags(fs, args, &o.size, stderr); code >= 0 {
+		return code
+	}
+	return report("upload", stderr, benchUpload(ctx, o, stdout))
+}
+
+// parseFlags parses args, then fs's --size flag into size. It returns the
+// exit code to stop with, or -1 to go on.
+func parseFlags(fs *flag.FlagSet, args []string, size *int64, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -110,27 +129,28 @@ func runUpload(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 2
 	}
 	var err error
-	if o.size, err = parseSize(size); err != nil {
+	if *size, err = parseSize(fs.Lookup("size").Value.String()); err != nil {
 		fmt.Fprintln(stderr, "rackbench:", err)
 		return 2
 	}
-	if err := benchUpload(ctx, o, stdout); err != nil {
-		fmt.Fprintln(stderr, "rackbench upload:", err)
+	return -1
+}
+
+// report turns a benchmark's outcome into its exit code.
+func report(name string, stderr io.Writer, err error) int {
+	if err != nil {
+		fmt.Fprintf(stderr, "rackbench %s: %v\n", name, err)
 		return 1
 	}
 	return 0
 }
 
 func benchUpload(ctx context.Context, o uploadOptions, w io.Writer) error {
-	dir := o.dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "rackbench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(d)
-		dir = d
+	dir, cleanup, err := workDir(o.dir)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	bin := o.nexusBin
 	if bin == "" {
 		bin = filepath.Join(dir, "nexus-bin")
@@ -140,29 +160,20 @@ func benchUpload(ctx context.Context, o uploadOptions, w io.Writer) error {
 		}
 	}
 
-	fmt.Fprintf(w, "generating a %d MiB repo of %d artifacts ...\n", o.size>>20, o.artifacts)
-	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{'b', 'e', 'n', 'c', 'h'}), tufgen.LineageOptions{Consistent: true})
+	pg, l, err := startBench(ctx, w, "bench")
 	if err != nil {
 		return err
 	}
+	defer pg.Close()
+	fmt.Fprintf(w, "generating a %d MiB repo of %d artifacts ...\n", o.size>>20, o.artifacts)
 	zipPath := filepath.Join(dir, "repo.zip")
 	built, err := l.BuildFile(zipPath, tufgen.Sized("1.0.0", o.size, o.artifacts, 1))
 	if err != nil {
 		return err
 	}
 
-	fmt.Fprintln(w, "starting PostgreSQL and nexus ...")
-	pg, err := pgtemp.Start(ctx, pgtemp.Options{})
-	if err != nil {
-		return err
-	}
-	defer pg.Close()
-	conn, err := pgx.Connect(ctx, pg.URL("postgres"))
-	if err != nil {
-		return err
-	}
-	_, err = conn.Exec(ctx, "CREATE DATABASE rackplane")
-	conn.Close(ctx)
+	fmt.Fprintln(w, "starting nexus ...")
+	dbURL, err := createDatabase(ctx, pg, "rackplane")
 	if err != nil {
 		return err
 	}
@@ -175,7 +186,7 @@ func benchUpload(ctx context.Context, o uploadOptions, w io.Writer) error {
 		return err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(bin, "--database-url", pg.URL("rackplane"), "--auto-migrate", "--data-dir", filepath.Join(dir, "nexus-data"),
+	cmd := exec.Command(bin, "--database-url", dbURL, "--auto-migrate", "--data-dir", filepath.Join(dir, "nexus-data"),
 		"--external-addr", addr, "--internal-addr", "127.0.0.1:0", "--upload-max-bytes", strconv.FormatInt(2*built.Size+(1<<20), 10),
 		"--tuf-max-expansion", strconv.FormatInt(2*built.Size+(1<<20), 10), "--log-level", "info")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -249,6 +260,46 @@ func benchUpload(ctx context.Context, o uploadOptions, w io.Writer) error {
 	fmt.Fprintf(w, "  ratio                    %8.2f    (target <= 1.5)\n", ratio)
 	fmt.Fprintf(w, "  nexus peak RSS           %8.1f MiB (target < 128)\n", float64(peakRSS)/(1<<20))
 	return nil
+}
+
+// workDir returns dir, or when it is empty a new temp dir that cleanup
+// removes (a given dir is kept, for looking at afterwards).
+func workDir(dir string) (_ string, cleanup func(), err error) {
+	if dir != "" {
+		return dir, func() {}, os.MkdirAll(dir, 0o755)
+	}
+	d, err := os.MkdirTemp("", "rackbench-")
+	if err != nil {
+		return "", nil, err
+	}
+	return d, func() { os.RemoveAll(d) }, nil
+}
+
+// startBench starts PostgreSQL and makes the signing lineage of the
+// generated repos (seeded, so every run signs the same way).
+func startBench(ctx context.Context, w io.Writer, seed string) (*pgtemp.Cluster, *tufgen.Lineage, error) {
+	var key [32]byte
+	copy(key[:], seed)
+	l, err := tufgen.NewLineage(rand.NewChaCha8(key), tufgen.LineageOptions{Consistent: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprintln(w, "starting PostgreSQL ...")
+	pg, err := pgtemp.Start(ctx, pgtemp.Options{})
+	return pg, l, err
+}
+
+// createDatabase creates database name in pg and returns its URL.
+func createDatabase(ctx context.Context, pg *pgtemp.Cluster, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, pg.URL("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return pg.URL(name), nil
 }
 
 func freeAddr() (string, error) {

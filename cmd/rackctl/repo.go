@@ -9,11 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/humanize"
 )
 
 var repoListAll bool
@@ -69,7 +71,7 @@ func repoUpload(ctx context.Context, e *env, args []string) error {
 		verb = "was already uploaded"
 	}
 	fmt.Fprintf(e.out, "system version %s %s: %d artifacts, %s, generation %d\n", res.Repo.SystemVersion, verb,
-		res.Repo.ArtifactCount, humanBytes(res.Repo.TotalBytes), res.Generation)
+		res.Repo.ArtifactCount, humanize.Bytes(res.Repo.TotalBytes), res.Generation)
 	return nil
 }
 
@@ -126,8 +128,8 @@ func (p *progressBar) draw(t time.Time) {
 			bar[i] = '#'
 		}
 	}
-	fmt.Fprintf(p.w, "\r[%s] %5.1f%% %s/%s %s/s ETA %s   ", bar, pct, humanBytes(p.sent), humanBytes(p.total),
-		humanBytes(int64(rate)), eta)
+	fmt.Fprintf(p.w, "\r[%s] %5.1f%% %s/%s %s/s ETA %s   ", bar, pct, humanize.Bytes(p.sent), humanize.Bytes(p.total),
+		humanize.Bytes(int64(rate)), eta)
 	p.drawn = true
 }
 
@@ -137,19 +139,6 @@ func (p *progressBar) finish() {
 	if p.drawn {
 		fmt.Fprintln(p.w)
 	}
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func repoList(ctx context.Context, e *env, args []string) error {
@@ -165,23 +154,39 @@ func repoList(ctx context.Context, e *env, args []string) error {
 	}
 	now := time.Now()
 	rows := make([][]string, 0, len(repos))
+	var troubled []api.TufRepo
 	for _, r := range repos {
-		state := r.State
+		state := repoStateText(r)
 		if r.TimePruned != nil {
 			state = "pruned by " + r.PrunedBy
+		} else if r.State != api.RepoStateActive {
+			troubled = append(troubled, r)
 		}
 		kept := ""
 		if r.Kept {
 			kept = "yes"
 		}
-		rows = append(rows, []string{r.SystemVersion, strconv.Itoa(r.ArtifactCount), humanBytes(r.TotalBytes), state,
+		rows = append(rows, []string{r.SystemVersion, strconv.Itoa(r.ArtifactCount), humanize.Bytes(r.TotalBytes), state,
 			kept, r.ValidUntil.Format("2006-01-02"), ago(r.TimeCreated, now), r.FileName})
 	}
 	if err := table(e.out, []string{"VERSION", "ARTIFACTS", "SIZE", "STATE", "KEPT", "VALID UNTIL", "UPLOADED", "FILE"}, rows); err != nil {
 		return err
 	}
+	// A repo in trouble says why below the table, where a wide table
+	// cannot truncate it.
+	for _, r := range troubled {
+		fmt.Fprintf(e.out, "! %s is %s: %s\n", r.SystemVersion, r.State, r.StateReason)
+	}
 	fmt.Fprintf(e.out, "%d repo(s)\n", len(repos))
 	return nil
+}
+
+// repoStateText shouts a state that needs the operator's attention.
+func repoStateText(r api.TufRepo) string {
+	if r.State == api.RepoStateActive {
+		return r.State
+	}
+	return strings.ToUpper(r.State) + " (!)"
 }
 
 func repoShow(ctx context.Context, e *env, args []string) error {
@@ -197,18 +202,73 @@ func repoShow(ctx context.Context, e *env, args []string) error {
 	}
 	r := d.Repo
 	fmt.Fprintf(e.out, "system version  %s\nfile            %s\nsha256          %s\nstate           %s\n", r.SystemVersion,
-		r.FileName, r.SHA256, r.State)
+		r.FileName, r.SHA256, repoStateText(r))
+	if r.StateReason != "" {
+		fmt.Fprintf(e.out, "reason          %s\n", r.StateReason)
+	}
 	if r.TimePruned != nil {
 		fmt.Fprintf(e.out, "pruned          %s by %s\n", r.TimePruned.Format(time.RFC3339), r.PrunedBy)
 	}
-	fmt.Fprintf(e.out, "uploaded        %s\nvalid until     %s\nmetadata        root v%d, timestamp v%d, snapshot v%d, targets v%d\n\n",
+	fmt.Fprintf(e.out, "uploaded        %s\nvalid until     %s\nmetadata        root v%d, timestamp v%d, snapshot v%d, targets v%d\n",
 		r.TimeCreated.Format(time.RFC3339), r.ValidUntil.Format(time.RFC3339), r.RootVersion, r.TimestampVersion,
 		r.SnapshotVersion, r.TargetsVersion)
+	fmt.Fprintf(e.out, "replication     %s\n\n", replicationSummary(d.Artifacts, time.Now()))
 	rows := make([][]string, 0, len(d.Artifacts))
 	for _, a := range d.Artifacts {
-		rows = append(rows, []string{a.Name, a.Version, a.Kind, humanBytes(a.Length), a.SHA256[:16], strconv.Itoa(a.NexusCopies)})
+		holding, full := sledCounts(a.Replication)
+		rows = append(rows, []string{a.Name, a.Version, a.Kind, humanize.Bytes(a.Length), a.SHA256[:16], holding, full,
+			strconv.Itoa(a.NexusCopies)})
 	}
-	return table(e.out, []string{"NAME", "VERSION", "KIND", "SIZE", "SHA256", "NEXUS COPIES"}, rows)
+	return table(e.out, []string{"NAME", "VERSION", "KIND", "SIZE", "SHA256", "SLEDS HOLDING", "ON EVERY M.2", "NEXUS COPIES"}, rows)
+}
+
+// sledCounts renders an artifact's replication as "holding/in service"
+// and "on every M.2/in service", noting copies in flight and sleds that
+// did not answer; "-" when the Nexus has not observed it.
+func sledCounts(rep *api.ArtifactReplication) (holding, full string) {
+	if rep == nil {
+		return "-", "-"
+	}
+	holding = fmt.Sprintf("%d/%d", rep.SledsHolding, rep.SledsInService)
+	full = fmt.Sprintf("%d/%d", rep.SledsHoldingAllM2s, rep.SledsInService)
+	var notes []string
+	if rep.SledsCopying > 0 {
+		notes = append(notes, fmt.Sprintf("%d copying", rep.SledsCopying))
+	}
+	if n := rep.SledsInService - rep.SledsObserved; n > 0 {
+		notes = append(notes, fmt.Sprintf("%d unknown", n))
+	}
+	if len(notes) > 0 {
+		holding += " (" + strings.Join(notes, ", ") + ")"
+	}
+	return holding, full
+}
+
+// replicationSummary says how many of the artifacts every sled holds on
+// every M.2, and when the answering Nexus observed it.
+func replicationSummary(arts []api.TufRepoArtifact, now time.Time) string {
+	var seen *api.ArtifactReplication
+	complete, unseen := 0, 0
+	for _, a := range arts {
+		rep := a.Replication
+		if rep == nil {
+			unseen++
+			continue
+		}
+		seen = rep
+		if rep.SledsInService > 0 && rep.SledsHoldingAllM2s == rep.SledsInService {
+			complete++
+		}
+	}
+	if seen == nil {
+		return "not observed yet by this Nexus's replication task"
+	}
+	out := fmt.Sprintf("%d of %d artifacts on every M.2 of all %d sleds (observed %s at generation %d)",
+		complete, len(arts), seen.SledsInService, ago(seen.TimeObserved, now), seen.Generation)
+	if unseen > 0 {
+		out += fmt.Sprintf("; %d not observed yet", unseen)
+	}
+	return out
 }
 
 func repoDelete(ctx context.Context, e *env, args []string) error {

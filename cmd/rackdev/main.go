@@ -99,7 +99,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "rackdev:", err)
 		return 1
 	}
-	if err := rack.uploadDemoRepo(ctx, stdout); err != nil {
+	built, err := rack.uploadDemoRepo(ctx, stdout)
+	if err != nil {
+		fmt.Fprintln(stderr, "rackdev: demo repo:", err)
+		return 1
+	}
+	if err := rack.waitReplicated(ctx, built, o.waitTimeout, stdout); err != nil {
 		fmt.Fprintln(stderr, "rackdev: demo repo:", err)
 		return 1
 	}
@@ -319,7 +324,9 @@ func (r *rack) printSummary(w io.Writer) {
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo list\n", flagPart)
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo show %s\n", flagPart, demoVersion)
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo upload %s\n", flagPart, filepath.Join(r.dataDir, "demo", demoZip))
+	fmt.Fprintf(w, "  go run ./cmd/rackctl%s bgtasks show tuf_artifact_replication\n", flagPart)
 	fmt.Fprintf(w, "  curl %s/v1/system/hardware/sleds\n", r.nexus.ExternalURL())
+	fmt.Fprintf(w, "\nStatus pages: %s/ui/background-tasks\n", r.nexus.ExternalURL())
 }
 
 // The demo release rackdev uploads, signed by a lineage made from a fixed
@@ -331,41 +338,75 @@ const (
 
 // uploadDemoRepo registers the demo trust root and uploads a small signed
 // demo release, keeping both files in <data-dir>/demo for the user.
-func (r *rack) uploadDemoRepo(ctx context.Context, stdout io.Writer) error {
+func (r *rack) uploadDemoRepo(ctx context.Context, stdout io.Writer) (*tufgen.Built, error) {
 	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{'r', 'a', 'c', 'k', 'd', 'e', 'v'}), tufgen.LineageOptions{Consistent: true})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dir := filepath.Join(r.dataDir, "demo")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "root.json"), l.TrustRoot(), 0o644); err != nil {
-		return err
+		return nil, err
 	}
 	zipPath := filepath.Join(dir, demoZip)
 	built, err := l.BuildFile(zipPath, tufgen.Demo(demoVersion))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	nx, err := client.NewNexus(r.nexus.ExternalURL(), nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, _, err := nx.TrustRootAdd(ctx, l.TrustRoot()); err != nil {
-		return err
+		return nil, err
 	}
 	f, err := os.Open(zipPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Close()
 	res, err := nx.RepoUpload(ctx, demoZip, f, built.Size, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Fprintf(stdout, "rackdev: demo repo %s %s (%d artifacts)\n", res.Repo.SystemVersion, res.Status, res.Repo.ArtifactCount)
-	return nil
+	return built, nil
+}
+
+// waitReplicated waits until every sled holds every artifact of the demo
+// repo on each of its M.2s, as the sleds themselves report it.
+func (r *rack) waitReplicated(ctx context.Context, built *tufgen.Built, timeout time.Duration, stdout io.Writer) error {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		missing := 0
+		for _, s := range r.sleds {
+			sc, err := client.NewSledAgent(s.URL(), nil)
+			if err != nil {
+				return err
+			}
+			list, err := sc.ArtifactList(ctx)
+			for _, a := range built.Artifacts {
+				if err != nil || list.M2Present == 0 || list.Artifacts[a.SHA256] < list.M2Present {
+					missing++
+				}
+			}
+		}
+		if missing == 0 {
+			fmt.Fprintf(stdout, "rackdev: every sled holds the demo repo on each M.2 (replicated in %s)\n",
+				time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not replicated within %s: %d sled copies missing (see logs/nexus.log and "+
+				"`rackctl bgtasks show tuf_artifact_replication`)", timeout, missing)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // defaultRackctlURL is rackctl's default --nexus.

@@ -95,6 +95,7 @@ func PoolConfig(url string) (*pgxpool.Config, error) {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "rackplane-nexus"
+	cfg.ConnConfig.Tracer = roundTripTracer{}
 	cfg.HealthCheckPeriod = 10 * time.Second
 	return cfg, nil
 }

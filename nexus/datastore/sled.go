@@ -14,16 +14,20 @@ import (
 
 const sledColumns = `id, part_number, serial_number, sled_agent_address, repo_depot_port,
 	policy::TEXT, state::TEXT, time_created, time_modified, time_last_seen,
-	artifact_generation, m2_devices`
+	artifact_generation, m2_devices, artifacts_complete`
 
 func scanSled(row pgx.Row) (api.Sled, error) {
 	var s api.Sled
-	var gen *int64
+	var gen, complete *int64
 	var m2s []byte
 	err := row.Scan(&s.ID, &s.Baseboard.Part, &s.Baseboard.Serial, &s.SledAgentAddress, &s.RepoDepotPort,
-		&s.Policy, &s.State, &s.TimeCreated, &s.TimeModified, &s.TimeLastSeen, &gen, &m2s)
+		&s.Policy, &s.State, &s.TimeCreated, &s.TimeModified, &s.TimeLastSeen, &gen, &m2s, &complete)
 	if err != nil {
 		return s, err
+	}
+	if complete != nil {
+		c := int(*complete)
+		s.ArtifactsComplete = &c
 	}
 	if gen != nil {
 		g := uint64(*gen)
@@ -59,6 +63,9 @@ func inventoryChanged(old api.Sled, reg api.SledRegistration) bool {
 	if reg.ArtifactGeneration != nil && (old.ArtifactGeneration == nil || *old.ArtifactGeneration != *reg.ArtifactGeneration) {
 		return true
 	}
+	if reg.ArtifactsComplete != nil && (old.ArtifactsComplete == nil || *old.ArtifactsComplete != *reg.ArtifactsComplete) {
+		return true
+	}
 	if reg.M2s == nil {
 		return false
 	}
@@ -84,6 +91,8 @@ type SledUpsertResult struct {
 	// set of present M.2s differs from what was recorded (always set when
 	// Created with an inventory).
 	InventoryChanged bool
+	// Revived is set when the sled had been marked unreachable.
+	Revived bool
 }
 
 // SledUpsert records a sled agent's registration, keyed by sled id. It
@@ -112,14 +121,15 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg api.SledRe
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			res.Created, res.Changed = true, true
-			res.InventoryChanged = reg.ArtifactGeneration != nil || reg.M2s != nil
+			res.InventoryChanged = reg.ArtifactGeneration != nil || reg.M2s != nil || reg.ArtifactsComplete != nil
 			res.Sled, err = scanSled(tx.QueryRow(ctx, `
 				INSERT INTO sled (id, time_created, time_modified, time_last_seen,
 					part_number, serial_number, sled_agent_address, repo_depot_port,
-					artifact_generation, m2_devices)
-				VALUES ($1, now(), now(), now(), $2, $3, $4, $5, $6, $7)
+					artifact_generation, m2_devices, artifacts_complete)
+				VALUES ($1, now(), now(), now(), $2, $3, $4, $5, $6, $7, $8)
 				RETURNING `+sledColumns,
-				id, reg.Baseboard.Part, reg.Baseboard.Serial, reg.SledAgentAddress, reg.RepoDepotPort, gen, m2s))
+				id, reg.Baseboard.Part, reg.Baseboard.Serial, reg.SledAgentAddress, reg.RepoDepotPort, gen, m2s,
+				reg.ArtifactsComplete))
 			return err
 		case err != nil:
 			return err
@@ -129,6 +139,7 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg api.SledRe
 		res.Changed = old.Baseboard != reg.Baseboard || old.SledAgentAddress != reg.SledAgentAddress ||
 			old.RepoDepotPort != reg.RepoDepotPort
 		res.InventoryChanged = inventoryChanged(old, reg)
+		res.Revived = old.State == api.SledStateUnreachable
 		res.Sled, err = scanSled(tx.QueryRow(ctx, `
 			UPDATE sled SET
 				part_number = $2, serial_number = $3, sled_agent_address = $4, repo_depot_port = $5,
@@ -136,11 +147,12 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg api.SledRe
 				time_modified = CASE WHEN $6 THEN now() ELSE time_modified END,
 				state = CASE WHEN state = 'unreachable' THEN 'active' ELSE state END,
 				artifact_generation = COALESCE($7::INT8, artifact_generation),
-				m2_devices = COALESCE($8::JSONB, m2_devices)
+				m2_devices = COALESCE($8::JSONB, m2_devices),
+				artifacts_complete = COALESCE($9::INT8, artifacts_complete)
 			WHERE id = $1
 			RETURNING `+sledColumns,
 			id, reg.Baseboard.Part, reg.Baseboard.Serial, reg.SledAgentAddress, reg.RepoDepotPort, res.Changed,
-			gen, m2s))
+			gen, m2s, reg.ArtifactsComplete))
 		return err
 	})
 	return res, err

@@ -46,10 +46,26 @@ func TestSledUpsertStoresInventory(t *testing.T) {
 		t.Fatalf("presence change: %+v %v", res, err)
 	}
 
+	// Copies finishing (or being lost) change the complete count: a
+	// change; the same count again is not.
+	complete := func(n int) *int { return &n }
+	r.ArtifactsComplete = complete(2)
+	if res, err = ds.SledUpsert(ctx, id, r); err != nil || !res.InventoryChanged || *res.Sled.ArtifactsComplete != 2 {
+		t.Fatalf("first complete count: %+v %v", res, err)
+	}
+	if res, err = ds.SledUpsert(ctx, id, r); err != nil || res.InventoryChanged {
+		t.Fatalf("same complete count: %+v %v", res, err)
+	}
+	r.ArtifactsComplete = complete(1)
+	if res, err = ds.SledUpsert(ctx, id, r); err != nil || !res.InventoryChanged || *res.Sled.ArtifactsComplete != 1 {
+		t.Fatalf("a copy lost: %+v %v", res, err)
+	}
+
 	// An older agent reports no inventory: the stored one stays.
 	old := reg("s9", "10.0.0.9:12345", 12348)
 	res, err = ds.SledUpsert(ctx, id, old)
-	if err != nil || res.InventoryChanged || res.Sled.ArtifactGeneration == nil || *res.Sled.ArtifactGeneration != 4 || len(res.Sled.M2s) != 2 {
+	if err != nil || res.InventoryChanged || res.Sled.ArtifactGeneration == nil || *res.Sled.ArtifactGeneration != 4 || len(res.Sled.M2s) != 2 ||
+		res.Sled.ArtifactsComplete == nil || *res.Sled.ArtifactsComplete != 1 {
 		t.Fatalf("older agent: %+v %v", res, err)
 	}
 	got, err := ds.SledGet(ctx, id)

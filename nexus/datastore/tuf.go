@@ -713,3 +713,65 @@ func (d *Datastore) TufReposLive(ctx context.Context) ([]api.TufRepo, error) {
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.TufRepo, error) { return scanRepo(r) })
 	return out, classify(err)
 }
+
+// ArtifactLabel names an artifact hash for people: the status pages show
+// it instead of a bare SHA-256.
+type ArtifactLabel struct {
+	Name, Version, Kind string
+	// Names counts the distinct recorded artifacts with this hash (the
+	// same bytes may be recorded under two names); Name is the first.
+	Names int
+	// SystemVersions are the live repos that carry it, sorted.
+	SystemVersions []string
+}
+
+// TufArtifactLabels returns a label for each of hashes that is recorded,
+// in one query.
+func (d *Datastore) TufArtifactLabels(ctx context.Context, hashes []string) (map[string]ArtifactLabel, error) {
+	out := make(map[string]ArtifactLabel, len(hashes))
+	if len(hashes) == 0 {
+		return out, nil
+	}
+	rows, err := d.pool.Query(ctx, `SELECT a.sha256, min(a.name), min(a.version), min(a.kind), count(DISTINCT a.id),
+			coalesce(array_agg(DISTINCT r.system_version) FILTER (WHERE r.time_pruned IS NULL), ARRAY[]::TEXT[])
+		FROM tuf_artifact a
+		LEFT JOIN tuf_repo_artifact ra ON ra.artifact_id = a.id
+		LEFT JOIN tuf_repo r ON r.id = ra.repo_id
+		WHERE a.sha256 = ANY($1)
+		GROUP BY a.sha256`, hashes)
+	if err != nil {
+		return nil, classify(err)
+	}
+	var sha string
+	var l ArtifactLabel
+	var names int64
+	_, err = pgx.ForEachRow(rows, []any{&sha, &l.Name, &l.Version, &l.Kind, &names, &l.SystemVersions}, func() error {
+		l.Names = int(names)
+		sort.Strings(l.SystemVersions)
+		out[sha] = l
+		l = ArtifactLabel{}
+		return nil
+	})
+	return out, classify(err)
+}
+
+// TufRepoHashes returns the distinct artifact hashes of each of the repos,
+// in one query.
+func (d *Datastore) TufRepoHashes(ctx context.Context, repoIDs []uuid.UUID) (map[uuid.UUID][]string, error) {
+	out := make(map[uuid.UUID][]string, len(repoIDs))
+	if len(repoIDs) == 0 {
+		return out, nil
+	}
+	rows, err := d.pool.Query(ctx, `SELECT DISTINCT ra.repo_id, a.sha256 FROM tuf_repo_artifact ra
+		JOIN tuf_artifact a ON a.id = ra.artifact_id WHERE ra.repo_id = ANY($1) ORDER BY ra.repo_id, a.sha256`, repoIDs)
+	if err != nil {
+		return nil, classify(err)
+	}
+	var id uuid.UUID
+	var sha string
+	_, err = pgx.ForEachRow(rows, []any{&id, &sha}, func() error {
+		out[id] = append(out[id], sha)
+		return nil
+	})
+	return out, classify(err)
+}

@@ -328,6 +328,7 @@ func (sp *spool) commit(log *zerolog.Logger) (commitResult, error) {
 	}
 	if len(renamed) > 0 {
 		s.metrics.stored.WithLabelValues(sp.source).Add(float64(len(renamed)))
+		s.opts.OnChange()
 	}
 	return res, nil
 }

@@ -53,8 +53,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Budgets caps the bytes each device may hold (see m2.Options).
 	Budgets map[string]int64
-	// OnChange is called (without locks held) when the config generation
-	// or the set of devices in use changes, so the sled can re-register.
+	// OnChange is called (without locks held) when the config generation,
+	// the set of devices in use or what they hold of the config changes,
+	// so the sled can re-register.
 	OnChange func()
 
 	// ReconcileInterval is how often deletes, local fills and ledger
@@ -481,13 +482,25 @@ func describeDiff(held, req []string) string {
 	return fmt.Sprintf("only in the request: %s; only held: %s", short(onlyReq), short(onlyHeld))
 }
 
+// Complete counts the config's artifacts held on every device in use.
+func (s *Store) Complete() int {
+	l := s.List()
+	n := 0
+	for _, c := range l.Artifacts {
+		if l.M2Present > 0 && c >= l.M2Present {
+			n++
+		}
+	}
+	return n
+}
+
 // List returns every hash of the current config with the number of devices
 // in use holding a copy.
 func (s *Store) List() api.ArtifactList {
 	s.mu.RLock()
 	gen, list, devs := s.gen, s.list, s.activeLocked()
 	s.mu.RUnlock()
-	out := api.ArtifactList{Generation: gen, Artifacts: make(map[string]int, len(list))}
+	out := api.ArtifactList{Generation: gen, M2Present: len(devs), Artifacts: make(map[string]int, len(list))}
 	for _, h := range list {
 		n := 0
 		for _, d := range devs {

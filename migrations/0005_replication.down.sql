@@ -1,0 +1,2 @@
+ALTER TABLE sled DROP COLUMN IF EXISTS artifacts_complete;
+DROP TABLE IF EXISTS nexus_instance;
