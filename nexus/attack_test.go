@@ -148,6 +148,10 @@ func TestUploadAttackSuite(t *testing.T) {
 		}), bad, api.CodeDuplicateArtifact, false, false},
 		{"path in system version", defect("0.3.4", tufgen.Defects{RawManifest: manifestFor("0.3.4", "../../0.3.4")}), bad, api.CodeInvalidSystemVersion, false, false},
 		{"no manifest", defect("0.3.5", tufgen.Defects{ManifestName: "release-notes.json"}), bad, api.CodeMissingManifest, false, false},
+		{"both manifest formats signed", good("0.3.6", func(r *tufgen.Repo) {
+			r.Artifacts = append(r.Artifacts, tufgen.Artifact{Name: "decoy", Version: "0.3.6", Kind: "zone",
+				Target: tufgen.ManifestV2Name, Data: []byte(`{"system_version": "6.6.6", "artifacts": []}`)})
+		}), bad, api.CodeAmbiguousManifest, false, false},
 
 		// TUF metadata.
 		{"signed by an unknown root", fromLineage(stranger, "0.4.0", tufgen.Defects{}), bad, api.CodeUntrustedRoot, false, false},
@@ -160,6 +164,10 @@ func TestUploadAttackSuite(t *testing.T) {
 			}
 			return b
 		}}), bad, api.CodeMetadataHashMismatch, false, false},
+		{"snapshot version differs from the timestamp's", defect("0.4.6", tufgen.Defects{
+			MetaVersionLie: map[string]int64{tufgen.RoleSnapshot: 1}}), bad, api.CodeMetadataVersionMismatch, false, false},
+		{"targets version differs from the snapshot's", defect("0.4.7", tufgen.Defects{
+			MetaVersionLie: map[string]int64{tufgen.RoleTargets: 1}}), bad, api.CodeMetadataVersionMismatch, false, true},
 		{"timestamp not metadata", defect("0.4.5", tufgen.Defects{Mutate: func(name string, b []byte) []byte {
 			if name == "timestamp.json" {
 				return []byte(`{"signed": "nope"}`)

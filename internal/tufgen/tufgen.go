@@ -284,6 +284,10 @@ type Defects struct {
 	ExtraEntries []Entry
 	// SkipEntries are archive names not written.
 	SkipEntries []string
+	// MetaVersionLie adds its value to the version a parent role records
+	// for this role ("snapshot" in timestamp.json, "targets" in
+	// snapshot.json), while the role itself keeps its true version.
+	MetaVersionLie map[string]int64
 	// Mutate, when set, rewrites any metadata file after signing.
 	Mutate func(name string, data []byte) []byte
 	// Deflate compresses target files instead of storing them.
@@ -449,14 +453,14 @@ func (l *Lineage) Build(w io.Writer, r Repo) (*Built, error) {
 	}
 	snap := metadata.Snapshot(expires(RoleSnapshot))
 	snap.Signed.Version = snapVersion
-	snap.Signed.Meta["targets.json"] = metaFile(targVersion, targBytes)
+	snap.Signed.Meta["targets.json"] = metaFile(targVersion+d.MetaVersionLie[RoleTargets], targBytes)
 	snapBytes, err := signRole(snap, l.signers(RoleSnapshot, d))
 	if err != nil {
 		return nil, err
 	}
 	ts := metadata.Timestamp(expires(RoleTimestamp))
 	ts.Signed.Version = tsVersion
-	ts.Signed.Meta["snapshot.json"] = metaFile(snapVersion, snapBytes)
+	ts.Signed.Meta["snapshot.json"] = metaFile(snapVersion+d.MetaVersionLie[RoleSnapshot], snapBytes)
 	tsBytes, err := signRole(ts, l.signers(RoleTimestamp, d))
 	if err != nil {
 		return nil, err
