@@ -146,9 +146,6 @@ type Server struct {
 	uploadMu sync.Mutex
 	// now is the clock expiry is judged against.
 	now func() time.Time
-	// activateHook, when set (tests only), replaces the driver in
-	// activateTask.
-	activateHook func(name, requester string)
 }
 
 // activateTask asks the driver for an explicit run of a task whose inputs
@@ -156,10 +153,6 @@ type Server struct {
 // failure only delays the work to the task's next period, so it is logged,
 // not returned.
 func (s *Server) activateTask(name, requester string) {
-	if s.activateHook != nil {
-		s.activateHook(name, requester)
-		return
-	}
 	if err := s.ActivateTask(name, requester); err != nil {
 		s.log.Warn().Err(err).Str("task", name).Str("requester", requester).Msg("could not activate task")
 	}

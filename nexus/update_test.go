@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/internal/racktest"
+	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus"
@@ -195,13 +197,14 @@ func TestRepoLifecycle(t *testing.T) {
 	nx := racktest.StartNexus(t, db.URL, nexus.Config{})
 	ctx := context.Background()
 	depotDir := nx.Depot().Dir()
-	activations := make(chan string, 16)
-	nx.SetTaskActivator(func(name, _ string) { activations <- name })
 	l := newLineage(t, 3, tufgen.LineageOptions{Consistent: true})
 	addRoot(t, nx.Client, l.TrustRoot())
 
 	a1, b1 := buildRepo(t, l, tufgen.Demo("1.0.0"))
-	res := mustUpload(t, nx.Client, a1, api.UploadInserted)
+	res, err := nx.Client.RepoUpload(reqid.With(ctx, "upload-1"), "repo.zip", bytes.NewReader(a1), int64(len(a1)), nil)
+	if err != nil || res.Status != api.UploadInserted {
+		t.Fatalf("upload 1.0.0: %+v, %v", res, err)
+	}
 	if res.Repo.SystemVersion != "1.0.0" || res.Repo.SHA256 != b1.SHA256 || res.Repo.ArtifactCount != 4 ||
 		res.Generation != 2 || res.Repo.State != api.RepoStateActive || res.Repo.FileName != "repo.zip" {
 		t.Fatalf("upload 1.0.0: %+v", res)
@@ -212,9 +215,19 @@ func TestRepoLifecycle(t *testing.T) {
 			t.Fatalf("depot copy of %s: %v", a.Name, err)
 		}
 	}
-	if got := <-activations; got != nexus.ReplicationTask {
-		t.Fatalf("upload activated %q", got)
-	}
+	// The upload asked the replication task to run, on its behalf.
+	racktest.WaitFor(t, 10*time.Second, "the upload's replication activation", func() error {
+		task, err := nx.Client.BackgroundTaskGet(ctx, nexus.ReplicationTask)
+		if err != nil {
+			return err
+		}
+		for _, a := range task.History {
+			if a.Requester == "upload-1" && a.Reason == "explicit" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no activation requested by the upload in %d", len(task.History))
+	})
 	before := snapshotWorld(t, db.Pool, depotDir)
 	again := mustUpload(t, nx.Client, a1, api.UploadAlreadyExists)
 	if again.Repo.ID != res.Repo.ID || again.Generation != 2 || !snapshotWorld(t, db.Pool, depotDir).equal(before) {
@@ -302,11 +315,15 @@ func TestRepoLifecycle(t *testing.T) {
 	}
 
 	// Re-uploading a pruned repo brings it back, and restores a local copy
-	// that was lost.
+	// that was lost: replication drops the local copies of artifacts no
+	// live repo wants any more.
 	lost := b1.Artifacts[1].SHA256
-	if err := os.Remove(filepath.Join(depotDir, lost)); err != nil {
-		t.Fatal(err)
-	}
+	racktest.WaitFor(t, 10*time.Second, "the pruned artifact's local copy to be dropped", func() error {
+		if _, err := os.Stat(filepath.Join(depotDir, lost)); !os.IsNotExist(err) {
+			return fmt.Errorf("still held (%v)", err)
+		}
+		return nil
+	})
 	back := mustUpload(t, nx.Client, a1, api.UploadAlreadyExists)
 	if back.Generation != 5 || back.Repo.TimePruned != nil {
 		t.Fatalf("un-prune: %+v", back)
