@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
@@ -22,28 +23,7 @@ func (s *Server) mountSledsInternal(r chi.Router) {
 }
 
 func (s *Server) sledList(w http.ResponseWriter, r *http.Request) error {
-	page, err := httpx.PageParams(r)
-	if err != nil {
-		return err
-	}
-	after, err := page.UUIDToken()
-	if err != nil {
-		return err
-	}
-	sleds, err := s.ds.SledList(r.Context(), after, page.Limit+1)
-	if err != nil {
-		return err
-	}
-	out := api.Page[api.Sled]{Items: sleds}
-	if len(sleds) > page.Limit {
-		out.Items = sleds[:page.Limit]
-		out.NextPage = out.Items[page.Limit-1].ID.String()
-	}
-	if out.Items == nil {
-		out.Items = []api.Sled{}
-	}
-	httpx.WriteJSON(w, http.StatusOK, out)
-	return nil
+	return listByID(w, r, s.ds.SledList, func(sl api.Sled) uuid.UUID { return sl.ID })
 }
 
 func (s *Server) sledGet(w http.ResponseWriter, r *http.Request) error {

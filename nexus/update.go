@@ -112,34 +112,7 @@ func (s *Server) trustRootCreate(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) trustRootList(w http.ResponseWriter, r *http.Request) error {
-	page, err := httpx.PageParams(r)
-	if err != nil {
-		return err
-	}
-	after, err := page.UUIDToken()
-	if err != nil {
-		return err
-	}
-	roots, err := s.ds.TrustRootList(r.Context(), after, page.Limit+1)
-	if err != nil {
-		return err
-	}
-	writePage(w, roots, page.Limit, func(t api.TrustRoot) string { return t.ID.String() })
-	return nil
-}
-
-// writePage writes up to limit of items (which may hold one more, to tell
-// whether a next page exists) with the next page's token.
-func writePage[T any](w http.ResponseWriter, items []T, limit int, token func(T) string) {
-	out := api.Page[T]{Items: items}
-	if len(items) > limit {
-		out.Items = items[:limit]
-		out.NextPage = token(out.Items[limit-1])
-	}
-	if out.Items == nil {
-		out.Items = []T{}
-	}
-	httpx.WriteJSON(w, http.StatusOK, out)
+	return listByID(w, r, s.ds.TrustRootList, func(t api.TrustRoot) uuid.UUID { return t.ID })
 }
 
 func (s *Server) trustRootGet(w http.ResponseWriter, r *http.Request) error {
@@ -484,18 +457,5 @@ func (s *Server) repoSetKept(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) artifactList(w http.ResponseWriter, r *http.Request) error {
-	page, err := httpx.PageParams(r)
-	if err != nil {
-		return err
-	}
-	after, err := page.UUIDToken()
-	if err != nil {
-		return err
-	}
-	arts, err := s.ds.TufArtifactList(r.Context(), after, page.Limit+1)
-	if err != nil {
-		return err
-	}
-	writePage(w, arts, page.Limit, func(a api.ArtifactListItem) string { return a.ID.String() })
-	return nil
+	return listByID(w, r, s.ds.TufArtifactList, func(a api.ArtifactListItem) uuid.UUID { return a.ID })
 }
