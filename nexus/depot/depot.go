@@ -90,31 +90,9 @@ func (d *Depot) Put(sha256 string, write func(w io.Writer) error) error {
 	if !ValidHash(sha256) {
 		return fmt.Errorf("depot: %q is not a sha256 hex string", sha256)
 	}
-	f, err := d.CreateTemp(sha256[:16])
-	if err != nil {
-		return fmt.Errorf("depot: %w", err)
+	if err := fsutil.WriteAtomic(d.Path(sha256), 0o600, write); err != nil {
+		return fmt.Errorf("depot: store %s: %w", sha256, err)
 	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := write(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("depot: fsync %s: %w", sha256, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("depot: %w", err)
-	}
-	if err := os.Rename(tmp, d.Path(sha256)); err != nil {
-		return fmt.Errorf("depot: %w", err)
-	}
-	ok = true
 	return nil
 }
 
