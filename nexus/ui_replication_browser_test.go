@@ -11,6 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/tufgen"
 )
 
@@ -24,7 +25,7 @@ func TestReplicationPageInChromium(t *testing.T) {
 	r := newUIRack(t, 3)
 	first := r.upload(tufgen.Demo("1.0.0"), "release-1.0.0.zip")
 	r.waitConverged(len(first.Artifacts))
-	base := r.nx.ExternalURL()
+	base := r.Nexus.ExternalURL()
 
 	const cells = `document.querySelectorAll('#matrix td.cell')`
 	const fullCells = `document.querySelectorAll('#matrix td.cell.full')`
@@ -34,7 +35,7 @@ func TestReplicationPageInChromium(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	want := len(first.Artifacts) * len(r.sleds)
+	want := len(first.Artifacts) * len(r.Sleds)
 	pollJS(t, ctx, 10*time.Second, "every cell of the matrix to be full",
 		fmt.Sprintf(`%s.length === %d && %s.length === %d && [...%s].every(c => c.textContent.trim() === "2/2")`,
 			cells, want, fullCells, want, cells))
@@ -55,16 +56,16 @@ func TestReplicationPageInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := r.upload(tufgen.Demo("2.0.0"), "release-2.0.0.zip")
-	want = (len(first.Artifacts) + len(second.Artifacts)) * len(r.sleds)
+	want = (len(first.Artifacts) + len(second.Artifacts)) * len(r.Sleds)
 	pollJS(t, ctx, 30*time.Second, "the matrix to grow and fill in place",
 		fmt.Sprintf(`%s.length === %d && %s.length === %d`, cells, want, fullCells, want))
 	if same, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__sameDocument === true`)); err != nil || !same {
 		t.Fatalf("the page was reloaded instead of refreshed in place (%v)", err)
 	}
 	// The cells the page shows are the files on the sleds' M.2s.
-	for _, s := range r.sleds {
+	for _, s := range r.Sleds {
 		for _, a := range second.Artifacts {
-			if n := copiesOn(s, a.SHA256); n != 2 {
+			if n := racktest.CopiesOn(s, a.SHA256); n != 2 {
 				t.Errorf("sled %s holds %d verified copies of %s, the page says 2/2", s.ID(), n, a.SHA256[:12])
 			}
 		}
@@ -90,13 +91,13 @@ func TestReplicationPageInChromium(t *testing.T) {
 	setReplication(t, r, false)
 	third := r.upload(tufgen.Demo("3.0.0"), "release-3.0.0.zip")
 	lost := third.Artifacts[0].SHA256
-	if err := os.Remove(filepath.Join(r.nx.Depot().Dir(), lost)); err != nil {
+	if err := os.Remove(filepath.Join(r.Nexus.Depot().Dir(), lost)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.db.Pool.Exec(context.Background(), `DELETE FROM nexus_artifact_copy WHERE sha256 = $1`, lost); err != nil {
+	if _, err := r.DB.Pool.Exec(context.Background(), `DELETE FROM nexus_artifact_copy WHERE sha256 = $1`, lost); err != nil {
 		t.Fatal(err)
 	}
-	r.sleds[1].Stop()
+	r.Sleds[1].Stop()
 	setReplication(t, r, true)
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/ui/repos"),
@@ -113,7 +114,7 @@ func TestReplicationPageInChromium(t *testing.T) {
 	}
 	pollJS(t, ctx, 20*time.Second, "the stopped sled's cells to be unknown",
 		fmt.Sprintf(`document.querySelectorAll('#matrix td.cell.unknown[data-sled="%s"]').length === %d`,
-			r.sleds[1].ID(), 3*len(third.Artifacts)))
+			r.Sleds[1].ID(), 3*len(third.Artifacts)))
 	screenshot(t, ctx, "replication-trouble.png")
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/ui/repos/3.0.0"), chromedp.WaitVisible(chromedp.CSS(`#state-reason`))); err != nil {
 		t.Fatal(err)

@@ -47,7 +47,7 @@ const evilName = `<img src=x onerror=alert(1)>`
 func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 	t.Parallel()
 	r := newUIRack(t, 3)
-	base := r.nx.ExternalURL()
+	base := r.Nexus.ExternalURL()
 	ctx := context.Background()
 
 	// Nothing uploaded: both pages render and say so.
@@ -78,9 +78,9 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 		t.Fatalf("matrix has %d rows, want %d:\n%s", len(cells), len(first.Artifacts), body)
 	}
 	for _, a := range first.Artifacts {
-		for _, s := range r.sleds {
+		for _, s := range r.Sleds {
 			c := cells[a.SHA256][s.ID().String()]
-			if want := fmt.Sprintf("%d/2", copiesOn(s, a.SHA256)); c.text != want || c.class != "full" {
+			if want := fmt.Sprintf("%d/2", racktest.CopiesOn(s, a.SHA256)); c.text != want || c.class != "full" {
 				t.Errorf("cell %s × sled %s = %+v; the sled's M.2s hold %s", a.Name, s.ID(), c, want)
 			}
 		}
@@ -91,7 +91,7 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 	}
 
 	// The API reports the same, per artifact.
-	d, err := r.nx.Client.RepoGet(ctx, "1.0.0")
+	d, err := r.Nexus.Client.RepoGet(ctx, "1.0.0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,15 +129,15 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 		}
 	}
 	lost := second.Artifacts[len(second.Artifacts)-1].SHA256
-	if err := os.Remove(filepath.Join(r.nx.Depot().Dir(), lost)); err != nil {
+	if err := os.Remove(filepath.Join(r.Nexus.Depot().Dir(), lost)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.db.Pool.Exec(ctx, `DELETE FROM nexus_artifact_copy WHERE sha256 = $1`, lost); err != nil {
+	if _, err := r.DB.Pool.Exec(ctx, `DELETE FROM nexus_artifact_copy WHERE sha256 = $1`, lost); err != nil {
 		t.Fatal(err)
 	}
 	setReplication(t, r, true)
 	racktest.WaitFor(t, 20*time.Second, "repo 2.0.0 to be degraded", func() error {
-		got, err := r.nx.Client.RepoGet(ctx, "2.0.0")
+		got, err := r.Nexus.Client.RepoGet(ctx, "2.0.0")
 		if err != nil {
 			return err
 		}
@@ -171,7 +171,7 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 	}
 
 	// A sled that stops answering: its column is unknown, not empty.
-	gone := r.sleds[2]
+	gone := r.Sleds[2]
 	gone.Stop()
 	racktest.WaitFor(t, 20*time.Second, "the stopped sled's column to be unknown", func() error {
 		r.runTask()
@@ -186,7 +186,7 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 		}
 		return nil
 	})
-	d, err = r.nx.Client.RepoGet(ctx, "1.0.0")
+	d, err = r.Nexus.Client.RepoGet(ctx, "1.0.0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 	}
 
 	// A pruned repo leaves the list unless asked for.
-	if _, err := r.nx.Client.RepoDelete(ctx, "1.0.0"); err != nil {
+	if _, err := r.Nexus.Client.RepoDelete(ctx, "1.0.0"); err != nil {
 		t.Fatal(err)
 	}
 	if code, body, _ = get(t, base+"/ui/repos"); code != 200 || strings.Contains(body, `data-repo="1.0.0"`) {
@@ -221,7 +221,7 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 // started after the switch, so no earlier run is still acting.
 func setReplication(t *testing.T, r *uiRack, on bool) {
 	t.Helper()
-	if _, err := r.nx.Client.BackgroundTaskSetEnabled(context.Background(), tufreplication.Name, on); err != nil {
+	if _, err := r.Nexus.Client.BackgroundTaskSetEnabled(context.Background(), tufreplication.Name, on); err != nil {
 		t.Fatal(err)
 	}
 	r.runTask()

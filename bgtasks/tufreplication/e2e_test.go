@@ -8,13 +8,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -39,14 +34,8 @@ import (
 
 func TestMain(m *testing.M) { testdb.Main(m) }
 
-// rack is a Nexus, its sleds and a signing lineage.
-type rack struct {
-	t       *testing.T
-	db      *testdb.DB
-	nexus   *racktest.Nexus
-	sleds   []*racktest.Sled
-	lineage *tufgen.Lineage
-}
+// rack is a test rack with the helpers these tests share.
+type rack struct{ *racktest.Rack }
 
 // nexusConfig is what every test Nexus runs with: three sleds must hold an
 // artifact before the local copy goes, follow-ups come quickly, and the
@@ -60,52 +49,22 @@ func nexusConfig() nexus.Config {
 	}
 }
 
-func newRack(t *testing.T, nSleds int) *rack {
-	t.Helper()
-	r := &rack{t: t, db: testdb.New(t)}
-	r.nexus = racktest.StartNexus(t, r.db.URL, nexusConfig())
-	for range nSleds {
-		r.addSled(sledagent.Config{})
-	}
-	racktest.WaitRegistered(t, r.nexus.Client, r.sleds...)
-	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{42}), tufgen.LineageOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.lineage = l
-	if _, _, err := r.nexus.Client.TrustRootAdd(context.Background(), l.TrustRoot()); err != nil {
-		t.Fatal(err)
-	}
-	return r
+// sledConfig is every test sled's: it re-registers on its real 30 s
+// schedule, so a test converging in seconds shows the sled reported its
+// change at once; it notices M.2s coming and going quickly.
+func sledConfig() sledagent.Config {
+	return sledagent.Config{M2PollInterval: 100 * time.Millisecond}
 }
 
-func (r *rack) addSled(cfg sledagent.Config) *racktest.Sled {
-	r.t.Helper()
-	// Sleds re-register on their real 30 s schedule, so a test converging
-	// in seconds shows the sled reported its change at once.
-	if cfg.M2PollInterval == 0 {
-		cfg.M2PollInterval = 100 * time.Millisecond
-	}
-	s := racktest.StartSled(r.t, r.nexus.InternalURL(), cfg)
-	r.sleds = append(r.sleds, s)
-	return s
+func newRack(t *testing.T, nSleds int) *rack {
+	t.Helper()
+	return &rack{racktest.StartRack(t, racktest.RackConfig{Sleds: nSleds, Nexus: nexusConfig(), Sled: sledConfig(), Seed: 42})}
 }
 
 // upload builds and uploads a repo through nx.
 func (r *rack) upload(nx *racktest.Nexus, repo tufgen.Repo) *tufgen.Built {
-	r.t.Helper()
-	archive, built, err := r.lineage.BuildBytes(repo)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	res, err := nx.Client.RepoUpload(context.Background(), "repo.zip", bytes.NewReader(archive), int64(len(archive)), nil)
-	if err != nil {
-		r.t.Fatalf("upload %s: %v", repo.SystemVersion, err)
-	}
-	if res.Repo.SystemVersion != repo.SystemVersion {
-		r.t.Fatalf("uploaded %+v", res)
-	}
-	return built
+	r.T.Helper()
+	return r.Upload(nx, repo, "repo.zip")
 }
 
 func hashes(builts ...*tufgen.Built) []string {
@@ -121,31 +80,14 @@ func hashes(builts ...*tufgen.Built) []string {
 	return out
 }
 
-// artifactPath is where a sled keeps an artifact on one M.2.
-func artifactPath(m2, sha string) string { return filepath.Join(m2, artifacts.UpdateDir, sha) }
-
-// verified reports whether path holds bytes hashing to sha.
-func verified(path, sha string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return false
-	}
-	return hex.EncodeToString(h.Sum(nil)) == sha
-}
-
-// held returns, per sled, the wanted hashes missing (or corrupt) on any of
+// missing returns, per sled, the wanted hashes missing (or corrupt) on any of
 // its M.2s.
 func (r *rack) missing(sleds []*racktest.Sled, want []string) map[int][]string {
 	out := map[int][]string{}
 	for i, s := range sleds {
 		for _, m2 := range s.Config.M2Dirs {
 			for _, h := range want {
-				if !verified(artifactPath(m2, h), h) {
+				if !racktest.Verified(racktest.ArtifactPath(m2, h), h) {
 					out[i] = append(out[i], filepath.Base(m2)+":"+h[:8])
 				}
 			}
@@ -157,8 +99,8 @@ func (r *rack) missing(sleds []*racktest.Sled, want []string) map[int][]string {
 // waitHeld waits until every given sled holds every wanted hash on every
 // M.2, checking the files themselves.
 func (r *rack) waitHeld(sleds []*racktest.Sled, want []string, timeout time.Duration) {
-	r.t.Helper()
-	racktest.WaitFor(r.t, timeout, "every sled to hold every artifact on both M.2s", func() error {
+	r.T.Helper()
+	racktest.WaitFor(r.T, timeout, "every sled to hold every artifact on both M.2s", func() error {
 		if m := r.missing(sleds, want); len(m) > 0 {
 			return fmt.Errorf("missing: %v", m)
 		}
@@ -181,22 +123,6 @@ func stored(s *racktest.Sled) []string {
 	return out
 }
 
-// status returns the replication task's last status in nx.
-func status(t *testing.T, nx *racktest.Nexus) tufreplication.Status {
-	t.Helper()
-	task, err := nx.Client.BackgroundTaskGet(context.Background(), tufreplication.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st tufreplication.Status
-	if len(task.Status) > 0 {
-		if err := json.Unmarshal(task.Status, &st); err != nil {
-			t.Fatalf("status %s: %v", task.Status, err)
-		}
-	}
-	return st
-}
-
 // waitConverged waits for a replication run that reports convergence.
 func waitConverged(t *testing.T, nx *racktest.Nexus, timeout time.Duration) tufreplication.Status {
 	t.Helper()
@@ -205,7 +131,7 @@ func waitConverged(t *testing.T, nx *racktest.Nexus, timeout time.Duration) tufr
 		if _, err := nx.Client.BackgroundTaskActivate(context.Background(), tufreplication.Name); err != nil {
 			return err
 		}
-		st = status(t, nx)
+		st = racktest.ReplicationStatus(t, nx)
 		if !st.Converged {
 			return fmt.Errorf("not converged: %d requests, %d deferred, %d in flight, unheld %v, stopped %q",
 				st.Requests, st.Deferred, st.InFlight, st.Unheld, st.Stopped)
@@ -313,10 +239,10 @@ func activatedBy(t *testing.T, nx *racktest.Nexus, requester string, t0 time.Tim
 func TestUploadReachesEveryM2(t *testing.T) {
 	t.Parallel()
 	r := newRack(t, 6)
-	built := r.upload(r.nexus, tufgen.Demo("1.0.0"))
+	built := r.upload(r.Nexus, tufgen.Demo("1.0.0"))
 	want := hashes(built)
-	r.waitHeld(r.sleds, want, 30*time.Second)
-	st := waitConverged(t, r.nexus, 30*time.Second)
+	r.waitHeld(r.Sleds, want, 30*time.Second)
+	st := waitConverged(t, r.Nexus, 30*time.Second)
 
 	var total int64
 	for _, a := range built.Artifacts {
@@ -336,12 +262,12 @@ func TestUploadReachesEveryM2(t *testing.T) {
 		t.Errorf("phase times of a converged run: %+v", p)
 	}
 	racktest.WaitFor(t, 10*time.Second, "local copies to be dropped", func() error {
-		if l, f := localCopies(t, r.db, r.nexus.ID()), depotFiles(r.nexus); len(l)+len(f) > 0 {
+		if l, f := localCopies(t, r.DB, r.Nexus.ID()), depotFiles(r.Nexus); len(l)+len(f) > 0 {
 			return fmt.Errorf("still held locally: rows %v, files %v", l, f)
 		}
 		return nil
 	})
-	repo, err := r.nexus.Client.RepoGet(context.Background(), "1.0.0")
+	repo, err := r.Nexus.Client.RepoGet(context.Background(), "1.0.0")
 	if err != nil || repo.Repo.State != api.RepoStateActive {
 		t.Fatalf("repo after replication: %+v, %v", repo.Repo, err)
 	}
@@ -356,16 +282,16 @@ func TestUploadReachesEveryM2(t *testing.T) {
 func TestPruneRemovesFiles(t *testing.T) {
 	t.Parallel()
 	r := newRack(t, 5)
-	old := r.upload(r.nexus, tufgen.Demo("1.0.0"))
-	cur := r.upload(r.nexus, tufgen.Demo("2.0.0"))
-	r.waitHeld(r.sleds, hashes(old, cur), 30*time.Second)
+	old := r.upload(r.Nexus, tufgen.Demo("1.0.0"))
+	cur := r.upload(r.Nexus, tufgen.Demo("2.0.0"))
+	r.waitHeld(r.Sleds, hashes(old, cur), 30*time.Second)
 
-	if _, err := r.nexus.Client.RepoDelete(context.Background(), "1.0.0"); err != nil {
+	if _, err := r.Nexus.Client.RepoDelete(context.Background(), "1.0.0"); err != nil {
 		t.Fatal(err)
 	}
 	want := hashes(cur)
 	racktest.WaitFor(t, 30*time.Second, "the pruned repo's files to disappear", func() error {
-		for i, s := range r.sleds {
+		for i, s := range r.Sleds {
 			var expect []string
 			for _, m2 := range s.Config.M2Dirs {
 				for _, h := range want {
@@ -379,22 +305,22 @@ func TestPruneRemovesFiles(t *testing.T) {
 		}
 		return nil
 	})
-	r.waitHeld(r.sleds, want, 5*time.Second)
+	r.waitHeld(r.Sleds, want, 5*time.Second)
 }
 
 // A sled that joins later catches up, from other sleds.
 func TestLateSledCatchesUp(t *testing.T) {
 	t.Parallel()
 	r := newRack(t, 5)
-	built := r.upload(r.nexus, tufgen.Demo("1.0.0"))
-	r.waitHeld(r.sleds, hashes(built), 30*time.Second)
-	waitConverged(t, r.nexus, 30*time.Second)
-	putsBefore := status(t, r.nexus).Lifetime.PutOK
+	built := r.upload(r.Nexus, tufgen.Demo("1.0.0"))
+	r.waitHeld(r.Sleds, hashes(built), 30*time.Second)
+	waitConverged(t, r.Nexus, 30*time.Second)
+	putsBefore := racktest.ReplicationStatus(t, r.Nexus).Lifetime.PutOK
 
-	late := r.addSled(sledagent.Config{})
-	racktest.WaitRegistered(t, r.nexus.Client, late)
+	late := r.AddSled(sledConfig())
+	racktest.WaitRegistered(t, r.Nexus.Client, late)
 	r.waitHeld([]*racktest.Sled{late}, hashes(built), 30*time.Second)
-	if st := status(t, r.nexus); st.Lifetime.PutOK != putsBefore {
+	if st := racktest.ReplicationStatus(t, r.Nexus); st.Lifetime.PutOK != putsBefore {
 		t.Errorf("the late sled was fed by Nexus (%d puts, %d before), not by sleds", st.Lifetime.PutOK, putsBefore)
 	}
 }
@@ -404,19 +330,19 @@ func TestLateSledCatchesUp(t *testing.T) {
 func TestLostCopiesAreRefilled(t *testing.T) {
 	t.Parallel()
 	r := newRack(t, 5)
-	built := r.upload(r.nexus, tufgen.Demo("1.0.0"))
+	built := r.upload(r.Nexus, tufgen.Demo("1.0.0"))
 	want := hashes(built)
-	r.waitHeld(r.sleds, want, 30*time.Second)
-	waitConverged(t, r.nexus, 30*time.Second)
+	r.waitHeld(r.Sleds, want, 30*time.Second)
+	waitConverged(t, r.Nexus, 30*time.Second)
 
 	// Corrupt one artifact on both M.2s of sled 0: scrub finds and removes
 	// both copies, and replication brings it back from another sled.
-	quiesce(t, r.nexus)
+	quiesce(t, r.Nexus)
 	corrupted := time.Now()
-	victim := r.sleds[0]
+	victim := r.Sleds[0]
 	h := want[0]
 	for _, m2 := range victim.Config.M2Dirs {
-		p := artifactPath(m2, h)
+		p := racktest.ArtifactPath(m2, h)
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
@@ -441,16 +367,16 @@ func TestLostCopiesAreRefilled(t *testing.T) {
 	})
 	// Within seconds: well inside the sled's 30 s re-registration period,
 	// so the sled must have reported the loss as it happened.
-	r.waitHeld(r.sleds, want, 10*time.Second)
+	r.waitHeld(r.Sleds, want, 10*time.Second)
 	// The repair was started by the sled reporting its loss, not by a
 	// period (an hour here) or the test.
-	if !activatedBy(t, r.nexus, "sled-registration:"+victim.ID().String(), corrupted) {
+	if !activatedBy(t, r.Nexus, "sled-registration:"+victim.ID().String(), corrupted) {
 		t.Fatalf("no replication run was triggered by sled %s reporting its lost copies", victim.ID())
 	}
 
 	// Empty one M.2 of sled 1 entirely (its contents moved away at once,
 	// as if the device were swapped for a blank one): it is refilled.
-	m2 := r.sleds[1].Config.M2Dirs[0]
+	m2 := r.Sleds[1].Config.M2Dirs[0]
 	entries, err := os.ReadDir(m2)
 	if err != nil {
 		t.Fatal(err)
@@ -464,7 +390,7 @@ func TestLostCopiesAreRefilled(t *testing.T) {
 	if moved, _ := os.ReadDir(filepath.Join(gone, artifacts.UpdateDir)); len(moved) < len(want) {
 		t.Fatalf("emptying the M.2 moved only %d entries of its update area", len(moved))
 	}
-	r.waitHeld(r.sleds, want, 30*time.Second)
+	r.waitHeld(r.Sleds, want, 30*time.Second)
 }
 
 // An artifact nobody holds marks its repo degraded; a re-upload restores a
@@ -474,29 +400,29 @@ func TestDegradedRepoRecoversOnReupload(t *testing.T) {
 	r := newRack(t, 4)
 	ctx := context.Background()
 	// Keep replication off while the only copy (Nexus's) is lost.
-	if _, err := r.nexus.Client.BackgroundTaskSetEnabled(ctx, tufreplication.Name, false); err != nil {
+	if _, err := r.Nexus.Client.BackgroundTaskSetEnabled(ctx, tufreplication.Name, false); err != nil {
 		t.Fatal(err)
 	}
 	repo := tufgen.Demo("1.0.0")
-	archive, built, err := r.lineage.BuildBytes(repo)
+	archive, built, err := r.Lineage.BuildBytes(repo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.nexus.Client.RepoUpload(ctx, "repo.zip", bytes.NewReader(archive), int64(len(archive)), nil); err != nil {
+	if _, err := r.Nexus.Client.RepoUpload(ctx, "repo.zip", bytes.NewReader(archive), int64(len(archive)), nil); err != nil {
 		t.Fatal(err)
 	}
 	lost := built.Artifacts[0].SHA256
-	if err := os.Remove(filepath.Join(r.nexus.Depot().Dir(), lost)); err != nil {
+	if err := os.Remove(filepath.Join(r.Nexus.Depot().Dir(), lost)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.db.Pool.Exec(ctx, `DELETE FROM nexus_artifact_copy WHERE sha256 = $1`, lost); err != nil {
+	if _, err := r.DB.Pool.Exec(ctx, `DELETE FROM nexus_artifact_copy WHERE sha256 = $1`, lost); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.nexus.Client.BackgroundTaskSetEnabled(ctx, tufreplication.Name, true); err != nil {
+	if _, err := r.Nexus.Client.BackgroundTaskSetEnabled(ctx, tufreplication.Name, true); err != nil {
 		t.Fatal(err)
 	}
 	racktest.WaitFor(t, 20*time.Second, "the repo to be marked degraded", func() error {
-		got, err := r.nexus.Client.RepoGet(ctx, "1.0.0")
+		got, err := r.Nexus.Client.RepoGet(ctx, "1.0.0")
 		if err != nil {
 			return err
 		}
@@ -505,19 +431,19 @@ func TestDegradedRepoRecoversOnReupload(t *testing.T) {
 		}
 		return nil
 	})
-	if st := status(t, r.nexus); !slices.Contains(st.Unheld, lost) {
+	if st := racktest.ReplicationStatus(t, r.Nexus); !slices.Contains(st.Unheld, lost) {
 		t.Fatalf("status does not name the unheld artifact: %+v", st.Unheld)
 	}
 
 	// The operator uploads the release again: Nexus holds it once more,
 	// replication spreads it and the repo is active again.
-	res, err := r.nexus.Client.RepoUpload(ctx, "repo.zip", bytes.NewReader(archive), int64(len(archive)), nil)
+	res, err := r.Nexus.Client.RepoUpload(ctx, "repo.zip", bytes.NewReader(archive), int64(len(archive)), nil)
 	if err != nil || res.Status != api.UploadAlreadyExists {
 		t.Fatalf("re-upload: %+v, %v", res, err)
 	}
-	r.waitHeld(r.sleds, hashes(built), 30*time.Second)
+	r.waitHeld(r.Sleds, hashes(built), 30*time.Second)
 	racktest.WaitFor(t, 20*time.Second, "the repo to be active again", func() error {
-		got, err := r.nexus.Client.RepoGet(ctx, "1.0.0")
+		got, err := r.Nexus.Client.RepoGet(ctx, "1.0.0")
 		if err != nil {
 			return err
 		}
@@ -531,10 +457,10 @@ func TestDegradedRepoRecoversOnReupload(t *testing.T) {
 // waitCopyRunning waits until some sled is part-way through a copy and
 // returns its index.
 func (r *rack) waitCopyRunning(timeout time.Duration) int {
-	r.t.Helper()
+	r.T.Helper()
 	found := -1
-	racktest.WaitFor(r.t, timeout, "a copy part-way through", func() error {
-		for i, s := range r.sleds {
+	racktest.WaitFor(r.T, timeout, "a copy part-way through", func() error {
+		for i, s := range r.Sleds {
 			sc, err := client.NewSledAgent(s.URL(), nil)
 			if err != nil {
 				return err
@@ -560,28 +486,28 @@ func (r *rack) waitCopyRunning(timeout time.Duration) int {
 func TestSledStoppedMidCopyConverges(t *testing.T) {
 	t.Parallel()
 	r := newRack(t, 4)
-	built := r.upload(r.nexus, tufgen.Sized("1.0.0", 96<<20, 2, 7))
+	built := r.upload(r.Nexus, tufgen.Sized("1.0.0", 96<<20, 2, 7))
 	want := hashes(built)
 	i := r.waitCopyRunning(30 * time.Second)
-	victim := r.sleds[i]
+	victim := r.Sleds[i]
 	victim.Stop()
 	// Nothing half-copied survives as an artifact.
 	for _, m2 := range victim.Config.M2Dirs {
 		for _, h := range want {
-			p := artifactPath(m2, h)
-			if _, err := os.Stat(p); err == nil && !verified(p, h) {
+			p := racktest.ArtifactPath(m2, h)
+			if _, err := os.Stat(p); err == nil && !racktest.Verified(p, h) {
 				t.Fatalf("a partial copy became artifact %s on %s", h, m2)
 			}
 		}
 	}
-	restarted := racktest.StartSled(t, r.nexus.InternalURL(), sledagent.Config{DataDir: victim.Config.DataDir,
-		M2Dirs: victim.Config.M2Dirs, CreateM2Dirs: true, M2PollInterval: 100 * time.Millisecond})
+	restarted := racktest.StartSled(t, r.Nexus.InternalURL(), sledagent.Config{DataDir: victim.Config.DataDir,
+		M2Dirs: victim.Config.M2Dirs, CreateM2Dirs: true, M2PollInterval: sledConfig().M2PollInterval})
 	if restarted.ID() != victim.ID() {
 		t.Fatalf("restarted sled has a new identity")
 	}
-	r.sleds[i] = restarted
-	r.waitHeld(r.sleds, want, 60*time.Second)
-	waitConverged(t, r.nexus, 30*time.Second)
+	r.Sleds[i] = restarted
+	r.waitHeld(r.Sleds, want, 60*time.Second)
+	waitConverged(t, r.Nexus, 30*time.Second)
 }
 
 // Nexus killed while replication is under way (its local copies not yet
@@ -590,25 +516,25 @@ func TestSledStoppedMidCopyConverges(t *testing.T) {
 func TestNexusRestartMidReplication(t *testing.T) {
 	t.Parallel()
 	r := newRack(t, 5)
-	built := r.upload(r.nexus, tufgen.Sized("1.0.0", 64<<20, 4, 11))
+	built := r.upload(r.Nexus, tufgen.Sized("1.0.0", 64<<20, 4, 11))
 	want := hashes(built)
 	r.waitCopyRunning(30 * time.Second)
-	id, dataDir, internal := r.nexus.ID(), r.nexus.Depot().Dir(), r.nexus.InternalURL()
-	r.nexus.Stop()
-	if m := r.missing(r.sleds, want); len(m) == 0 {
+	id, dataDir, internal := r.Nexus.ID(), r.Nexus.Depot().Dir(), r.Nexus.InternalURL()
+	r.Nexus.Stop()
+	if m := r.missing(r.Sleds, want); len(m) == 0 {
 		t.Log("replication finished before Nexus stopped; the restart is still checked")
 	}
 
 	cfg := nexusConfig()
 	cfg.ID, cfg.DataDir = id, filepath.Dir(dataDir)
 	cfg.InternalAddr = strings.TrimPrefix(internal, "http://")
-	r.nexus = racktest.StartNexus(t, r.db.URL, cfg)
-	r.waitHeld(r.sleds, want, 60*time.Second)
-	st := waitConverged(t, r.nexus, 30*time.Second)
+	r.Nexus = racktest.StartNexus(t, r.DB.URL, cfg)
+	r.waitHeld(r.Sleds, want, 60*time.Second)
+	st := waitConverged(t, r.Nexus, 30*time.Second)
 	if st.FullyReplicated != len(want) {
 		t.Fatalf("after restart: %+v", st)
 	}
-	repo, err := r.nexus.Client.RepoGet(context.Background(), "1.0.0")
+	repo, err := r.Nexus.Client.RepoGet(context.Background(), "1.0.0")
 	if err != nil || repo.Repo.State != api.RepoStateActive {
 		t.Fatalf("repo after restart: %+v, %v", repo.Repo, err)
 	}
@@ -620,18 +546,18 @@ func TestNexusRestartMidReplication(t *testing.T) {
 func TestTwoNexusConvergeWithoutFlapping(t *testing.T) {
 	t.Parallel()
 	r := newRack(t, 5)
-	other := racktest.StartNexus(t, r.db.URL, nexusConfig())
+	other := racktest.StartNexus(t, r.DB.URL, nexusConfig())
 	ctx := context.Background()
-	a := r.upload(r.nexus, tufgen.Demo("1.0.0"))
+	a := r.upload(r.Nexus, tufgen.Demo("1.0.0"))
 	b := r.upload(other, tufgen.Sized("2.0.0", 4<<20, 3, 5))
 	want := hashes(a, b)
-	r.waitHeld(r.sleds, want, 60*time.Second)
-	waitConverged(t, r.nexus, 30*time.Second)
+	r.waitHeld(r.Sleds, want, 60*time.Second)
+	waitConverged(t, r.Nexus, 30*time.Second)
 	waitConverged(t, other, 30*time.Second)
 
 	gen := func() uint64 {
 		var g int64
-		if err := r.db.Pool.QueryRow(ctx, `SELECT generation FROM tuf_generation`).Scan(&g); err != nil {
+		if err := r.DB.Pool.QueryRow(ctx, `SELECT generation FROM tuf_generation`).Scan(&g); err != nil {
 			t.Fatal(err)
 		}
 		return uint64(g)
@@ -639,20 +565,20 @@ func TestTwoNexusConvergeWithoutFlapping(t *testing.T) {
 	before := gen()
 	// Both keep running: nothing changes any more.
 	for range 5 {
-		for _, nx := range []*racktest.Nexus{r.nexus, other} {
+		for _, nx := range []*racktest.Nexus{r.Nexus, other} {
 			if _, err := nx.Client.BackgroundTaskActivate(ctx, tufreplication.Name); err != nil {
 				t.Fatal(err)
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	waitConverged(t, r.nexus, 30*time.Second)
+	waitConverged(t, r.Nexus, 30*time.Second)
 	waitConverged(t, other, 30*time.Second)
 	if gen() != before {
 		t.Fatalf("generation moved from %d to %d without any change", before, gen())
 	}
 	deleted := 0.0
-	for _, s := range r.sleds {
+	for _, s := range r.Sleds {
 		deleted += sledMetric(t, s, "rackplane_sled_artifact_deleted_total")
 		sc, err := client.NewSledAgent(s.URL(), nil)
 		if err != nil {
@@ -666,11 +592,11 @@ func TestTwoNexusConvergeWithoutFlapping(t *testing.T) {
 	if deleted != 0 {
 		t.Fatalf("sleds deleted %v artifacts although every artifact stayed wanted", deleted)
 	}
-	r.waitHeld(r.sleds, want, time.Second)
+	r.waitHeld(r.Sleds, want, time.Second)
 	// Each Nexus dropped its own local copies once sleds held them.
-	for _, nx := range []*racktest.Nexus{r.nexus, other} {
+	for _, nx := range []*racktest.Nexus{r.Nexus, other} {
 		racktest.WaitFor(t, 10*time.Second, "local copies to be dropped", func() error {
-			if l := localCopies(t, r.db, nx.ID()); len(l) > 0 {
+			if l := localCopies(t, r.DB, nx.ID()); len(l) > 0 {
 				return fmt.Errorf("%s still holds %d", nx.ID(), len(l))
 			}
 			return nil

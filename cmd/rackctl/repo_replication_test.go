@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,7 +14,6 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/racktest"
-	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/sledagent"
@@ -26,23 +24,14 @@ import (
 func TestRepoShowReplication(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := testdb.New(t)
-	nx := racktest.StartNexus(t, db.URL, nexus.Config{
-		Replication: nexus.ReplicationConfig{MinSledReplication: 2, FollowUp: 100 * time.Millisecond}})
-	var sleds []*racktest.Sled
-	for range 2 {
-		sleds = append(sleds, racktest.StartSled(t, nx.InternalURL(), sledagent.Config{RegisterInterval: 300 * time.Millisecond}))
-	}
-	racktest.WaitRegistered(t, nx.Client, sleds...)
+	rk := racktest.StartRack(t, racktest.RackConfig{
+		Sleds: 2, Seed: 8,
+		Nexus: nexus.Config{Replication: nexus.ReplicationConfig{MinSledReplication: 2, FollowUp: 100 * time.Millisecond}},
+		Sled:  sledagent.Config{RegisterInterval: 300 * time.Millisecond},
+	})
+	nx, l, db := rk.Nexus, rk.Lineage, rk.DB
 	url := nx.ExternalURL()
 	dir := t.TempDir()
-	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{8}), tufgen.LineageOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := nx.Client.TrustRootAdd(ctx, l.TrustRoot()); err != nil {
-		t.Fatal(err)
-	}
 	build := func(v string) string {
 		zip := filepath.Join(dir, "release-"+v+".zip")
 		if _, err := l.BuildFile(zip, tufgen.Demo(v)); err != nil {

@@ -1,0 +1,135 @@
+package racktest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
+	"github.com/rackplane/rackplane/internal/testdb"
+	"github.com/rackplane/rackplane/internal/tufgen"
+	"github.com/rackplane/rackplane/nexus"
+	"github.com/rackplane/rackplane/sledagent"
+	"github.com/rackplane/rackplane/sledagent/artifacts"
+)
+
+// RackConfig describes a test rack.
+type RackConfig struct {
+	// Sleds is how many sled agents to start.
+	Sleds int
+	// Nexus and Sled configure the Nexus and every sled agent (see
+	// StartNexus and StartSled for what unset fields become).
+	Nexus nexus.Config
+	Sled  sledagent.Config
+	// Seed makes the signing lineage (a different seed, different keys).
+	Seed byte
+}
+
+// Rack is a real rack in a test: a fresh database, a Nexus, sled agents
+// with temp-dir M.2s, and a signing lineage whose root Nexus trusts.
+type Rack struct {
+	T       testing.TB
+	DB      *testdb.DB
+	Nexus   *Nexus
+	Sleds   []*Sled
+	Lineage *tufgen.Lineage
+	cfg     RackConfig
+}
+
+// StartRack starts the rack and waits until every sled has registered.
+func StartRack(t testing.TB, cfg RackConfig) *Rack {
+	t.Helper()
+	r := &Rack{T: t, DB: testdb.New(t), cfg: cfg}
+	r.Nexus = StartNexus(t, r.DB.URL, cfg.Nexus)
+	for range cfg.Sleds {
+		r.AddSled(cfg.Sled)
+	}
+	WaitRegistered(t, r.Nexus.Client, r.Sleds...)
+	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{cfg.Seed}), tufgen.LineageOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Lineage = l
+	if _, _, err := r.Nexus.Client.TrustRootAdd(context.Background(), l.TrustRoot()); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// AddSled starts one more sled agent registering with the rack's Nexus.
+func (r *Rack) AddSled(cfg sledagent.Config) *Sled {
+	r.T.Helper()
+	s := StartSled(r.T, r.Nexus.InternalURL(), cfg)
+	r.Sleds = append(r.Sleds, s)
+	return s
+}
+
+// Upload builds repo with the rack's lineage and uploads it through nx as
+// fileName.
+func (r *Rack) Upload(nx *Nexus, repo tufgen.Repo, fileName string) *tufgen.Built {
+	r.T.Helper()
+	archive, built, err := r.Lineage.BuildBytes(repo)
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	res, err := nx.Client.RepoUpload(context.Background(), fileName, bytes.NewReader(archive), int64(len(archive)), nil)
+	if err != nil {
+		r.T.Fatalf("upload %s: %v", repo.SystemVersion, err)
+	}
+	if res.Repo.SystemVersion != repo.SystemVersion {
+		r.T.Fatalf("uploaded %+v", res)
+	}
+	return built
+}
+
+// ReplicationStatus returns the status of nx's replication task's last run
+// (the zero Status before its first).
+func ReplicationStatus(t testing.TB, nx *Nexus) tufreplication.Status {
+	t.Helper()
+	task, err := nx.Client.BackgroundTaskGet(context.Background(), tufreplication.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st tufreplication.Status
+	if len(task.Status) > 0 {
+		if err := json.Unmarshal(task.Status, &st); err != nil {
+			t.Fatalf("status %s: %v", task.Status, err)
+		}
+	}
+	return st
+}
+
+// ArtifactPath is where a sled keeps an artifact on one M.2.
+func ArtifactPath(m2, sha string) string { return filepath.Join(m2, artifacts.UpdateDir, sha) }
+
+// Verified reports whether path holds bytes hashing to sha.
+func Verified(path, sha string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false
+	}
+	return hex.EncodeToString(h.Sum(nil)) == sha
+}
+
+// CopiesOn counts the M.2s of s holding a verified copy of sha.
+func CopiesOn(s *Sled, sha string) int {
+	n := 0
+	for _, m2 := range s.Config.M2Dirs {
+		if Verified(ArtifactPath(m2, sha), sha) {
+			n++
+		}
+	}
+	return n
+}
