@@ -82,6 +82,38 @@ func open(key *Secret, ciphertext []byte) ([]byte, error) {
 	return pt, nil
 }
 
+// sealRecords draws a fresh salt, derives the key from it and seals pt
+// under that key (used for this one message only).
+func sealRecords(rand io.Reader, pt []byte, deriveKey func(salt []byte) (*Secret, error)) (EncryptedRackSecrets, error) {
+	var out EncryptedRackSecrets
+	if _, err := io.ReadFull(rand, out.Salt[:]); err != nil {
+		return out, fmt.Errorf("%w: %v", ErrRandom, err)
+	}
+	key, err := deriveKey(out.Salt[:])
+	if err != nil {
+		return out, err
+	}
+	defer key.Zero()
+	out.Ciphertext, err = seal(key, pt)
+	return out, err
+}
+
+// openRecords checks that enc holds whole records of size bytes (at least
+// min of them), derives its key and decrypts it. The caller clears the
+// plaintext.
+func openRecords(enc EncryptedRackSecrets, size, min int, deriveKey func(salt []byte) (*Secret, error)) ([]byte, error) {
+	n := len(enc.Ciphertext) - chacha20poly1305.Overhead
+	if n < min*size || n%size != 0 {
+		return nil, ErrCiphertextLength
+	}
+	key, err := deriveKey(enc.Salt[:])
+	if err != nil {
+		return nil, err
+	}
+	defer key.Zero()
+	return open(key, enc.Ciphertext)
+}
+
 // EncryptRackSecrets encrypts the secrets of every committed epoch before
 // configuration epoch under a key derived from newSecret. The secrets must be
 // in strictly ascending epoch order, all below epoch.
@@ -101,16 +133,9 @@ func EncryptRackSecrets(rand io.Reader, newSecret *Secret, rackID [16]byte, epoc
 		pt = binary.BigEndian.AppendUint64(pt, o.Epoch)
 		pt = append(pt, o.Secret.Expose()...)
 	}
-	if _, err := io.ReadFull(rand, out.Salt[:]); err != nil {
-		return out, fmt.Errorf("%w: %v", ErrRandom, err)
-	}
-	key, err := rackSecretsKey(newSecret, out.Salt[:], rackID, epoch)
-	if err != nil {
-		return out, err
-	}
-	defer key.Zero()
-	out.Ciphertext, err = seal(key, pt)
-	return out, err
+	return sealRecords(rand, pt, func(salt []byte) (*Secret, error) {
+		return rackSecretsKey(newSecret, salt, rackID, epoch)
+	})
 }
 
 // DecryptRackSecrets reverses EncryptRackSecrets. It checks the framing
@@ -118,16 +143,9 @@ func EncryptRackSecrets(rand io.Reader, newSecret *Secret, rackID [16]byte, epoc
 // wrong key, a tampered ciphertext or a bad encoder is reported, never
 // returned as secrets.
 func DecryptRackSecrets(secret *Secret, rackID [16]byte, epoch uint64, enc EncryptedRackSecrets) ([]EpochSecret, error) {
-	if len(enc.Ciphertext) < chacha20poly1305.Overhead+epochSecretSize ||
-		(len(enc.Ciphertext)-chacha20poly1305.Overhead)%epochSecretSize != 0 {
-		return nil, ErrCiphertextLength
-	}
-	key, err := rackSecretsKey(secret, enc.Salt[:], rackID, epoch)
-	if err != nil {
-		return nil, err
-	}
-	defer key.Zero()
-	pt, err := open(key, enc.Ciphertext)
+	pt, err := openRecords(enc, epochSecretSize, 1, func(salt []byte) (*Secret, error) {
+		return rackSecretsKey(secret, salt, rackID, epoch)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -170,36 +188,21 @@ func DeriveDiskKey(secret *Secret, rackID [16]byte, diskSerial string) (*Secret,
 // SealSpareShares encrypts an LRTQ member's spare shares under a key derived
 // from the LRTQ rack secret and a fresh salt bound to the rack and member.
 func SealSpareShares(rand io.Reader, secret *Secret, rackID [16]byte, member string, spares []Share) (EncryptedRackSecrets, error) {
-	var out EncryptedRackSecrets
-	if _, err := io.ReadFull(rand, out.Salt[:]); err != nil {
-		return out, fmt.Errorf("%w: %v", ErrRandom, err)
-	}
-	key, err := sparesKey(secret, out.Salt[:], rackID, member)
-	if err != nil {
-		return out, err
-	}
-	defer key.Zero()
 	pt := make([]byte, 0, len(spares)*ShareSize)
 	defer func() { clear(pt) }()
 	for _, s := range spares {
 		pt = append(pt, s.Expose()...)
 	}
-	out.Ciphertext, err = seal(key, pt)
-	return out, err
+	return sealRecords(rand, pt, func(salt []byte) (*Secret, error) {
+		return sparesKey(secret, salt, rackID, member)
+	})
 }
 
 // OpenSpareShares reverses SealSpareShares.
 func OpenSpareShares(secret *Secret, rackID [16]byte, member string, enc EncryptedRackSecrets) ([]Share, error) {
-	if len(enc.Ciphertext) < chacha20poly1305.Overhead ||
-		(len(enc.Ciphertext)-chacha20poly1305.Overhead)%ShareSize != 0 {
-		return nil, ErrCiphertextLength
-	}
-	key, err := sparesKey(secret, enc.Salt[:], rackID, member)
-	if err != nil {
-		return nil, err
-	}
-	defer key.Zero()
-	pt, err := open(key, enc.Ciphertext)
+	pt, err := openRecords(enc, ShareSize, 0, func(salt []byte) (*Secret, error) {
+		return sparesKey(secret, salt, rackID, member)
+	})
 	if err != nil {
 		return nil, err
 	}
