@@ -123,6 +123,10 @@ type ArtifactList struct {
 	// its count reaches it.
 	M2Present int            `json:"m2_present"`
 	Artifacts map[string]int `json:"artifacts"`
+	// Copying maps each hash with a copy-from-depot queued or running at
+	// this generation to the URL it is copied from, so one listing tells
+	// Nexus both what the sled holds and what is on its way.
+	Copying map[string]string `json:"copying,omitempty"`
 }
 
 // M2Failure says why one M.2 did not take an artifact.

@@ -550,17 +550,9 @@ func (t *Task) collectSled(ctx context.Context, log zerolog.Logger, s datastore.
 			out.Copies[a] = uint8(min(max(n, 0), 255))
 		}
 	}
-	copies, err := sc.ArtifactCopies(lctx)
-	if err != nil {
-		run.ListErr++
-		return fail("list_copies", err)
-	}
-	for _, cp := range copies.Copies {
-		if cp.Finished() || cp.Generation != config.Generation {
-			continue
-		}
-		if a, ok := index[cp.SHA256]; ok {
-			out.InFlight = append(out.InFlight, InFlight{Artifact: a, Source: sourceBase(cp.SourceURL)})
+	for h, src := range list.Copying {
+		if a, ok := index[h]; ok {
+			out.InFlight = append(out.InFlight, InFlight{Artifact: a, Source: sourceBase(src)})
 			st.InFlight++
 		}
 	}

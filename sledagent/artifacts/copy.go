@@ -126,6 +126,23 @@ func (s *Store) Copies() api.ArtifactCopyList {
 	return out
 }
 
+// inFlight maps the hashes being copied (queued or running) at generation
+// gen to their sources.
+func (c *copier) inFlight(gen uint64) map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out map[string]string
+	for _, j := range c.jobs {
+		if !j.Finished() && j.Generation == gen {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[j.SHA256] = j.SourceURL
+		}
+	}
+	return out
+}
+
 // Copy returns the latest copy of sha, if one is remembered.
 func (s *Store) Copy(sha string) (api.ArtifactCopy, bool) { return s.copies.get(sha) }
 

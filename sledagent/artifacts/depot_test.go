@@ -256,9 +256,19 @@ func TestCopyIsNotStartedTwice(t *testing.T) {
 	if list.InFlight != 1 || len(list.Copies) != 1 {
 		t.Fatalf("copies list %+v", list)
 	}
+	// The artifact listing says what is on its way, and from where.
+	// (Errorf, not Fatalf: the gated source must be released below.)
+	held, err := dst.api.ArtifactList(ctx)
+	if err != nil || len(held.Copying) != 1 || held.Copying[a.sha] != srv.URL+api.DepotArtifactPath(a.sha) ||
+		held.Artifacts[a.sha] != 0 {
+		t.Errorf("listing during the copy: %+v %v", held, err)
+	}
 	close(s.gate)
 	if st := dst.waitCopy(a.sha); st.State != api.CopyDone {
 		t.Fatalf("copy %+v", st)
+	}
+	if held, err := dst.api.ArtifactList(ctx); err != nil || held.Copying != nil {
+		t.Fatalf("listing after the copy: %+v %v", held, err)
 	}
 	if n := s.requests.Load(); n != 1 {
 		t.Fatalf("source got %d requests, want 1", n)

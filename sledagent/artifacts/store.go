@@ -510,6 +510,7 @@ func (s *Store) List() api.ArtifactList {
 		}
 		out.Artifacts[h] = n
 	}
+	out.Copying = s.copies.inFlight(gen)
 	return out
 }
 
