@@ -15,10 +15,7 @@ func newMetricsRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Metrics is where Nexus components register their Prometheus metrics;
-// everything registered here is served at /metrics.
-func (s *Server) Metrics() prometheus.Registerer { return s.metrics }
-
+// mountMetrics serves everything registered in s.metrics.
 func (s *Server) mountMetrics(r chi.Router) {
 	r.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{Registry: s.metrics}))
 }

@@ -288,9 +288,6 @@ func (s *Server) InternalURL() string { return listenerURL(s.internalLn) }
 // ID is this instance's id.
 func (s *Server) ID() uuid.UUID { return s.cfg.ID }
 
-// Datastore exposes the datastore to tests and background tasks.
-func (s *Server) Datastore() *datastore.Datastore { return s.ds }
-
 func listenerURL(ln net.Listener) string {
 	addr := ln.Addr().(*net.TCPAddr)
 	host := addr.IP.String()

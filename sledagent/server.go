@@ -307,12 +307,6 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// Artifacts is the sled's artifact store.
-func (s *Server) Artifacts() *artifacts.Store { return s.store }
-
-// M2 is the sled's M.2 watcher.
-func (s *Server) M2() *m2.Watcher { return s.m2 }
-
 func (s *Server) apiRouter() chi.Router {
 	r := httpx.NewRouter(s.log.With().Str("api", "sled").Logger())
 	r.Get("/healthz", s.healthz)

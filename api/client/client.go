@@ -43,15 +43,6 @@ func New(baseURL string, hc *http.Client) (*Client, error) {
 	return &Client{base: u, hc: hc}, nil
 }
 
-// MustNew is New for URLs built by the program itself.
-func MustNew(baseURL string, hc *http.Client) *Client {
-	c, err := New(baseURL, hc)
-	if err != nil {
-		panic(err)
-	}
-	return c
-}
-
 // BaseURL returns the server URL the client talks to.
 func (c *Client) BaseURL() string { return c.base.String() }
 

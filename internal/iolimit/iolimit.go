@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -65,9 +64,4 @@ func Twice(src, dstDir string) (time.Duration, error) {
 // MBps is bytes per second in MB (10^6) per second.
 func MBps(bytes int64, d time.Duration) float64 {
 	return float64(bytes) / 1e6 / d.Seconds()
-}
-
-// TempDirOn makes a temp dir beside path (on the same file system).
-func TempDirOn(path string) (string, error) {
-	return os.MkdirTemp(filepath.Dir(path), "iolimit-")
 }

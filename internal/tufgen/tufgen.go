@@ -135,14 +135,8 @@ func NewLineage(rng io.Reader, o LineageOptions) (*Lineage, error) {
 // TrustRoot is root version 1, what an operator registers.
 func (l *Lineage) TrustRoot() []byte { return l.roots[0] }
 
-// Root returns the signed root of the given version (1-based).
-func (l *Lineage) Root(version int64) []byte { return l.roots[version-1] }
-
 // RootVersion is the newest root version.
 func (l *Lineage) RootVersion() int64 { return int64(len(l.roots)) }
-
-// Consistent reports whether the lineage uses consistent snapshots.
-func (l *Lineage) Consistent() bool { return l.consistent }
 
 // RotateOptions shape a root rotation.
 type RotateOptions struct {

@@ -160,9 +160,7 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Archive, error) {
 	return a, nil
 }
 
-// Names lists the archive's entries in archive order (directories without
 // their trailing slash).
-func (a *Archive) Names() []string { return a.names }
 
 func typeName(m fs.FileMode) string {
 	switch {

@@ -41,9 +41,6 @@ func New[T any](name string) *Ledger[T] {
 	return &Ledger[T]{name: name}
 }
 
-// Name is the ledger's file name.
-func (l *Ledger[T]) Name() string { return l.name }
-
 // Record is a ledgered value and its generation.
 type Record[T any] struct {
 	Generation uint64

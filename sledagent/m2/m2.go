@@ -109,9 +109,6 @@ func NewWatcher(paths []string, log zerolog.Logger, opts Options) (*Watcher, err
 	return w, nil
 }
 
-// Paths are the configured device directories, cleaned, in order.
-func (w *Watcher) Paths() []string { return append([]string(nil), w.paths...) }
-
 // Handle adds a handler. Add handlers before the first Poll; they run in
 // the order added, on the polling goroutine.
 func (w *Watcher) Handle(h Handler) {
