@@ -122,12 +122,23 @@ type RepoStateChange struct {
 // degraded (naming the artifacts) and degraded repos with none as active
 // again. One transaction, a constant number of statements.
 func (d *Datastore) TufRepoStatesFromHolders(ctx context.Context, unheld []string) ([]RepoStateChange, error) {
+	if len(unheld) == 0 {
+		// Everything has a holder (the usual case, on every run): the
+		// only possible change is degraded repos recovering.
+		rows, err := d.pool.Query(ctx, `UPDATE tuf_repo SET state = 'active', state_reason = ''
+			WHERE time_pruned IS NULL AND state = 'degraded' RETURNING system_version`)
+		if err != nil {
+			return nil, classify(err)
+		}
+		changes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RepoStateChange, error) {
+			c := RepoStateChange{State: "active"}
+			return c, r.Scan(&c.SystemVersion)
+		})
+		return changes, classify(err)
+	}
 	var changes []RepoStateChange
 	err := d.InTx(ctx, "tuf_repo_states", func(ctx context.Context, tx pgx.Tx) error {
 		changes = nil
-		if unheld == nil {
-			unheld = []string{}
-		}
 		rows, err := tx.Query(ctx, `
 			SELECT r.id, r.system_version, r.state::TEXT,
 				coalesce(array_agg(a.name || ' ' || a.version || ' (' || substr(a.sha256, 1, 12) || ')'
