@@ -18,6 +18,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/nexus"
@@ -49,10 +50,15 @@ func TestSledReportsInventoryToNexus(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
 	nx := racktest.StartNexus(t, db.URL, nexus.Config{})
+	ctx := context.Background()
+	// This test sets the sled's config itself: Nexus's replication task
+	// would push the rack's generation to the sled and race it.
+	if _, err := nx.Client.BackgroundTaskSetEnabled(ctx, tufreplication.Name, false); err != nil {
+		t.Fatal(err)
+	}
 	sled := racktest.StartSled(t, nx.InternalURL(), sledagent.Config{CreateM2Dirs: true,
 		M2PollInterval: 20 * time.Millisecond, RegisterInterval: time.Hour})
 	racktest.WaitRegistered(t, nx.Client, sled)
-	ctx := context.Background()
 
 	inventory := func(what string, ok func(api.Sled) bool) api.Sled {
 		t.Helper()
