@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/reqid"
 )
 
@@ -34,6 +35,8 @@ type Error struct {
 	Message string
 	// Err is the cause, logged but never sent.
 	Err error
+	// Extra holds additional body fields (see fault.Error.Extra).
+	Extra map[string]any
 }
 
 func (e *Error) Error() string {
@@ -95,11 +98,49 @@ func (h Handlers) H(fn HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// statusOf is the one mapping from a fault's kind to an HTTP status.
+var statusOf = map[fault.Kind]int{
+	fault.Internal:            http.StatusInternalServerError,
+	fault.Invalid:             http.StatusBadRequest,
+	fault.NotFound:            http.StatusNotFound,
+	fault.Conflict:            http.StatusConflict,
+	fault.TooLarge:            http.StatusRequestEntityTooLarge,
+	fault.Unavailable:         http.StatusServiceUnavailable,
+	fault.Busy:                http.StatusTooManyRequests,
+	fault.Unauthenticated:     http.StatusUnauthorized,
+	fault.Forbidden:           http.StatusForbidden,
+	fault.RangeNotSatisfiable: http.StatusRequestedRangeNotSatisfiable,
+	fault.MethodNotAllowed:    http.StatusMethodNotAllowed,
+	fault.Canceled:            499,
+}
+
+// StatusOf is the HTTP status a fault of kind k answers with.
+func StatusOf(k fault.Kind) int {
+	if s, ok := statusOf[k]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// fromFault is the *Error a fault answers with.
+func fromFault(f *fault.Error) *Error {
+	if f.Kind == fault.Internal {
+		return &Error{Status: http.StatusInternalServerError, Code: api.CodeInternal,
+			Message: "internal error; the server log has the details under this request id", Err: f}
+	}
+	return &Error{Status: StatusOf(f.Kind), Code: f.Code, Message: f.Message, Err: f.Err, Extra: f.Extra}
+}
+
 // WriteError writes err as a JSON error body and logs it: 5xx at error
-// level with the cause, 4xx at info level.
+// level with the cause, 4xx at info level. A *fault.Error answers with its
+// kind's status; anything unclassified is a 500 whose detail goes only to
+// the log.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	var he *Error
-	if !errors.As(err, &he) {
+	if f, ok := fault.As(err); ok && !errors.As(err, &he) {
+		he = fromFault(f)
+	}
+	if he == nil && !errors.As(err, &he) {
 		he = &Error{Status: http.StatusInternalServerError, Code: api.CodeInternal,
 			Message: "internal error; the server log has the details under this request id", Err: err}
 	}
@@ -114,7 +155,21 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	ev.Int("status", he.Status).Str("error_code", he.Code).Str("message", he.Message).AnErr("cause", he.Err).
 		Msg("request failed")
-	WriteJSON(w, he.Status, api.Error{ErrorCode: he.Code, Message: he.Message, RequestID: reqid.From(r.Context())})
+	body := api.Error{ErrorCode: he.Code, Message: he.Message, RequestID: reqid.From(r.Context())}
+	if len(he.Extra) == 0 {
+		WriteJSON(w, he.Status, body)
+		return
+	}
+	// Extra fields sit beside the standard ones in the same object.
+	m := make(map[string]any, len(he.Extra)+3)
+	for k, v := range he.Extra {
+		m[k] = v
+	}
+	m["error_code"], m["message"] = body.ErrorCode, body.Message
+	if body.RequestID != "" {
+		m["request_id"] = body.RequestID
+	}
+	WriteJSON(w, he.Status, m)
 }
 
 // WriteJSON writes v as the JSON body with the given status.
