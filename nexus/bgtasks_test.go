@@ -17,6 +17,7 @@ import (
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/bgtasks/heartbeat"
+	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/bgtasks/sledliveness"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/testdb"
@@ -24,49 +25,12 @@ import (
 	"github.com/rackplane/rackplane/sledagent"
 )
 
-// fastTasks makes the heartbeat frequent enough for tests to watch.
-func fastTasks() nexus.Config {
-	return nexus.Config{TaskPeriods: map[string]time.Duration{heartbeat.Name: 200 * time.Millisecond}}
-}
-
-func waitTask(t *testing.T, nx *racktest.Nexus, name string, iteration uint64) api.BackgroundTask {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := nx.Tasks().WaitCompleted(ctx, name, iteration); err != nil {
-		t.Fatal(err)
-	}
-	task, err := nx.Client.BackgroundTaskGet(context.Background(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return task
-}
-
-func findActivation(t *testing.T, task api.BackgroundTask, iteration uint64) api.TaskActivation {
-	t.Helper()
-	a, ok := task.HistoryEntry(iteration)
-	if !ok {
-		t.Fatalf("%s: no iteration %d in history %+v", task.Name, iteration, task.History)
-	}
-	return a
-}
-
-func switchRows(t *testing.T, db *testdb.DB, name string) int {
-	t.Helper()
-	var n int
-	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM bgtask_setting WHERE name = $1`, name).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 func TestBackgroundTaskAPI(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
-	nx := racktest.StartNexus(t, db.URL, fastTasks())
+	nx := racktest.StartNexus(t, db.URL, racktest.FastHeartbeat())
 	ctx := context.Background()
-	waitTask(t, nx, sledliveness.Name, 1)
+	racktest.WaitTask(t, nx, sledliveness.Name, 1)
 
 	// The listing: this Nexus's tasks, live, and its own heartbeat.
 	var list api.BackgroundTaskList
@@ -100,8 +64,8 @@ func TestBackgroundTaskAPI(t *testing.T) {
 	}
 
 	// One task, with history and its own status.
-	task := waitTask(t, nx, sledliveness.Name, 1)
-	first := findActivation(t, task, 1)
+	task := racktest.WaitTask(t, nx, sledliveness.Name, 1)
+	first := racktest.Activation(t, task, 1)
 	var st sledliveness.Status
 	if first.Reason != "startup" || first.Outcome != api.TaskOutcomeOK || json.Unmarshal(task.Status, &st) != nil ||
 		st.ThresholdSeconds != 90 || st.MarkedActive == nil {
@@ -113,8 +77,8 @@ func TestBackgroundTaskAPI(t *testing.T) {
 	if err != nil || len(got.Activated) != 1 || got.Activated[0] != sledliveness.Name {
 		t.Fatalf("activate: %+v, %v", got, err)
 	}
-	task = waitTask(t, nx, sledliveness.Name, 2)
-	if a := findActivation(t, task, 2); a.Reason != "explicit" || !strings.HasPrefix(a.Requester, "api:") {
+	task = racktest.WaitTask(t, nx, sledliveness.Name, 2)
+	if a := racktest.Activation(t, task, 2); a.Reason != "explicit" || !strings.HasPrefix(a.Requester, "api:") {
 		t.Fatalf("explicit activation: %+v", a)
 	}
 
@@ -129,7 +93,7 @@ func TestBackgroundTaskAPI(t *testing.T) {
 	if err := nx.ActivateTask(sledliveness.Name, "probe"); err != nil {
 		t.Fatal(err)
 	}
-	if a := findActivation(t, waitTask(t, nx, sledliveness.Name, 3), 3); a.Requester != "probe" {
+	if a := racktest.Activation(t, racktest.WaitTask(t, nx, sledliveness.Name, 3), 3); a.Requester != "probe" {
 		t.Fatalf("the refused request activated something: %+v", a)
 	}
 	if err := nx.ActivateTask("ghost", "probe"); !errors.Is(err, bgtasks.ErrUnknownTask) {
@@ -138,10 +102,10 @@ func TestBackgroundTaskAPI(t *testing.T) {
 
 	// Disable: stored in the database, reported as disabled, task idle.
 	off, err := nx.Client.BackgroundTaskSetEnabled(ctx, sledliveness.Name, false)
-	if err != nil || off.Enabled || switchRows(t, db, sledliveness.Name) != 1 {
+	if err != nil || off.Enabled || db.Count(t, `SELECT count(*) FROM bgtask_setting WHERE name = $1`, sledliveness.Name) != 1 {
 		t.Fatalf("disable: %+v, %v", off, err)
 	}
-	task = waitTask(t, nx, sledliveness.Name, 4)
+	task = racktest.WaitTask(t, nx, sledliveness.Name, 4)
 	if task.Enabled || task.LastActivation.Outcome != api.TaskOutcomeDisabled || task.StatusIteration != 3 {
 		t.Fatalf("after disabling: %+v", task)
 	}
@@ -149,7 +113,7 @@ func TestBackgroundTaskAPI(t *testing.T) {
 	if err != nil || !on.Enabled {
 		t.Fatalf("enable: %+v, %v", on, err)
 	}
-	task = waitTask(t, nx, sledliveness.Name, 5)
+	task = racktest.WaitTask(t, nx, sledliveness.Name, 5)
 	if !task.Enabled || task.LastActivation.Outcome != api.TaskOutcomeOK || task.StatusIteration != 5 {
 		t.Fatalf("after enabling: %+v", task)
 	}
@@ -159,7 +123,7 @@ func TestBackgroundTaskAPI(t *testing.T) {
 		t.Fatalf("get unknown: %v", err)
 	}
 	_, err = nx.Client.BackgroundTaskSetEnabled(ctx, "ghost", false)
-	if client.StatusCode(err) != 404 || client.ErrorCode(err) != api.CodeUnknownBackgroundTask || switchRows(t, db, "ghost") != 0 {
+	if client.StatusCode(err) != 404 || client.ErrorCode(err) != api.CodeUnknownBackgroundTask || db.Count(t, `SELECT count(*) FROM bgtask_setting WHERE name = $1`, "ghost") != 0 {
 		t.Fatalf("switch unknown: %v", err)
 	}
 }
@@ -206,7 +170,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
 	nx := racktest.StartNexus(t, db.URL, nexus.Config{})
-	waitTask(t, nx, sledliveness.Name, 1)
+	racktest.WaitTask(t, nx, sledliveness.Name, 1)
 	resp, err := http.Get(nx.ExternalURL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -235,10 +199,10 @@ func TestMetricsEndpoint(t *testing.T) {
 func TestTwoNexusShareSwitchesAndHeartbeats(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
-	a := racktest.StartNexus(t, db.URL, fastTasks())
-	b := racktest.StartNexus(t, db.URL, fastTasks())
+	a := racktest.StartNexus(t, db.URL, racktest.FastHeartbeat())
+	b := racktest.StartNexus(t, db.URL, racktest.FastHeartbeat())
 	ctx := context.Background()
-	waitTask(t, b, sledliveness.Name, 1)
+	racktest.WaitTask(t, b, sledliveness.Name, 1)
 
 	if _, err := a.Client.BackgroundTaskSetEnabled(ctx, sledliveness.Name, false); err != nil {
 		t.Fatal(err)
@@ -246,8 +210,8 @@ func TestTwoNexusShareSwitchesAndHeartbeats(t *testing.T) {
 	if _, err := b.Client.BackgroundTaskActivate(ctx, sledliveness.Name); err != nil {
 		t.Fatal(err)
 	}
-	task := waitTask(t, b, sledliveness.Name, 2)
-	if task.Enabled || findActivation(t, task, 2).Outcome != api.TaskOutcomeDisabled {
+	task := racktest.WaitTask(t, b, sledliveness.Name, 2)
+	if task.Enabled || racktest.Activation(t, task, 2).Outcome != api.TaskOutcomeDisabled {
 		t.Fatalf("the other Nexus did not honour the switch: %+v", task)
 	}
 
@@ -293,8 +257,8 @@ func TestSledLivenessMarksAStoppedSled(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
 	nx := racktest.StartNexus(t, db.URL, nexus.Config{
-		SledLivenessThreshold: time.Second,
-		TaskPeriods:           map[string]time.Duration{sledliveness.Name: 100 * time.Millisecond},
+		Tasks:       nexustasks.Registrar(nexustasks.Config{SledLivenessThreshold: time.Second}),
+		TaskPeriods: map[string]time.Duration{sledliveness.Name: 100 * time.Millisecond},
 	})
 	sled := racktest.StartSled(t, nx.InternalURL(), sledagent.Config{RegisterInterval: 100 * time.Millisecond})
 	racktest.WaitRegistered(t, nx.Client, sled)
@@ -341,6 +305,7 @@ func TestUnknownTaskPeriodStopsStartup(t *testing.T) {
 	db := testdb.New(t)
 	_, err := nexus.New(context.Background(), nexus.Config{ID: uuid.New(), ExternalAddr: "127.0.0.1:0",
 		InternalAddr: "127.0.0.1:0", DatabaseURL: db.URL, DataDir: t.TempDir(),
+		Tasks:       nexustasks.Registrar(nexustasks.Config{}),
 		TaskPeriods: map[string]time.Duration{"sled_livenes": time.Second}}, racktest.Logger(t, "nexus"))
 	if !errors.Is(err, bgtasks.ErrInvalidRegistration) || !strings.Contains(err.Error(), "for sled_livenes,") ||
 		!strings.Contains(err.Error(), "(tasks: sled_liveness, ") || !strings.Contains(err.Error(), "nexus_heartbeat") {

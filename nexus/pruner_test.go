@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/bgtasks/tufpruner"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/reqid"
@@ -41,7 +42,7 @@ func waitActivation(t *testing.T, nx *racktest.Nexus, task, rid string) api.Task
 // runtime with the background-task switch (which also runs it at once).
 func TestPrunerObeysTheTaskSwitch(t *testing.T) {
 	db := testdb.New(t)
-	nx := racktest.StartNexus(t, db.URL, nexus.Config{TufReposKept: 1,
+	nx := racktest.StartNexus(t, db.URL, nexus.Config{Tasks: nexustasks.Registrar(nexustasks.Config{TufReposKept: 1}),
 		TaskPeriods: map[string]time.Duration{tufpruner.Name: time.Hour}})
 	ctx := context.Background()
 	l := newLineage(t, 9, tufgen.LineageOptions{})

@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -24,13 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/bgtasks/taskdb"
-	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/migrations"
+	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/datastore"
 	"github.com/rackplane/rackplane/nexus/depot"
 )
@@ -57,12 +55,13 @@ type Config struct {
 	// ShutdownGrace bounds how long shutdown waits for in-flight requests,
 	// and then for running background-task activations.
 	ShutdownGrace time.Duration
+	// Tasks registers the background tasks this Nexus runs on its
+	// driver: the composition root passes nexustasks.Registrar (the
+	// nexus package imports no task). Required.
+	Tasks func(*app.App) error
 	// TaskPeriods overrides background-task periods by task name; a name
 	// that is not a task stops start-up.
 	TaskPeriods map[string]time.Duration
-	// SledLivenessThreshold is how long a sled may go unseen before it is
-	// marked unreachable (sledliveness.DefaultThreshold when zero).
-	SledLivenessThreshold time.Duration
 
 	// UploadMaxBytes bounds a TUF repo upload's body (413 above it).
 	UploadMaxBytes int64
@@ -73,15 +72,10 @@ type Config struct {
 	// default: racks are often offline and releases are signed with short
 	// expiry; expiry is recorded either way.
 	TufEnforceExpiry bool
-	// TufReposKept is how many of the newest repos the pruner keeps.
-	TufReposKept int
 	// InternalAdvertiseURL is the internal API's base URL as sleds reach
 	// it (they fetch artifacts from this Nexus's depot there); empty means
 	// the internal listener's own address.
 	InternalAdvertiseURL string
-	// Replication tunes tuf_artifact_replication; zero fields take its
-	// defaults.
-	Replication ReplicationConfig
 }
 
 // Defaults for Config fields left empty.
@@ -91,7 +85,6 @@ const (
 	// Real release archives are 1-3 GiB.
 	DefaultUploadMaxBytes  = 8 << 30
 	DefaultTufMaxExpansion = 16 << 30
-	DefaultTufReposKept    = 3
 )
 
 func (c *Config) setDefaults() {
@@ -113,49 +106,24 @@ func (c *Config) setDefaults() {
 	if c.TufMaxExpansion <= 0 {
 		c.TufMaxExpansion = DefaultTufMaxExpansion
 	}
-	if c.TufReposKept <= 0 {
-		c.TufReposKept = DefaultTufReposKept
-	}
 }
 
-// Server is a running Nexus.
+// Server is a running Nexus: its listeners, its application layer and
+// its background tasks.
 type Server struct {
 	cfg  Config
 	log  zerolog.Logger
 	pool *pgxpool.Pool
 	ds   *datastore.Datastore
+	app  *app.App
 
-	// tasks runs the background tasks (see tasks.go and bgtasks.go).
 	tasks   *bgtasks.Driver
-	taskdb  *taskdb.Store
 	metrics *prometheus.Registry
 
 	externalLn net.Listener
 	internalLn net.Listener
 	external   chi.Router
 	internal   chi.Router
-
-	// depot holds this instance's local copies of artifacts.
-	depot *depot.Depot
-	// replication is the replication task, for its status page.
-	replication *tufreplication.Task
-	// uploadMu makes verification, copying into the depot and recording
-	// one upload at a time, so that a failed upload's cleanup can never
-	// remove a file another upload in this process relies on. Receiving
-	// bodies is not serialised.
-	uploadMu sync.Mutex
-	// now is the clock expiry is judged against.
-	now func() time.Time
-}
-
-// activateTask asks the driver for an explicit run of a task whose inputs
-// this Nexus just changed (the replication task after an upload, say). A
-// failure only delays the work to the task's next period, so it is logged,
-// not returned.
-func (s *Server) activateTask(name, requester string) {
-	if err := s.ActivateTask(name, requester); err != nil {
-		s.log.Warn().Err(err).Str("task", name).Str("requester", requester).Msg("could not activate task")
-	}
 }
 
 // New connects to the database, checks (or, with AutoMigrate, brings up)
@@ -167,6 +135,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 	}
 	if cfg.DataDir == "" {
 		return nil, errors.New("nexus: config needs a data dir (it holds the artifact depot)")
+	}
+	if cfg.Tasks == nil {
+		return nil, errors.New("nexus: config needs its background tasks (nexustasks.Registrar)")
 	}
 	log = log.With().Str("nexus_id", cfg.ID.String()).Logger()
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
@@ -192,11 +163,12 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 		return nil, err
 	}
 
-	s := &Server{cfg: cfg, log: log, pool: pool, ds: datastore.New(pool, log, datastore.Options{}), now: time.Now}
-	if err := s.openDepot(ctx); err != nil {
+	s := &Server{cfg: cfg, log: log, pool: pool, ds: datastore.New(pool, log, datastore.Options{})}
+	d, err := s.openDepot(ctx)
+	if err != nil {
 		return nil, err
 	}
-	if err := s.setupTasks(); err != nil {
+	if err := s.setupApp(d); err != nil {
 		return nil, err
 	}
 	if s.externalLn, err = net.Listen("tcp", cfg.ExternalAddr); err != nil {
@@ -319,36 +291,78 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// handlers maps datastore errors to API errors.
-var handlers = httpx.Handlers{MapError: mapError}
-
-func mapError(err error) error {
-	var he *httpx.Error
-	if errors.As(err, &he) {
-		return err
-	}
-	var coded *datastore.CodedConflict
-	switch {
-	case errors.Is(err, datastore.ErrUnavailable):
-		return httpx.Unavailable(err, "the database is unavailable; try again shortly")
-	case errors.As(err, &coded):
-		return httpx.Conflict(coded.Code, "%s", coded.Message)
-	case errors.Is(err, datastore.ErrNotFound):
-		return httpx.NotFound("%s", stripSentinel(err, datastore.ErrNotFound))
-	case errors.Is(err, datastore.ErrConflict):
-		return httpx.Conflict(api.CodeConflict, "%s", stripSentinel(err, datastore.ErrConflict))
-	}
-	return err
-}
-
-// stripSentinel returns err's message without the "sentinel: " prefix that
-// fmt.Errorf("%w: ...") puts in front, for use as an operator-facing message.
-func stripSentinel(err, sentinel error) string {
-	return strings.TrimPrefix(err.Error(), sentinel.Error()+": ")
-}
-
 // LoadOrCreateID returns the instance id stored in dataDir/nexus-id,
 // creating it on first start so the id survives restarts.
 func LoadOrCreateID(dataDir string) (uuid.UUID, error) {
 	return fsutil.LoadOrCreateUUID(filepath.Join(dataDir, "nexus-id"))
+}
+
+// setupApp creates the background-task driver and the application layer,
+// registers the tasks (Config.Tasks) and checks the set, including
+// Config.TaskPeriods, so bad config stops New before anything listens.
+// Run starts the tasks.
+func (s *Server) setupApp(d *depot.Depot) error {
+	s.metrics = newMetricsRegistry()
+	m, err := bgtasks.NewMetrics(s.metrics)
+	if err != nil {
+		return fmt.Errorf("nexus: background-task metrics: %w", err)
+	}
+	tdb := taskdb.New(s.ds)
+	s.tasks = bgtasks.NewDriver(bgtasks.Options{
+		Log:     s.log.With().Str("component", "bgtasks").Logger(),
+		Enabled: tdb.Enabled,
+		Periods: s.cfg.TaskPeriods,
+		Metrics: m,
+	})
+	s.app = app.New(app.Config{
+		NexusID: s.cfg.ID, UploadMaxBytes: s.cfg.UploadMaxBytes, TufMaxExpansion: s.cfg.TufMaxExpansion,
+		TufEnforceExpiry: s.cfg.TufEnforceExpiry,
+	}, app.Deps{DS: s.ds, Depot: d, Tasks: s.tasks, TaskDB: tdb, Log: s.log})
+	if err := s.cfg.Tasks(s.app); err != nil {
+		return fmt.Errorf("nexus: %w", err)
+	}
+	if err := s.tasks.Check(); err != nil {
+		return fmt.Errorf("nexus: %w", err)
+	}
+	return nil
+}
+
+// openDepot opens <data-dir>/depot and makes it agree with the database:
+// temp files are removed, and so is any artifact this instance is not
+// recorded as holding (a crash between copying an upload's artifacts and
+// recording them leaves such files).
+func (s *Server) openDepot(ctx context.Context) (*depot.Depot, error) {
+	d, temps, err := depot.Open(filepath.Join(s.cfg.DataDir, "depot"))
+	if err != nil {
+		return nil, fmt.Errorf("nexus: %w", err)
+	}
+	held, err := s.ds.NexusArtifactCopies(ctx, s.cfg.ID)
+	if err != nil {
+		return nil, fmt.Errorf("nexus: read local artifact copies: %w", err)
+	}
+	stray, err := d.RemoveExcept(held)
+	if err != nil {
+		return nil, fmt.Errorf("nexus: %w", err)
+	}
+	if temps > 0 || len(stray) > 0 {
+		s.log.Info().Int("temp_files", temps).Strs("unrecorded", stray).Str("dir", d.Dir()).
+			Msg("removed depot files left by an interrupted upload")
+	}
+	return d, nil
+}
+
+// App is this Nexus's application layer.
+func (s *Server) App() *app.App { return s.app }
+
+// Depot is this instance's local artifact depot.
+func (s *Server) Depot() *depot.Depot { return s.app.Depot() }
+
+// Tasks is this Nexus's background-task driver (tests wait on it).
+func (s *Server) Tasks() *bgtasks.Driver { return s.tasks }
+
+// ActivateTask asks for an explicit activation of the named task on behalf
+// of requester; the error wraps bgtasks.ErrUnknownTask for a name no task
+// has.
+func (s *Server) ActivateTask(name, requester string) error {
+	return s.tasks.Activate(requester, name)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/migrations"
@@ -237,7 +238,8 @@ func TestStartupChecksSchema(t *testing.T) {
 	log := racktest.Logger(t, "nexus")
 	cfg := func(url string, auto bool) nexus.Config {
 		return nexus.Config{ID: uuid.New(), ExternalAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0",
-			DatabaseURL: url, AutoMigrate: auto, DataDir: t.TempDir(), DatabaseWait: time.Second}
+			DatabaseURL: url, AutoMigrate: auto, DataDir: t.TempDir(), DatabaseWait: time.Second,
+			Tasks: nexustasks.Registrar(nexustasks.Config{})}
 	}
 
 	empty := testdb.NewEmpty(t)

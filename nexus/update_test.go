@@ -21,6 +21,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/internal/testdb"
@@ -217,7 +218,7 @@ func TestRepoLifecycle(t *testing.T) {
 	}
 	// The upload asked the replication task to run, on its behalf.
 	racktest.WaitFor(t, 10*time.Second, "the upload's replication activation", func() error {
-		task, err := nx.Client.BackgroundTaskGet(ctx, nexus.ReplicationTask)
+		task, err := nx.Client.BackgroundTaskGet(ctx, tufreplication.Name)
 		if err != nil {
 			return err
 		}

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -18,10 +17,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
-	"github.com/rackplane/rackplane/bgtasks/tufreplication"
-	"github.com/rackplane/rackplane/internal/racktest"
-	"github.com/rackplane/rackplane/internal/testdb"
-	"github.com/rackplane/rackplane/nexus"
+	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/sledagent"
 	"github.com/rackplane/rackplane/sledagent/artifacts"
 )
@@ -34,73 +30,13 @@ func randomArtifact(t *testing.T, n int) ([]byte, string) {
 	return b, hex.EncodeToString(sum[:])
 }
 
-func sledClient(t *testing.T, s *racktest.Sled) client.SledAgent {
+func sledClient(t *testing.T, s *sledtest.Sled) client.SledAgent {
 	t.Helper()
 	c, err := client.NewSledAgent(s.URL(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// The sled reports its M.2s and artifact config generation to Nexus on
-// start, and again promptly when either changes (well before its periodic
-// registration).
-func TestSledReportsInventoryToNexus(t *testing.T) {
-	t.Parallel()
-	db := testdb.New(t)
-	nx := racktest.StartNexus(t, db.URL, nexus.Config{})
-	ctx := context.Background()
-	// This test sets the sled's config itself: Nexus's replication task
-	// would push the rack's generation to the sled and race it.
-	if _, err := nx.Client.BackgroundTaskSetEnabled(ctx, tufreplication.Name, false); err != nil {
-		t.Fatal(err)
-	}
-	sled := racktest.StartSled(t, nx.InternalURL(), sledagent.Config{CreateM2Dirs: true,
-		M2PollInterval: 20 * time.Millisecond, RegisterInterval: time.Hour})
-	racktest.WaitRegistered(t, nx.Client, sled)
-
-	inventory := func(what string, ok func(api.Sled) bool) api.Sled {
-		t.Helper()
-		var got api.Sled
-		racktest.WaitFor(t, 10*time.Second, what, func() error {
-			var err error
-			if got, err = nx.Client.SledGet(ctx, sled.ID()); err != nil {
-				return err
-			}
-			if !ok(got) {
-				return fmt.Errorf("inventory %+v gen %v", got.M2s, got.ArtifactGeneration)
-			}
-			return nil
-		})
-		return got
-	}
-	got := inventory("the first inventory", func(s api.Sled) bool {
-		return s.ArtifactGeneration != nil && *s.ArtifactGeneration == 0 && len(s.M2s) == 2 && s.M2s[0].Present && s.M2s[1].Present
-	})
-	if got.M2s[0].Path != sled.Config.M2Dirs[0] || got.M2s[0].FreeBytes == 0 || got.M2s[0].TotalBytes == 0 {
-		t.Fatalf("M.2 inventory %+v", got.M2s)
-	}
-
-	_, sha := randomArtifact(t, 10)
-	if _, err := sledClient(t, sled).ArtifactConfigPut(ctx, api.ArtifactConfig{Generation: 3, Artifacts: []string{sha}}); err != nil {
-		t.Fatal(err)
-	}
-	inventory("the new generation", func(s api.Sled) bool { return *s.ArtifactGeneration == 3 })
-
-	// A device vanishes at once: rename it away rather than deleting it
-	// file by file while the sled may be writing to it.
-	if err := os.Rename(sled.Config.M2Dirs[1], sled.Config.M2Dirs[1]+".gone"); err != nil {
-		t.Fatal(err)
-	}
-	got = inventory("the missing M.2", func(s api.Sled) bool { return !s.M2s[1].Present })
-	if !got.M2s[0].Present {
-		t.Fatalf("the other M.2 is reported missing too: %+v", got.M2s)
-	}
-	if err := os.Mkdir(sled.Config.M2Dirs[1], 0o755); err != nil {
-		t.Fatal(err)
-	}
-	inventory("the returned M.2", func(s api.Sled) bool { return s.M2s[1].Present })
 }
 
 // Seed 000 end to end: a sled with no Nexus reachable and one M.2 missing
@@ -113,7 +49,7 @@ func TestLateM2FilledWithoutNexus(t *testing.T) {
 	if err := os.Mkdir(m2a, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	sled := racktest.StartSled(t, "http://"+unusedAddr(t), sledagent.Config{DataDir: dir,
+	sled := sledtest.StartSled(t, "http://"+unusedAddr(t), sledagent.Config{DataDir: dir,
 		M2Dirs: []string{m2a, m2b}, M2PollInterval: 20 * time.Millisecond})
 	c := sledClient(t, sled)
 	ctx := context.Background()
@@ -128,7 +64,7 @@ func TestLateM2FilledWithoutNexus(t *testing.T) {
 	if err := os.Mkdir(m2b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	racktest.WaitFor(t, 10*time.Second, "the late M.2 to be filled", func() error {
+	sledtest.WaitFor(t, 10*time.Second, "the late M.2 to be filled", func() error {
 		got, err := os.ReadFile(filepath.Join(m2b, artifacts.UpdateDir, sha))
 		if err != nil {
 			return err
@@ -173,7 +109,7 @@ func TestArtifactsSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := sledagent.Config{DataDir: dir, CreateM2Dirs: true}
 	nexusURL := "http://" + unusedAddr(t)
-	first := racktest.StartSled(t, nexusURL, cfg)
+	first := sledtest.StartSled(t, nexusURL, cfg)
 	ctx := context.Background()
 	data, sha := randomArtifact(t, 100_000)
 	c := sledClient(t, first)
@@ -189,7 +125,7 @@ func TestArtifactsSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	second := racktest.StartSled(t, nexusURL, cfg)
+	second := sledtest.StartSled(t, nexusURL, cfg)
 	c = sledClient(t, second)
 	list, err := c.ArtifactList(ctx)
 	if err != nil || list.Generation != 6 || list.Artifacts[sha] != 2 {

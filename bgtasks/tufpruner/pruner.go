@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/bgtasks"
+	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/datastore"
 )
 
@@ -39,15 +40,14 @@ const Description = "prunes the oldest TUF repos beyond the newest few (and thos
 // Operators turn it off with the background-task switch
 // (rackctl bgtasks disable tuf_repo_pruner), which every Nexus honours.
 type Task struct {
-	ds   *datastore.Datastore
+	app  *app.App
 	keep int
 	log  zerolog.Logger
 }
 
-// New returns the pruner keeping the newest keep repos (the Nexus config's
-// TufReposKept).
-func New(ds *datastore.Datastore, keep int, log zerolog.Logger) *Task {
-	return &Task{ds: ds, keep: max(keep, 1), log: log.With().Str("task", Name).Logger()}
+// New returns the pruner keeping the newest keep repos.
+func New(a *app.App, keep int, log zerolog.Logger) *Task {
+	return &Task{app: a, keep: max(keep, 1), log: log.With().Str("task", Name).Logger()}
 }
 
 // Decision is one repo's fate in an activation.
@@ -82,12 +82,12 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 	st := Status{KeepNewest: t.keep, Kept: []Decision{}}
 	// Read the generation before the repos: if a change lands in between,
 	// the prune's compare-and-swap fails and the next run plans again.
-	gen, err := t.ds.TufGeneration(ctx)
+	gen, err := t.app.Datastore().TufGeneration(ctx)
 	if err != nil {
 		return st, fmt.Errorf("read generation: %w", err)
 	}
 	st.Generation, st.GenerationAfter = gen, gen
-	repos, err := t.ds.TufReposLive(ctx)
+	repos, err := t.app.LiveRepos(ctx)
 	if err != nil {
 		return st, fmt.Errorf("list repos: %w", err)
 	}
@@ -114,7 +114,7 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 		st.Waiting = append(st.Waiting, Decision{d.SystemVersion, ReasonDeferred})
 	}
 	victim := prunable[0]
-	res, err := t.ds.TufRepoPrune(ctx, victim.SystemVersion, "pruner", &gen)
+	res, err := t.app.PruneRepo(ctx, victim.SystemVersion, "pruner", &gen)
 	switch {
 	case errors.Is(err, datastore.ErrGenerationMoved):
 		st.Skipped = "the generation moved while planning; the next activation plans again"
@@ -129,7 +129,5 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 	// The wanted set shrank: tasks that depend on the pruner (replication)
 	// run now rather than at their next period.
 	act.MarkChanged()
-	log.Info().Str("system_version", victim.SystemVersion).Int64("generation", res.Generation).
-		Msg("tuf repo pruned")
 	return st, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/bgtasks/tufpruner"
 	"github.com/rackplane/rackplane/internal/testdb"
+	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/datastore"
 )
 
@@ -61,7 +62,7 @@ func TestPrunesOldestOnePerActivation(t *testing.T) {
 	t.Parallel()
 	ds := datastore.New(testdb.New(t).Pool, zerolog.Nop(), datastore.Options{})
 	seed(t, ds, 5)
-	task := tufpruner.New(ds, 3, zerolog.Nop())
+	task := tufpruner.New(app.New(app.Config{}, app.Deps{DS: ds, Log: zerolog.Nop()}), 3, zerolog.Nop())
 
 	st := activate(t, task)
 	if st.Pruned == nil || st.Pruned.SystemVersion != "1.0.0" || st.GenerationAfter != st.Generation+1 {
@@ -94,7 +95,7 @@ func TestKeepsOperatorKept(t *testing.T) {
 	if _, err := ds.TufRepoSetKept(context.Background(), "1.0.0", true); err != nil {
 		t.Fatal(err)
 	}
-	task := tufpruner.New(ds, 2, zerolog.Nop())
+	task := tufpruner.New(app.New(app.Config{}, app.Deps{DS: ds, Log: zerolog.Nop()}), 2, zerolog.Nop())
 	st := activate(t, task)
 	if st.Pruned == nil || st.Pruned.SystemVersion != "2.0.0" {
 		t.Fatalf("run: %+v", st)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/testdb"
@@ -44,7 +45,7 @@ type rack struct{ *racktest.Rack }
 // waiting for its next period.
 func nexusConfig() nexus.Config {
 	return nexus.Config{
-		Replication: nexus.ReplicationConfig{MinSledReplication: 3, FollowUp: 100 * time.Millisecond},
+		Tasks:       nexustasks.Registrar(nexustasks.Config{Replication: nexustasks.ReplicationConfig{MinSledReplication: 3, FollowUp: 100 * time.Millisecond}}),
 		TaskPeriods: map[string]time.Duration{tufreplication.Name: time.Hour},
 	}
 }

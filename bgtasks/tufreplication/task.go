@@ -21,6 +21,7 @@ import (
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/nexus/datastore"
 	"github.com/rackplane/rackplane/nexus/depot"
+	"github.com/rackplane/rackplane/nexus/model"
 )
 
 // Name is the task's name.
@@ -56,13 +57,10 @@ const (
 
 // Config is the task's wiring and tuning.
 type Config struct {
-	DS    *datastore.Datastore
-	Depot *depot.Depot
-	// DepotLock is held while local copies are dropped, so a drop cannot
-	// race an upload that is relying on the same file.
-	DepotLock sync.Locker
-	NexusID   uuid.UUID
-	Log       zerolog.Logger
+	DS      *datastore.Datastore
+	Depot   *depot.Depot
+	NexusID uuid.UUID
+	Log     zerolog.Logger
 	// Limits bound each run; zero fields take the defaults above.
 	Limits Limits
 	// Concurrency bounds the sleds talked to at once.
@@ -84,7 +82,7 @@ type Task struct {
 	mu       sync.Mutex
 	lifetime Counters
 	recent   []RequestRecord // ring buffer, oldest first
-	matrix   Matrix
+	matrix   model.ReplicationMatrix
 }
 
 // New returns the task.
@@ -105,9 +103,6 @@ func New(cfg Config) *Task {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.DepotLock == nil {
-		cfg.DepotLock = &sync.Mutex{}
 	}
 	return &Task{cfg: cfg}
 }
@@ -132,23 +127,21 @@ func (l Limits) WithDefaults() Limits {
 	return l
 }
 
-// Counters count requests by outcome.
-type Counters struct {
-	ConfigPutOK  int   `json:"config_put_ok"`
-	ConfigPutErr int   `json:"config_put_err"`
-	ListOK       int   `json:"list_ok"`
-	ListErr      int   `json:"list_err"`
-	PutOK        int   `json:"put_ok"`
-	PutErr       int   `json:"put_err"`
-	CopyOK       int   `json:"copy_ok"`
-	CopyErr      int   `json:"copy_err"`
-	LocalDropped int   `json:"local_dropped"`
-	BytesPut     int64 `json:"bytes_put"`
-	// BytesCopied counts the bytes of copies sleds were asked to make.
-	BytesCopied int64 `json:"bytes_copied"`
-}
+// The task's status types are wire types: GET
+// /v1/system/background-tasks/tuf_artifact_replication returns them, and
+// the status pages read them. They live in package api; these names keep
+// the task's code short.
+type (
+	Counters       = api.ReplicationCounters
+	RequestRecord  = api.ReplicationRequest
+	SledState      = api.ReplicationSled
+	ArtifactStatus = api.ReplicationArtifact
+	Status         = api.ReplicationStatus
+	PhaseTimes     = api.ReplicationPhaseTimes
+)
 
-func (c *Counters) add(o Counters) {
+// addCounters adds o's counts to c.
+func addCounters(c *Counters, o Counters) {
 	c.ConfigPutOK += o.ConfigPutOK
 	c.ConfigPutErr += o.ConfigPutErr
 	c.ListOK += o.ListOK
@@ -160,79 +153,6 @@ func (c *Counters) add(o Counters) {
 	c.LocalDropped += o.LocalDropped
 	c.BytesPut += o.BytesPut
 	c.BytesCopied += o.BytesCopied
-}
-
-// RequestRecord is one request made to a sled, for the ring buffer.
-type RequestRecord struct {
-	Time      time.Time `json:"time"`
-	Sled      uuid.UUID `json:"sled_id"`
-	Operation string    `json:"operation"`
-	SHA256    string    `json:"sha256,omitempty"`
-	Source    string    `json:"source,omitempty"`
-	Error     string    `json:"error,omitempty"`
-}
-
-// SledState is what a run learned about one sled.
-type SledState struct {
-	ID         uuid.UUID `json:"id"`
-	Address    string    `json:"address"`
-	Generation uint64    `json:"generation"`
-	M2Present  int       `json:"m2_present"`
-	InFlight   int       `json:"copies_in_flight"`
-	Error      string    `json:"error,omitempty"`
-}
-
-// ArtifactStatus is one artifact's spread, for the status.
-type ArtifactStatus struct {
-	SHA256       string `json:"sha256"`
-	Length       int64  `json:"length"`
-	Sleds        int    `json:"sleds"`
-	FullSleds    int    `json:"full_sleds"`
-	InFlight     int    `json:"in_flight"`
-	NexusHolders int    `json:"nexus_holders"`
-}
-
-// Status is what one activation saw and did.
-type Status struct {
-	Generation int64 `json:"generation"`
-	// Stopped says why the run stopped before acting (a stale view).
-	Stopped    string `json:"stopped,omitempty"`
-	Artifacts  int    `json:"artifacts"`
-	Sleds      int    `json:"sleds"`
-	Converged  bool   `json:"converged"`
-	Requests   int    `json:"requests"`
-	Deferred   int    `json:"deferred"`
-	InFlight   int    `json:"copies_in_flight"`
-	RoundTrips int64  `json:"db_round_trips"`
-	// Phases says where the run's time went.
-	Phases PhaseTimes `json:"phase_ms"`
-	// FullyReplicated counts artifacts every reachable sled holds on
-	// every M.2.
-	FullyReplicated int `json:"fully_replicated"`
-	// LeastReplicated lists the artifacts with the fewest holders.
-	LeastReplicated []ArtifactStatus `json:"least_replicated"`
-	Unheld          []string         `json:"unheld,omitempty"`
-	RepoChanges     []string         `json:"repo_state_changes,omitempty"`
-	// LocalCopies counts artifacts this Nexus holds in its depot, and
-	// Dropped those this run removed.
-	LocalCopies int             `json:"local_copies"`
-	Dropped     []string        `json:"local_dropped,omitempty"`
-	SledStates  []SledState     `json:"sled_states"`
-	LastRun     Counters        `json:"last_run"`
-	Lifetime    Counters        `json:"lifetime"`
-	Recent      []RequestRecord `json:"recent_requests"`
-}
-
-// PhaseTimes are the durations of a run's phases, in milliseconds: asking
-// the database and every sled (collect), planning, sending the requests
-// (execute; Nexus's own PUTs are answered only once the sled has stored
-// the artifact, copies as soon as the sled has queued them), and dropping
-// local copies and updating repo states (finish).
-type PhaseTimes struct {
-	Collect float64 `json:"collect"`
-	Plan    float64 `json:"plan"`
-	Execute float64 `json:"execute"`
-	Finish  float64 `json:"finish"`
 }
 
 // phaseClock measures consecutive phases with the task's clock.
@@ -249,21 +169,9 @@ func (p *phaseClock) lap() float64 {
 	return float64(d) / float64(time.Millisecond)
 }
 
-// Matrix is the last collected artifact × sled holdings, for the status
-// page (kept in memory: too big for every activation's status).
-type Matrix struct {
-	Time       time.Time
-	Generation int64
-	Artifacts  []Artifact
-	Sleds      []SledState
-	// Copies[s][a] is sled s's copy count of artifact a; -1 when unknown.
-	Copies [][]int8
-	// InFlight[s] holds the artifact indexes sled s is copying.
-	InFlight []map[int]bool
-}
-
-// Matrix returns the last collected holdings.
-func (t *Task) Matrix() Matrix {
+// Matrix returns the last collected holdings (empty before the first
+// run), for the status pages and the repo API.
+func (t *Task) Matrix() model.ReplicationMatrix {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.matrix
@@ -402,7 +310,7 @@ func leastReplicated(arts []ArtifactState) []ArtifactStatus {
 func (t *Task) status(st Status, run Counters) Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.lifetime.add(run)
+	addCounters(&t.lifetime, run)
 	st.LastRun, st.Lifetime = run, t.lifetime
 	st.Recent = slices.Clone(t.recent)
 	slices.Reverse(st.Recent) // newest first
@@ -480,7 +388,7 @@ func (t *Task) collect(ctx context.Context, log zerolog.Logger) (collected, erro
 	}
 	wg.Wait()
 	for i := range runs {
-		c.run.add(runs[i])
+		addCounters(&c.run, runs[i])
 		if st := c.states[i]; st.Generation > gen {
 			c.stale = fmt.Sprintf("sled %s holds artifact generation %d, newer than this Nexus's %d: its view is stale",
 				st.ID, st.Generation, gen)
@@ -577,8 +485,15 @@ func errString(err error) string {
 }
 
 func (t *Task) keepMatrix(in Input, states []SledState) {
-	m := Matrix{Time: t.cfg.Now(), Generation: in.Generation, Artifacts: in.Artifacts, Sleds: states,
+	m := model.ReplicationMatrix{Time: t.cfg.Now(), Generation: in.Generation,
+		Artifacts: make([]model.MatrixArtifact, len(in.Artifacts)), Sleds: make([]model.MatrixSled, len(states)),
 		Copies: make([][]int8, len(in.Sleds)), InFlight: make([]map[int]bool, len(in.Sleds))}
+	for i, a := range in.Artifacts {
+		m.Artifacts[i] = model.MatrixArtifact{SHA256: string(a.SHA256), Length: a.Length}
+	}
+	for i, s := range states {
+		m.Sleds[i] = model.MatrixSled(s)
+	}
 	for i, s := range in.Sleds {
 		row := make([]int8, len(in.Artifacts))
 		for a := range row {
@@ -682,24 +597,29 @@ func (t *Task) put(ctx context.Context, sc client.SledAgent, gen uint64, a Artif
 }
 
 // dropLocal forgets and deletes this Nexus's local copies the plan says
-// are safe to drop: the row first, then the file.
+// are safe to drop: the row first, then the file. It holds the depot's
+// exclusive section, so a drop cannot race an upload relying on the file.
 func (t *Task) dropLocal(ctx context.Context, log zerolog.Logger, hashes []Hash) ([]string, error) {
 	if len(hashes) == 0 {
 		return nil, nil
 	}
-	t.cfg.DepotLock.Lock()
-	defer t.cfg.DepotLock.Unlock()
 	hs := hashesOf(hashes)
-	if err := t.cfg.DS.NexusArtifactCopiesDrop(ctx, t.cfg.NexusID, hs); err != nil {
-		return nil, fmt.Errorf("forget local copies: %w", err)
-	}
 	var errs []error
-	for _, h := range hs {
-		if err := t.cfg.Depot.Remove(h); err != nil {
-			errs = append(errs, fmt.Errorf("remove local copy %s: %w", h, err))
-			continue
+	err := t.cfg.Depot.Exclusive(func() error {
+		if err := t.cfg.DS.NexusArtifactCopiesDrop(ctx, t.cfg.NexusID, hs); err != nil {
+			return fmt.Errorf("forget local copies: %w", err)
 		}
-		log.Info().Str("sha256", h).Msg("local copy dropped: enough sleds hold it")
+		for _, h := range hs {
+			if err := t.cfg.Depot.Remove(h); err != nil {
+				errs = append(errs, fmt.Errorf("remove local copy %s: %w", h, err))
+				continue
+			}
+			log.Info().Str("sha256", h).Msg("local copy dropped: enough sleds hold it")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return hs, errors.Join(errs...)
 }

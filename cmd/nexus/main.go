@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/bgtasks/sledliveness"
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/envflag"
@@ -50,6 +51,7 @@ type options struct {
 	logLevel     string
 	logFormat    string
 	taskPeriods  []string
+	tasks        nexustasks.Config
 }
 
 func flags(name string, o *options) *envflag.Set {
@@ -83,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"how long shutdown waits for in-flight requests, then for running background tasks")
 	fs.Strings(&o.taskPeriods, "task-period", "RACKPLANE_NEXUS_TASK_PERIODS",
 		"NAME=DURATION: run background task NAME every DURATION instead of its default (repeatable)")
-	fs.Duration(&o.SledLivenessThreshold, "sled-liveness-threshold", "RACKPLANE_SLED_LIVENESS_THRESHOLD",
+	fs.Duration(&o.tasks.SledLivenessThreshold, "sled-liveness-threshold", "RACKPLANE_SLED_LIVENESS_THRESHOLD",
 		sledliveness.DefaultThreshold, "how long a sled may go unseen before it is marked unreachable")
 	fs.Int(&o.uploadMax, "upload-max-bytes", "RACKPLANE_UPLOAD_MAX_BYTES", nexus.DefaultUploadMaxBytes,
 		"largest TUF repo upload accepted, in bytes (larger ones get 413)")
@@ -91,15 +93,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"largest total uncompressed size of an uploaded archive's entries, in bytes (zip bombs)")
 	fs.Bool(&o.TufEnforceExpiry, "tuf-enforce-expiry", "RACKPLANE_TUF_ENFORCE_EXPIRY", false,
 		"refuse uploads whose TUF metadata has expired (expiry is recorded either way)")
-	fs.Int(&o.TufReposKept, "tuf-repos-kept", "RACKPLANE_TUF_REPOS_KEPT", nexus.DefaultTufReposKept,
+	fs.Int(&o.tasks.TufReposKept, "tuf-repos-kept", "RACKPLANE_TUF_REPOS_KEPT", nexustasks.DefaultTufReposKept,
 		"how many of the newest TUF repos the pruner keeps")
 	fs.String(&o.InternalAdvertiseURL, "internal-advertise-url", "RACKPLANE_NEXUS_INTERNAL_ADVERTISE_URL", "",
 		"base URL at which sleds reach this Nexus's internal API, to copy artifacts from its depot\n"+
 			"(default: the internal listener's address)")
-	fs.Int(&o.Replication.MinSledReplication, "min-sled-replication", "RACKPLANE_MIN_SLED_REPLICATION",
+	fs.Int(&o.tasks.Replication.MinSledReplication, "min-sled-replication", "RACKPLANE_MIN_SLED_REPLICATION",
 		tufreplication.DefaultMinSledReplication,
 		"sleds that must hold an artifact before Nexus drops its local copy (also how many sleds Nexus seeds itself)")
-	fs.Int(&o.Replication.MaxCopiesPerSource, "replication-copies-per-source", "RACKPLANE_REPLICATION_COPIES_PER_SOURCE",
+	fs.Int(&o.tasks.Replication.MaxCopiesPerSource, "replication-copies-per-source", "RACKPLANE_REPLICATION_COPIES_PER_SOURCE",
 		tufreplication.DefaultMaxCopiesPerSource, "copies one sled serves to other sleds at once")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage(err, stderr)
@@ -110,6 +112,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	o.TaskPeriods = periods
+	// The composition root: this Nexus runs every task of nexustasks.
+	o.Tasks = nexustasks.Registrar(o.tasks)
 	o.UploadMaxBytes, o.TufMaxExpansion = int64(o.uploadMax), int64(o.maxExpansion)
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "nexus: unexpected argument %q (see --help)\n", fs.Arg(0))

@@ -25,6 +25,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/cputime"
 	"github.com/rackplane/rackplane/internal/iolimit"
@@ -511,8 +512,8 @@ func startRack(ctx context.Context, dir, dbURL string, o replicateOptions, log z
 		ID: uuid.New(), ExternalAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0", DatabaseURL: dbURL,
 		AutoMigrate: true, DataDir: filepath.Join(dir, "nexus"), ShutdownGrace: 5 * time.Second,
 		InternalAdvertiseURL: proxyURL,
-		Replication: nexus.ReplicationConfig{MinSledReplication: o.minRepl,
-			MaxCopiesPerSource: o.perSource, FollowUp: o.followUp, HTTP: taskHTTP},
+		Tasks: nexustasks.Registrar(nexustasks.Config{Replication: nexustasks.ReplicationConfig{
+			MinSledReplication: o.minRepl, MaxCopiesPerSource: o.perSource, FollowUp: o.followUp, HTTP: taskHTTP}}),
 	}, log.With().Str("component", "nexus").Logger())
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/tufgen"
@@ -26,7 +27,7 @@ func TestRepoShowReplication(t *testing.T) {
 	ctx := context.Background()
 	rk := racktest.StartRack(t, racktest.RackConfig{
 		Sleds: 2, Seed: 8,
-		Nexus: nexus.Config{Replication: nexus.ReplicationConfig{MinSledReplication: 2, FollowUp: 100 * time.Millisecond}},
+		Nexus: nexus.Config{Tasks: nexustasks.Registrar(nexustasks.Config{Replication: nexustasks.ReplicationConfig{MinSledReplication: 2, FollowUp: 100 * time.Millisecond}})},
 		Sled:  sledagent.Config{RegisterInterval: 300 * time.Millisecond},
 	})
 	nx, l, db := rk.Nexus, rk.Lineage, rk.DB

@@ -26,6 +26,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/internal/envflag"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/pgtemp"
@@ -177,6 +178,7 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 	r.nexus, err = nexus.New(ctx, nexus.Config{
 		ID: id, ExternalAddr: o.externalAddr, InternalAddr: o.internalAddr,
 		DatabaseURL: r.dbURL, AutoMigrate: true, DataDir: nexusDir,
+		Tasks: nexustasks.Registrar(nexustasks.Config{}),
 	}, nlog)
 	if err != nil {
 		return r, fmt.Errorf("%w (if a port is taken, pass --nexus-external-addr/--nexus-internal-addr 127.0.0.1:0)", err)

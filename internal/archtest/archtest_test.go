@@ -249,3 +249,135 @@ func TestForbiddenImportRule(t *testing.T) {
 		}
 	}
 }
+
+// imports returns the import paths of a package's non-test files.
+func (p *pkg) imports() map[string]bool {
+	out := map[string]bool{}
+	for _, f := range p.files {
+		for _, imp := range f.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			out[path] = true
+		}
+	}
+	return out
+}
+
+// The application layer holds the rules; how they are reached (HTTP, a
+// task) is someone else's business.
+func TestAppLayerHasNoHTTP(t *testing.T) {
+	p := packages(t)["nexus/app"]
+	if p == nil {
+		t.Fatal("nexus/app not found")
+	}
+	for path := range p.imports() {
+		if path == "net/http" || strings.HasPrefix(path, "net/http/") || path == "github.com/go-chi/chi/v5" ||
+			path == module+"/internal/httpx" {
+			t.Errorf("nexus/app imports %s: HTTP belongs in nexus/httpapi", path)
+		}
+	}
+}
+
+// taskPackage reports whether path is one background task's package (the
+// driver, its storage and the registry of Nexus's tasks are not tasks).
+func taskPackage(path string) bool {
+	rest, ok := strings.CutPrefix(path, module+"/bgtasks/")
+	if !ok {
+		return false
+	}
+	switch strings.Split(rest, "/")[0] {
+	case "taskdb", "nexustasks":
+		return rest == "nexustasks" // the registry wires tasks: nexus must not import it either
+	}
+	return true
+}
+
+// Nexus's packages never import a task: the composition root (cmd/nexus,
+// through bgtasks/nexustasks) wires tasks to the application layer, so a
+// task can use nexus/app and the datastore without an import cycle and
+// without the server knowing which tasks exist.
+func TestNexusImportsNoTask(t *testing.T) {
+	for dir, p := range packages(t) {
+		if dir != "nexus" && !strings.HasPrefix(dir, "nexus/") {
+			continue
+		}
+		for path := range p.imports() {
+			if taskPackage(path) {
+				t.Errorf("%s imports %s; wire tasks in bgtasks/nexustasks instead", dir, path)
+			}
+		}
+	}
+}
+
+func TestTaskPackageRule(t *testing.T) {
+	for path, want := range map[string]bool{
+		module + "/bgtasks":                false, // the driver
+		module + "/bgtasks/tufreplication": true,
+		module + "/bgtasks/heartbeat":      true,
+		module + "/bgtasks/nexustasks":     true,
+		module + "/bgtasks/taskdb":         false,
+		module + "/nexus/app":              false,
+	} {
+		if got := taskPackage(path); got != want {
+			t.Errorf("taskPackage(%q) = %v, want %v", path, got, want)
+		}
+	}
+}
+
+// testImports returns the rackplane packages (relative to the module root)
+// that dir's test files import.
+func testImports(t *testing.T, dir string) []string {
+	t.Helper()
+	matches, err := filepath.Glob(filepath.Join(repoRoot(t), dir, "*_test.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	fset := token.NewFileSet()
+	for _, m := range matches {
+		f, err := parser.ParseFile(fset, m, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			if rest, ok := strings.CutPrefix(path, module+"/"); ok {
+				out = append(out, rest)
+			}
+		}
+	}
+	return out
+}
+
+// The sled agent's tests build only the sled: helpers are layered so that
+// a sled test never compiles Nexus or its tasks (internal/sledtest below
+// internal/racktest).
+func TestSledTestsDoNotCompileNexus(t *testing.T) {
+	all := packages(t)
+	for dir := range all {
+		if dir != "sledagent" && !strings.HasPrefix(dir, "sledagent/") {
+			continue
+		}
+		seen := map[string]bool{}
+		queue := append(testImports(t, dir), dir)
+		for len(queue) > 0 {
+			p := queue[0]
+			queue = queue[1:]
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+			if p == "nexus" || strings.HasPrefix(p, "nexus/") || p == "bgtasks" || strings.HasPrefix(p, "bgtasks/") ||
+				p == "internal/racktest" {
+				t.Errorf("the tests of %s compile %s", dir, p)
+				continue
+			}
+			if pk := all[p]; pk != nil {
+				for imp := range pk.imports() {
+					if rest, ok := strings.CutPrefix(imp, module+"/"); ok {
+						queue = append(queue, rest)
+					}
+				}
+			}
+		}
+	}
+}

@@ -82,6 +82,17 @@ func (d *DB) ConnConfig(t testing.TB) *pgx.ConnConfig {
 }
 
 // New returns a fresh database with the current schema.
+// Count runs a query returning one integer (a SELECT count(*) ...), for
+// tests that assert what a request left behind.
+func (d *DB) Count(t testing.TB, query string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := d.Pool.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		t.Fatalf("count %q: %v", query, err)
+	}
+	return n
+}
+
 func New(t testing.TB) *DB {
 	t.Helper()
 	s := get(t)

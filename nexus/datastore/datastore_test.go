@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
-	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/testdb"
+	"github.com/rackplane/rackplane/nexus/model"
 )
 
 func TestMain(m *testing.M) { testdb.Main(m) }
@@ -171,8 +171,8 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 	}
 }
 
-func reg(serial, addr string, port int) api.SledRegistration {
-	return api.SledRegistration{Baseboard: api.Baseboard{Part: "p", Serial: serial}, SledAgentAddress: addr, RepoDepotPort: port}
+func reg(serial, addr string, port int) model.SledRegistration {
+	return model.SledRegistration{Baseboard: model.Baseboard{Part: "p", Serial: serial}, SledAgentAddress: addr, RepoDepotPort: port}
 }
 
 func TestSledUpsert(t *testing.T) {
@@ -185,7 +185,7 @@ func TestSledUpsert(t *testing.T) {
 		t.Fatalf("first upsert: %+v, %v", res, err)
 	}
 	first := res.Sled
-	if first.Policy != api.SledPolicyInService || first.State != api.SledStateActive || first.RepoDepotPort != 12348 {
+	if first.Policy != model.SledPolicyInService || first.State != model.SledStateActive || first.RepoDepotPort != 12348 {
 		t.Fatalf("new sled: %+v", first)
 	}
 
@@ -212,7 +212,7 @@ func TestSledUpsert(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err = ds.SledUpsert(ctx, id, reg("s1", "10.0.0.2:12345", 4000))
-	if err != nil || res.Sled.State != api.SledStateActive {
+	if err != nil || res.Sled.State != model.SledStateActive {
 		t.Fatalf("unreachable sled re-registering: %+v, %v", res, err)
 	}
 
@@ -224,7 +224,7 @@ func TestSledUpsert(t *testing.T) {
 		t.Fatalf("expunged sled: got %v, want ErrExpunged", err)
 	}
 	got, err := ds.SledGet(ctx, id)
-	if err != nil || got.Policy != api.SledPolicyExpunged {
+	if err != nil || got.Policy != model.SledPolicyExpunged {
 		t.Fatalf("expunged sled after refused registration: %+v, %v", got, err)
 	}
 }

@@ -9,15 +9,15 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/nexus/model"
 )
 
 const sledColumns = `id, part_number, serial_number, sled_agent_address, repo_depot_port,
 	policy::TEXT, state::TEXT, time_created, time_modified, time_last_seen,
 	artifact_generation, m2_devices, artifacts_complete`
 
-func scanSled(row pgx.Row) (api.Sled, error) {
-	var s api.Sled
+func scanSled(row pgx.Row) (model.Sled, error) {
+	var s model.Sled
 	var gen, complete *int64
 	var m2s []byte
 	err := row.Scan(&s.ID, &s.Baseboard.Part, &s.Baseboard.Serial, &s.SledAgentAddress, &s.RepoDepotPort,
@@ -34,22 +34,42 @@ func scanSled(row pgx.Row) (api.Sled, error) {
 		s.ArtifactGeneration = &g
 	}
 	if m2s != nil {
-		if err := json.Unmarshal(m2s, &s.M2s); err != nil {
+		var rows []m2Row
+		if err := json.Unmarshal(m2s, &rows); err != nil {
 			return s, fmt.Errorf("sled %s: m2_devices: %w", s.ID, err)
+		}
+		s.M2s = make([]model.M2Device, len(rows))
+		for i, r := range rows {
+			s.M2s[i] = model.M2Device(r)
 		}
 	}
 	return s, nil
 }
 
+// m2Row is the stored form of one M.2 in the m2_devices column. Its JSON
+// names are the column's format, fixed here rather than borrowed from a
+// wire type, so an API change cannot change what old rows mean.
+type m2Row struct {
+	Path       string `json:"path"`
+	Present    bool   `json:"present"`
+	FreeBytes  uint64 `json:"free_bytes"`
+	TotalBytes uint64 `json:"total_bytes"`
+	Error      string `json:"error,omitempty"`
+}
+
 // inventoryArgs turns a registration's optional inventory into query
 // arguments: NULL when the agent did not report it.
-func inventoryArgs(reg api.SledRegistration) (gen *int64, m2s []byte, err error) {
+func inventoryArgs(reg model.SledRegistration) (gen *int64, m2s []byte, err error) {
 	if reg.ArtifactGeneration != nil {
 		g := int64(*reg.ArtifactGeneration) // Validate bounds it to int64
 		gen = &g
 	}
 	if reg.M2s != nil {
-		if m2s, err = json.Marshal(reg.M2s); err != nil {
+		rows := make([]m2Row, len(reg.M2s))
+		for i, d := range reg.M2s {
+			rows[i] = m2Row(d)
+		}
+		if m2s, err = json.Marshal(rows); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -59,7 +79,7 @@ func inventoryArgs(reg api.SledRegistration) (gen *int64, m2s []byte, err error)
 // inventoryChanged reports a change in what the sled reports that matters
 // to Nexus: its generation or which M.2s are present (free space moves all
 // the time and is not a change).
-func inventoryChanged(old api.Sled, reg api.SledRegistration) bool {
+func inventoryChanged(old model.Sled, reg model.SledRegistration) bool {
 	if reg.ArtifactGeneration != nil && (old.ArtifactGeneration == nil || *old.ArtifactGeneration != *reg.ArtifactGeneration) {
 		return true
 	}
@@ -80,33 +100,18 @@ func inventoryChanged(old api.Sled, reg api.SledRegistration) bool {
 	return false
 }
 
-// SledUpsertResult says what a registration did.
-type SledUpsertResult struct {
-	Sled    api.Sled
-	Created bool
-	// Changed is set when the baseboard or addresses differ from what was
-	// recorded (always set when Created).
-	Changed bool
-	// InventoryChanged is set when the artifact config generation or the
-	// set of present M.2s differs from what was recorded (always set when
-	// Created with an inventory).
-	InventoryChanged bool
-	// Revived is set when the sled had been marked unreachable.
-	Revived bool
-}
-
 // SledUpsert records a sled agent's registration, keyed by sled id. It
 // refreshes the last-seen time, brings an unreachable sled back to active,
 // refuses an expunged sled, and refuses a baseboard that another sled id
 // already holds.
-func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg api.SledRegistration) (SledUpsertResult, error) {
-	var res SledUpsertResult
+func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg model.SledRegistration) (model.SledUpsertResult, error) {
+	var res model.SledUpsertResult
 	gen, m2s, err := inventoryArgs(reg)
 	if err != nil {
 		return res, err
 	}
 	err = d.InTx(ctx, "sled_upsert", func(ctx context.Context, tx pgx.Tx) error {
-		res = SledUpsertResult{}
+		res = model.SledUpsertResult{}
 		var holder uuid.UUID
 		err := tx.QueryRow(ctx, `SELECT id FROM sled WHERE part_number = $1 AND serial_number = $2`,
 			reg.Baseboard.Part, reg.Baseboard.Serial).Scan(&holder)
@@ -133,13 +138,13 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg api.SledRe
 			return err
 		case err != nil:
 			return err
-		case old.Policy == api.SledPolicyExpunged:
+		case old.Policy == model.SledPolicyExpunged:
 			return fmt.Errorf("%w: sled %s is expunged and cannot register again", ErrExpunged, id)
 		}
 		res.Changed = old.Baseboard != reg.Baseboard || old.SledAgentAddress != reg.SledAgentAddress ||
 			old.RepoDepotPort != reg.RepoDepotPort
 		res.InventoryChanged = inventoryChanged(old, reg)
-		res.Revived = old.State == api.SledStateUnreachable
+		res.Revived = old.State == model.SledStateUnreachable
 		res.Sled, err = scanSled(tx.QueryRow(ctx, `
 			UPDATE sled SET
 				part_number = $2, serial_number = $3, sled_agent_address = $4, repo_depot_port = $5,
@@ -163,17 +168,17 @@ var ErrExpunged = errors.New("sled expunged")
 
 // SledList returns up to limit sleds with ids after `after` (uuid.Nil for
 // the first page), in id order.
-func (d *Datastore) SledList(ctx context.Context, after uuid.UUID, limit int) ([]api.Sled, error) {
+func (d *Datastore) SledList(ctx context.Context, after uuid.UUID, limit int) ([]model.Sled, error) {
 	rows, err := d.pool.Query(ctx, `SELECT `+sledColumns+` FROM sled WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, classify(err)
 	}
-	sleds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.Sled, error) { return scanSled(r) })
+	sleds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.Sled, error) { return scanSled(r) })
 	return sleds, classify(err)
 }
 
 // SledGet returns one sled, or ErrNotFound.
-func (d *Datastore) SledGet(ctx context.Context, id uuid.UUID) (api.Sled, error) {
+func (d *Datastore) SledGet(ctx context.Context, id uuid.UUID) (model.Sled, error) {
 	s, err := scanSled(d.pool.QueryRow(ctx, `SELECT `+sledColumns+` FROM sled WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return s, fmt.Errorf("%w: no sled with id %s", ErrNotFound, id)

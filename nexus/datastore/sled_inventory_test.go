@@ -6,7 +6,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/nexus/model"
 )
 
 // A registration's inventory is stored and listed; an agent that does not
@@ -17,7 +17,7 @@ func TestSledUpsertStoresInventory(t *testing.T) {
 	ds := newStore(t)
 	id := uuid.New()
 	gen := func(g uint64) *uint64 { return &g }
-	m2s := []api.M2Device{
+	m2s := []model.M2Device{
 		{Path: "/m2/a", Present: true, FreeBytes: 100, TotalBytes: 1000},
 		{Path: "/m2/b", Present: false, Error: "gone"},
 	}
@@ -30,7 +30,7 @@ func TestSledUpsertStoresInventory(t *testing.T) {
 		t.Fatalf("first upsert: %+v %v", res, err)
 	}
 
-	r.M2s = []api.M2Device{m2s[0], m2s[1]}
+	r.M2s = []model.M2Device{m2s[0], m2s[1]}
 	r.M2s[0].FreeBytes = 50
 	res, err = ds.SledUpsert(ctx, id, r)
 	if err != nil || res.InventoryChanged || res.Sled.M2s[0].FreeBytes != 50 {

@@ -13,17 +13,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
+	"github.com/rackplane/rackplane/nexus/model"
 )
-
-// CodedConflict is a 409 with its own error code: an upload that
-// contradicts what is recorded. errors.Is(err, ErrConflict) holds.
-type CodedConflict struct {
-	Code    string
-	Message string
-}
-
-func (e *CodedConflict) Error() string        { return e.Message }
-func (e *CodedConflict) Is(target error) bool { return target == ErrConflict }
 
 // ErrGenerationMoved is returned by a fenced change when the generation is
 // no longer the one its caller planned against.
@@ -40,18 +32,18 @@ type TrustRootRow struct {
 
 const trustRootColumns = `id, time_created, sha256, root_version, expires, root_json`
 
-func scanTrustRoot(row pgx.Row) (api.TrustRoot, error) {
-	var t api.TrustRoot
+func scanTrustRoot(row pgx.Row) (model.TrustRoot, error) {
+	var t model.TrustRoot
 	var raw string
 	err := row.Scan(&t.ID, &t.TimeCreated, &t.SHA256, &t.Version, &t.Expires, &raw)
-	t.Root = []byte(raw)
+	t.JSON = []byte(raw)
 	return t, err
 }
 
 // TrustRootCreate registers a root document, or returns the live one with
 // the same hash (created false).
-func (d *Datastore) TrustRootCreate(ctx context.Context, t api.TrustRoot) (api.TrustRoot, bool, error) {
-	var out api.TrustRoot
+func (d *Datastore) TrustRootCreate(ctx context.Context, t model.TrustRoot) (model.TrustRoot, bool, error) {
+	var out model.TrustRoot
 	var created bool
 	err := d.InTx(ctx, "trust_root_create", func(ctx context.Context, tx pgx.Tx) error {
 		var err error
@@ -67,7 +59,7 @@ func (d *Datastore) TrustRootCreate(ctx context.Context, t api.TrustRoot) (api.T
 		created = true
 		out, err = scanTrustRoot(tx.QueryRow(ctx, `INSERT INTO tuf_trust_root
 			(id, time_created, sha256, root_version, expires, root_json) VALUES ($1, now(), $2, $3, $4, $5)
-			RETURNING `+trustRootColumns, t.ID, t.SHA256, t.Version, t.Expires, string(t.Root)))
+			RETURNING `+trustRootColumns, t.ID, t.SHA256, t.Version, t.Expires, string(t.JSON)))
 		return err
 	})
 	return out, created, err
@@ -75,13 +67,13 @@ func (d *Datastore) TrustRootCreate(ctx context.Context, t api.TrustRoot) (api.T
 
 // TrustRootList returns live trust roots with ids after `after`, in id
 // order.
-func (d *Datastore) TrustRootList(ctx context.Context, after uuid.UUID, limit int) ([]api.TrustRoot, error) {
+func (d *Datastore) TrustRootList(ctx context.Context, after uuid.UUID, limit int) ([]model.TrustRoot, error) {
 	rows, err := d.pool.Query(ctx, `SELECT `+trustRootColumns+` FROM tuf_trust_root
 		WHERE time_deleted IS NULL AND id > $1 ORDER BY id LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, classify(err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.TrustRoot, error) { return scanTrustRoot(r) })
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.TrustRoot, error) { return scanTrustRoot(r) })
 	return out, classify(err)
 }
 
@@ -104,7 +96,7 @@ func (d *Datastore) TrustRootsLive(ctx context.Context) ([]TrustRootRow, error) 
 }
 
 // TrustRootGet returns a live trust root, or ErrNotFound.
-func (d *Datastore) TrustRootGet(ctx context.Context, id uuid.UUID) (api.TrustRoot, error) {
+func (d *Datastore) TrustRootGet(ctx context.Context, id uuid.UUID) (model.TrustRoot, error) {
 	t, err := scanTrustRoot(d.pool.QueryRow(ctx, `SELECT `+trustRootColumns+` FROM tuf_trust_root
 		WHERE id = $1 AND time_deleted IS NULL`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -157,8 +149,8 @@ const repoColumns = `r.id, r.system_version, r.file_name, r.sha256, r.time_creat
 	(SELECT coalesce(sum(a.length), 0)::INT8 FROM tuf_repo_artifact ra JOIN tuf_artifact a ON a.id = ra.artifact_id
 		WHERE ra.repo_id = r.id)`
 
-func scanRepo(row pgx.Row) (api.TufRepo, error) {
-	var r api.TufRepo
+func scanRepo(row pgx.Row) (model.TufRepo, error) {
+	var r model.TufRepo
 	var count int64
 	err := row.Scan(&r.ID, &r.SystemVersion, &r.FileName, &r.SHA256, &r.TimeCreated, &r.ValidUntil, &r.TimePruned,
 		&r.PrunedBy, &r.Kept, &r.State, &r.StateReason, &r.TrustRootID,
@@ -197,24 +189,15 @@ type TufRepoInsert struct {
 	CheckFloor func(floor TufVersions) error
 }
 
-// TufUploadResult is what recording an upload did.
-type TufUploadResult struct {
-	Repo       api.TufRepo
-	Status     string
-	Generation int64
-	// GenerationBumped is set when the wanted artifact set changed.
-	GenerationBumped bool
-}
-
 // TufRepoInsert records a verified upload in one transaction: the repo,
 // its artifacts (reusing rows for identical artifacts), this Nexus's local
 // copies, the lineage's rollback floors, and a generation bump when the
 // set of artifacts wanted on sleds grows. A re-upload of the same archive
 // un-prunes the repo and refreshes the copy records instead.
-func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (TufUploadResult, error) {
-	var res TufUploadResult
+func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.UploadResult, error) {
+	var res model.UploadResult
 	err := d.InTx(ctx, "tuf_repo_insert", func(ctx context.Context, tx pgx.Tx) error {
-		res = TufUploadResult{}
+		res = model.UploadResult{}
 		existing, err := scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.sha256 = $1`, in.SHA256))
 		switch {
 		case err == nil:
@@ -260,7 +243,7 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (TufUpl
 		if err := recordCopies(ctx, tx, in.NexusID, hashes); err != nil {
 			return err
 		}
-		res.Status = api.UploadInserted
+		res.Status = model.UploadInserted
 		if res.Generation, err = readGeneration(ctx, tx); err != nil {
 			return err
 		}
@@ -278,8 +261,8 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (TufUpl
 
 // reupload handles an archive already recorded: it is un-pruned if it was
 // pruned, and this Nexus's copies are recorded again.
-func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing api.TufRepo, res *TufUploadResult) error {
-	res.Status = api.UploadAlreadyExists
+func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing model.TufRepo, res *model.UploadResult) error {
+	res.Status = model.UploadAlreadyExists
 	var err error
 	if res.Generation, err = readGeneration(ctx, tx); err != nil {
 		return err
@@ -370,9 +353,9 @@ func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) error {
 	if len(artDiffs) == 0 && targetsSHA == in.TargetsSHA256 {
 		diffs = append(diffs, "the signed contents are the same; only the zip differs")
 	}
-	return &CodedConflict{Code: api.CodeRepoConflict, Message: fmt.Sprintf(
+	return fault.Conflictf(api.CodeRepoConflict,
 		"system version %s is already uploaded with different content: %s; delete it first to replace it",
-		in.SystemVersion, strings.Join(diffs, "; "))}
+		in.SystemVersion, strings.Join(diffs, "; "))
 }
 
 // advanceFloors applies the lineage's rollback check and raises its floors
@@ -421,10 +404,10 @@ func artifactRow(ctx context.Context, tx pgx.Tx, systemVersion string, a TufArti
 	var length int64
 	_, err = pgx.ForEachRow(rows, []any{&id, &name, &version, &kind, &length, &repo}, func() error {
 		if length != a.Length || version != a.Version {
-			return &CodedConflict{Code: api.CodeArtifactConflict, Message: fmt.Sprintf(
+			return fault.Conflictf(api.CodeArtifactConflict,
 				"artifact %s (%s) in %s has sha256 %s, which repo %s recorded as %s version %s of %d bytes; "+
 					"the same bytes cannot be two versions", a.Name, a.Kind, systemVersion, short(a.SHA256),
-				repo, name, version, length)}
+				repo, name, version, length)
 		}
 		if name == a.Name && kind == a.Kind {
 			found = id
@@ -553,7 +536,7 @@ func ParseRepoCursor(s string) (RepoCursor, error) {
 
 // TufRepoList returns up to limit repos, newest first, after the cursor
 // (nil for the first page). Pruned repos are included only when asked.
-func (d *Datastore) TufRepoList(ctx context.Context, includePruned bool, after *RepoCursor, limit int) ([]api.TufRepo, error) {
+func (d *Datastore) TufRepoList(ctx context.Context, includePruned bool, after *RepoCursor, limit int) ([]model.TufRepo, error) {
 	q := `SELECT ` + repoColumns + ` FROM tuf_repo r WHERE ($1 OR r.time_pruned IS NULL)`
 	args := []any{includePruned, limit}
 	if after != nil {
@@ -565,13 +548,13 @@ func (d *Datastore) TufRepoList(ctx context.Context, includePruned bool, after *
 	if err != nil {
 		return nil, classify(err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.TufRepo, error) { return scanRepo(r) })
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.TufRepo, error) { return scanRepo(r) })
 	return out, classify(err)
 }
 
 // TufRepoGet returns a repo (pruned or not) with its artifacts.
-func (d *Datastore) TufRepoGet(ctx context.Context, systemVersion string) (api.TufRepoDetail, error) {
-	var out api.TufRepoDetail
+func (d *Datastore) TufRepoGet(ctx context.Context, systemVersion string) (model.TufRepoDetail, error) {
+	var out model.TufRepoDetail
 	var err error
 	out.Repo, err = scanRepo(d.pool.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.system_version = $1`,
 		systemVersion))
@@ -588,8 +571,8 @@ func (d *Datastore) TufRepoGet(ctx context.Context, systemVersion string) (api.T
 	if err != nil {
 		return out, classify(err)
 	}
-	out.Artifacts, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.TufRepoArtifact, error) {
-		var a api.TufRepoArtifact
+	out.Artifacts, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.TufRepoArtifact, error) {
+		var a model.TufRepoArtifact
 		var copies int64
 		err := r.Scan(&a.ID, &a.Name, &a.Version, &a.Kind, &a.SHA256, &a.Length, &a.Tags, &a.TargetName, &copies)
 		a.NexusCopies = int(copies)
@@ -602,10 +585,10 @@ func (d *Datastore) TufRepoGet(ctx context.Context, systemVersion string) (api.T
 // shrinks the wanted artifact set. With expect set, it fails with
 // ErrGenerationMoved unless the generation is still *expect (the pruner's
 // fence). Pruning a pruned repo changes nothing.
-func (d *Datastore) TufRepoPrune(ctx context.Context, systemVersion, by string, expect *int64) (api.TufRepoPrune, error) {
-	var out api.TufRepoPrune
+func (d *Datastore) TufRepoPrune(ctx context.Context, systemVersion, by string, expect *int64) (model.PruneResult, error) {
+	var out model.PruneResult
 	err := d.InTx(ctx, "tuf_repo_prune", func(ctx context.Context, tx pgx.Tx) error {
-		out = api.TufRepoPrune{}
+		out = model.PruneResult{}
 		repo, err := scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.system_version = $1`,
 			systemVersion))
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -648,8 +631,8 @@ func (d *Datastore) TufRepoPrune(ctx context.Context, systemVersion, by string, 
 }
 
 // TufRepoSetKept marks a repo kept (or not) by the operator.
-func (d *Datastore) TufRepoSetKept(ctx context.Context, systemVersion string, kept bool) (api.TufRepo, error) {
-	var r api.TufRepo
+func (d *Datastore) TufRepoSetKept(ctx context.Context, systemVersion string, kept bool) (model.TufRepo, error) {
+	var r model.TufRepo
 	err := d.InTx(ctx, "tuf_repo_set_kept", func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE tuf_repo SET kept = $2 WHERE system_version = $1`, systemVersion, kept)
 		if err != nil {
@@ -666,7 +649,7 @@ func (d *Datastore) TufRepoSetKept(ctx context.Context, systemVersion string, ke
 
 // TufArtifactList returns up to limit artifacts with ids after `after`, in
 // id order, each with the system versions of the repos carrying it.
-func (d *Datastore) TufArtifactList(ctx context.Context, after uuid.UUID, limit int) ([]api.ArtifactListItem, error) {
+func (d *Datastore) TufArtifactList(ctx context.Context, after uuid.UUID, limit int) ([]model.ArtifactListItem, error) {
 	rows, err := d.pool.Query(ctx, `SELECT a.id, a.name, a.version, a.kind, a.sha256, a.length, a.tags,
 			coalesce((SELECT array_agg(r.system_version ORDER BY r.system_version) FROM tuf_repo_artifact ra
 				JOIN tuf_repo r ON r.id = ra.repo_id WHERE ra.artifact_id = a.id), ARRAY[]::TEXT[]),
@@ -676,8 +659,8 @@ func (d *Datastore) TufArtifactList(ctx context.Context, after uuid.UUID, limit 
 	if err != nil {
 		return nil, classify(err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.ArtifactListItem, error) {
-		var a api.ArtifactListItem
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.ArtifactListItem, error) {
+		var a model.ArtifactListItem
 		err := r.Scan(&a.ID, &a.Name, &a.Version, &a.Kind, &a.SHA256, &a.Length, &a.Tags, &a.SystemVersions, &a.WantedOnSleds)
 		return a, err
 	})
@@ -704,31 +687,20 @@ func (d *Datastore) NexusArtifactCopies(ctx context.Context, nexusID uuid.UUID) 
 
 // TufReposLive returns every repo not pruned, newest first: what the
 // pruner chooses from.
-func (d *Datastore) TufReposLive(ctx context.Context) ([]api.TufRepo, error) {
+func (d *Datastore) TufReposLive(ctx context.Context) ([]model.TufRepo, error) {
 	rows, err := d.pool.Query(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.time_pruned IS NULL
 		ORDER BY r.time_created DESC, r.id DESC`)
 	if err != nil {
 		return nil, classify(err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (api.TufRepo, error) { return scanRepo(r) })
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.TufRepo, error) { return scanRepo(r) })
 	return out, classify(err)
-}
-
-// ArtifactLabel names an artifact hash for people: the status pages show
-// it instead of a bare SHA-256.
-type ArtifactLabel struct {
-	Name, Version, Kind string
-	// Names counts the distinct recorded artifacts with this hash (the
-	// same bytes may be recorded under two names); Name is the first.
-	Names int
-	// SystemVersions are the live repos that carry it, sorted.
-	SystemVersions []string
 }
 
 // TufArtifactLabels returns a label for each of hashes that is recorded,
 // in one query.
-func (d *Datastore) TufArtifactLabels(ctx context.Context, hashes []string) (map[string]ArtifactLabel, error) {
-	out := make(map[string]ArtifactLabel, len(hashes))
+func (d *Datastore) TufArtifactLabels(ctx context.Context, hashes []string) (map[string]model.ArtifactLabel, error) {
+	out := make(map[string]model.ArtifactLabel, len(hashes))
 	if len(hashes) == 0 {
 		return out, nil
 	}
@@ -743,13 +715,13 @@ func (d *Datastore) TufArtifactLabels(ctx context.Context, hashes []string) (map
 		return nil, classify(err)
 	}
 	var sha string
-	var l ArtifactLabel
+	var l model.ArtifactLabel
 	var names int64
 	_, err = pgx.ForEachRow(rows, []any{&sha, &l.Name, &l.Version, &l.Kind, &names, &l.SystemVersions}, func() error {
 		l.Names = int(names)
 		sort.Strings(l.SystemVersions)
 		out[sha] = l
-		l = ArtifactLabel{}
+		l = model.ArtifactLabel{}
 		return nil
 	})
 	return out, classify(err)

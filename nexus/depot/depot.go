@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/rackplane/rackplane/internal/fsutil"
 )
@@ -26,6 +27,22 @@ import (
 // Depot is a directory of artifacts.
 type Depot struct {
 	dir string
+	// exclusive serialises the changes that must not interleave in one
+	// Nexus: recording an upload (which may rely on a file the depot
+	// already holds) and dropping local copies (which removes files).
+	exclusive sync.Mutex
+}
+
+// Exclusive runs fn while no other Exclusive call on this depot runs.
+// Uploads verify, copy and record under it, and the replication task drops
+// local copies under it, so a drop can never remove a file that an upload
+// in the same process has checked is present and is about to record, and
+// a failed upload's cleanup can never remove a file another upload relies
+// on. Receiving an upload's bytes happens outside it.
+func (d *Depot) Exclusive(fn func() error) error {
+	d.exclusive.Lock()
+	defer d.exclusive.Unlock()
+	return fn()
 }
 
 // Open creates the directory if needed and removes temp files a crash

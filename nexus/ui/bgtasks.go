@@ -1,8 +1,7 @@
-package nexus
+package ui
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -13,12 +12,11 @@ import (
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/rackplane/rackplane/api"
-	"github.com/rackplane/rackplane/bgtasks"
-	"github.com/rackplane/rackplane/internal/httpx"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/reqid"
 )
 
-func (s *Server) mountBackgroundTaskPages(r chi.Router) {
+func (s *Pages) mountBackgroundTaskPages(r chi.Router) {
 	r.Get("/ui/background-tasks", s.uiTaskList)
 	r.Get("/ui/background-tasks/{name}", s.uiTask)
 	r.Post("/ui/background-tasks/{name}/activate", s.uiTaskActivate)
@@ -105,19 +103,19 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-func (s *Server) taskListPage(r *http.Request) taskListPage {
-	list := s.taskList(r.Context())
+func (s *Pages) taskListPage(r *http.Request) taskListPage {
+	list := s.app.TaskList(r.Context())
 	now := time.Now()
 	p := taskListPage{Warnings: list.Warnings}
 	enabled := map[string]bool{}
-	self := nexusGroup{NexusID: s.cfg.ID.String(), Self: true}
+	self := nexusGroup{NexusID: s.app.NexusID().String(), Self: true}
 	for _, t := range list.Tasks {
 		enabled[t.Name] = t.Enabled
 		self.Rows = append(self.Rows, summaryRow(t.Summary(), now, true))
 	}
 	p.Groups = append(p.Groups, self)
 	for _, hb := range list.Instances {
-		if hb.NexusID == s.cfg.ID {
+		if hb.NexusID == s.app.NexusID() {
 			continue
 		}
 		g := nexusGroup{NexusID: hb.NexusID.String(), Stale: hb.Stale,
@@ -146,7 +144,7 @@ func (s *Server) taskListPage(r *http.Request) taskListPage {
 	return p
 }
 
-func (s *Server) uiTaskList(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) uiTaskList(w http.ResponseWriter, r *http.Request) {
 	s.renderPage(w, r, http.StatusOK, "bgtasks", uiPage{Title: "Background tasks", Body: s.taskListPage(r)})
 }
 
@@ -178,17 +176,17 @@ func activationView(a api.TaskActivation, now time.Time) activationRow {
 		Requester: a.Requester}
 }
 
-func (s *Server) uiTask(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) uiTask(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
-	t, warning, err := s.taskDetail(r.Context(), name)
+	t, warning, err := s.app.Task(r.Context(), name)
 	if err != nil {
 		s.uiError(w, r, http.StatusNotFound, fmt.Sprintf("There is no background task named %q. This Nexus runs: %s.",
-			name, strings.Join(s.tasks.Names(), ", ")))
+			name, strings.Join(s.app.Tasks().Names(), ", ")))
 		return
 	}
 	now := time.Now()
 	p := taskPage{Task: t, Row: summaryRow(t.Summary(), now, false)}
-	if pg, ok := taskPages[name]; ok {
+	if pg, ok := s.taskPages()[name]; ok {
 		p.Page, p.PageLabel = pg.Path, pg.Label
 	}
 	if warning != "" {
@@ -226,18 +224,18 @@ func (s *Server) uiTask(w http.ResponseWriter, r *http.Request) {
 			p.StatusFrom += ", " + formatAgo(now, h.Start)
 		}
 	}
-	for _, other := range s.tasks.Tasks() {
+	for _, other := range s.app.Tasks().Tasks() {
 		for _, dep := range other.DependsOn {
 			if dep == name {
 				p.Dependents = append(p.Dependents, other.Name)
 			}
 		}
 	}
-	if hbs, err := s.taskdb.Heartbeats(r.Context(), s.heartbeatStaleAfter()); err != nil {
+	if hbs, err := s.app.Heartbeats(r.Context()); err != nil {
 		p.Warnings = append(p.Warnings, "other Nexus instances are not shown: "+err.Error())
 	} else {
 		for _, hb := range hbs {
-			if hb.NexusID == s.cfg.ID {
+			if hb.NexusID == s.app.NexusID() {
 				continue
 			}
 			for _, ts := range hb.Tasks {
@@ -262,9 +260,9 @@ func (s *Server) uiTask(w http.ResponseWriter, r *http.Request) {
 // uiRequester names a status-page user in activation records.
 func uiRequester(r *http.Request) string { return "ui:" + reqid.From(r.Context()) }
 
-func (s *Server) uiTaskActivate(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) uiTaskActivate(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
-	if err := s.tasks.Activate(uiRequester(r), name); err != nil {
+	if _, err := s.app.ActivateTasks(uiRequester(r), name); err != nil {
 		s.uiError(w, r, http.StatusNotFound, fmt.Sprintf("There is no background task named %q; nothing was activated.", name))
 		return
 	}
@@ -272,7 +270,7 @@ func (s *Server) uiTaskActivate(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/ui/background-tasks/"+url.PathEscape(name)+"?done=activated", http.StatusSeeOther)
 }
 
-func (s *Server) uiTaskSetEnabled(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) uiTaskSetEnabled(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	var enabled bool
@@ -283,10 +281,9 @@ func (s *Server) uiTaskSetEnabled(w http.ResponseWriter, r *http.Request) {
 		s.uiError(w, r, http.StatusBadRequest, fmt.Sprintf("The form field enabled must be true or false, not %q.", v))
 		return
 	}
-	err := s.setTaskEnabled(r.Context(), name, enabled, uiRequester(r))
-	var he *httpx.Error
+	err := s.app.SetTaskEnabled(r.Context(), name, enabled, uiRequester(r))
 	switch {
-	case errors.Is(err, bgtasks.ErrUnknownTask), errors.As(err, &he) && he.Status == http.StatusNotFound:
+	case fault.KindOf(err) == fault.NotFound:
 		s.uiError(w, r, http.StatusNotFound, fmt.Sprintf("There is no background task named %q; nothing was changed.", name))
 		return
 	case err != nil:

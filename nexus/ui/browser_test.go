@@ -1,4 +1,4 @@
-package nexus_test
+package ui_test
 
 import (
 	"bytes"
@@ -108,8 +108,8 @@ func TestStatusPagesInChromium(t *testing.T) {
 	t.Parallel()
 	ctx := browser(t)
 	db := testdb.New(t)
-	nx := racktest.StartNexus(t, db.URL, fastTasks())
-	waitTask(t, nx, sledliveness.Name, 1)
+	nx := racktest.StartNexus(t, db.URL, racktest.FastHeartbeat())
+	racktest.WaitTask(t, nx, sledliveness.Name, 1)
 	base := nx.ExternalURL()
 
 	// The list shows every task and refreshes itself in place.
@@ -131,7 +131,7 @@ func TestStatusPagesInChromium(t *testing.T) {
 	if err := nx.ActivateTask(sledliveness.Name, "browser-test"); err != nil {
 		t.Fatal(err)
 	}
-	waitTask(t, nx, sledliveness.Name, 2)
+	racktest.WaitTask(t, nx, sledliveness.Name, 2)
 	pollJS(t, ctx, 15*time.Second, "the list to show iteration 2 without a reload",
 		row+`.querySelector('td.iteration').textContent.trim() === "2"`)
 	if same, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__sameDocument === true`)); err != nil || !same {

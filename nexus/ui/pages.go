@@ -1,4 +1,9 @@
-package nexus
+// Package ui is Nexus's status pages for operators: server-rendered
+// html/template pages under /ui on the external listener, with no external
+// assets. Each page is built in two steps: a handler gathers what it shows
+// from the application layer (nexus/app), a pure build function turns that
+// into a view model (tested without a server), and a template renders it.
+package ui
 
 import (
 	"bytes"
@@ -13,18 +18,18 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog/hlog"
+
+	"github.com/rackplane/rackplane/nexus/app"
 )
 
-// The operator's status pages: server-rendered html/template pages under
-// /ui on the external listener, with no external assets. Each page is
-// parsed together with the shared layout (navigation, inline CSS and a
+// Each page is parsed together with the shared layout (navigation, inline CSS and a
 // small script) and defines two templates: "content", the page body, and
 // "fragment", the part that refreshes itself. An element with
 // data-refresh="URL" is replaced every few seconds by the HTML that URL
 // returns, so pages stay current without a full reload; handlers answer
 // ?fragment=1 with just the fragment.
 
-//go:embed ui/*.html
+//go:embed templates/*.html
 var uiFiles embed.FS
 
 // uiNavItem is one entry of the navigation bar.
@@ -57,11 +62,11 @@ type uiPage struct {
 type uiTemplates map[string]*template.Template
 
 func parseUI() (uiTemplates, error) {
-	base, err := template.New("").Funcs(uiFuncs).ParseFS(uiFiles, "ui/layout.html", "ui/json.html")
+	base, err := template.New("").Funcs(uiFuncs).ParseFS(uiFiles, "templates/layout.html", "templates/json.html")
 	if err != nil {
 		return nil, err
 	}
-	pages, err := fs.Glob(uiFiles, "ui/page_*.html")
+	pages, err := fs.Glob(uiFiles, "templates/page_*.html")
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +80,7 @@ func parseUI() (uiTemplates, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[strings.TrimSuffix(strings.TrimPrefix(p, "ui/page_"), ".html")] = t
+		out[strings.TrimSuffix(strings.TrimPrefix(p, "templates/page_"), ".html")] = t
 	}
 	return out, nil
 }
@@ -90,7 +95,16 @@ var uiPages = func() uiTemplates {
 	return t
 }()
 
-func (s *Server) mountUI(r chi.Router) {
+// Pages serves the status pages of one Nexus.
+type Pages struct {
+	app *app.App
+}
+
+// New returns the status pages over a.
+func New(a *app.App) *Pages { return &Pages{app: a} }
+
+// Mount mounts every page on r.
+func (s *Pages) Mount(r chi.Router) {
 	r.Get("/ui", redirectTo("/ui/background-tasks"))
 	r.Get("/ui/", redirectTo("/ui/background-tasks"))
 	s.mountBackgroundTaskPages(r)
@@ -103,13 +117,13 @@ func redirectTo(path string) http.HandlerFunc {
 
 // renderPage writes page's layout, or only its fragment when the request
 // asks for ?fragment=1 (the refresh script does).
-func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, page string, p uiPage) {
+func (s *Pages) renderPage(w http.ResponseWriter, r *http.Request, status int, page string, p uiPage) {
 	t := uiPages[page]
 	name := "layout"
 	if r.URL.Query().Get("fragment") == "1" {
 		name = "fragment"
 	}
-	p.NexusID = s.cfg.ID.String()
+	p.NexusID = s.app.NexusID().String()
 	if p.Refresh == 0 {
 		p.Refresh = 2000
 	}
@@ -132,7 +146,7 @@ func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, 
 }
 
 // uiError renders an error inside the layout.
-func (s *Server) uiError(w http.ResponseWriter, r *http.Request, status int, msg string) {
+func (s *Pages) uiError(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	s.renderPage(w, r, status, "error", uiPage{Title: http.StatusText(status), Body: msg})
 }
 

@@ -1,4 +1,4 @@
-package nexus_test
+package ui_test
 
 import (
 	"context"
@@ -41,8 +41,8 @@ func postForm(t *testing.T, u string, form url.Values) (int, string, http.Header
 func TestStatusPagesOverHTTP(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
-	nx := racktest.StartNexus(t, db.URL, fastTasks())
-	waitTask(t, nx, sledliveness.Name, 1)
+	nx := racktest.StartNexus(t, db.URL, racktest.FastHeartbeat())
+	racktest.WaitTask(t, nx, sledliveness.Name, 1)
 	base := nx.ExternalURL()
 
 	if code, _, h := get(t, base+"/ui"); code != 303 || h.Get("Location") != "/ui/background-tasks" {
@@ -79,11 +79,11 @@ func TestStatusPagesOverHTTP(t *testing.T) {
 		t.Fatalf("activate unknown: %d\n%s", code, body)
 	}
 	code, body, _ = postForm(t, base+"/ui/background-tasks/sled_liveness/enabled", url.Values{"enabled": {"maybe"}})
-	if code != 400 || !strings.Contains(body, "must be true or false") || switchRows(t, db, sledliveness.Name) != 0 {
+	if code != 400 || !strings.Contains(body, "must be true or false") || db.Count(t, `SELECT count(*) FROM bgtask_setting WHERE name = $1`, sledliveness.Name) != 0 {
 		t.Fatalf("bad switch form: %d\n%s", code, body)
 	}
 	code, body, _ = postForm(t, base+"/ui/background-tasks/ghost/enabled", url.Values{"enabled": {"false"}})
-	if code != 404 || switchRows(t, db, "ghost") != 0 {
+	if code != 404 || db.Count(t, `SELECT count(*) FROM bgtask_setting WHERE name = $1`, "ghost") != 0 {
 		t.Fatalf("switch unknown: %d\n%s", code, body)
 	}
 
@@ -91,14 +91,14 @@ func TestStatusPagesOverHTTP(t *testing.T) {
 	if code != 303 || h.Get("Location") != "/ui/background-tasks/sled_liveness?done=activated" {
 		t.Fatalf("activate: %d to %q", code, h.Get("Location"))
 	}
-	if task := waitTask(t, nx, sledliveness.Name, 2); !strings.HasPrefix(findActivation(t, task, 2).Requester, "ui:") {
+	if task := racktest.WaitTask(t, nx, sledliveness.Name, 2); !strings.HasPrefix(racktest.Activation(t, task, 2).Requester, "ui:") {
 		t.Fatalf("activation from the page: %+v", task.History)
 	}
 	code, _, h = postForm(t, base+"/ui/background-tasks/sled_liveness/enabled", url.Values{"enabled": {"false"}})
 	if code != 303 || h.Get("Location") != "/ui/background-tasks/sled_liveness?done=disabled" {
 		t.Fatalf("disable: %d to %q", code, h.Get("Location"))
 	}
-	waitTask(t, nx, sledliveness.Name, 3)
+	racktest.WaitTask(t, nx, sledliveness.Name, 3)
 	code, body, _ = get(t, base+"/ui/background-tasks/sled_liveness?done=disabled")
 	if code != 200 || !strings.Contains(body, "disabled on every Nexus") || !strings.Contains(body, "Disabled on every Nexus;") ||
 		!strings.Contains(body, `name="enabled" value="true"`) {

@@ -1,4 +1,4 @@
-package nexus_test
+package ui_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/tufgen"
@@ -22,7 +23,7 @@ func newUIRack(t *testing.T, nSleds int) *uiRack {
 	t.Helper()
 	return &uiRack{racktest.StartRack(t, racktest.RackConfig{
 		Sleds: nSleds, Seed: 61,
-		Nexus: nexus.Config{Replication: nexus.ReplicationConfig{MinSledReplication: 2, FollowUp: 100 * time.Millisecond}},
+		Nexus: nexus.Config{Tasks: nexustasks.Registrar(nexustasks.Config{Replication: nexustasks.ReplicationConfig{MinSledReplication: 2, FollowUp: 100 * time.Millisecond}})},
 		Sled:  sledagent.Config{RegisterInterval: 300 * time.Millisecond, M2PollInterval: 100 * time.Millisecond},
 	})}
 }

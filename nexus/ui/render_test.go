@@ -1,4 +1,4 @@
-package nexus
+package ui
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/nexus/app"
 )
 
 func TestRenderStatusIsReadable(t *testing.T) {
@@ -101,7 +102,7 @@ func TestTaskPageEscapes(t *testing.T) {
 		t.Fatalf("unescaped or missing:\n%s", out)
 	}
 	// The error page too.
-	s := &Server{}
+	s := New(app.New(app.Config{}, app.Deps{}))
 	rec := httptest.NewRecorder()
 	s.renderPage(rec, httptest.NewRequest("GET", "/ui/x", nil), 404, "error", uiPage{Title: "Not Found", Body: evil})
 	if rec.Code != 404 || strings.Contains(rec.Body.String(), evil) {

@@ -1,4 +1,4 @@
-package nexus
+package ui
 
 import (
 	"cmp"
@@ -16,9 +16,8 @@ import (
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/rackplane/rackplane/api"
-	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/humanize"
-	"github.com/rackplane/rackplane/nexus/datastore"
+	"github.com/rackplane/rackplane/nexus/model"
 )
 
 // The replication page: what tuf_artifact_replication saw and did on this
@@ -41,11 +40,13 @@ const (
 
 // taskPages are the status pages made for one task; its generic task page
 // links to them.
-var taskPages = map[string]uiNavItem{
-	tufreplication.Name: {Label: "artifact × sled matrix and requests", Path: "/ui/replication"},
+func (s *Pages) taskPages() map[string]uiNavItem {
+	return map[string]uiNavItem{
+		s.app.ReplicationTask(): {Label: "artifact × sled matrix and requests", Path: "/ui/replication"},
+	}
 }
 
-func (s *Server) mountReplicationPages(r chi.Router) {
+func (s *Pages) mountReplicationPages(r chi.Router) {
 	r.Get("/ui/replication", s.uiReplication)
 	r.Get("/ui/repos", s.uiRepoList)
 	r.Get("/ui/repos/{system_version}", s.uiRepo)
@@ -163,15 +164,16 @@ type matrixCell struct {
 	Sled, Text, Class, Title string
 }
 
-func (s *Server) uiReplication(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) uiReplication(w http.ResponseWriter, r *http.Request) {
 	p := s.replicationPage(r.Context(), r)
 	s.renderPage(w, r, http.StatusOK, "replication", uiPage{Title: "Replication", Body: p})
 }
 
-func (s *Server) replicationPage(ctx context.Context, r *http.Request) replicationPage {
+func (s *Pages) replicationPage(ctx context.Context, r *http.Request) replicationPage {
 	now := time.Now()
-	p := replicationPage{TaskLink: "/ui/background-tasks/" + url.PathEscape(tufreplication.Name)}
-	t, warning, err := s.taskDetail(ctx, tufreplication.Name)
+	name := s.app.ReplicationTask()
+	p := replicationPage{TaskLink: "/ui/background-tasks/" + url.PathEscape(name)}
+	t, warning, err := s.app.Task(ctx, name)
 	if err != nil {
 		p.Warnings = append(p.Warnings, "This Nexus does not run the replication task: "+err.Error())
 		return p
@@ -184,15 +186,15 @@ func (s *Server) replicationPage(ctx context.Context, r *http.Request) replicati
 	if t.LastActivation != nil {
 		p.LastError = t.LastActivation.Error
 	}
-	var st *tufreplication.Status
+	var st *api.ReplicationStatus
 	if len(t.Status) > 0 {
-		st = new(tufreplication.Status)
+		st = new(api.ReplicationStatus)
 		if err := json.Unmarshal(t.Status, st); err != nil {
 			p.Warnings = append(p.Warnings, "The task's status could not be read: "+err.Error())
 			st = nil
 		}
 	}
-	m := s.replicationMatrix()
+	m := s.app.ReplicationMatrix()
 	sleds, labels := s.matrixNames(ctx, r, m, &p.Warnings)
 	buildReplicationPage(&p, st, m, sleds, labels, now)
 	return p
@@ -201,10 +203,10 @@ func (s *Server) replicationPage(ctx context.Context, r *http.Request) replicati
 // matrixNames reads what the matrix alone cannot say: sled serials and
 // artifact names, for the rows that will be shown. A failure only costs
 // the names, so it becomes a warning.
-func (s *Server) matrixNames(ctx context.Context, r *http.Request, m tufreplication.Matrix,
-	warnings *[]string) (map[uuid.UUID]api.Sled, map[string]datastore.ArtifactLabel) {
-	sleds := map[uuid.UUID]api.Sled{}
-	list, err := s.ds.SledList(ctx, uuid.Nil, sledListLimit)
+func (s *Pages) matrixNames(ctx context.Context, r *http.Request, m model.ReplicationMatrix,
+	warnings *[]string) (map[uuid.UUID]model.Sled, map[string]model.ArtifactLabel) {
+	sleds := map[uuid.UUID]model.Sled{}
+	list, err := s.app.ListSleds(ctx, uuid.Nil, sledListLimit)
 	if err != nil {
 		hlog.FromRequest(r).Warn().Err(err).Msg("replication page: reading sleds")
 		*warnings = append(*warnings, "Sled serial numbers are not shown: "+err.Error())
@@ -216,7 +218,7 @@ func (s *Server) matrixNames(ctx context.Context, r *http.Request, m tufreplicat
 	for _, a := range leastHeld(m, columnCounts(m), matrixMaxArtifacts) {
 		hashes = append(hashes, string(m.Artifacts[a].SHA256))
 	}
-	labels, err := s.ds.TufArtifactLabels(ctx, hashes)
+	labels, err := s.app.ArtifactLabels(ctx, hashes)
 	if err != nil {
 		hlog.FromRequest(r).Warn().Err(err).Msg("replication page: reading artifact names")
 		*warnings = append(*warnings, "Artifact names are not shown: "+err.Error())
@@ -232,7 +234,7 @@ type artifactCounts struct {
 // columnCounts counts every artifact's holders (as artifactReplication
 // does for one) in a single pass over the matrix, sled by sled: a large
 // rack's matrix has millions of cells and each sled's row is contiguous.
-func columnCounts(m tufreplication.Matrix) []artifactCounts {
+func columnCounts(m model.ReplicationMatrix) []artifactCounts {
 	counts := make([]artifactCounts, len(m.Artifacts))
 	for s, st := range m.Sleds {
 		for a, c := range m.Copies[s] {
@@ -257,7 +259,7 @@ func columnCounts(m tufreplication.Matrix) []artifactCounts {
 // leastHeld returns the indexes of up to n artifacts of m, those with the
 // fewest sleds holding them on every M.2 first (then the fewest holders,
 // then by hash, so the order is stable between refreshes).
-func leastHeld(m tufreplication.Matrix, counts []artifactCounts, n int) []int {
+func leastHeld(m model.ReplicationMatrix, counts []artifactCounts, n int) []int {
 	idx := make([]int, len(m.Artifacts))
 	for a := range idx {
 		idx[a] = a
@@ -272,8 +274,8 @@ func leastHeld(m tufreplication.Matrix, counts []artifactCounts, n int) []int {
 // buildReplicationPage fills p from the task's status (nil before its
 // first run) and matrix; it reads nothing else, so tests feed it made-up
 // inputs.
-func buildReplicationPage(p *replicationPage, st *tufreplication.Status, m tufreplication.Matrix,
-	sleds map[uuid.UUID]api.Sled, labels map[string]datastore.ArtifactLabel, now time.Time) {
+func buildReplicationPage(p *replicationPage, st *api.ReplicationStatus, m model.ReplicationMatrix,
+	sleds map[uuid.UUID]model.Sled, labels map[string]model.ArtifactLabel, now time.Time) {
 	p.Matrix = buildMatrix(m, sleds, labels, now)
 	if st == nil {
 		return
@@ -314,7 +316,7 @@ func buildReplicationPage(p *replicationPage, st *tufreplication.Status, m tufre
 
 // notConverged says, in operator terms, what still keeps the rack from
 // converging.
-func notConverged(st *tufreplication.Status, labels map[string]datastore.ArtifactLabel) []string {
+func notConverged(st *api.ReplicationStatus, labels map[string]model.ArtifactLabel) []string {
 	if st.Converged {
 		return nil
 	}
@@ -359,7 +361,7 @@ func plural(n int, one, many string) string {
 	return fmt.Sprintf("%d %s", n, many)
 }
 
-func refFor(h string, labels map[string]datastore.ArtifactLabel) artifactRef {
+func refFor(h string, labels map[string]model.ArtifactLabel) artifactRef {
 	ref := artifactRef{SHA: h, Short: shortHash(h)}
 	if l, ok := labels[h]; ok {
 		ref.Label = l.Name + " " + l.Version
@@ -377,7 +379,7 @@ func shortHash(h string) string {
 	return h
 }
 
-func counterRows(last, life tufreplication.Counters) []counterRow {
+func counterRows(last, life api.ReplicationCounters) []counterRow {
 	pair := func(name string, lok, lerr, fok, ferr int) counterRow {
 		return counterRow{Name: name, Last: okErr(lok, lerr), Lifetime: okErr(fok, ferr), LastBad: lerr > 0, LifetimeBad: ferr > 0}
 	}
@@ -403,7 +405,7 @@ func okErr(ok, bad int) string {
 	return fmt.Sprintf("%d ok · %d failed", ok, bad)
 }
 
-func sledName(id uuid.UUID, sleds map[uuid.UUID]api.Sled) (short, title string) {
+func sledName(id uuid.UUID, sleds map[uuid.UUID]model.Sled) (short, title string) {
 	title = id.String()
 	if sl, ok := sleds[id]; ok && sl.Baseboard.Serial != "" {
 		title = sl.Baseboard.Serial + " · " + title
@@ -412,8 +414,8 @@ func sledName(id uuid.UUID, sleds map[uuid.UUID]api.Sled) (short, title string) 
 	return id.String()[:8], title
 }
 
-func requestView(rq tufreplication.RequestRecord, sleds map[uuid.UUID]api.Sled,
-	labels map[string]datastore.ArtifactLabel, now time.Time) requestRow {
+func requestView(rq api.ReplicationRequest, sleds map[uuid.UUID]model.Sled,
+	labels map[string]model.ArtifactLabel, now time.Time) requestRow {
 	row := requestRow{Time: formatAgo(now, rq.Time), TimeTitle: rq.Time.UTC().Format(time.RFC3339Nano),
 		Operation: strings.ReplaceAll(rq.Operation, "_", " "), SHA: rq.SHA256, Short: shortHash(rq.SHA256),
 		Source: rq.Source, Error: rq.Error, Failing: rq.Error != ""}
@@ -428,8 +430,8 @@ func requestView(rq tufreplication.RequestRecord, sleds map[uuid.UUID]api.Sled,
 }
 
 // buildMatrix renders m, capped; the totals cover all of it.
-func buildMatrix(m tufreplication.Matrix, sleds map[uuid.UUID]api.Sled,
-	labels map[string]datastore.ArtifactLabel, now time.Time) matrixView {
+func buildMatrix(m model.ReplicationMatrix, sleds map[uuid.UUID]model.Sled,
+	labels map[string]model.ArtifactLabel, now time.Time) matrixView {
 	v := matrixView{Observed: !m.Time.IsZero(), Artifacts: len(m.Artifacts), SledCount: len(m.Sleds)}
 	if !v.Observed {
 		return v
@@ -541,8 +543,8 @@ func sledRank(s matrixSled) int {
 	return 2
 }
 
-func matrixRowFor(m tufreplication.Matrix, a int, c artifactCounts, cols []int,
-	labels map[string]datastore.ArtifactLabel) matrixRow {
+func matrixRowFor(m model.ReplicationMatrix, a int, c artifactCounts, cols []int,
+	labels map[string]model.ArtifactLabel) matrixRow {
 	art := m.Artifacts[a]
 	h := string(art.SHA256)
 	row := matrixRow{SHA: h, Short: shortHash(h), Size: humanize.Bytes(art.Length), Holders: c.holders,
@@ -564,7 +566,7 @@ func matrixRowFor(m tufreplication.Matrix, a int, c artifactCounts, cols []int,
 	return row
 }
 
-func matrixCellFor(m tufreplication.Matrix, s, a int) matrixCell {
+func matrixCellFor(m model.ReplicationMatrix, s, a int) matrixCell {
 	st := m.Sleds[s]
 	copies := m.Copies[s][a]
 	flying := m.InFlight[s][a]

@@ -1,4 +1,4 @@
-package nexus_test
+package ui_test
 
 import (
 	"context"

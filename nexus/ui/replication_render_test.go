@@ -1,4 +1,4 @@
-package nexus
+package ui
 
 import (
 	"bytes"
@@ -10,8 +10,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
-	"github.com/rackplane/rackplane/bgtasks/tufreplication"
-	"github.com/rackplane/rackplane/nexus/datastore"
+	"github.com/rackplane/rackplane/nexus/app"
+	"github.com/rackplane/rackplane/nexus/model"
 )
 
 // hashN makes a distinct, sortable 64-hex-digit hash.
@@ -19,14 +19,14 @@ func hashN(i int) string { return fmt.Sprintf("%064x", i+1) }
 
 // testMatrix is a matrix of nArt artifacts × nSled sleds, each sled with
 // two M.2s holding everything; edit it to taste.
-func testMatrix(nArt, nSled int, now time.Time) tufreplication.Matrix {
-	m := tufreplication.Matrix{Time: now.Add(-3 * time.Second), Generation: 7}
+func testMatrix(nArt, nSled int, now time.Time) model.ReplicationMatrix {
+	m := model.ReplicationMatrix{Time: now.Add(-3 * time.Second), Generation: 7}
 	for a := range nArt {
-		m.Artifacts = append(m.Artifacts, tufreplication.Artifact{SHA256: tufreplication.Hash(hashN(a)), Length: 1 << 20})
+		m.Artifacts = append(m.Artifacts, model.MatrixArtifact{SHA256: hashN(a), Length: 1 << 20})
 	}
 	for s := range nSled {
 		id := uuid.MustParse(fmt.Sprintf("00000000-0000-0000-0000-%012d", s+1))
-		m.Sleds = append(m.Sleds, tufreplication.SledState{ID: id, Address: fmt.Sprintf("10.0.0.%d:12345", s+1),
+		m.Sleds = append(m.Sleds, model.MatrixSled{ID: id, Address: fmt.Sprintf("10.0.0.%d:12345", s+1),
 			Generation: 7, M2Present: 2})
 		row := make([]int8, nArt)
 		for a := range row {
@@ -49,8 +49,8 @@ func TestMatrixCellsSayWhatSledsHold(t *testing.T) {
 	}
 	m.Copies[1][1], m.Copies[1][2] = 1, 0
 	m.InFlight[1][1] = true
-	sleds := map[uuid.UUID]api.Sled{m.Sleds[1].ID: {ID: m.Sleds[1].ID, Baseboard: api.Baseboard{Serial: "BRM42"}}}
-	labels := map[string]datastore.ArtifactLabel{hashN(2): {Name: "host-os", Version: "2.0", Kind: "host_phase_2",
+	sleds := map[uuid.UUID]model.Sled{m.Sleds[1].ID: {ID: m.Sleds[1].ID, Baseboard: model.Baseboard{Serial: "BRM42"}}}
+	labels := map[string]model.ArtifactLabel{hashN(2): {Name: "host-os", Version: "2.0", Kind: "host_phase_2",
 		SystemVersions: []string{"2.0"}}}
 
 	v := buildMatrix(m, sleds, labels, now)
@@ -90,7 +90,7 @@ func TestMatrixCellsSayWhatSledsHold(t *testing.T) {
 		t.Errorf("unknown cell title %q", c.Title)
 	}
 
-	if v := buildMatrix(tufreplication.Matrix{}, nil, nil, now); v.Observed || len(v.Rows) != 0 {
+	if v := buildMatrix(model.ReplicationMatrix{}, nil, nil, now); v.Observed || len(v.Rows) != 0 {
 		t.Fatalf("matrix before the first run %+v", v)
 	}
 }
@@ -141,8 +141,8 @@ func TestMatrixIsCappedOnLargeRacks(t *testing.T) {
 }
 
 func TestNotConvergedSaysWhy(t *testing.T) {
-	st := &tufreplication.Status{Generation: 4, Requests: 3, Deferred: 1, InFlight: 2, Unheld: []string{hashN(1)},
-		SledStates: []tufreplication.SledState{{Generation: 4}, {Error: "list: refused"}, {Generation: 3}}}
+	st := &api.ReplicationStatus{Generation: 4, Requests: 3, Deferred: 1, InFlight: 2, Unheld: []string{hashN(1)},
+		SledStates: []api.ReplicationSled{{Generation: 4}, {Error: "list: refused"}, {Generation: 3}}}
 	why := strings.Join(notConverged(st, nil), "\n")
 	for _, want := range []string{"3 copies were requested", "1 request waits", "2 copies are in flight",
 		"1 artifact has no holder at all", "2 sleds did not answer at generation 4"} {
@@ -150,10 +150,10 @@ func TestNotConvergedSaysWhy(t *testing.T) {
 			t.Errorf("reasons lack %q:\n%s", want, why)
 		}
 	}
-	if notConverged(&tufreplication.Status{Converged: true}, nil) != nil {
+	if notConverged(&api.ReplicationStatus{Converged: true}, nil) != nil {
 		t.Error("a converged status has reasons")
 	}
-	if why := notConverged(&tufreplication.Status{Stopped: "sled x is newer"}, nil); len(why) != 1 || !strings.Contains(why[0], "sled x is newer") {
+	if why := notConverged(&api.ReplicationStatus{Stopped: "sled x is newer"}, nil); len(why) != 1 || !strings.Contains(why[0], "sled x is newer") {
 		t.Errorf("stopped run: %q", why)
 	}
 }
@@ -161,7 +161,7 @@ func TestNotConvergedSaysWhy(t *testing.T) {
 func TestRepoReplicationSummary(t *testing.T) {
 	now := time.Now()
 	m := testMatrix(3, 3, now)
-	index := matrixIndex(m)
+	index := app.MatrixIndex(m)
 	all := []string{hashN(0), hashN(1), hashN(2)}
 	if text, class, _ := repoReplication(m, index, all); text != "3/3 on every sled" || class != "full" {
 		t.Errorf("complete: %q %q", text, class)
@@ -177,7 +177,7 @@ func TestRepoReplicationSummary(t *testing.T) {
 		class != "part" || !strings.Contains(title, "1 in-service sleds did not answer") {
 		t.Errorf("a sled down and an artifact unseen: %q %q %q", text, class, title)
 	}
-	if text, _, _ := repoReplication(tufreplication.Matrix{}, nil, all); text != "not observed yet" {
+	if text, _, _ := repoReplication(model.ReplicationMatrix{}, nil, all); text != "not observed yet" {
 		t.Errorf("before the first run: %q", text)
 	}
 }
@@ -187,12 +187,12 @@ func TestRepoReplicationSummary(t *testing.T) {
 func TestRepoPagesEscape(t *testing.T) {
 	now := time.Now()
 	evil := `<script>alert(1)</script>`
-	repo := api.TufRepo{SystemVersion: "1.0.0", FileName: evil + ".zip", State: api.RepoStateDegraded,
+	repo := model.TufRepo{SystemVersion: "1.0.0", FileName: evil + ".zip", State: model.RepoStateDegraded,
 		StateReason: "no sled or Nexus holds " + evil, TimeCreated: now, ValidUntil: now.Add(time.Hour), ArtifactCount: 1}
-	d := api.TufRepoDetail{Repo: repo, Artifacts: []api.TufRepoArtifact{{TufArtifact: api.TufArtifact{Name: evil,
+	d := model.TufRepoDetail{Repo: repo, Artifacts: []model.TufRepoArtifact{{TufArtifact: model.TufArtifact{Name: evil,
 		Version: evil, Kind: evil, SHA256: hashN(0)}}}}
 	pages := map[string]any{
-		"repo":  buildRepoPage(d, tufreplication.Matrix{}, now),
+		"repo":  buildRepoPage(d, model.ReplicationMatrix{}, now),
 		"repos": repoListPage{Total: 1, Degraded: 1, Rows: []repoRow{repoListRow(repo, now)}},
 	}
 	for name, body := range pages {
@@ -233,7 +233,7 @@ func TestColumnCountsAgreeWithTheAPI(t *testing.T) {
 	}
 	m.InFlight[1][1] = true
 	for a, c := range columnCounts(m) {
-		rep := artifactReplication(m, a)
+		rep := app.ArtifactReplication(m, a)
 		if c != (artifactCounts{holders: rep.SledsHolding, full: rep.SledsHoldingAllM2s, observed: rep.SledsObserved,
 			inFlight: rep.SledsCopying}) {
 			t.Errorf("artifact %d: counts %+v, API %+v", a, c, rep)

@@ -1,7 +1,6 @@
-package nexus
+package ui
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -12,10 +11,11 @@ import (
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/rackplane/rackplane/api"
-	"github.com/rackplane/rackplane/bgtasks/tufreplication"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/humanize"
 	"github.com/rackplane/rackplane/internal/reqid"
-	"github.com/rackplane/rackplane/nexus/datastore"
+	"github.com/rackplane/rackplane/nexus/app"
+	"github.com/rackplane/rackplane/nexus/model"
 )
 
 // The repo pages: uploaded TUF repos with their state (a degraded repo
@@ -54,7 +54,7 @@ type repoRow struct {
 }
 
 // repoState gives a repo's state its badge class and row class.
-func repoState(r api.TufRepo) (state, badge, row string) {
+func repoState(r model.TufRepo) (state, badge, row string) {
 	switch {
 	case r.TimePruned != nil:
 		return "pruned", "disabled", "disabled"
@@ -68,11 +68,11 @@ func repoState(r api.TufRepo) (state, badge, row string) {
 	return r.State, "", ""
 }
 
-func (s *Server) uiRepoList(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) uiRepoList(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	now := time.Now()
 	p := repoListPage{ShowPruned: r.URL.Query().Get("pruned") == "1"}
-	repos, err := s.ds.TufRepoList(ctx, p.ShowPruned, nil, repoListLimit+1)
+	repos, err := s.app.ListRepos(ctx, p.ShowPruned, nil, repoListLimit+1)
 	if err != nil {
 		s.uiUnavailable(w, r, "the repos", err)
 		return
@@ -84,16 +84,16 @@ func (s *Server) uiRepoList(w http.ResponseWriter, r *http.Request) {
 	for i, rp := range repos {
 		ids[i] = rp.ID
 	}
-	hashes, err := s.ds.TufRepoHashes(ctx, ids)
+	hashes, err := s.app.RepoHashes(ctx, ids)
 	if err != nil {
 		hlog.FromRequest(r).Warn().Err(err).Msg("repo list page: reading artifact hashes")
 		p.Warnings = append(p.Warnings, "Replication is not shown: "+err.Error())
 	}
-	m := s.replicationMatrix()
+	m := s.app.ReplicationMatrix()
 	if !m.Time.IsZero() {
 		p.Observed = formatAgo(now, m.Time)
 	}
-	index := matrixIndex(m)
+	index := app.MatrixIndex(m)
 	for _, rp := range repos {
 		row := repoListRow(rp, now)
 		if rp.TimePruned == nil && err == nil {
@@ -112,7 +112,7 @@ func (s *Server) uiRepoList(w http.ResponseWriter, r *http.Request) {
 	s.renderPage(w, r, http.StatusOK, "repos", uiPage{Title: "Repos", Body: p})
 }
 
-func repoListRow(rp api.TufRepo, now time.Time) repoRow {
+func repoListRow(rp model.TufRepo, now time.Time) repoRow {
 	row := repoRow{Version: rp.SystemVersion, Link: "/ui/repos/" + url.PathEscape(rp.SystemVersion),
 		Reason: rp.StateReason, Artifacts: rp.ArtifactCount, Size: humanize.Bytes(rp.TotalBytes),
 		SizeTitle: fmt.Sprint(rp.TotalBytes, " bytes"), Uploaded: formatAgo(now, rp.TimeCreated),
@@ -132,7 +132,7 @@ func repoListRow(rp api.TufRepo, now time.Time) repoRow {
 // repoReplication sums up how far a repo's artifacts have spread: how
 // many are on every M.2 of every sled, or, while some sled does not
 // answer, of every sled that did.
-func repoReplication(m tufreplication.Matrix, index map[string]int, hashes []string) (text, class, title string) {
+func repoReplication(m model.ReplicationMatrix, index map[string]int, hashes []string) (text, class, title string) {
 	if len(hashes) == 0 {
 		return "—", "none", ""
 	}
@@ -146,7 +146,7 @@ func repoReplication(m tufreplication.Matrix, index map[string]int, hashes []str
 			unseen++
 			continue
 		}
-		rep := artifactReplication(m, a)
+		rep := app.ArtifactReplication(m, a)
 		answered = rep.SledsObserved
 		if rep.SledsObserved > 0 && rep.SledsHoldingAllM2s == rep.SledsObserved {
 			complete++
@@ -172,7 +172,7 @@ func repoReplication(m tufreplication.Matrix, index map[string]int, hashes []str
 }
 
 type repoPage struct {
-	Repo                    api.TufRepo
+	Repo                    model.TufRepo
 	State, StateClass       string
 	Uploaded, UploadedTitle string
 	ValidUntil, ValidTitle  string
@@ -192,7 +192,7 @@ type repoPage struct {
 }
 
 type repoArtifactRow struct {
-	api.TufRepoArtifact
+	model.TufRepoArtifact
 	Size, Short    string
 	Holding, AllM2 string
 	Class, Title   string
@@ -200,10 +200,10 @@ type repoArtifactRow struct {
 	Observed       bool
 }
 
-func (s *Server) uiRepo(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) uiRepo(w http.ResponseWriter, r *http.Request) {
 	v := chi.URLParam(r, "system_version")
-	d, err := s.repoDetail(r.Context(), v)
-	if errors.Is(err, datastore.ErrNotFound) {
+	d, err := s.app.Repo(r.Context(), v)
+	if fault.KindOf(err) == fault.NotFound {
 		s.uiError(w, r, http.StatusNotFound, fmt.Sprintf("There is no repo with system version %q. "+
 			"The repo list shows every uploaded one (pruned ones too, when asked).", v))
 		return
@@ -213,13 +213,13 @@ func (s *Server) uiRepo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	m := s.replicationMatrix()
+	m := s.app.ReplicationMatrix()
 	p := buildRepoPage(d, m, now)
 	s.renderPage(w, r, http.StatusOK, "repo", uiPage{Title: v + " · Repos", Body: p})
 }
 
 // buildRepoPage renders a repo detail; m only dates the observation.
-func buildRepoPage(d api.TufRepoDetail, m tufreplication.Matrix, now time.Time) repoPage {
+func buildRepoPage(d model.TufRepoDetail, m model.ReplicationMatrix, now time.Time) repoPage {
 	rp := d.Repo
 	p := repoPage{Repo: rp, Uploaded: formatAgo(now, rp.TimeCreated), UploadedTitle: rp.TimeCreated.UTC().Format(time.RFC3339),
 		ValidUntil: rp.ValidUntil.UTC().Format("2006-01-02 15:04 UTC"), ValidTitle: rp.ValidUntil.UTC().Format(time.RFC3339),
@@ -263,7 +263,7 @@ func buildRepoPage(d api.TufRepoDetail, m tufreplication.Matrix, now time.Time) 
 }
 
 // uiUnavailable renders a database failure as a 503 with the request id.
-func (s *Server) uiUnavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
+func (s *Pages) uiUnavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
 	hlog.FromRequest(r).Error().Err(err).Msg("status page: reading " + what)
 	s.uiError(w, r, http.StatusServiceUnavailable, fmt.Sprintf("Could not read %s from the database; try again "+
 		"shortly (the server log has details under request %s).", what, reqid.From(r.Context())))

@@ -21,12 +21,12 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/internal/httpx"
-	"github.com/rackplane/rackplane/internal/racktest"
+	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/sledagent/artifacts"
 	"github.com/rackplane/rackplane/sledagent/m2"
 )
 
-func testLogger(t testing.TB) zerolog.Logger { return racktest.Logger(t, "sled-agent") }
+func testLogger(t testing.TB) zerolog.Logger { return sledtest.Logger(t, "sled-agent") }
 
 // rig is one sled's artifact store on two temp-dir M.2s, served over real
 // HTTP: the sled API and the repo depot, each on its own listener.
@@ -249,7 +249,7 @@ func (r *rig) counter(name string, labels ...string) float64 {
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	racktest.WaitFor(t, timeout, what, cond)
+	sledtest.WaitFor(t, timeout, what, cond)
 }
 
 func apiErr(t testing.TB, err error, status int, code string) {

@@ -1,0 +1,100 @@
+package api
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// The status of the tuf_artifact_replication background task: what GET
+// /v1/system/background-tasks/tuf_artifact_replication returns as its
+// status, and what the replication status page shows.
+
+// ReplicationCounters count requests by outcome.
+type ReplicationCounters struct {
+	ConfigPutOK  int   `json:"config_put_ok"`
+	ConfigPutErr int   `json:"config_put_err"`
+	ListOK       int   `json:"list_ok"`
+	ListErr      int   `json:"list_err"`
+	PutOK        int   `json:"put_ok"`
+	PutErr       int   `json:"put_err"`
+	CopyOK       int   `json:"copy_ok"`
+	CopyErr      int   `json:"copy_err"`
+	LocalDropped int   `json:"local_dropped"`
+	BytesPut     int64 `json:"bytes_put"`
+	// BytesCopied counts the bytes of copies sleds were asked to make.
+	BytesCopied int64 `json:"bytes_copied"`
+}
+
+// ReplicationRequest is one request made to a sled, for the ring buffer.
+type ReplicationRequest struct {
+	Time      time.Time `json:"time"`
+	Sled      uuid.UUID `json:"sled_id"`
+	Operation string    `json:"operation"`
+	SHA256    string    `json:"sha256,omitempty"`
+	Source    string    `json:"source,omitempty"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// ReplicationSled is what a run learned about one sled.
+type ReplicationSled struct {
+	ID         uuid.UUID `json:"id"`
+	Address    string    `json:"address"`
+	Generation uint64    `json:"generation"`
+	M2Present  int       `json:"m2_present"`
+	InFlight   int       `json:"copies_in_flight"`
+	Error      string    `json:"error,omitempty"`
+}
+
+// ReplicationArtifact is one artifact's spread, for the status.
+type ReplicationArtifact struct {
+	SHA256       string `json:"sha256"`
+	Length       int64  `json:"length"`
+	Sleds        int    `json:"sleds"`
+	FullSleds    int    `json:"full_sleds"`
+	InFlight     int    `json:"in_flight"`
+	NexusHolders int    `json:"nexus_holders"`
+}
+
+// ReplicationStatus is what one activation saw and did.
+type ReplicationStatus struct {
+	Generation int64 `json:"generation"`
+	// Stopped says why the run stopped before acting (a stale view).
+	Stopped    string `json:"stopped,omitempty"`
+	Artifacts  int    `json:"artifacts"`
+	Sleds      int    `json:"sleds"`
+	Converged  bool   `json:"converged"`
+	Requests   int    `json:"requests"`
+	Deferred   int    `json:"deferred"`
+	InFlight   int    `json:"copies_in_flight"`
+	RoundTrips int64  `json:"db_round_trips"`
+	// Phases says where the run's time went.
+	Phases ReplicationPhaseTimes `json:"phase_ms"`
+	// FullyReplicated counts artifacts every reachable sled holds on
+	// every M.2.
+	FullyReplicated int `json:"fully_replicated"`
+	// LeastReplicated lists the artifacts with the fewest holders.
+	LeastReplicated []ReplicationArtifact `json:"least_replicated"`
+	Unheld          []string              `json:"unheld,omitempty"`
+	RepoChanges     []string              `json:"repo_state_changes,omitempty"`
+	// LocalCopies counts artifacts this Nexus holds in its depot, and
+	// Dropped those this run removed.
+	LocalCopies int                  `json:"local_copies"`
+	Dropped     []string             `json:"local_dropped,omitempty"`
+	SledStates  []ReplicationSled    `json:"sled_states"`
+	LastRun     ReplicationCounters  `json:"last_run"`
+	Lifetime    ReplicationCounters  `json:"lifetime"`
+	Recent      []ReplicationRequest `json:"recent_requests"`
+}
+
+// ReplicationPhaseTimes are the durations of a run's phases, in milliseconds: asking
+// the database and every sled (collect), planning, sending the requests
+// (execute; Nexus's own PUTs are answered only once the sled has stored
+// the artifact, copies as soon as the sled has queued them), and dropping
+// local copies and updating repo states (finish).
+type ReplicationPhaseTimes struct {
+	Collect float64 `json:"collect"`
+	Plan    float64 `json:"plan"`
+	Execute float64 `json:"execute"`
+	Finish  float64 `json:"finish"`
+}

@@ -1,0 +1,106 @@
+// Package nexustasks is the set of background tasks every Nexus runs and
+// how they are wired to its application layer: which tasks exist, their
+// default periods, their dependencies, and which application events
+// activate them. cmd/nexus (and the test harness, which must run the same
+// rack) pass Registrar to nexus.New; the nexus package itself imports no
+// task.
+package nexustasks
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/rackplane/rackplane/bgtasks"
+	"github.com/rackplane/rackplane/bgtasks/heartbeat"
+	"github.com/rackplane/rackplane/bgtasks/sledliveness"
+	"github.com/rackplane/rackplane/bgtasks/tufpruner"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
+	"github.com/rackplane/rackplane/nexus/app"
+)
+
+// Config tunes the tasks. Zero fields take each task's defaults.
+type Config struct {
+	// SledLivenessThreshold is how long a sled may go unseen before it is
+	// marked unreachable.
+	SledLivenessThreshold time.Duration
+	// TufReposKept is how many of the newest repos the pruner keeps.
+	TufReposKept int
+	// Replication tunes tuf_artifact_replication.
+	Replication ReplicationConfig
+}
+
+// ReplicationConfig tunes the replication task (see tufreplication.Limits).
+type ReplicationConfig struct {
+	// MinSledReplication: sleds that must hold an artifact before this
+	// Nexus drops its local copy; also how many sleds Nexus seeds itself.
+	MinSledReplication int
+	MaxCopiesPerSource int
+	// FollowUp is how soon the task looks again while copies run.
+	FollowUp time.Duration
+	// HTTP talks to sleds (nil: the task's default client). Benchmarks
+	// set one that counts the bytes Nexus sends.
+	HTTP *http.Client
+}
+
+// DefaultTufReposKept is how many of the newest repos are kept when the
+// config says nothing.
+const DefaultTufReposKept = 3
+
+// Registrar returns the function nexus.New calls to register this set of
+// tasks on a Nexus's driver. Periods given here are defaults that the
+// Nexus's per-task period overrides (--task-period NAME=DURATION);
+// DependsOn names tasks whose changed results activate the task.
+func Registrar(cfg Config) func(a *app.App) error {
+	return func(a *app.App) error {
+		if cfg.TufReposKept <= 0 {
+			cfg.TufReposKept = DefaultTufReposKept
+		}
+		d, log := a.Tasks(), a.Log()
+		replication := tufreplication.New(tufreplication.Config{
+			DS: a.Datastore(), Depot: a.Depot(), NexusID: a.NexusID(), Log: log,
+			Limits: tufreplication.Limits{
+				MinSledReplication: cfg.Replication.MinSledReplication,
+				MaxCopiesPerSource: cfg.Replication.MaxCopiesPerSource,
+			},
+			FollowUp: cfg.Replication.FollowUp,
+			HTTP:     cfg.Replication.HTTP,
+		})
+		err := errors.Join(
+			d.Register(bgtasks.Registration{
+				Name: sledliveness.Name, Description: sledliveness.Description, Period: sledliveness.DefaultPeriod,
+				Task: &sledliveness.Task{DS: a.Datastore(), Threshold: cfg.SledLivenessThreshold},
+			}),
+			d.Register(bgtasks.Registration{
+				Name: tufpruner.Name, Description: tufpruner.Description, Period: tufpruner.DefaultPeriod,
+				Task: tufpruner.New(a, cfg.TufReposKept, log),
+			}),
+			d.Register(bgtasks.Registration{
+				Name: tufreplication.Name, Description: tufreplication.Description, Period: tufreplication.DefaultPeriod,
+				Task:      replication,
+				DependsOn: []string{tufpruner.Name},
+			}),
+			d.Register(bgtasks.Registration{
+				Name: heartbeat.Name, Description: heartbeat.Description, Period: heartbeat.DefaultPeriod,
+				Task: &heartbeat.Task{Store: a.TaskDB(), NexusID: a.NexusID(), Snapshot: a.TaskSummaries},
+			}),
+		)
+		if err != nil {
+			return err
+		}
+		a.SetReplicationView(tufreplication.Name, replication)
+		a.SetHeartbeatTask(heartbeat.Name)
+		// Uploads, prunes and sled registrations change replication's
+		// inputs: run it now rather than at its next period. A failed
+		// activation only delays the work to that period.
+		activate := func(requester string) {
+			if err := d.Activate(requester, tufreplication.Name); err != nil {
+				log.Warn().Err(err).Str("task", tufreplication.Name).Str("requester", requester).
+					Msg("could not activate task")
+			}
+		}
+		a.Subscribe(app.ReposChanged, activate)
+		a.Subscribe(app.SledsChanged, activate)
+		return nil
+	}
+}

@@ -1,0 +1,123 @@
+package app
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/rackplane/rackplane/internal/reqid"
+	"github.com/rackplane/rackplane/nexus/datastore"
+	"github.com/rackplane/rackplane/nexus/model"
+)
+
+// ListRepos returns up to limit repos, newest first, after the cursor (nil
+// for the first page); pruned repos only when asked.
+func (a *App) ListRepos(ctx context.Context, includePruned bool, after *datastore.RepoCursor, limit int) ([]model.TufRepo, error) {
+	repos, err := a.ds.TufRepoList(ctx, includePruned, after, limit)
+	return repos, translate(err)
+}
+
+// LiveRepos returns every repo not pruned, newest first.
+func (a *App) LiveRepos(ctx context.Context) ([]model.TufRepo, error) {
+	repos, err := a.ds.TufReposLive(ctx)
+	return repos, translate(err)
+}
+
+// Repo returns a repo (pruned or not) with its artifacts, each with its
+// replication as this Nexus's replication task last observed it.
+func (a *App) Repo(ctx context.Context, systemVersion string) (model.TufRepoDetail, error) {
+	d, err := a.ds.TufRepoGet(ctx, systemVersion)
+	if err != nil {
+		return d, translate(err)
+	}
+	m := a.ReplicationMatrix()
+	index := MatrixIndex(m)
+	for i, art := range d.Artifacts {
+		if col, ok := index[art.SHA256]; ok {
+			rep := ArtifactReplication(m, col)
+			d.Artifacts[i].Replication = &rep
+		}
+	}
+	return d, nil
+}
+
+// MatrixIndex maps each artifact hash of m to its column; it is empty
+// before the replication task's first run.
+func MatrixIndex(m model.ReplicationMatrix) map[string]int {
+	if m.Time.IsZero() {
+		return nil
+	}
+	out := make(map[string]int, len(m.Artifacts))
+	for i, art := range m.Artifacts {
+		out[art.SHA256] = i
+	}
+	return out
+}
+
+// ArtifactReplication summarises column col of m. A sled whose holdings
+// are unknown (it did not answer at the run's generation) counts as in
+// service but not observed.
+func ArtifactReplication(m model.ReplicationMatrix, col int) model.ArtifactReplication {
+	r := model.ArtifactReplication{TimeObserved: m.Time, Generation: m.Generation, SledsInService: len(m.Sleds)}
+	for s := range m.Sleds {
+		c := m.Copies[s][col]
+		if c < 0 {
+			continue
+		}
+		r.SledsObserved++
+		if c > 0 {
+			r.SledsHolding++
+			if int(c) >= m.Sleds[s].M2Present {
+				r.SledsHoldingAllM2s++
+			}
+		}
+		if m.InFlight[s][col] {
+			r.SledsCopying++
+		}
+	}
+	return r
+}
+
+// PruneRepo marks a repo pruned: it stays recorded (and can be brought
+// back by uploading it again) but its artifacts stop being wanted on sleds
+// unless another live repo carries them. by names who pruned it
+// ("operator", "pruner"); with expect set, the prune happens only while
+// the wanted-artifact generation is still *expect (the pruner's fence;
+// datastore.ErrGenerationMoved otherwise).
+func (a *App) PruneRepo(ctx context.Context, systemVersion, by string, expect *int64) (model.PruneResult, error) {
+	res, err := a.ds.TufRepoPrune(ctx, systemVersion, by, expect)
+	if err != nil {
+		return res, translate(err)
+	}
+	if !res.AlreadyPruned {
+		zerolog.Ctx(ctx).Info().Str("system_version", systemVersion).Int64("generation", res.Generation).
+			Str("by", by).Msg("tuf repo pruned")
+		a.notify(ReposChanged, reqid.From(ctx))
+	}
+	return res, nil
+}
+
+// SetRepoKept marks a repo kept (never pruned automatically) or not.
+func (a *App) SetRepoKept(ctx context.Context, systemVersion string, kept bool) (model.TufRepo, error) {
+	r, err := a.ds.TufRepoSetKept(ctx, systemVersion, kept)
+	return r, translate(err)
+}
+
+// ListArtifacts returns up to limit artifacts with ids after `after`.
+func (a *App) ListArtifacts(ctx context.Context, after uuid.UUID, limit int) ([]model.ArtifactListItem, error) {
+	out, err := a.ds.TufArtifactList(ctx, after, limit)
+	return out, translate(err)
+}
+
+// ArtifactLabels names artifact hashes for people (status pages).
+func (a *App) ArtifactLabels(ctx context.Context, hashes []string) (map[string]model.ArtifactLabel, error) {
+	out, err := a.ds.TufArtifactLabels(ctx, hashes)
+	return out, translate(err)
+}
+
+// RepoHashes returns the distinct artifact hashes of each of the repos.
+func (a *App) RepoHashes(ctx context.Context, repoIDs []uuid.UUID) (map[uuid.UUID][]string, error) {
+	out, err := a.ds.TufRepoHashes(ctx, repoIDs)
+	return out, translate(err)
+}

@@ -1,0 +1,54 @@
+package app
+
+import (
+	"context"
+	"errors"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
+	"github.com/rackplane/rackplane/nexus/datastore"
+	"github.com/rackplane/rackplane/nexus/model"
+)
+
+// RegisterSled records a sled agent's (re-)registration.
+func (a *App) RegisterSled(ctx context.Context, id uuid.UUID, reg model.SledRegistration) (model.SledUpsertResult, error) {
+	res, err := a.ds.SledUpsert(ctx, id, reg)
+	switch {
+	case errors.Is(err, datastore.ErrConflict):
+		return res, fault.Wrap(err, fault.Conflict, api.CodeBaseboardInUse, "%s", stripSentinel(err, datastore.ErrConflict))
+	case errors.Is(err, datastore.ErrExpunged):
+		return res, fault.Wrap(err, fault.Conflict, api.CodeSledExpunged, "%s", stripSentinel(err, datastore.ErrExpunged))
+	case err != nil:
+		return res, translate(err)
+	}
+	log := zerolog.Ctx(ctx).With().Str("sled_id", id.String()).Logger()
+	switch {
+	case res.Created:
+		log.Info().Str("baseboard", reg.Baseboard.String()).Str("address", reg.SledAgentAddress).Msg("sled registered")
+	case res.Changed:
+		log.Info().Str("baseboard", reg.Baseboard.String()).Str("address", reg.SledAgentAddress).Msg("sled registration changed")
+	default:
+		log.Debug().Msg("sled registration refreshed")
+	}
+	if res.Created || res.Changed || res.InventoryChanged || res.Revived {
+		// What the sled can hold or serve changed: work for (and from) it
+		// should start now rather than at the tasks' next period.
+		a.notify(SledsChanged, "sled-registration:"+id.String())
+	}
+	return res, nil
+}
+
+// ListSleds returns up to limit sleds with ids after `after`, in id order.
+func (a *App) ListSleds(ctx context.Context, after uuid.UUID, limit int) ([]model.Sled, error) {
+	out, err := a.ds.SledList(ctx, after, limit)
+	return out, translate(err)
+}
+
+// Sled returns one sled.
+func (a *App) Sled(ctx context.Context, id uuid.UUID) (model.Sled, error) {
+	s, err := a.ds.SledGet(ctx, id)
+	return s, translate(err)
+}

@@ -1,0 +1,235 @@
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+	"unicode"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
+	"github.com/rackplane/rackplane/internal/reqid"
+	"github.com/rackplane/rackplane/nexus/datastore"
+	"github.com/rackplane/rackplane/nexus/model"
+	"github.com/rackplane/rackplane/nexus/tufrepo"
+)
+
+// copyBufferSize is the buffer uploads are streamed and copied through:
+// large enough to keep syscalls few, small enough that memory stays flat.
+const copyBufferSize = 1 << 20
+
+// Upload is one repository archive arriving.
+type Upload struct {
+	// FileName is the archive's file name, kept for the record.
+	FileName string
+	// Body is the archive's bytes; it is read once, to its end.
+	Body io.Reader
+	// ContentLength is the declared length, or -1 when unknown: an
+	// archive declared larger than the limit is refused before any byte
+	// is read.
+	ContentLength int64
+}
+
+// CheckFileName checks an upload's file name.
+func CheckFileName(name string) error {
+	if name == "" {
+		return fault.Invalidf(api.CodeMissingFileName,
+			"query parameter file_name is required: the archive's file name, kept for the record")
+	}
+	if len(name) > 255 {
+		return fault.Invalidf(api.CodeInvalidParameter, "file_name must be at most 255 bytes")
+	}
+	for _, c := range name {
+		if !unicode.IsPrint(c) {
+			return fault.Invalidf(api.CodeInvalidParameter, "file_name must be printable, got %q", name)
+		}
+	}
+	return nil
+}
+
+func (a *App) tooLarge() error {
+	return fault.New(fault.TooLarge, api.CodeBodyTooLarge,
+		"the upload is larger than this Nexus accepts (%d bytes; see --upload-max-bytes)", a.cfg.UploadMaxBytes)
+}
+
+// UploadRepo receives, verifies and records a TUF repository archive.
+//
+// The body is streamed to a temp file in the depot directory while it is
+// hashed; the archive is then verified from that file, each artifact's
+// bytes checked as they are copied into the depot; only then are rows
+// written, in one transaction. Every failure removes the temp file and any
+// artifact file this upload created.
+func (a *App) UploadRepo(ctx context.Context, up Upload) (model.UploadResult, error) {
+	var res model.UploadResult
+	log := zerolog.Ctx(ctx)
+	if err := CheckFileName(up.FileName); err != nil {
+		return res, err
+	}
+	if up.ContentLength > a.cfg.UploadMaxBytes {
+		return res, a.tooLarge()
+	}
+	roots, err := a.ds.TrustRootsLive(ctx)
+	if err != nil {
+		return res, translate(err)
+	}
+	if len(roots) == 0 {
+		return res, fault.Invalidf(api.CodeNoTrustRoots,
+			"no trust roots are registered; add the release's root.json with `rackctl trust-root add FILE` first")
+	}
+
+	start := time.Now()
+	tmp, err := a.depot.CreateTemp("upload")
+	if err != nil {
+		return res, fmt.Errorf("create upload file: %w", err)
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name())
+	}()
+	buf := make([]byte, copyBufferSize)
+	h := sha256.New()
+	// One byte past the limit tells "exactly at the limit" from "over".
+	body := io.LimitReader(up.Body, a.cfg.UploadMaxBytes+1)
+	size, err := io.CopyBuffer(io.MultiWriter(tmp, h), body, buf)
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		return res, fault.Wrap(err, fault.Invalid, api.CodeInvalidBody,
+			"the upload ended early after %d bytes (%v); send it again", size, err)
+	}
+	if size > a.cfg.UploadMaxBytes {
+		return res, a.tooLarge()
+	}
+	archiveSHA := hex.EncodeToString(h.Sum(nil))
+	received := time.Since(start)
+
+	err = a.depot.Exclusive(func() error {
+		res, err = a.verifyAndRecord(ctx, tmp, size, archiveSHA, up.FileName, roots, buf)
+		return err
+	})
+	if err != nil {
+		return res, translate(err)
+	}
+	log.Info().Str("system_version", res.Repo.SystemVersion).Str("sha256", archiveSHA).Int64("bytes", size).
+		Str("status", res.Status).Int64("generation", res.Generation).Dur("receive", received).
+		Dur("total", time.Since(start)).Msg("tuf repo uploaded")
+	a.notify(ReposChanged, reqid.From(ctx))
+	return res, nil
+}
+
+// verifyAndRecord runs inside the depot's exclusive section.
+func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64, archiveSHA, fileName string,
+	roots []datastore.TrustRootRow, buf []byte) (model.UploadResult, error) {
+	var res model.UploadResult
+	// A re-upload of a recorded archive is not held to the rollback
+	// floors: it is the same release, verified before.
+	known, err := a.ds.TufRepoKnown(ctx, archiveSHA)
+	if err != nil {
+		return res, err
+	}
+	floors := map[uuid.UUID]tufrepo.Floor{}
+	trust := make([]tufrepo.TrustRoot, len(roots))
+	lineage := map[uuid.UUID]string{}
+	byLineage, err := a.ds.TufFloors(ctx)
+	if err != nil {
+		return res, err
+	}
+	for i, tr := range roots {
+		trust[i] = tufrepo.TrustRoot{ID: tr.ID, JSON: tr.JSON}
+		lineage[tr.ID] = tr.SHA256
+		if f, ok := byLineage[tr.SHA256]; ok && !known {
+			floors[tr.ID] = tufrepo.Floor(f)
+		}
+	}
+	arch, err := tufrepo.Open(archive, size, tufrepo.Options{MaxExpansion: a.cfg.TufMaxExpansion,
+		EnforceExpiry: a.cfg.TufEnforceExpiry, Now: a.cfg.Now()})
+	if err != nil {
+		return res, archiveFault(err)
+	}
+	v, err := arch.Verify(trust, floors)
+	if err != nil {
+		return res, archiveFault(err)
+	}
+
+	// Copy every artifact into the depot, checking its bytes; ones the
+	// depot already holds are still read and checked, so every byte of
+	// the archive that names an artifact is verified. The batch flushes
+	// each artifact to disk while the next one is read.
+	batch := a.depot.NewBatch()
+	var created []string
+	ok := false
+	defer func() {
+		if !ok {
+			if created == nil {
+				batch.Abort()
+				return
+			}
+			for _, sha := range created {
+				if rerr := a.depot.Remove(sha); rerr != nil {
+					a.log.Error().Err(rerr).Str("sha256", sha).Msg("could not remove artifact of a failed upload")
+				}
+			}
+		}
+	}()
+	for _, target := range v.Targets() {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		sha := v.TargetSHA256(target)
+		have, err := a.depot.Has(sha, v.TargetLength(target))
+		if err != nil {
+			return res, err
+		}
+		if have {
+			if err := arch.CopyTarget(v, target, io.Discard, buf); err != nil {
+				return res, archiveFault(err)
+			}
+			continue
+		}
+		if err := batch.Put(sha, func(w io.Writer) error { return arch.CopyTarget(v, target, w, buf) }); err != nil {
+			return res, archiveFault(err)
+		}
+	}
+	stored, err := batch.Wait()
+	created = append([]string{}, stored...)
+	if err != nil {
+		return res, archiveFault(err)
+	}
+
+	in := datastore.TufRepoInsert{
+		NexusID: a.cfg.NexusID, SystemVersion: v.SystemVersion, FileName: fileName, SHA256: archiveSHA,
+		ValidUntil: v.ValidUntil, TrustRootID: v.TrustRootID, Versions: datastore.TufVersions(v.Versions),
+		TargetsSHA256: v.TargetsSHA256, ManifestFormat: v.ManifestFormat, ManifestMetadata: v.Metadata,
+		LineageKey: lineage[v.TrustRootID],
+		CheckFloor: func(f datastore.TufVersions) error { return tufrepo.CheckFloor(v.Versions, tufrepo.Floor(f)) },
+	}
+	for _, art := range v.Artifacts {
+		in.Artifacts = append(in.Artifacts, datastore.TufArtifactInsert{Name: art.Name, Version: art.Version,
+			Kind: art.Kind, TargetName: art.TargetName, SHA256: art.SHA256, Length: art.Length, Tags: art.Tags})
+	}
+	res, err = a.ds.TufRepoInsert(ctx, in)
+	if err != nil {
+		return res, archiveFault(err)
+	}
+	ok = true
+	return res, nil
+}
+
+// archiveFault turns the archive reader's refusals into Invalid faults
+// (the archive is what the operator must fix); other errors pass through.
+func archiveFault(err error) error {
+	var te *tufrepo.Error
+	if errors.As(err, &te) {
+		return &fault.Error{Kind: fault.Invalid, Code: te.Code, Message: te.Message, Err: te.Err}
+	}
+	return err
+}

@@ -1,0 +1,248 @@
+// Package model holds Nexus's domain types: what the datastore returns and
+// the application layer works with. They carry no JSON tags on purpose:
+// the wire types in package api are built from them at the HTTP edge, so a
+// column added here does not change an API, and an API field renamed there
+// does not reach the SQL.
+package model
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Baseboard is a sled's hardware identity.
+type Baseboard struct {
+	Part, Serial string
+}
+
+func (b Baseboard) String() string { return b.Part + "/" + b.Serial }
+
+// Sled policies and states, as stored in the database.
+const (
+	SledPolicyInService = "in_service"
+	SledPolicyExpunged  = "expunged"
+
+	SledStateActive         = "active"
+	SledStateUnreachable    = "unreachable"
+	SledStateDecommissioned = "decommissioned"
+)
+
+// M2Device is one M.2 in a sled's inventory.
+type M2Device struct {
+	Path                  string
+	Present               bool
+	FreeBytes, TotalBytes uint64
+	// Error says why a configured device is not in use, when known.
+	Error string
+}
+
+// Sled is a registered sled.
+type Sled struct {
+	ID               uuid.UUID
+	Baseboard        Baseboard
+	SledAgentAddress string
+	RepoDepotPort    int
+	Policy, State    string
+	TimeCreated      time.Time
+	TimeModified     time.Time
+	TimeLastSeen     time.Time
+	// The inventory the sled last reported: nil/empty until a sled agent
+	// that reports it has registered.
+	M2s                []M2Device
+	ArtifactGeneration *uint64
+	ArtifactsComplete  *int
+}
+
+// SledRegistration is what a sled agent reports when it registers. The
+// inventory fields are nil when the agent does not report them, in which
+// case what was recorded stays.
+type SledRegistration struct {
+	Baseboard          Baseboard
+	SledAgentAddress   string
+	RepoDepotPort      int
+	M2s                []M2Device
+	ArtifactGeneration *uint64
+	ArtifactsComplete  *int
+}
+
+// SledUpsertResult says what a registration did.
+type SledUpsertResult struct {
+	Sled    Sled
+	Created bool
+	// Changed is set when the baseboard or addresses differ from what was
+	// recorded (always set when Created).
+	Changed bool
+	// InventoryChanged is set when the artifact config generation, the
+	// complete count or the set of present M.2s differs from what was
+	// recorded (always set when Created with an inventory).
+	InventoryChanged bool
+	// Revived is set when the sled had been marked unreachable.
+	Revived bool
+}
+
+// TrustRoot is a registered TUF root that uploads are verified against.
+type TrustRoot struct {
+	ID          uuid.UUID
+	TimeCreated time.Time
+	// SHA256 is the hash of the root document as registered.
+	SHA256  string
+	Version int64
+	Expires time.Time
+	// JSON is the root.json document exactly as registered.
+	JSON []byte
+}
+
+// TUF repo states.
+const (
+	RepoStateActive   = "active"
+	RepoStateDegraded = "degraded"
+	RepoStateFailed   = "failed"
+)
+
+// TufRepo is an uploaded TUF repository.
+type TufRepo struct {
+	ID            uuid.UUID
+	SystemVersion string
+	FileName      string
+	// SHA256 is the hash of the uploaded archive.
+	SHA256      string
+	TimeCreated time.Time
+	// ValidUntil is the earliest expiry among the repo's metadata roles.
+	ValidUntil time.Time
+	// TimePruned is set once the repo was pruned; PrunedBy says by whom.
+	TimePruned *time.Time
+	PrunedBy   string
+	// Kept repos are never pruned automatically.
+	Kept        bool
+	State       string
+	StateReason string
+
+	TrustRootID      uuid.UUID
+	RootVersion      int64
+	TimestampVersion int64
+	SnapshotVersion  int64
+	TargetsVersion   int64
+
+	ArtifactCount int
+	TotalBytes    int64
+}
+
+// TufArtifact is one artifact as recorded (shared by every repo that
+// carries the same name, version, kind and bytes).
+type TufArtifact struct {
+	ID      uuid.UUID
+	Name    string
+	Version string
+	Kind    string
+	SHA256  string
+	Length  int64
+	Tags    map[string]string
+}
+
+// TufRepoArtifact is an artifact as one repo carries it.
+type TufRepoArtifact struct {
+	TufArtifact
+	// TargetName is the TUF target the artifact's bytes came from.
+	TargetName string
+	// NexusCopies counts Nexus instances holding a local copy.
+	NexusCopies int
+	// Replication is how far it has spread to sleds, as this Nexus's
+	// replication task last observed it; nil when it has not observed it.
+	Replication *ArtifactReplication
+}
+
+// ArtifactReplication is one artifact's spread over the in-service sleds
+// as one Nexus's replication task last saw it (see api.ArtifactReplication
+// for what each count means).
+type ArtifactReplication struct {
+	TimeObserved       time.Time
+	Generation         int64
+	SledsInService     int
+	SledsObserved      int
+	SledsHolding       int
+	SledsHoldingAllM2s int
+	SledsCopying       int
+}
+
+// TufRepoDetail is one repo with its artifacts.
+type TufRepoDetail struct {
+	Repo      TufRepo
+	Artifacts []TufRepoArtifact
+}
+
+// Upload outcomes (UploadResult.Status).
+const (
+	UploadInserted      = "inserted"
+	UploadAlreadyExists = "already_exists"
+)
+
+// UploadResult is what recording an upload did.
+type UploadResult struct {
+	Repo TufRepo
+	// Status is UploadInserted or UploadAlreadyExists.
+	Status string
+	// Generation is the wanted-artifact generation after the upload.
+	Generation int64
+	// GenerationBumped is set when the wanted artifact set changed.
+	GenerationBumped bool
+}
+
+// PruneResult is what a prune did.
+type PruneResult struct {
+	Repo       TufRepo
+	Generation int64
+	// AlreadyPruned is set when the repo had been pruned before.
+	AlreadyPruned bool
+}
+
+// ArtifactListItem is an artifact with the system versions of the repos
+// that carry it; WantedOnSleds is false when no live repo carries it.
+type ArtifactListItem struct {
+	TufArtifact
+	SystemVersions []string
+	WantedOnSleds  bool
+}
+
+// ReplicationMatrix is the artifact × sled holdings the replication task
+// saw when it last listed every in-service sled (kept in memory by that
+// task; too big for every activation's status).
+type ReplicationMatrix struct {
+	// Time is when it was collected; zero before the task's first run.
+	Time       time.Time
+	Generation int64
+	Artifacts  []MatrixArtifact
+	Sleds      []MatrixSled
+	// Copies[s][a] is sled s's copy count of artifact a; -1 when unknown
+	// (the sled did not answer at the run's generation).
+	Copies [][]int8
+	// InFlight[s] holds the artifact indexes sled s is copying.
+	InFlight []map[int]bool
+}
+
+// MatrixArtifact is one column of the matrix.
+type MatrixArtifact struct {
+	SHA256 string
+	Length int64
+}
+
+// MatrixSled is one row of the matrix: what the run learned of a sled.
+type MatrixSled struct {
+	ID         uuid.UUID
+	Address    string
+	Generation uint64
+	M2Present  int
+	InFlight   int
+	Error      string
+}
+
+// ArtifactLabel names an artifact hash for people: the status pages show
+// it instead of a bare SHA-256.
+type ArtifactLabel struct {
+	Name, Version, Kind string
+	// Names counts the distinct recorded artifacts with this hash (the
+	// same bytes may be recorded under two names); Name is the first.
+	Names int
+	// SystemVersions are the live repos that carry it, sorted.
+	SystemVersions []string
+}
