@@ -3,11 +3,13 @@ package nexus
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/api/openapi"
 	"github.com/rackplane/rackplane/internal/httpx"
 )
 
@@ -16,6 +18,7 @@ import (
 func (s *Server) externalRouter() chi.Router {
 	r := httpx.NewRouter(s.log.With().Str("api", "external").Logger())
 	r.Get("/healthz", s.healthz)
+	r.Get("/openapi.json", serveDocument(openapi.NexusExternal))
 	s.mountSledsExternal(r)
 	s.mountBackgroundTasks(r)
 	s.mountMetrics(r)
@@ -31,6 +34,22 @@ func (s *Server) internalRouter() chi.Router {
 	s.mountSledsInternal(r)
 	s.mountDepotServe(r)
 	return r
+}
+
+// ExternalRouter is the external listener's router (tests walk the routes
+// of both listeners and compare them with the OpenAPI documents).
+func (s *Server) ExternalRouter() chi.Routes { return s.external }
+
+// InternalRouter is the internal listener's router.
+func (s *Server) InternalRouter() chi.Routes { return s.internal }
+
+// serveDocument serves an OpenAPI document built into the binary.
+func serveDocument(doc []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
+		_, _ = w.Write(doc)
+	}
 }
 
 // healthz answers 200 when this Nexus can reach its database and 503,
