@@ -24,3 +24,10 @@ func (s *Server) internalRouter() chi.Router {
 	httpapi.New(s.app).MountInternal(r)
 	return r
 }
+
+// ExternalRouter is the external listener's router (tests walk the routes
+// of both listeners and compare them with the OpenAPI documents).
+func (s *Server) ExternalRouter() chi.Routes { return s.external }
+
+// InternalRouter is the internal listener's router.
+func (s *Server) InternalRouter() chi.Routes { return s.internal }

@@ -307,23 +307,37 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// apiRouter serves the sled API and depotRouter the repo depot, each
+// through the routes generated from its OpenAPI document.
 func (s *Server) apiRouter() chi.Router {
 	r := httpx.NewRouter(s.log.With().Str("api", "sled").Logger())
-	r.Get("/healthz", s.healthz)
-	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
-	s.store.Mount(r)
+	s.store.Mount(r, agentHandlers{s: s, metrics: promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{})})
 	return r
 }
 
 func (s *Server) depotRouter() chi.Router {
 	r := httpx.NewRouter(s.log.With().Str("api", "repo_depot").Logger())
-	r.Get("/healthz", s.healthz)
-	s.store.MountDepot(r)
+	s.store.MountDepot(r, agentHandlers{s: s})
 	return r
 }
 
-func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	st := s.Registration()
+// APIRouter is the sled API's router (tests walk its routes).
+func (s *Server) APIRouter() chi.Routes { return s.api }
+
+// DepotRouter is the repo depot's router (tests walk its routes).
+func (s *Server) DepotRouter() chi.Routes { return s.depot }
+
+// agentHandlers are the operations the agent serves itself
+// (artifacts.Agent).
+type agentHandlers struct {
+	s       *Server
+	metrics http.Handler
+}
+
+func (a agentHandlers) Metrics(w http.ResponseWriter, r *http.Request) { a.metrics.ServeHTTP(w, r) }
+
+func (a agentHandlers) Healthz(w http.ResponseWriter, r *http.Request) {
+	st := a.s.Registration()
 	check := "ok"
 	switch {
 	case st.LastSuccess.IsZero() && st.LastError != "":

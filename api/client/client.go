@@ -2,6 +2,12 @@
 // APIs and for the sled agent's API. Every non-2xx answer comes back as an
 // *api.Error, and the request id in the caller's context (see
 // internal/reqid) is sent along so both sides log the same id.
+//
+// Each call builds its request with the request builder generated from
+// the API's OpenAPI document (api/gen), so paths, methods and parameters
+// cannot drift from the document; this package adds the handling every
+// call shares: the context and request id, JSON answers, errors and
+// paging.
 package client
 
 import (
@@ -71,20 +77,15 @@ type Request struct {
 }
 
 // Do sends req and decodes a 2xx JSON answer into out (when out is not nil).
+// It is for requests no generated builder makes (tests of malformed
+// requests); the typed methods are the API.
 func (c *Client) Do(ctx context.Context, req Request, out any) error {
 	resp, err := c.Send(ctx, req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("%s %s: decode response: %w", req.Method, req.Path, err)
-	}
-	return nil
+	return decodeJSON(resp, out)
 }
 
 // Send sends req and returns the response when it is 2xx; otherwise it
@@ -113,6 +114,41 @@ func (c *Client) Send(ctx context.Context, req Request) (*http.Response, error) 
 	if ctype != "" {
 		hreq.Header.Set("Content-Type", ctype)
 	}
+	return c.roundTrip(ctx, hreq)
+}
+
+// builder is a generated request builder with its arguments bound: it
+// makes the request for the server at the URL it is given.
+type builder func(server string) (*http.Request, error)
+
+// server is the base URL as the generated builders take it: with a
+// trailing slash, so that a base URL with a path keeps it.
+func (c *Client) server() string { return c.base.String() + "/" }
+
+// send builds a request and sends it as Send does.
+func (c *Client) send(ctx context.Context, build builder) (*http.Response, error) {
+	hreq, err := build(c.server())
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	return c.roundTrip(ctx, hreq)
+}
+
+// call builds and sends a request and decodes a 2xx JSON answer into out
+// (when out is not nil).
+func (c *Client) call(ctx context.Context, build builder, out any) error {
+	resp, err := c.send(ctx, build)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return decodeJSON(resp, out)
+}
+
+// roundTrip sends hreq under ctx with the request id, returning a 2xx
+// response or the *api.Error a non-2xx one carries.
+func (c *Client) roundTrip(ctx context.Context, hreq *http.Request) (*http.Response, error) {
+	hreq = hreq.WithContext(ctx)
 	hreq.Header.Set("Accept", "application/json")
 	if id := reqid.From(ctx); id != "" {
 		hreq.Header.Set(reqid.Header, id)
@@ -126,6 +162,21 @@ func (c *Client) Send(ctx context.Context, req Request) (*http.Response, error) 
 	}
 	defer resp.Body.Close()
 	return nil, DecodeError(resp)
+}
+
+// withLength sends a streamed body with its Content-Length when the caller
+// knows it (length > 0): http.NewRequest knows the length only of bytes
+// and strings readers and would otherwise send the body chunked. A length
+// of 0 or -1 leaves it as the builder made it (unknown for other readers),
+// as callers that stream data of unknown size pass.
+func withLength(build builder, length int64) builder {
+	return func(server string) (*http.Request, error) {
+		req, err := build(server)
+		if err == nil && length > 0 {
+			req.ContentLength = length
+		}
+		return req, err
+	}
 }
 
 // DecodeError turns a non-2xx response into an *api.Error, whether or not
@@ -168,13 +219,13 @@ func StatusCode(err error) int {
 
 // health fetches /healthz, which answers 503 with a Health body when
 // unhealthy; that body is returned along with the error.
-func (c *Client) health(ctx context.Context) (api.Health, error) {
+func (c *Client) health(ctx context.Context, build builder) (api.Health, error) {
 	var h api.Health
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL("/healthz", nil), nil)
+	hreq, err := build(c.server())
 	if err != nil {
-		return h, err
+		return h, fmt.Errorf("build request: %w", err)
 	}
-	resp, err := c.hc.Do(hreq)
+	resp, err := c.hc.Do(hreq.WithContext(ctx))
 	if err != nil {
 		return h, err
 	}
@@ -188,22 +239,34 @@ func (c *Client) health(ctx context.Context) (api.Health, error) {
 	return h, nil
 }
 
-// listAll follows next_page tokens to collect every item.
-func listAll[T any](ctx context.Context, c *Client, path string, query url.Values) ([]T, error) {
+// listAll follows next_page tokens to collect every item; page builds the
+// request for one page (token nil for the first).
+func listAll[T any](ctx context.Context, c *Client, page func(server string, token *string) (*http.Request, error)) ([]T, error) {
 	var all []T
-	q := url.Values{}
-	for k, v := range query {
-		q[k] = v
-	}
+	var token *string
 	for {
-		var page api.Page[T]
-		if err := c.Do(ctx, Request{Method: http.MethodGet, Path: path, Query: q}, &page); err != nil {
+		var p api.Page[T]
+		if err := c.call(ctx, func(server string) (*http.Request, error) { return page(server, token) }, &p); err != nil {
 			return nil, err
 		}
-		all = append(all, page.Items...)
-		if page.NextPage == "" {
+		all = append(all, p.Items...)
+		if p.NextPage == "" {
 			return all, nil
 		}
-		q.Set("page_token", page.NextPage)
+		next := p.NextPage
+		token = &next
 	}
+}
+
+// decodeJSON decodes a response's JSON body into out, or discards the body
+// when out is nil.
+func decodeJSON(resp *http.Response, out any) error {
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode response: %w", resp.Request.Method, resp.Request.URL.Path, err)
+	}
+	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/api/gen/external"
+	"github.com/rackplane/rackplane/api/gen/nexusint"
 )
 
 // Nexus is a client of Nexus's external (operator) API.
@@ -19,17 +21,21 @@ func NewNexus(baseURL string, hc *http.Client) (Nexus, error) {
 }
 
 // Health fetches /healthz.
-func (n Nexus) Health(ctx context.Context) (api.Health, error) { return n.health(ctx) }
+func (n Nexus) Health(ctx context.Context) (api.Health, error) {
+	return n.health(ctx, external.NewHealthzRequest)
+}
 
 // SledList lists every registered sled.
 func (n Nexus) SledList(ctx context.Context) ([]api.Sled, error) {
-	return listAll[api.Sled](ctx, n.Client, "/v1/system/hardware/sleds", nil)
+	return listAll[api.Sled](ctx, n.Client, func(server string, token *string) (*http.Request, error) {
+		return external.NewSledListRequest(server, &external.SledListParams{PageToken: token})
+	})
 }
 
 // SledGet fetches one sled.
 func (n Nexus) SledGet(ctx context.Context, id uuid.UUID) (api.Sled, error) {
 	var s api.Sled
-	err := n.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/system/hardware/sleds/" + id.String()}, &s)
+	err := n.call(ctx, func(server string) (*http.Request, error) { return external.NewSledGetRequest(server, id) }, &s)
 	return s, err
 }
 
@@ -45,6 +51,8 @@ func NewNexusInternal(baseURL string, hc *http.Client) (NexusInternal, error) {
 // SledRegister upserts the sled's registration.
 func (n NexusInternal) SledRegister(ctx context.Context, id uuid.UUID, reg api.SledRegistration) (api.Sled, error) {
 	var s api.Sled
-	err := n.Do(ctx, Request{Method: http.MethodPut, Path: "/v1/sled-agents/" + id.String(), JSON: reg}, &s)
+	err := n.call(ctx, func(server string) (*http.Request, error) {
+		return nexusint.NewSledRegisterRequest(server, id, reg)
+	}, &s)
 	return s, err
 }

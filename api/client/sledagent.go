@@ -4,10 +4,9 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/url"
-	"strconv"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/api/gen/sled"
 )
 
 // SledAgent is a client of a sled agent's API.
@@ -20,7 +19,9 @@ func NewSledAgent(baseURL string, hc *http.Client) (SledAgent, error) {
 }
 
 // Health fetches /healthz.
-func (s SledAgent) Health(ctx context.Context) (api.Health, error) { return s.health(ctx) }
+func (s SledAgent) Health(ctx context.Context) (api.Health, error) {
+	return s.health(ctx, sled.NewHealthzRequest)
+}
 
 // Artifact store calls. Errors are *api.Error; a 409 about generations
 // (config_generation, generation_mismatch) carries the sled's generation in
@@ -30,14 +31,14 @@ func (s SledAgent) Health(ctx context.Context) (api.Health, error) { return s.he
 // holds afterwards.
 func (s SledAgent) ArtifactConfigPut(ctx context.Context, cfg api.ArtifactConfig) (api.ArtifactConfig, error) {
 	var out api.ArtifactConfig
-	err := s.Do(ctx, Request{Method: http.MethodPut, Path: "/artifacts-config", JSON: cfg}, &out)
+	err := s.call(ctx, func(server string) (*http.Request, error) { return sled.NewArtifactConfigPutRequest(server, cfg) }, &out)
 	return out, err
 }
 
 // ArtifactConfigGet returns the artifact config the sled holds.
 func (s SledAgent) ArtifactConfigGet(ctx context.Context) (api.ArtifactConfig, error) {
 	var out api.ArtifactConfig
-	err := s.Do(ctx, Request{Method: http.MethodGet, Path: "/artifacts-config"}, &out)
+	err := s.call(ctx, sled.NewArtifactConfigGetRequest, &out)
 	return out, err
 }
 
@@ -45,12 +46,8 @@ func (s SledAgent) ArtifactConfigGet(ctx context.Context) (api.ArtifactConfig, e
 // counts.
 func (s SledAgent) ArtifactList(ctx context.Context) (api.ArtifactList, error) {
 	var out api.ArtifactList
-	err := s.Do(ctx, Request{Method: http.MethodGet, Path: "/artifacts"}, &out)
+	err := s.call(ctx, sled.NewArtifactListRequest, &out)
 	return out, err
-}
-
-func generationQuery(gen uint64) url.Values {
-	return url.Values{"generation": {strconv.FormatUint(gen, 10)}}
 }
 
 // ArtifactPut streams an artifact of length bytes (-1 if unknown) to the
@@ -58,8 +55,10 @@ func generationQuery(gen uint64) url.Values {
 // &http.Client{} to NewSledAgent, not the default).
 func (s SledAgent) ArtifactPut(ctx context.Context, sha256 string, gen uint64, body io.Reader, length int64) (api.ArtifactPutResult, error) {
 	var out api.ArtifactPutResult
-	err := s.Do(ctx, Request{Method: http.MethodPut, Path: "/artifacts/" + sha256, Query: generationQuery(gen),
-		Body: body, ContentLength: length, ContentType: "application/octet-stream"}, &out)
+	err := s.call(ctx, withLength(func(server string) (*http.Request, error) {
+		return sled.NewArtifactPutRequestWithBody(server, sha256, &sled.ArtifactPutParams{Generation: gen},
+			"application/octet-stream", body)
+	}, length), &out)
 	return out, err
 }
 
@@ -69,15 +68,17 @@ func (s SledAgent) ArtifactPut(ctx context.Context, sha256 string, gen uint64, b
 // the queued or running copy (never a second copy of the same hash).
 func (s SledAgent) ArtifactCopyFromDepot(ctx context.Context, sha256 string, gen uint64, sourceURL string) (api.ArtifactCopy, error) {
 	var out api.ArtifactCopy
-	err := s.Do(ctx, Request{Method: http.MethodPost, Path: "/artifacts/" + sha256 + "/copy-from-depot",
-		Query: generationQuery(gen), JSON: api.ArtifactCopyRequest{SourceURL: sourceURL}}, &out)
+	err := s.call(ctx, func(server string) (*http.Request, error) {
+		return sled.NewArtifactCopyFromDepotRequest(server, sha256, &sled.ArtifactCopyFromDepotParams{Generation: gen},
+			api.ArtifactCopyRequest{SourceURL: sourceURL})
+	}, &out)
 	return out, err
 }
 
 // ArtifactCopies lists copies in flight and recently finished.
 func (s SledAgent) ArtifactCopies(ctx context.Context) (api.ArtifactCopyList, error) {
 	var out api.ArtifactCopyList
-	err := s.Do(ctx, Request{Method: http.MethodGet, Path: "/artifacts/copies"}, &out)
+	err := s.call(ctx, sled.NewArtifactCopyListRequest, &out)
 	return out, err
 }
 
@@ -85,20 +86,20 @@ func (s SledAgent) ArtifactCopies(ctx context.Context) (api.ArtifactCopyList, er
 // remembered).
 func (s SledAgent) ArtifactCopyGet(ctx context.Context, sha256 string) (api.ArtifactCopy, error) {
 	var out api.ArtifactCopy
-	err := s.Do(ctx, Request{Method: http.MethodGet, Path: "/artifacts/copies/" + sha256}, &out)
+	err := s.call(ctx, func(server string) (*http.Request, error) { return sled.NewArtifactCopyGetRequest(server, sha256) }, &out)
 	return out, err
 }
 
 // ArtifactScrubStatus returns the scrub's status.
 func (s SledAgent) ArtifactScrubStatus(ctx context.Context) (api.ScrubStatus, error) {
 	var out api.ScrubStatus
-	err := s.Do(ctx, Request{Method: http.MethodGet, Path: "/artifacts/scrub"}, &out)
+	err := s.call(ctx, sled.NewArtifactScrubStatusRequest, &out)
 	return out, err
 }
 
 // ArtifactScrubStart asks for a scrub pass now.
 func (s SledAgent) ArtifactScrubStart(ctx context.Context) (api.ScrubStatus, error) {
 	var out api.ScrubStatus
-	err := s.Do(ctx, Request{Method: http.MethodPost, Path: "/artifacts/scrub"}, &out)
+	err := s.call(ctx, sled.NewArtifactScrubStartRequest, &out)
 	return out, err
 }

@@ -3,24 +3,24 @@ package client
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strconv"
 	"sync/atomic"
 
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/api/gen/external"
 )
 
 // TrustRootAdd registers a root.json; created is false when the same
 // document was already registered.
 func (n Nexus) TrustRootAdd(ctx context.Context, rootJSON []byte) (root api.TrustRoot, created bool, err error) {
-	resp, err := n.Send(ctx, Request{Method: http.MethodPost, Path: "/v1/system/update/trust-roots",
-		Body: bytes.NewReader(rootJSON), ContentLength: int64(len(rootJSON)), ContentType: "application/json"})
+	// The document goes out byte for byte (its hash is recorded), so the
+	// raw-body builder, not the one that re-encodes a value.
+	resp, err := n.send(ctx, func(server string) (*http.Request, error) {
+		return external.NewTrustRootAddRequestWithBody(server, "application/json", bytes.NewReader(rootJSON))
+	})
 	if err != nil {
 		return root, false, err
 	}
@@ -31,19 +31,21 @@ func (n Nexus) TrustRootAdd(ctx context.Context, rootJSON []byte) (root api.Trus
 
 // TrustRootList lists the registered trust roots.
 func (n Nexus) TrustRootList(ctx context.Context) ([]api.TrustRoot, error) {
-	return listAll[api.TrustRoot](ctx, n.Client, "/v1/system/update/trust-roots", nil)
+	return listAll[api.TrustRoot](ctx, n.Client, func(server string, token *string) (*http.Request, error) {
+		return external.NewTrustRootListRequest(server, &external.TrustRootListParams{PageToken: token})
+	})
 }
 
 // TrustRootGet fetches one trust root.
 func (n Nexus) TrustRootGet(ctx context.Context, id uuid.UUID) (api.TrustRoot, error) {
 	var t api.TrustRoot
-	err := n.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/system/update/trust-roots/" + id.String()}, &t)
+	err := n.call(ctx, func(server string) (*http.Request, error) { return external.NewTrustRootGetRequest(server, id) }, &t)
 	return t, err
 }
 
 // TrustRootDelete removes a trust root.
 func (n Nexus) TrustRootDelete(ctx context.Context, id uuid.UUID) error {
-	return n.Do(ctx, Request{Method: http.MethodDelete, Path: "/v1/system/update/trust-roots/" + id.String()}, nil)
+	return n.call(ctx, func(server string) (*http.Request, error) { return external.NewTrustRootDeleteRequest(server, id) }, nil)
 }
 
 // Progress is called as an upload's bytes are sent, with the bytes sent
@@ -59,16 +61,10 @@ func (n Nexus) RepoUpload(ctx context.Context, fileName string, body io.Reader, 
 	if progress != nil {
 		body = &progressReader{r: body, total: length, fn: progress}
 	}
-	// http.Request treats a zero ContentLength with a body as unknown;
-	// an empty archive is still sent with its length.
-	resp, err := n.Send(ctx, Request{Method: http.MethodPut, Path: "/v1/system/update/repositories",
-		Query: url.Values{"file_name": {fileName}}, Body: body, ContentLength: length,
-		ContentType: "application/zip"})
-	if err != nil {
-		return out, err
-	}
-	defer resp.Body.Close()
-	err = decodeJSON(resp, &out)
+	err := n.call(ctx, withLength(func(server string) (*http.Request, error) {
+		return external.NewRepoUploadRequestWithBody(server, &external.RepoUploadParams{FileName: fileName},
+			"application/zip", body)
+	}, length), &out)
 	return out, err
 }
 
@@ -89,57 +85,58 @@ func (p *progressReader) Read(b []byte) (int, error) {
 
 // RepoList lists repos, newest first; pruned ones only when asked.
 func (n Nexus) RepoList(ctx context.Context, includePruned bool) ([]api.TufRepo, error) {
-	q := url.Values{}
-	if includePruned {
-		q.Set("include_pruned", "true")
-	}
-	return listAll[api.TufRepo](ctx, n.Client, "/v1/system/update/repositories", q)
+	return listAll[api.TufRepo](ctx, n.Client, func(server string, token *string) (*http.Request, error) {
+		return external.NewRepoListRequest(server, &external.RepoListParams{IncludePruned: onlyTrue(includePruned),
+			PageToken: token})
+	})
 }
 
 // RepoListPage fetches one page of repos.
 func (n Nexus) RepoListPage(ctx context.Context, includePruned bool, limit int, token string) (api.Page[api.TufRepo], error) {
-	q := url.Values{"limit": {strconv.Itoa(limit)}}
-	if includePruned {
-		q.Set("include_pruned", "true")
-	}
-	if token != "" {
-		q.Set("page_token", token)
-	}
 	var page api.Page[api.TufRepo]
-	err := n.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/system/update/repositories", Query: q}, &page)
+	params := &external.RepoListParams{IncludePruned: onlyTrue(includePruned), Limit: &limit}
+	if token != "" {
+		params.PageToken = &token
+	}
+	err := n.call(ctx, func(server string) (*http.Request, error) { return external.NewRepoListRequest(server, params) }, &page)
 	return page, err
+}
+
+// onlyTrue sends a boolean query parameter only when it is set, as the
+// default is false.
+func onlyTrue(b bool) *bool {
+	if !b {
+		return nil
+	}
+	return &b
 }
 
 // RepoGet fetches a repo with its artifacts.
 func (n Nexus) RepoGet(ctx context.Context, systemVersion string) (api.TufRepoDetail, error) {
 	var d api.TufRepoDetail
-	err := n.Do(ctx, Request{Method: http.MethodGet, Path: "/v1/system/update/repositories/" + url.PathEscape(systemVersion)}, &d)
+	err := n.call(ctx, func(server string) (*http.Request, error) { return external.NewRepoGetRequest(server, systemVersion) }, &d)
 	return d, err
 }
 
 // RepoDelete prunes a repo.
 func (n Nexus) RepoDelete(ctx context.Context, systemVersion string) (api.TufRepoPrune, error) {
 	var p api.TufRepoPrune
-	err := n.Do(ctx, Request{Method: http.MethodDelete, Path: "/v1/system/update/repositories/" + url.PathEscape(systemVersion)}, &p)
+	err := n.call(ctx, func(server string) (*http.Request, error) { return external.NewRepoPruneRequest(server, systemVersion) }, &p)
 	return p, err
 }
 
 // RepoSetKept marks a repo kept, or not, against automatic pruning.
 func (n Nexus) RepoSetKept(ctx context.Context, systemVersion string, kept bool) (api.TufRepo, error) {
 	var r api.TufRepo
-	err := n.Do(ctx, Request{Method: http.MethodPut, Path: "/v1/system/update/repositories/" + url.PathEscape(systemVersion) + "/kept",
-		JSON: api.TufRepoKeep{Kept: kept}}, &r)
+	err := n.call(ctx, func(server string) (*http.Request, error) {
+		return external.NewRepoSetKeptRequest(server, systemVersion, api.TufRepoKeep{Kept: kept})
+	}, &r)
 	return r, err
 }
 
 // ArtifactList lists every recorded artifact.
 func (n Nexus) ArtifactList(ctx context.Context) ([]api.ArtifactListItem, error) {
-	return listAll[api.ArtifactListItem](ctx, n.Client, "/v1/system/update/artifacts", nil)
-}
-
-func decodeJSON(resp *http.Response, out any) error {
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("%s %s: decode response: %w", resp.Request.Method, resp.Request.URL.Path, err)
-	}
-	return nil
+	return listAll[api.ArtifactListItem](ctx, n.Client, func(server string, token *string) (*http.Request, error) {
+		return external.NewArtifactListRequest(server, &external.ArtifactListParams{PageToken: token})
+	})
 }

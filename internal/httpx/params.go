@@ -1,8 +1,12 @@
 package httpx
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
+	"reflect"
 	"strconv"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -63,4 +67,108 @@ func (p Pagination) UUIDToken() (uuid.UUID, error) {
 		return uuid.Nil, BadRequest(api.CodeInvalidParameter, "page_token %q is not one this server issued", p.Token)
 	}
 	return id, nil
+}
+
+// ParamRule words the answer to a parameter that the generated server
+// wrappers (api/gen) could not bind, so that it reads as the handlers'
+// own checks always have.
+type ParamRule struct {
+	// Code is the error code; invalid_parameter when empty.
+	Code string
+	// Missing is the message when the parameter is absent or empty.
+	Missing string
+	// Invalid is a format for a value that does not parse; its one verb
+	// (%q) gets the value.
+	Invalid string
+}
+
+// ParamRules maps parameter names to their rules.
+type ParamRules map[string]ParamRule
+
+// With returns the union of p and more (more wins).
+func (p ParamRules) With(more ParamRules) ParamRules {
+	out := ParamRules{}
+	for k, v := range p {
+		out[k] = v
+	}
+	for k, v := range more {
+		out[k] = v
+	}
+	return out
+}
+
+// UUIDParam is the rule of a UUID path parameter, worded as PathUUID words
+// it.
+func UUIDParam(name string) ParamRule {
+	return ParamRule{Invalid: "path parameter " + name + ": %q is not a UUID"}
+}
+
+// PageRules word limit and page_token as PageParams does.
+var PageRules = ParamRules{
+	"limit": {Invalid: "query parameter limit must be an integer from 1 to " + strconv.Itoa(MaxPageLimit) + ", not %q"},
+}
+
+// ParamErrorHandler returns the ErrorHandlerFunc for a generated wrapper
+// (ChiServerOptions.ErrorHandlerFunc): every parameter error becomes a 400
+// whose message names the parameter and where it was (path, query or
+// header), worded by rules where a rule exists.
+func ParamErrorHandler(rules ParamRules) func(http.ResponseWriter, *http.Request, error) {
+	return func(w http.ResponseWriter, r *http.Request, err error) {
+		name, missing := paramOf(err)
+		if name == "" {
+			WriteError(w, r, &Error{Status: http.StatusBadRequest, Code: api.CodeInvalidParameter,
+				Message: "the request's parameters could not be read: " + err.Error(), Err: err})
+			return
+		}
+		in, raw := paramValue(r, name)
+		rule := rules[name]
+		code := rule.Code
+		if code == "" {
+			code = api.CodeInvalidParameter
+		}
+		var msg string
+		switch {
+		case (missing || raw == "") && rule.Missing != "":
+			msg = rule.Missing
+		case missing || raw == "":
+			msg = fmt.Sprintf("%s parameter %s is required", in, name)
+		case rule.Invalid != "":
+			msg = fmt.Sprintf(rule.Invalid, raw)
+		default:
+			msg = fmt.Sprintf("%s parameter %s: %q is not valid: %v", in, name, raw, errors.Unwrap(err))
+		}
+		WriteError(w, r, &Error{Status: http.StatusBadRequest, Code: code, Message: msg, Err: err})
+	}
+}
+
+// paramOf returns the parameter an error of the generated wrappers is
+// about. Each generated package declares its own error types
+// (RequiredParamError, InvalidParamFormatError, TooManyValuesForParamError,
+// ...), all with a ParamName field, so they are read by shape rather than
+// by type; only the Required* ones mean the parameter is missing.
+func paramOf(err error) (name string, missing bool) {
+	v := reflect.ValueOf(err)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return "", false
+	}
+	f := v.Elem().FieldByName("ParamName")
+	if !f.IsValid() || f.Kind() != reflect.String {
+		return "", false
+	}
+	return f.String(), strings.HasPrefix(v.Elem().Type().Name(), "Required")
+}
+
+// paramValue says where parameter name is in r and its raw value there.
+func paramValue(r *http.Request, name string) (in, raw string) {
+	if rctx := chi.RouteContext(r.Context()); rctx != nil {
+		for i, k := range rctx.URLParams.Keys {
+			if k == name {
+				return "path", rctx.URLParams.Values[i]
+			}
+		}
+	}
+	if _, ok := r.Header[http.CanonicalHeaderKey(name)]; ok {
+		return "header", r.Header.Get(name)
+	}
+	return "query", r.URL.Query().Get(name)
 }

@@ -9,12 +9,14 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/api/openapi"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/nexus/app"
@@ -34,6 +36,7 @@ var h = httpx.Handlers{}.H
 // MountExternal mounts the operator API's routes on r.
 func (s *API) MountExternal(r chi.Router) {
 	r.Get("/healthz", s.healthz)
+	r.Get("/openapi.json", serveDocument(openapi.NexusExternal))
 	r.Get("/v1/system/hardware/sleds", h(s.sledList))
 	r.Get("/v1/system/hardware/sleds/{sled_id}", h(s.sledGet))
 
@@ -112,6 +115,15 @@ func writePage[M, W any](w http.ResponseWriter, items []M, limit int, conv func(
 		out.Items = append(out.Items, conv(it))
 	}
 	httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+// serveDocument serves an OpenAPI document built into the binary.
+func serveDocument(doc []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
+		_, _ = w.Write(doc)
+	}
 }
 
 // apiRequester names the caller of an API request in activation records:

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -15,6 +14,8 @@ import (
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/api/gen/depot"
+	"github.com/rackplane/rackplane/api/gen/sled"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/reqid"
 )
@@ -23,75 +24,85 @@ import (
 // long, so a stalled client cannot hold a write open forever.
 const bodyIdleTimeout = time.Minute
 
-// Mount adds the artifact store's routes to the sled API router.
-func (s *Store) Mount(r chi.Router) {
-	r.Put("/artifacts-config", s.h(s.handlePutConfig))
-	r.Get("/artifacts-config", s.h(s.handleGetConfig))
-	r.Get("/artifacts", s.h(s.handleList))
-	r.Get("/artifacts/copies", s.h(s.handleCopies))
-	r.Get("/artifacts/copies/{sha256}", s.h(s.handleCopy))
-	r.Get("/artifacts/scrub", s.h(s.handleScrubStatus))
-	r.Post("/artifacts/scrub", s.h(s.handleScrubStart))
-	r.Put("/artifacts/{sha256}", s.h(s.handlePut))
-	r.Post("/artifacts/{sha256}/copy-from-depot", s.h(s.handleCopyFromDepot))
+// Agent is what the sled agent serves itself on the store's listeners:
+// the operations of the sled API (and the depot's health) that are not
+// the artifact store's.
+type Agent interface {
+	Healthz(w http.ResponseWriter, r *http.Request)
+	Metrics(w http.ResponseWriter, r *http.Request)
 }
 
-// MountDepot adds the repo depot's routes to the depot router.
-func (s *Store) MountDepot(r chi.Router) {
-	r.Get("/artifact/sha256/{sha256}", s.h(s.handleDepotGet))
-	r.Head("/artifact/sha256/{sha256}", s.h(s.handleDepotGet))
+// paramRules word the generated wrappers' parameter errors as these
+// handlers always have.
+var paramRules = httpx.ParamRules{
+	"generation": {
+		Missing: "query parameter generation is required: the artifact config generation this request belongs to",
+		Invalid: "query parameter generation must be a non-negative integer, not %q",
+	},
 }
 
-// h adapts a handler, writing generation conflicts with the generation the
-// sled holds and every other error the standard way.
-func (s *Store) h(fn httpx.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		err := fn(w, r)
-		if err == nil {
-			return
-		}
-		var gc *genConflictError
-		if errors.As(err, &gc) {
-			hlog.FromRequest(r).Info().Int("status", gc.he.Status).Str("error_code", gc.he.Code).
-				Str("message", gc.he.Message).Uint64("held_generation", gc.held).Msg("request failed")
-			httpx.WriteJSON(w, gc.he.Status, api.GenerationConflict{
-				Error:          api.Error{ErrorCode: gc.he.Code, Message: gc.he.Message, RequestID: reqid.From(r.Context())},
-				HeldGeneration: gc.held,
-			})
-			return
-		}
-		httpx.WriteError(w, r, err)
+// sledAPI is the sled API's generated interface: the agent's own
+// operations and the store's.
+type sledAPI struct {
+	Agent
+	apiHandlers
+}
+
+// depotAPI is the repo depot's generated interface.
+type depotAPI struct {
+	Agent
+	depotHandlers
+}
+
+// Mount serves the sled API (api/openapi/sled-agent.json) on r through
+// its generated routes: the artifact store's operations here, healthz and
+// metrics from agent.
+func (s *Store) Mount(r chi.Router, agent Agent) {
+	sled.HandlerWithOptions(sledAPI{Agent: agent, apiHandlers: apiHandlers{s}}, sled.ChiServerOptions{
+		BaseRouter: r, ErrorHandlerFunc: httpx.ParamErrorHandler(paramRules)})
+}
+
+// MountDepot serves the repo depot (api/openapi/repo-depot.json) on r
+// through its generated routes, with healthz from agent.
+func (s *Store) MountDepot(r chi.Router, agent Agent) {
+	depot.HandlerWithOptions(depotAPI{Agent: agent, depotHandlers: depotHandlers{s}}, depot.ChiServerOptions{
+		BaseRouter: r, ErrorHandlerFunc: httpx.ParamErrorHandler(paramRules)})
+}
+
+// apiHandlers implements the store's part of sled.ServerInterface.
+type apiHandlers struct{ s *Store }
+
+// depotHandlers implements the store's part of depot.ServerInterface.
+type depotHandlers struct{ s *Store }
+
+// fail writes a handler's error, if any: generation conflicts with the
+// generation the sled holds, every other error the standard way.
+func fail(w http.ResponseWriter, r *http.Request, err error) {
+	if err == nil {
+		return
 	}
+	var gc *genConflictError
+	if errors.As(err, &gc) {
+		hlog.FromRequest(r).Info().Int("status", gc.he.Status).Str("error_code", gc.he.Code).
+			Str("message", gc.he.Message).Uint64("held_generation", gc.held).Msg("request failed")
+		httpx.WriteJSON(w, gc.he.Status, api.GenerationConflict{
+			Error:          api.Error{ErrorCode: gc.he.Code, Message: gc.he.Message, RequestID: reqid.From(r.Context())},
+			HeldGeneration: gc.held,
+		})
+		return
+	}
+	httpx.WriteError(w, r, err)
 }
 
-func pathSHA(r *http.Request) (string, error) {
-	sha := chi.URLParam(r, "sha256")
+func checkPathSHA(sha string) error {
 	if err := api.CheckSHA256(sha); err != nil {
-		return "", httpx.BadRequest(api.CodeInvalidSHA256, "path: %v", err)
+		return httpx.BadRequest(api.CodeInvalidSHA256, "path: %v", err)
 	}
-	return sha, nil
+	return nil
 }
 
-func queryGeneration(r *http.Request) (uint64, error) {
-	raw := r.URL.Query().Get("generation")
-	if raw == "" {
-		return 0, httpx.BadRequest(api.CodeInvalidParameter,
-			"query parameter generation is required: the artifact config generation this request belongs to")
-	}
-	g, err := strconv.ParseUint(raw, 10, 64)
-	if err != nil {
-		return 0, httpx.BadRequest(api.CodeInvalidParameter, "query parameter generation must be a non-negative integer, not %q", raw)
-	}
-	return g, nil
-}
-
-func shaAndGeneration(r *http.Request) (string, uint64, error) {
-	sha, err := pathSHA(r)
-	if err != nil {
-		return "", 0, err
-	}
-	gen, err := queryGeneration(r)
-	return sha, gen, err
+func (h apiHandlers) ArtifactConfigPut(w http.ResponseWriter, r *http.Request) {
+	fail(w, r, h.s.handlePutConfig(w, r))
 }
 
 func (s *Store) handlePutConfig(w http.ResponseWriter, r *http.Request) error {
@@ -107,19 +118,20 @@ func (s *Store) handlePutConfig(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Store) handleGetConfig(w http.ResponseWriter, r *http.Request) error {
-	httpx.WriteJSON(w, http.StatusOK, s.Config())
-	return nil
+func (h apiHandlers) ArtifactConfigGet(w http.ResponseWriter, r *http.Request) {
+	httpx.WriteJSON(w, http.StatusOK, h.s.Config())
 }
 
-func (s *Store) handleList(w http.ResponseWriter, r *http.Request) error {
-	httpx.WriteJSON(w, http.StatusOK, s.List())
-	return nil
+func (h apiHandlers) ArtifactList(w http.ResponseWriter, r *http.Request) {
+	httpx.WriteJSON(w, http.StatusOK, h.s.List())
 }
 
-func (s *Store) handlePut(w http.ResponseWriter, r *http.Request) error {
-	sha, gen, err := shaAndGeneration(r)
-	if err != nil {
+func (h apiHandlers) ArtifactPut(w http.ResponseWriter, r *http.Request, sha string, params sled.ArtifactPutParams) {
+	fail(w, r, h.s.handlePut(w, r, sha, params.Generation))
+}
+
+func (s *Store) handlePut(w http.ResponseWriter, r *http.Request, sha string, gen uint64) error {
+	if err := checkPathSHA(sha); err != nil {
 		return err
 	}
 	body := &idleBody{r: r.Body, rc: http.NewResponseController(w), idle: bodyIdleTimeout}
@@ -221,9 +233,12 @@ func nonNil(s []string) []string {
 	return s
 }
 
-func (s *Store) handleCopyFromDepot(w http.ResponseWriter, r *http.Request) error {
-	sha, gen, err := shaAndGeneration(r)
-	if err != nil {
+func (h apiHandlers) ArtifactCopyFromDepot(w http.ResponseWriter, r *http.Request, sha string, params sled.ArtifactCopyFromDepotParams) {
+	fail(w, r, h.s.handleCopyFromDepot(w, r, sha, params.Generation))
+}
+
+func (s *Store) handleCopyFromDepot(w http.ResponseWriter, r *http.Request, sha string, gen uint64) error {
+	if err := checkPathSHA(sha); err != nil {
 		return err
 	}
 	var req api.ArtifactCopyRequest
@@ -242,14 +257,16 @@ func (s *Store) handleCopyFromDepot(w http.ResponseWriter, r *http.Request) erro
 	return nil
 }
 
-func (s *Store) handleCopies(w http.ResponseWriter, r *http.Request) error {
-	httpx.WriteJSON(w, http.StatusOK, s.Copies())
-	return nil
+func (h apiHandlers) ArtifactCopyList(w http.ResponseWriter, r *http.Request) {
+	httpx.WriteJSON(w, http.StatusOK, h.s.Copies())
 }
 
-func (s *Store) handleCopy(w http.ResponseWriter, r *http.Request) error {
-	sha, err := pathSHA(r)
-	if err != nil {
+func (h apiHandlers) ArtifactCopyGet(w http.ResponseWriter, r *http.Request, sha string) {
+	fail(w, r, h.s.handleCopy(w, r, sha))
+}
+
+func (s *Store) handleCopy(w http.ResponseWriter, r *http.Request, sha string) error {
+	if err := checkPathSHA(sha); err != nil {
 		return err
 	}
 	st, ok := s.Copy(sha)
@@ -261,23 +278,30 @@ func (s *Store) handleCopy(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Store) handleScrubStatus(w http.ResponseWriter, r *http.Request) error {
-	httpx.WriteJSON(w, http.StatusOK, s.ScrubStatus())
-	return nil
+func (h apiHandlers) ArtifactScrubStatus(w http.ResponseWriter, r *http.Request) {
+	httpx.WriteJSON(w, http.StatusOK, h.s.ScrubStatus())
 }
 
-func (s *Store) handleScrubStart(w http.ResponseWriter, r *http.Request) error {
-	s.TriggerScrub()
-	httpx.WriteJSON(w, http.StatusAccepted, s.ScrubStatus())
-	return nil
+func (h apiHandlers) ArtifactScrubStart(w http.ResponseWriter, r *http.Request) {
+	h.s.TriggerScrub()
+	httpx.WriteJSON(w, http.StatusAccepted, h.s.ScrubStatus())
+}
+
+func (h depotHandlers) ArtifactGet(w http.ResponseWriter, r *http.Request, sha string, _ depot.ArtifactGetParams) {
+	fail(w, r, h.s.handleDepotGet(w, r, sha))
+}
+
+// ArtifactHead answers as ArtifactGet does: http.ServeContent sends no
+// body for HEAD.
+func (h depotHandlers) ArtifactHead(w http.ResponseWriter, r *http.Request, sha string, _ depot.ArtifactHeadParams) {
+	fail(w, r, h.s.handleDepotGet(w, r, sha))
 }
 
 // handleDepotGet serves a stored copy to another sled (or anyone copying
 // from this depot), with Range support so an interrupted copy resumes.
 // The ETag is the hash: the content of a name never changes.
-func (s *Store) handleDepotGet(w http.ResponseWriter, r *http.Request) error {
-	sha, err := pathSHA(r)
-	if err != nil {
+func (s *Store) handleDepotGet(w http.ResponseWriter, r *http.Request, sha string) error {
+	if err := checkPathSHA(sha); err != nil {
 		return err
 	}
 	s.mu.RLock()
@@ -285,7 +309,8 @@ func (s *Store) handleDepotGet(w http.ResponseWriter, r *http.Request) error {
 	s.mu.RUnlock()
 	var f *os.File
 	for _, d := range devs {
-		if f, err = os.Open(d.file(sha)); err == nil {
+		if c, err := os.Open(d.file(sha)); err == nil {
+			f = c
 			break
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
@@ -89,11 +91,12 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	r.w.Handle(r.store.DeviceChanged)
 	r.w.Poll()
 
+	agent := rigAgent{metrics: promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{})}
 	apiRouter := httpx.NewRouter(log)
-	r.store.Mount(apiRouter)
+	r.store.Mount(apiRouter, agent)
 	apiSrv := httptest.NewServer(apiRouter)
 	depotRouter := httpx.NewRouter(log)
-	r.store.MountDepot(depotRouter)
+	r.store.MountDepot(depotRouter, agent)
 	depotSrv := httptest.NewServer(depotRouter)
 	r.depotURL = depotSrv.URL
 	if r.api, err = client.NewSledAgent(apiSrv.URL, nil); err != nil {
@@ -116,6 +119,17 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	})
 	return r
 }
+
+// rigAgent serves the sled agent's own operations for a rig: the rig's
+// metrics, and a health that is always ok (a rig has no Nexus to register
+// with).
+type rigAgent struct{ metrics http.Handler }
+
+func (a rigAgent) Healthz(w http.ResponseWriter, r *http.Request) {
+	httpx.WriteJSON(w, http.StatusOK, api.Health{Status: "ok"})
+}
+
+func (a rigAgent) Metrics(w http.ResponseWriter, r *http.Request) { a.metrics.ServeHTTP(w, r) }
 
 // artifact is random test content and its hash.
 type artifact struct {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -67,9 +68,14 @@ func TestPutBadRequests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var e api.Error
+		derr := json.NewDecoder(resp.Body).Decode(&e)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Fatalf("query %q: HTTP %d, want 400", q, resp.StatusCode)
+		}
+		if derr != nil || e.ErrorCode != api.CodeInvalidParameter || !strings.Contains(e.Message, "query parameter generation") {
+			t.Fatalf("query %q: body %+v (%v), want invalid_parameter naming the generation", q, e, derr)
 		}
 	}
 	r.assertNothingKept(a.sha)
