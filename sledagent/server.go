@@ -25,11 +25,11 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/sledagent/artifacts"
-	"github.com/rackplane/rackplane/sledagent/clock"
 	"github.com/rackplane/rackplane/sledagent/m2"
 )
 

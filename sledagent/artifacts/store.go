@@ -33,8 +33,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/internal/httpx"
-	"github.com/rackplane/rackplane/sledagent/clock"
 	"github.com/rackplane/rackplane/sledagent/ledger"
 )
 
