@@ -11,7 +11,7 @@
 // name, a one-line description, a default period and, optionally, the tasks
 // it depends on. Config may override the period (--task-period NAME=DUR).
 // Tests of a task call Activate directly with [NewActivation]; tests of
-// timing use the fake clock in bgtasks/bgtest.
+// timing use the fake clock in internal/clock.
 //
 // # When a task runs
 //

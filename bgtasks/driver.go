@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/internal/reqid"
 )
 
@@ -57,7 +58,7 @@ type EnabledFunc func(ctx context.Context, name string) (bool, error)
 // every task enabled, no metrics and a discarded log.
 type Options struct {
 	Log   zerolog.Logger
-	Clock Clock
+	Clock clock.Clock
 	// Enabled, when nil, treats every task as enabled.
 	Enabled EnabledFunc
 	// Periods overrides registered periods by task name. Start fails when
@@ -75,7 +76,7 @@ type Options struct {
 // one is running coalesce into a single follow-up activation.
 type Driver struct {
 	log     zerolog.Logger
-	clock   Clock
+	clock   clock.Clock
 	enabled EnabledFunc
 	periods map[string]time.Duration
 	metrics *Metrics
@@ -93,7 +94,7 @@ type Driver struct {
 // NewDriver returns a driver with no tasks.
 func NewDriver(opts Options) *Driver {
 	if opts.Clock == nil {
-		opts.Clock = RealClock{}
+		opts.Clock = clock.Real()
 	}
 	if opts.Enabled == nil {
 		opts.Enabled = func(context.Context, string) (bool, error) { return true, nil }
@@ -417,7 +418,7 @@ func (r *runner) loop(ctx context.Context) {
 	defer timer.Stop()
 	// followUp fires the follow-up an activation asked for; it is separate
 	// from the period timer so that it does not move the schedule.
-	var followUp Timer
+	var followUp clock.Timer
 	var followC <-chan time.Time
 	defer func() {
 		if followUp != nil {

@@ -16,14 +16,14 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/bgtasks"
-	"github.com/rackplane/rackplane/bgtasks/bgtest"
+	"github.com/rackplane/rackplane/internal/clock"
 )
 
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func newDriver(t *testing.T, clock bgtasks.Clock, opts bgtasks.Options) *bgtasks.Driver {
+func newDriver(t *testing.T, clk clock.Clock, opts bgtasks.Options) *bgtasks.Driver {
 	t.Helper()
-	opts.Clock = clock
+	opts.Clock = clk
 	opts.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	d := bgtasks.NewDriver(opts)
 	t.Cleanup(func() {
@@ -76,12 +76,12 @@ func activation(t *testing.T, task api.BackgroundTask, iteration uint64) api.Tas
 
 // waitArmed waits until n period timers are armed, i.e. every task loop
 // has taken the last firing and re-armed.
-func waitArmed(t *testing.T, c *bgtest.Clock, n int) {
+func waitArmed(t *testing.T, c *clock.Fake, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Armed() != n {
+	for c.Waiters() != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d timers armed, want %d", c.Armed(), n)
+			t.Fatalf("%d timers armed, want %d", c.Waiters(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -91,8 +91,8 @@ func noop(context.Context, bgtasks.Activation) (any, error) { return map[string]
 
 func TestStartupThenPeriodic(t *testing.T) {
 	t.Parallel()
-	clock := bgtest.NewClock(t0)
-	d := newDriver(t, clock, bgtasks.Options{})
+	clk := clock.NewFake(t0)
+	d := newDriver(t, clk, bgtasks.Options{})
 	register(t, d, "ticker", 10*time.Second, noop)
 	start(t, d)
 
@@ -101,14 +101,14 @@ func TestStartupThenPeriodic(t *testing.T) {
 		string(a.Status) != `{"ok":1}` || a.RunID == "" {
 		t.Fatalf("startup activation: %+v", a)
 	}
-	waitArmed(t, clock, 1)
-	clock.Advance(10 * time.Second)
+	waitArmed(t, clk, 1)
+	clk.Advance(10 * time.Second)
 	task = wait(t, d, "ticker", 2)
 	if a := activation(t, task, 2); a.Reason != "periodic" || !a.Start.Equal(t0.Add(10*time.Second)) {
 		t.Fatalf("periodic activation: %+v", a)
 	}
-	waitArmed(t, clock, 1)
-	clock.Advance(10 * time.Second)
+	waitArmed(t, clk, 1)
+	clk.Advance(10 * time.Second)
 	task = wait(t, d, "ticker", 3)
 	if a := activation(t, task, 3); a.Reason != "periodic" || !a.Start.Equal(t0.Add(20*time.Second)) {
 		t.Fatalf("second periodic activation: %+v", a)
@@ -121,14 +121,14 @@ func TestStartupThenPeriodic(t *testing.T) {
 
 func TestExplicitActivationDoesNotResetTimer(t *testing.T) {
 	t.Parallel()
-	clock := bgtest.NewClock(t0)
-	d := newDriver(t, clock, bgtasks.Options{})
+	clk := clock.NewFake(t0)
+	d := newDriver(t, clk, bgtasks.Options{})
 	register(t, d, "ticker", 10*time.Second, noop)
 	start(t, d)
 	wait(t, d, "ticker", 1)
-	waitArmed(t, clock, 1)
+	waitArmed(t, clk, 1)
 
-	clock.Advance(6 * time.Second)
+	clk.Advance(6 * time.Second)
 	if err := d.Activate("operator-1", "ticker"); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestExplicitActivationDoesNotResetTimer(t *testing.T) {
 	// The period still counts from start-up: 4 s more brings the periodic
 	// activation. Had the explicit one re-armed the timer, nothing would
 	// fire before t0+16s.
-	clock.Advance(4 * time.Second)
+	clk.Advance(4 * time.Second)
 	task = wait(t, d, "ticker", 3)
 	if a := activation(t, task, 3); a.Reason != "periodic" || !a.Start.Equal(t0.Add(10*time.Second)) {
 		t.Fatalf("periodic activation after an explicit one: %+v", a)
@@ -191,8 +191,8 @@ func (b *blockingTask) next(t *testing.T) bgtasks.Activation {
 
 func TestTriggersDuringARunCoalesce(t *testing.T) {
 	t.Parallel()
-	clock := bgtest.NewClock(t0)
-	d := newDriver(t, clock, bgtasks.Options{})
+	clk := clock.NewFake(t0)
+	d := newDriver(t, clk, bgtasks.Options{})
 	task := newBlockingTask()
 	register(t, d, "slow", 10*time.Second, task.Activate)
 	start(t, d)
@@ -205,9 +205,9 @@ func TestTriggersDuringARunCoalesce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitArmed(t, clock, 1)
-	clock.Advance(10 * time.Second) // a periodic trigger, also mid-run
-	waitArmed(t, clock, 1)
+	waitArmed(t, clk, 1)
+	clk.Advance(10 * time.Second) // a periodic trigger, also mid-run
+	waitArmed(t, clk, 1)
 	st, _ := d.Task("slow", false)
 	if st.Current.State != api.TaskStateRunning || st.Current.Iteration != 1 || st.Current.Reason != "startup" ||
 		st.Current.Pending != "explicit" || st.Coalesced != 5 || st.Current.Since == nil {
@@ -241,8 +241,8 @@ func TestTriggersDuringARunCoalesce(t *testing.T) {
 
 func TestDependentRunsWhenUpstreamChanges(t *testing.T) {
 	t.Parallel()
-	clock := bgtest.NewClock(t0)
-	d := newDriver(t, clock, bgtasks.Options{})
+	clk := clock.NewFake(t0)
+	d := newDriver(t, clk, bgtasks.Options{})
 	var change atomic.Bool
 	register(t, d, "inventory", time.Hour, func(_ context.Context, act bgtasks.Activation) (any, error) {
 		if change.Load() {
@@ -288,7 +288,7 @@ func TestDependentRunsWhenUpstreamChanges(t *testing.T) {
 
 func TestPanicIsRecordedAndTheTaskGoesOn(t *testing.T) {
 	t.Parallel()
-	d := newDriver(t, bgtest.NewClock(t0), bgtasks.Options{})
+	d := newDriver(t, clock.NewFake(t0), bgtasks.Options{})
 	register(t, d, "fragile", time.Hour, func(_ context.Context, act bgtasks.Activation) (any, error) {
 		if act.Iteration == 1 {
 			var m map[string]int
@@ -336,7 +336,7 @@ func (s *switches) set(name string, off bool, err error) {
 func TestDisabledTaskReportsDisabledAndDoesNothing(t *testing.T) {
 	t.Parallel()
 	sw := &switches{off: map[string]bool{"switchy": true}}
-	d := newDriver(t, bgtest.NewClock(t0), bgtasks.Options{Enabled: sw.enabled})
+	d := newDriver(t, clock.NewFake(t0), bgtasks.Options{Enabled: sw.enabled})
 	var calls atomic.Int32
 	register(t, d, "switchy", time.Hour, func(context.Context, bgtasks.Activation) (any, error) {
 		calls.Add(1)
@@ -379,7 +379,7 @@ func TestDisabledTaskReportsDisabledAndDoesNothing(t *testing.T) {
 func TestStopWaitsForRunningActivations(t *testing.T) {
 	t.Parallel()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)
-	d := bgtasks.NewDriver(bgtasks.Options{Clock: bgtest.NewClock(t0), Log: log})
+	d := bgtasks.NewDriver(bgtasks.Options{Clock: clock.NewFake(t0), Log: log})
 	polite := newBlockingTask()
 	register(t, d, "polite", time.Hour, polite.Activate)
 	start(t, d)
@@ -398,7 +398,7 @@ func TestStopWaitsForRunningActivations(t *testing.T) {
 	}
 
 	// A task that ignores cancellation is waited for only up to the bound.
-	d2 := bgtasks.NewDriver(bgtasks.Options{Clock: bgtest.NewClock(t0), Log: log})
+	d2 := bgtasks.NewDriver(bgtasks.Options{Clock: clock.NewFake(t0), Log: log})
 	stubborn := make(chan struct{})
 	defer close(stubborn)
 	running := make(chan struct{})
@@ -483,7 +483,7 @@ func TestRegistrationIsChecked(t *testing.T) {
 
 func TestActivateUnknownNamesActivatesNothing(t *testing.T) {
 	t.Parallel()
-	d := newDriver(t, bgtest.NewClock(t0), bgtasks.Options{})
+	d := newDriver(t, clock.NewFake(t0), bgtasks.Options{})
 	register(t, d, "real", time.Hour, noop)
 	start(t, d)
 	wait(t, d, "real", 1)
@@ -504,7 +504,7 @@ func TestActivateUnknownNamesActivatesNothing(t *testing.T) {
 
 func TestHistoryKeepsTheNewest(t *testing.T) {
 	t.Parallel()
-	d := newDriver(t, bgtest.NewClock(t0), bgtasks.Options{History: 3})
+	d := newDriver(t, clock.NewFake(t0), bgtasks.Options{History: 3})
 	register(t, d, "h", time.Hour, noop)
 	start(t, d)
 	wait(t, d, "h", 1)
@@ -524,7 +524,7 @@ func TestHistoryKeepsTheNewest(t *testing.T) {
 
 func TestUnserialisableStatusIsAnError(t *testing.T) {
 	t.Parallel()
-	d := newDriver(t, bgtest.NewClock(t0), bgtasks.Options{})
+	d := newDriver(t, clock.NewFake(t0), bgtasks.Options{})
 	register(t, d, "weird", time.Hour, func(context.Context, bgtasks.Activation) (any, error) {
 		return make(chan int), nil
 	})
@@ -543,7 +543,7 @@ func TestMetricsCountActivationsByOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	sw := &switches{off: map[string]bool{}}
-	d := newDriver(t, bgtest.NewClock(t0), bgtasks.Options{Metrics: m, Enabled: sw.enabled})
+	d := newDriver(t, clock.NewFake(t0), bgtasks.Options{Metrics: m, Enabled: sw.enabled})
 	register(t, d, "m", time.Hour, func(_ context.Context, act bgtasks.Activation) (any, error) {
 		if act.Iteration == 2 {
 			return nil, errors.New("nope")
@@ -602,8 +602,8 @@ func TestMetricsCountActivationsByOutcome(t *testing.T) {
 // stops being followed up.
 func TestRequeueAfterRunsAFollowUp(t *testing.T) {
 	t.Parallel()
-	clock := bgtest.NewClock(t0)
-	d := newDriver(t, clock, bgtasks.Options{})
+	clk := clock.NewFake(t0)
+	d := newDriver(t, clk, bgtasks.Options{})
 	var runs atomic.Int32
 	register(t, d, "copier", time.Hour, func(_ context.Context, act bgtasks.Activation) (any, error) {
 		if runs.Add(1) <= 2 {
@@ -615,29 +615,29 @@ func TestRequeueAfterRunsAFollowUp(t *testing.T) {
 	})
 	start(t, d)
 	wait(t, d, "copier", 1)
-	waitArmed(t, clock, 2) // period and follow-up
+	waitArmed(t, clk, 2) // period and follow-up
 
-	clock.Advance(time.Second)
+	clk.Advance(time.Second)
 	if task, _ := d.Task("copier", false); task.Activations != 1 {
 		t.Fatalf("follow-up ran early: %d activations", task.Activations)
 	}
-	clock.Advance(time.Second)
+	clk.Advance(time.Second)
 	task := wait(t, d, "copier", 2)
 	if a := activation(t, task, 2); a.Reason != string(bgtasks.ReasonFollowUp) || a.Requester != "copier" ||
 		!a.Start.Equal(t0.Add(2*time.Second)) {
 		t.Fatalf("follow-up activation: %+v", a)
 	}
-	waitArmed(t, clock, 2)
-	clock.Advance(2 * time.Second)
+	waitArmed(t, clk, 2)
+	clk.Advance(2 * time.Second)
 	wait(t, d, "copier", 3)
 	// The third run asked for nothing: only the period timer is left, and
 	// it still fires an hour after start.
-	waitArmed(t, clock, 1)
-	clock.Advance(time.Hour - 4*time.Second - time.Millisecond)
+	waitArmed(t, clk, 1)
+	clk.Advance(time.Hour - 4*time.Second - time.Millisecond)
 	if task, _ := d.Task("copier", false); task.Activations != 3 {
 		t.Fatalf("unexpected activation: %d", task.Activations)
 	}
-	clock.Advance(time.Millisecond)
+	clk.Advance(time.Millisecond)
 	task = wait(t, d, "copier", 4)
 	if a := activation(t, task, 4); a.Reason != "periodic" {
 		t.Fatalf("period moved by follow-ups: %+v", a)

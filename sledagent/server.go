@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -25,11 +26,12 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/backoff"
+	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/sledagent/artifacts"
-	"github.com/rackplane/rackplane/sledagent/clock"
 	"github.com/rackplane/rackplane/sledagent/m2"
 )
 
@@ -74,9 +76,13 @@ type Config struct {
 	ArtifactReconcileInterval time.Duration
 	// MaxConcurrentCopies bounds copy-from-depot transfers.
 	MaxConcurrentCopies int
-	// Clock tells time for the M.2 poll, scrub and copy back-off (nil:
-	// the real clock).
+	// Clock tells time for the M.2 poll, scrub, registration and copy
+	// back-off, and the times the sled reports (nil: the real clock).
 	Clock clock.Clock
+	// Rand draws the jitter of registration and copy retries (nil: seeded
+	// from the operating system), so that sleds failing together do not
+	// retry together.
+	Rand rand.Source
 	// ShutdownGrace bounds how long shutdown waits for in-flight requests.
 	ShutdownGrace time.Duration
 }
@@ -150,6 +156,7 @@ type Server struct {
 	m2      *m2.Watcher
 	store   *artifacts.Store
 
+	rnd         *backoff.Rand
 	registerNow chan struct{}
 	regMu       sync.Mutex
 	reg         RegistrationStatus
@@ -187,6 +194,7 @@ func New(cfg Config, log zerolog.Logger) (_ *Server, err error) {
 		id:          id,
 		log:         log.With().Str("sled_id", id.String()).Logger(),
 		nexus:       nexus,
+		rnd:         backoff.NewRand(cfg.Rand),
 		registerNow: make(chan struct{}, 1),
 		metrics:     prometheus.NewRegistry(),
 	}
@@ -230,6 +238,7 @@ func (s *Server) openArtifactStore() error {
 	}
 	s.store, err = artifacts.New(s.log, artifacts.Options{
 		Clock:               cfg.Clock,
+		Rand:                s.rnd,
 		Registerer:          s.metrics,
 		Budgets:             cfg.M2Budgets,
 		OnChange:            s.TriggerRegistration,
@@ -367,30 +376,34 @@ func (s *Server) TriggerRegistration() {
 	}
 }
 
+// registrationRetry paces registration after a failure. The ceiling is
+// short so that a sled that started before Nexus shows up within seconds
+// of Nexus starting; the jitter spreads the sleds out after a Nexus
+// restart, when all of them fail at once.
+var registrationRetry = backoff.Policy{Initial: 250 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.5}
+
 // registerLoop registers on start, then every RegisterInterval, retrying
-// failures sooner with back-off so a sled that started before Nexus shows
-// up within seconds of Nexus starting.
+// failures sooner with back-off (never later than RegisterInterval).
 func (s *Server) registerLoop(ctx context.Context) {
-	retry := 250 * time.Millisecond
+	retry := backoff.New(registrationRetry, s.rnd)
 	for {
 		next := s.cfg.RegisterInterval
 		if err := s.registerOnce(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			next = min(retry, s.cfg.RegisterInterval)
-			retry = min(2*retry, 10*time.Second)
+			next = min(retry.NextBackOff(), s.cfg.RegisterInterval)
 		} else {
-			retry = 250 * time.Millisecond
+			retry.Reset()
 		}
-		t := time.NewTimer(next)
+		t := s.cfg.Clock.NewTimer(next)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-s.registerNow:
 			t.Stop()
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }
@@ -413,7 +426,7 @@ func (s *Server) registerOnce(parent context.Context) error {
 		// Shutting down: not a registration failure worth reporting.
 		return err
 	}
-	now := time.Now()
+	now := s.cfg.Clock.Now()
 	s.regMu.Lock()
 	first := s.reg.LastSuccess.IsZero()
 	s.reg.LastAttempt = now

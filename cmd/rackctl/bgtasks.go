@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/humanize"
 	"github.com/rackplane/rackplane/internal/reqid"
 )
 
@@ -89,7 +90,7 @@ func bgtasksList(ctx context.Context, e *env, args []string, all bool) error {
 func summaryCells(t api.TaskSummary, now time.Time) []string {
 	last, dur := "never", "-"
 	if t.LastStart != nil {
-		last, dur = ago(*t.LastStart, now), fmtMS(t.LastDurationMS)
+		last, dur = humanize.Ago(now, *t.LastStart), fmtMS(t.LastDurationMS)
 	}
 	state := t.State
 	if t.RunningSince != nil {
@@ -168,7 +169,7 @@ func bgtasksShow(ctx context.Context, e *env, args []string) error {
 	}
 	if l := t.LastActivation; l != nil {
 		facts = append(facts, []string{"last:", fmt.Sprintf("iteration %d, %s, %s, %s, %s", l.Iteration, l.Reason,
-			ago(l.Start, now), fmtMS(l.DurationMS), l.Outcome)})
+			humanize.Ago(now, l.Start), fmtMS(l.DurationMS), l.Outcome)})
 		if l.Error != "" {
 			facts = append(facts, []string{"last error:", l.Error})
 		}
@@ -198,7 +199,7 @@ func bgtasksShow(ctx context.Context, e *env, args []string) error {
 		if len(errText) > 80 {
 			errText = errText[:80] + "..."
 		}
-		rows = append(rows, []string{strconv.FormatUint(a.Iteration, 10), reason, ago(a.Start, now), fmtMS(a.DurationMS), outcome, errText})
+		rows = append(rows, []string{strconv.FormatUint(a.Iteration, 10), reason, humanize.Ago(now, a.Start), fmtMS(a.DurationMS), outcome, errText})
 	}
 	return table(e.out, []string{"ITER", "REASON", "STARTED", "DURATION", "OUTCOME", "ERROR"}, rows)
 }

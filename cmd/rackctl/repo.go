@@ -167,7 +167,7 @@ func repoList(ctx context.Context, e *env, args []string) error {
 			kept = "yes"
 		}
 		rows = append(rows, []string{r.SystemVersion, strconv.Itoa(r.ArtifactCount), humanize.Bytes(r.TotalBytes), state,
-			kept, r.ValidUntil.Format("2006-01-02"), ago(r.TimeCreated, now), r.FileName})
+			kept, r.ValidUntil.Format("2006-01-02"), humanize.Ago(now, r.TimeCreated), r.FileName})
 	}
 	if err := table(e.out, []string{"VERSION", "ARTIFACTS", "SIZE", "STATE", "KEPT", "VALID UNTIL", "UPLOADED", "FILE"}, rows); err != nil {
 		return err
@@ -264,7 +264,7 @@ func replicationSummary(arts []api.TufRepoArtifact, now time.Time) string {
 		return "not observed yet by this Nexus's replication task"
 	}
 	out := fmt.Sprintf("%d of %d artifacts on every M.2 of all %d sleds (observed %s at generation %d)",
-		complete, len(arts), seen.SledsInService, ago(seen.TimeObserved, now), seen.Generation)
+		complete, len(arts), seen.SledsInService, humanize.Ago(now, seen.TimeObserved), seen.Generation)
 	if unseen > 0 {
 		out += fmt.Sprintf("; %d not observed yet", unseen)
 	}

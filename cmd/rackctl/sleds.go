@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/rackplane/rackplane/internal/humanize"
 )
 
 func sledCommands() []command {
@@ -29,7 +31,7 @@ func sledsList(ctx context.Context, e *env, args []string) error {
 	rows := make([][]string, 0, len(sleds))
 	for _, s := range sleds {
 		rows = append(rows, []string{s.ID.String(), s.Baseboard.Serial, s.Baseboard.Part, s.SledAgentAddress,
-			strconv.Itoa(s.RepoDepotPort), s.Policy, s.State, ago(s.TimeLastSeen, now)})
+			strconv.Itoa(s.RepoDepotPort), s.Policy, s.State, humanize.Ago(now, s.TimeLastSeen)})
 	}
 	if err := table(e.out, []string{"ID", "SERIAL", "PART", "ADDRESS", "DEPOT PORT", "POLICY", "STATE", "LAST SEEN"}, rows); err != nil {
 		return err

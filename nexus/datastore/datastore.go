@@ -20,6 +20,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+
+	"github.com/rackplane/rackplane/internal/backoff"
 )
 
 var (
@@ -49,7 +51,8 @@ var DefaultRetryPolicy = RetryPolicy{MaxAttempts: 12, Base: 2 * time.Millisecond
 // Options configure a Datastore; the zero value picks defaults.
 type Options struct {
 	Retry RetryPolicy
-	// Rand drives retry jitter; tests inject a seeded one.
+	// Rand drives retry jitter; tests inject a seeded one (nil: seeded from
+	// the operating system). InTx draws from it under a lock.
 	Rand *rand.Rand
 	// Sleep waits between retries; tests may inject a fake.
 	Sleep func(context.Context, time.Duration) error
@@ -60,7 +63,7 @@ type Datastore struct {
 	pool  *pgxpool.Pool
 	log   zerolog.Logger
 	retry RetryPolicy
-	rng   *rand.Rand
+	rng   *backoff.Rand
 	sleep func(context.Context, time.Duration) error
 	// onRetry is called for each retried attempt; tests count them.
 	onRetry func(attempt int, err error)
@@ -71,13 +74,14 @@ func New(pool *pgxpool.Pool, log zerolog.Logger, opts Options) *Datastore {
 	if opts.Retry.MaxAttempts == 0 {
 		opts.Retry = DefaultRetryPolicy
 	}
-	if opts.Rand == nil {
-		opts.Rand = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x9e3779b97f4a7c15))
-	}
 	if opts.Sleep == nil {
 		opts.Sleep = sleepCtx
 	}
-	return &Datastore{pool: pool, log: log, retry: opts.Retry, rng: opts.Rand, sleep: opts.Sleep}
+	var src rand.Source
+	if opts.Rand != nil {
+		src = opts.Rand
+	}
+	return &Datastore{pool: pool, log: log, retry: opts.Retry, rng: backoff.NewRand(src), sleep: opts.Sleep}
 }
 
 // PoolConfig parses a database URL into a pool configuration with the
@@ -119,6 +123,7 @@ type TxFunc func(ctx context.Context, tx pgx.Tx) error
 // the transaction in logs.
 func (d *Datastore) InTx(ctx context.Context, name string, fn TxFunc) error {
 	var err error
+	var wait *backoff.Schedule // made on the first retry: most transactions never need it
 	for attempt := 1; ; attempt++ {
 		err = d.runOnce(ctx, fn)
 		if err == nil || !IsRetryable(err) {
@@ -130,10 +135,13 @@ func (d *Datastore) InTx(ctx context.Context, name string, fn TxFunc) error {
 		if d.onRetry != nil {
 			d.onRetry(attempt, err)
 		}
-		wait := d.backoff(attempt)
-		zerolog.Ctx(ctx).Debug().Str("tx", name).Int("attempt", attempt).Dur("backoff", wait).
+		if wait == nil {
+			wait = d.retrySchedule()
+		}
+		delay := wait.NextBackOff()
+		zerolog.Ctx(ctx).Debug().Str("tx", name).Int("attempt", attempt).Dur("backoff", delay).
 			Err(err).Msg("retrying transaction")
-		if serr := d.sleep(ctx, wait); serr != nil {
+		if serr := d.sleep(ctx, delay); serr != nil {
 			return serr
 		}
 	}
@@ -157,12 +165,10 @@ func (d *Datastore) runOnce(ctx context.Context, fn TxFunc) (err error) {
 	return tx.Commit(ctx)
 }
 
-func (d *Datastore) backoff(attempt int) time.Duration {
-	ceiling := d.retry.Base << min(attempt-1, 30)
-	if ceiling > d.retry.Max || ceiling <= 0 {
-		ceiling = d.retry.Max
-	}
-	return time.Duration(d.rng.Int64N(int64(ceiling) + 1))
+// retrySchedule starts one InTx call's back-off: full jitter under a
+// ceiling that doubles from Base to Max.
+func (d *Datastore) retrySchedule() *backoff.Schedule {
+	return backoff.New(backoff.Policy{Initial: d.retry.Base, Max: d.retry.Max, Jitter: 1}, d.rng)
 }
 
 // IsRetryable reports whether err is a serialization failure or deadlock

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/nexus/model"
 )
@@ -132,10 +133,11 @@ func TestInTxRollsBackOnError(t *testing.T) {
 }
 
 func TestBackoffIsBoundedAndJittered(t *testing.T) {
-	ds := &Datastore{retry: RetryPolicy{Base: 10 * time.Millisecond, Max: 80 * time.Millisecond}, rng: rand.New(rand.NewPCG(3, 4))}
+	ds := &Datastore{retry: RetryPolicy{Base: 10 * time.Millisecond, Max: 80 * time.Millisecond}, rng: backoff.NewRand(rand.NewPCG(3, 4))}
+	wait := ds.retrySchedule()
 	seen := map[time.Duration]bool{}
 	for attempt := 1; attempt < 40; attempt++ {
-		d := ds.backoff(attempt)
+		d := wait.NextBackOff()
 		ceiling := min(ds.retry.Base<<min(attempt-1, 30), ds.retry.Max)
 		if d < 0 || d > ceiling {
 			t.Fatalf("attempt %d: back-off %s outside [0, %s]", attempt, d, ceiling)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/fault"
+	"github.com/rackplane/rackplane/internal/humanize"
 	"github.com/rackplane/rackplane/internal/reqid"
 )
 
@@ -70,12 +71,12 @@ func summaryRow(t api.TaskSummary, now time.Time, link bool) taskRow {
 		row.Link = "/ui/background-tasks/" + url.PathEscape(t.Name)
 	}
 	if t.State == api.TaskStateRunning && t.RunningSince != nil {
-		row.State = "running " + formatSpan(now.Sub(*t.RunningSince))
+		row.State = "running " + humanize.Duration(now.Sub(*t.RunningSince))
 		row.StateTitle = "since " + t.RunningSince.UTC().Format(time.RFC3339)
 		row.Class = "running"
 	}
 	if t.LastStart != nil {
-		row.LastRun = formatAgo(now, *t.LastStart)
+		row.LastRun = humanize.Ago(now, *t.LastStart)
 		row.LastRunTitle = t.LastStart.UTC().Format(time.RFC3339Nano)
 		row.Duration = formatMS(t.LastDurationMS)
 	}
@@ -119,7 +120,7 @@ func (s *Pages) taskListPage(r *http.Request) taskListPage {
 			continue
 		}
 		g := nexusGroup{NexusID: hb.NexusID.String(), Stale: hb.Stale,
-			HeartbeatAge: formatSpan(time.Duration(hb.AgeSeconds * float64(time.Second)))}
+			HeartbeatAge: humanize.Duration(time.Duration(hb.AgeSeconds * float64(time.Second)))}
 		for _, t := range hb.Tasks {
 			// The switch is shared: show the database's, not what that
 			// Nexus last saw, when this Nexus knows the task.
@@ -171,7 +172,7 @@ type activationRow struct {
 }
 
 func activationView(a api.TaskActivation, now time.Time) activationRow {
-	return activationRow{TaskActivation: a, Started: formatAgo(now, a.Start),
+	return activationRow{TaskActivation: a, Started: humanize.Ago(now, a.Start),
 		StartedTitle: a.Start.UTC().Format(time.RFC3339Nano), Duration: formatMS(a.DurationMS),
 		Requester: a.Requester}
 }
@@ -194,7 +195,7 @@ func (s *Pages) uiTask(w http.ResponseWriter, r *http.Request) {
 	}
 	p.State = "idle"
 	if c := t.Current; c.State == api.TaskStateRunning && c.Since != nil {
-		p.State = fmt.Sprintf("running iteration %d for %s (%s", c.Iteration, formatSpan(now.Sub(*c.Since)), c.Reason)
+		p.State = fmt.Sprintf("running iteration %d for %s (%s", c.Iteration, humanize.Duration(now.Sub(*c.Since)), c.Reason)
 		if c.Requester != "" {
 			p.State += " by " + c.Requester
 		}
@@ -221,7 +222,7 @@ func (s *Pages) uiTask(w http.ResponseWriter, r *http.Request) {
 		}
 		p.StatusFrom = fmt.Sprintf("iteration %d", t.StatusIteration)
 		if h, ok := t.HistoryEntry(t.StatusIteration); ok {
-			p.StatusFrom += ", " + formatAgo(now, h.Start)
+			p.StatusFrom += ", " + humanize.Ago(now, h.Start)
 		}
 	}
 	for _, other := range s.app.Tasks().Tasks() {
@@ -243,7 +244,7 @@ func (s *Pages) uiTask(w http.ResponseWriter, r *http.Request) {
 					ts.Enabled = t.Enabled
 					row := summaryRow(ts, now, false)
 					row.NexusID, row.HeartbeatStale = hb.NexusID.String(), hb.Stale
-					row.HeartbeatAge = formatSpan(time.Duration(hb.AgeSeconds * float64(time.Second)))
+					row.HeartbeatAge = humanize.Duration(time.Duration(hb.AgeSeconds * float64(time.Second)))
 					p.Others = append(p.Others, row)
 				}
 			}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rackplane/rackplane/internal/humanize"
 )
 
 // A task's status is arbitrary JSON; the status pages render it readably
@@ -215,7 +217,7 @@ func renderScalar(key string, v any, now time.Time) jsonView {
 		return jsonView{Kind: "scalar", Text: formatNumber(x, f), Class: "num"}
 	case string:
 		if t, err := time.Parse(time.RFC3339Nano, x); err == nil && len(x) >= 20 {
-			return jsonView{Kind: "scalar", Text: formatAgo(now, t), Class: "time", Title: t.UTC().Format(time.RFC3339Nano)}
+			return jsonView{Kind: "scalar", Text: humanize.Ago(now, t), Class: "time", Title: t.UTC().Format(time.RFC3339Nano)}
 		}
 		return jsonView{Kind: "scalar", Text: x, Class: "str"}
 	}

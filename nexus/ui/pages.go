@@ -19,6 +19,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog/hlog"
 
+	"github.com/rackplane/rackplane/internal/humanize"
 	"github.com/rackplane/rackplane/nexus/app"
 )
 
@@ -160,33 +161,6 @@ var uiFuncs = template.FuncMap{
 	"exact": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000 UTC") },
 }
 
-// formatAgo renders how long before now t was: "4s ago", "3m ago".
-func formatAgo(now, t time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	d := now.Sub(t)
-	if d < 0 {
-		return "just now"
-	}
-	return formatSpan(d) + " ago"
-}
-
-// formatSpan renders a span coarsely, to at most two units.
-func formatSpan(d time.Duration) string {
-	switch {
-	case d < time.Second:
-		return fmt.Sprintf("%dms", d.Milliseconds())
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd%02dh", int(d.Hours()/24), int(d.Hours())%24)
-}
-
 // formatMS renders a duration given in milliseconds with sensible
 // precision: "0.12 ms", "37 ms", "2.4 s", "3m05s".
 func formatMS(ms float64) string {
@@ -198,7 +172,7 @@ func formatMS(ms float64) string {
 	case ms < 60_000:
 		return fmt.Sprintf("%.1f s", ms/1000)
 	}
-	return formatSpan(time.Duration(ms * float64(time.Millisecond)))
+	return humanize.Duration(time.Duration(ms * float64(time.Millisecond)))
 }
 
 // formatSeconds renders a period such as 15 or 0.2 seconds as "15s" or

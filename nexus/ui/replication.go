@@ -416,7 +416,7 @@ func sledName(id uuid.UUID, sleds map[uuid.UUID]model.Sled) (short, title string
 
 func requestView(rq api.ReplicationRequest, sleds map[uuid.UUID]model.Sled,
 	labels map[string]model.ArtifactLabel, now time.Time) requestRow {
-	row := requestRow{Time: formatAgo(now, rq.Time), TimeTitle: rq.Time.UTC().Format(time.RFC3339Nano),
+	row := requestRow{Time: humanize.Ago(now, rq.Time), TimeTitle: rq.Time.UTC().Format(time.RFC3339Nano),
 		Operation: strings.ReplaceAll(rq.Operation, "_", " "), SHA: rq.SHA256, Short: shortHash(rq.SHA256),
 		Source: rq.Source, Error: rq.Error, Failing: rq.Error != ""}
 	row.Sled, row.SledTitle = sledName(rq.Sled, sleds)
@@ -436,7 +436,7 @@ func buildMatrix(m model.ReplicationMatrix, sleds map[uuid.UUID]model.Sled,
 	if !v.Observed {
 		return v
 	}
-	v.Time, v.TimeTitle, v.Generation = formatAgo(now, m.Time), m.Time.UTC().Format(time.RFC3339Nano), m.Generation
+	v.Time, v.TimeTitle, v.Generation = humanize.Ago(now, m.Time), m.Time.UTC().Format(time.RFC3339Nano), m.Generation
 
 	// Per sled: how many artifacts it holds on every M.2.
 	all := make([]matrixSled, len(m.Sleds))

@@ -91,7 +91,7 @@ func (s *Pages) uiRepoList(w http.ResponseWriter, r *http.Request) {
 	}
 	m := s.app.ReplicationMatrix()
 	if !m.Time.IsZero() {
-		p.Observed = formatAgo(now, m.Time)
+		p.Observed = humanize.Ago(now, m.Time)
 	}
 	index := app.MatrixIndex(m)
 	for _, rp := range repos {
@@ -115,13 +115,13 @@ func (s *Pages) uiRepoList(w http.ResponseWriter, r *http.Request) {
 func repoListRow(rp model.TufRepo, now time.Time) repoRow {
 	row := repoRow{Version: rp.SystemVersion, Link: "/ui/repos/" + url.PathEscape(rp.SystemVersion),
 		Reason: rp.StateReason, Artifacts: rp.ArtifactCount, Size: humanize.Bytes(rp.TotalBytes),
-		SizeTitle: fmt.Sprint(rp.TotalBytes, " bytes"), Uploaded: formatAgo(now, rp.TimeCreated),
+		SizeTitle: fmt.Sprint(rp.TotalBytes, " bytes"), Uploaded: humanize.Ago(now, rp.TimeCreated),
 		UploadedTitle: rp.TimeCreated.UTC().Format(time.RFC3339), ValidUntil: rp.ValidUntil.UTC().Format("2006-01-02"),
 		ValidTitle: rp.ValidUntil.UTC().Format(time.RFC3339), Expired: !rp.ValidUntil.IsZero() && rp.ValidUntil.Before(now),
 		Kept: rp.Kept, File: rp.FileName}
 	row.State, row.StateClass, row.Class = repoState(rp)
 	if rp.TimePruned != nil {
-		row.Pruned = "pruned " + formatAgo(now, *rp.TimePruned)
+		row.Pruned = "pruned " + humanize.Ago(now, *rp.TimePruned)
 		if rp.PrunedBy != "" {
 			row.Pruned += " by " + rp.PrunedBy
 		}
@@ -221,18 +221,18 @@ func (s *Pages) uiRepo(w http.ResponseWriter, r *http.Request) {
 // buildRepoPage renders a repo detail; m only dates the observation.
 func buildRepoPage(d model.TufRepoDetail, m model.ReplicationMatrix, now time.Time) repoPage {
 	rp := d.Repo
-	p := repoPage{Repo: rp, Uploaded: formatAgo(now, rp.TimeCreated), UploadedTitle: rp.TimeCreated.UTC().Format(time.RFC3339),
+	p := repoPage{Repo: rp, Uploaded: humanize.Ago(now, rp.TimeCreated), UploadedTitle: rp.TimeCreated.UTC().Format(time.RFC3339),
 		ValidUntil: rp.ValidUntil.UTC().Format("2006-01-02 15:04 UTC"), ValidTitle: rp.ValidUntil.UTC().Format(time.RFC3339),
 		Expired: !rp.ValidUntil.IsZero() && rp.ValidUntil.Before(now), Size: humanize.Bytes(rp.TotalBytes)}
 	p.State, p.StateClass, _ = repoState(rp)
 	if rp.TimePruned != nil {
-		p.Pruned = formatAgo(now, *rp.TimePruned)
+		p.Pruned = humanize.Ago(now, *rp.TimePruned)
 		if rp.PrunedBy != "" {
 			p.Pruned += " by " + rp.PrunedBy
 		}
 	}
 	if !m.Time.IsZero() {
-		p.Observed, p.ObservedTitle, p.Generation = formatAgo(now, m.Time), m.Time.UTC().Format(time.RFC3339Nano), m.Generation
+		p.Observed, p.ObservedTitle, p.Generation = humanize.Ago(now, m.Time), m.Time.UTC().Format(time.RFC3339Nano), m.Generation
 	}
 	for _, a := range d.Artifacts {
 		row := repoArtifactRow{TufRepoArtifact: a, Size: humanize.Bytes(a.Length), Short: shortHash(a.SHA256),

@@ -17,12 +17,16 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/reqid"
 )
 
 // maxCopyEntries bounds the copies remembered (finished ones are dropped
 // first, oldest first).
 const maxCopyEntries = 1000
+
+// copyBackoffMax caps the wait between attempts of one copy.
+const copyBackoffMax = 5 * time.Second
 
 func defaultHTTPClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
@@ -38,13 +42,15 @@ func defaultHTTPClient() *http.Client {
 // started it has been answered.
 type copier struct {
 	s    *Store
+	rnd  *backoff.Rand
 	sem  chan struct{}
 	mu   sync.Mutex
 	jobs map[string]*api.ArtifactCopy // latest copy of each hash
 }
 
 func newCopier(s *Store) *copier {
-	return &copier{s: s, sem: make(chan struct{}, s.opts.MaxConcurrentCopies), jobs: map[string]*api.ArtifactCopy{}}
+	return &copier{s: s, rnd: backoff.NewRand(s.opts.Rand), sem: make(chan struct{}, s.opts.MaxConcurrentCopies),
+		jobs: map[string]*api.ArtifactCopy{}}
 }
 
 // busy reports whether a copy of sha is queued or running.
@@ -291,6 +297,7 @@ func (c *copier) fetch(sha, src string, devs []*device, log *zerolog.Logger) (co
 	}
 	total := int64(-1)
 	failures := 0
+	retry := backoff.New(backoff.Policy{Initial: s.opts.CopyBackoff, Max: copyBackoffMax, Jitter: 0.5}, c.rnd)
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
@@ -298,7 +305,7 @@ func (c *copier) fetch(sha, src string, devs []*device, log *zerolog.Logger) (co
 				sp.abort()
 				return commitResult{failed: sp.failures()}, fmt.Errorf("gave up after %d attempts in a row without progress: %w", failures, lastErr)
 			}
-			if err := s.clk.Sleep(s.ctx, c.backoff(failures)); err != nil {
+			if err := s.clk.Sleep(s.ctx, retry.NextBackOff()); err != nil {
 				sp.abort()
 				return commitResult{}, fmt.Errorf("the sled agent stopped during the copy: %w", err)
 			}
@@ -321,6 +328,7 @@ func (c *copier) fetch(sha, src string, devs []*device, log *zerolog.Logger) (co
 		}
 		if progressed {
 			failures = 0
+			retry.Reset()
 		}
 		failures++
 		lastErr = err
@@ -328,11 +336,6 @@ func (c *copier) fetch(sha, src string, devs []*device, log *zerolog.Logger) (co
 			Msg("copy from depot interrupted; resuming")
 	}
 	return sp.commit(log)
-}
-
-func (c *copier) backoff(failures int) time.Duration {
-	d := c.s.opts.CopyBackoff << min(failures-1, 10)
-	return min(d, 5*time.Second)
 }
 
 // attempt makes one request for the bytes from sp.n on and writes what

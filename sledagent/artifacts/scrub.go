@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/api"
-	"github.com/rackplane/rackplane/sledagent/clock"
+	"github.com/rackplane/rackplane/internal/clock"
 )
 
 // maxFindings bounds the recent corrupt copies kept in the scrub status.

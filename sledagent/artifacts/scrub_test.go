@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/sledagent/artifacts"
-	"github.com/rackplane/rackplane/sledagent/clock"
 )
 
 // A flipped byte in one stored copy: the scrub finds it, removes that copy

@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -33,8 +34,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/internal/httpx"
-	"github.com/rackplane/rackplane/sledagent/clock"
 	"github.com/rackplane/rackplane/sledagent/ledger"
 )
 
@@ -77,9 +78,13 @@ type Options struct {
 	// CopyIdleTimeout aborts (and then resumes) a transfer that received
 	// nothing for this long (default 30 s).
 	CopyIdleTimeout time.Duration
-	// CopyBackoff is the first retry delay, doubled per failure up to 5 s
-	// (default 100 ms).
+	// CopyBackoff is the ceiling of the first retry delay, doubled per
+	// failure up to 5 s (default 100 ms); each delay is at least half its
+	// ceiling, the rest drawn from Rand.
 	CopyBackoff time.Duration
+	// Rand draws the copy retries' jitter (nil: seeded from the operating
+	// system). The store draws from it under its own lock.
+	Rand rand.Source
 	// HTTPClient fetches from depots (default: one with connect and
 	// response-header timeouts but no whole-transfer timeout).
 	HTTPClient *http.Client

@@ -22,7 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rackplane/rackplane/api"
-	"github.com/rackplane/rackplane/sledagent/clock"
+	"github.com/rackplane/rackplane/internal/clock"
 )
 
 // Handler is told that the device at path arrived (present) or left. An
