@@ -1,7 +1,8 @@
 package nexus
 
 import (
-	"github.com/go-chi/chi/v5"
+	"net/http"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -15,7 +16,7 @@ func newMetricsRegistry() *prometheus.Registry {
 	return reg
 }
 
-// mountMetrics serves everything registered in s.metrics.
-func (s *Server) mountMetrics(r chi.Router) {
-	r.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{Registry: s.metrics}))
+// metricsHandler serves everything registered in s.metrics.
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{Registry: s.metrics})
 }

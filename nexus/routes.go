@@ -12,9 +12,8 @@ import (
 // pages and /metrics.
 func (s *Server) externalRouter() chi.Router {
 	r := httpx.NewRouter(s.log.With().Str("api", "external").Logger())
-	httpapi.New(s.app).MountExternal(r)
+	httpapi.New(s.app).MountExternal(r, s.metricsHandler())
 	ui.New(s.app).Mount(r)
-	s.mountMetrics(r)
 	return r
 }
 

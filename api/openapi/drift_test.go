@@ -46,8 +46,6 @@ func listeners(rack *racktest.Rack) []listener {
 				switch {
 				case route == "/ui" || strings.HasPrefix(route, "/ui/"):
 					return "the HTML status pages are for people; the document's description names them"
-				case route == "/metrics" && method != http.MethodGet:
-					return "promhttp is mounted for every method; GET is the API"
 				}
 				return ""
 			},

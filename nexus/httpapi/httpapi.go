@@ -33,38 +33,18 @@ func New(a *app.App) *API { return &API{app: a} }
 // h adapts a handler that returns its error.
 var h = httpx.Handlers{}.H
 
-// MountExternal mounts the operator API's routes on r.
-func (s *API) MountExternal(r chi.Router) {
-	r.Get("/healthz", s.healthz)
-	r.Get("/openapi.json", serveDocument(openapi.NexusExternal))
-	r.Get("/v1/system/hardware/sleds", h(s.sledList))
-	r.Get("/v1/system/hardware/sleds/{sled_id}", h(s.sledGet))
-
-	r.Get("/v1/system/background-tasks", h(s.bgtaskList))
-	r.Post("/v1/system/background-tasks/activate", h(s.bgtaskActivate))
-	r.Get("/v1/system/background-tasks/{name}", h(s.bgtaskGet))
-	r.Put("/v1/system/background-tasks/{name}/enabled", h(s.bgtaskSetEnabled))
-
-	r.Post("/v1/system/update/trust-roots", h(s.trustRootCreate))
-	r.Get("/v1/system/update/trust-roots", h(s.trustRootList))
-	r.Get("/v1/system/update/trust-roots/{id}", h(s.trustRootGet))
-	r.Delete("/v1/system/update/trust-roots/{id}", h(s.trustRootDelete))
-	r.Put("/v1/system/update/repositories", h(s.repoUpload))
-	r.Get("/v1/system/update/repositories", h(s.repoList))
-	r.Get("/v1/system/update/repositories/{system_version}", h(s.repoGet))
-	r.Delete("/v1/system/update/repositories/{system_version}", h(s.repoPrune))
-	r.Put("/v1/system/update/repositories/{system_version}/kept", h(s.repoSetKept))
-	r.Get("/v1/system/update/artifacts", h(s.artifactList))
+// MountExternal mounts the operator API (api/openapi/nexus-external.json)
+// on r; metrics serves /metrics.
+func (s *API) MountExternal(r chi.Router, metrics http.Handler) {
+	s.mountExternalOps(r, metrics)
 }
 
-// MountInternal mounts the sled agents' API on r, including this Nexus's
-// depot in the same shape as a sled's, so sleds copy from a Nexus exactly
-// as from another sled.
+// MountInternal mounts the sled agents' API (nexus-internal.json) and this
+// Nexus's depot (repo-depot.json: its local copies in the same shape as a
+// sled's depot, so sleds copy from a Nexus exactly as from another sled).
 func (s *API) MountInternal(r chi.Router) {
-	r.Get("/healthz", s.healthz)
-	r.Put("/v1/sled-agents/{sled_id}", h(s.sledRegister))
-	r.Get("/artifact/sha256/{sha256}", h(s.depotServe))
-	r.Head("/artifact/sha256/{sha256}", h(s.depotServe))
+	s.mountInternalOps(r)
+	s.mountDepotOps(r)
 }
 
 // healthz answers 200 when this Nexus can reach its database and 503,
@@ -117,13 +97,12 @@ func writePage[M, W any](w http.ResponseWriter, items []M, limit int, conv func(
 	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
-// serveDocument serves an OpenAPI document built into the binary.
-func serveDocument(doc []byte) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
-		_, _ = w.Write(doc)
-	}
+// openapiDocument serves the external API's OpenAPI document.
+func (s *API) openapiDocument(w http.ResponseWriter, _ *http.Request) {
+	doc := openapi.NexusExternal
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
+	_, _ = w.Write(doc)
 }
 
 // apiRequester names the caller of an API request in activation records:
