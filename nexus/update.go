@@ -90,6 +90,10 @@ func (s *Server) trustRootCreate(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return httpx.BadRequest(api.CodeInvalidBody, "the request body could not be read: %v", err)
 	}
+	var te *tufrepo.Error
+	if errors.As(tufrepo.CheckTrustRoot(body), &te) {
+		return &httpx.Error{Status: http.StatusBadRequest, Code: te.Code, Message: te.Message}
+	}
 	tm, err := trustedmetadata.New(body)
 	if err != nil {
 		return httpx.BadRequest(api.CodeInvalidTrustRoot,

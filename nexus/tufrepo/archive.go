@@ -184,6 +184,41 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Archive, error) {
 	return a, nil
 }
 
+// PrefixLen is how much of an upload's start CheckPrefix looks at.
+const PrefixLen = 4096
+
+// CheckPrefix judges an upload by its first bytes, so that the upload path
+// can refuse a body that is not a repository archive after reading only
+// PrefixLen bytes of it instead of storing all of it. first is the body's
+// first PrefixLen bytes, or the whole body when it is shorter.
+//
+// A repository archive starts with the local header of its first entry;
+// CheckPrefix refuses a body that does not, and a first entry that Open
+// would refuse by its name, compression or encryption. It refuses nothing
+// Open would accept: Open requires the first entry to start at byte 0 and
+// its local header to agree with the directory.
+func CheckPrefix(first []byte) error {
+	if len(first) < 4 || string(first[:4]) != localHeaderSig {
+		return errf(api.CodeNotAZip, "the upload does not start with a zip local file header, so it is not a repository "+
+			"archive; upload the repository zip as it was released")
+	}
+	if len(first) < localLen {
+		return nil
+	}
+	flags, method, n := le16(first[6:]), le16(first[8:]), int(le16(first[26:]))
+	if flags&flagsEncrypted != 0 {
+		return errf(api.CodeUnsupportedCompress, "the archive's first entry is encrypted; archives must not be encrypted")
+	}
+	if method != zip.Store && method != zip.Deflate {
+		return errf(api.CodeUnsupportedCompress,
+			"the archive's first entry uses compression method %d; only stored (0) and deflate (8) are accepted", method)
+	}
+	if len(first) < localLen+n {
+		return nil
+	}
+	return checkName(string(first[localLen : localLen+n]))
+}
+
 // metadataNameRE matches the names a metadata file may have: N.root.json,
 // timestamp.json, and snapshot.json and targets.json with or without a
 // version prefix. Which of them the repository may hold is settled by

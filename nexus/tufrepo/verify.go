@@ -335,11 +335,11 @@ func (a *Archive) checkEntries(v *Verified, rootFiles []string) *Error {
 			return errf(api.CodeUnsignedEntry, "the archive holds directory %q, which holds no file that signed "+
 				"metadata names; a release archive holds only its metadata and signed targets", name+"/")
 		case strings.HasPrefix(name, metadataDir):
-			return errf(api.CodeUnsignedEntry, "the archive holds %s, which is not metadata this release's chain uses "+
+			return errf(api.CodeUnsignedEntry, "the archive holds %q, which is not metadata this release's chain uses "+
 				"(it uses timestamp.json, %s and %s); a release archive holds only its metadata and signed targets",
 				name, v.snapshotFile, v.targetsFile)
 		}
-		return errf(api.CodeUnsignedEntry, "the archive holds %s, which targets.json does not sign; a release archive "+
+		return errf(api.CodeUnsignedEntry, "the archive holds %q, which targets.json does not sign; a release archive "+
 			"holds only its metadata and signed targets, so this one was changed after it was signed", name)
 	}
 	return nil
