@@ -355,34 +355,36 @@ func (d *zipDir) checkLocalHeaders(r io.ReaderAt, files []*zip.File) *Error {
 		}
 		return 0
 	})
+	// Headers are read exactly: a read past one would touch the entry's
+	// data, which is read once, when it is copied (or never, when the
+	// entry is refused).
 	var hdr [localLen]byte
-	var buf []byte
+	var rest []byte
 	for i, e := range order {
 		next := d.cdOffset
 		if i+1 < len(order) {
 			next = min(order[i+1].offset, d.cdOffset)
 		}
-		noHeader := errf(api.CodeLocalHeaderMismatch, "the central directory places entry %q at byte %d, "+
-			"but there is no local file header there", e.name, e.offset)
+		noHeader := func() *Error {
+			return errf(api.CodeLocalHeaderMismatch, "the central directory places entry %q at byte %d, "+
+				"but there is no local file header there", e.name, e.offset)
+		}
 		if e.offset+localLen > d.cdOffset {
-			return noHeader
+			return noHeader()
 		}
-		if _, err := r.ReadAt(hdr[:], e.offset); err != nil {
-			return noHeader
-		}
-		if string(hdr[:4]) != localHeaderSig {
-			return noHeader
+		if _, err := r.ReadAt(hdr[:], e.offset); err != nil || string(hdr[:4]) != localHeaderSig {
+			return noHeader()
 		}
 		n, m := int64(le16(hdr[26:])), int64(le16(hdr[28:]))
 		dataOff := e.offset + localLen + n + m
 		if dataOff > d.cdOffset {
 			return errf(api.CodeOverlappingEntries, "the local header of entry %q runs into the central directory", e.name)
 		}
-		buf = slices.Grow(buf[:0], int(n+m))[:n+m]
-		if _, err := r.ReadAt(buf, e.offset+localLen); err != nil {
-			return noHeader
+		rest = slices.Grow(rest[:0], int(n+m))[:n+m]
+		if _, err := r.ReadAt(rest, e.offset+localLen); err != nil {
+			return noHeader()
 		}
-		if err := e.compareLocal(hdr[:], buf[:n], buf[n:]); err != nil {
+		if err := e.compareLocal(hdr[:], rest[:n], rest[n:]); err != nil {
 			return err
 		}
 		if got, err := files[e.index].DataOffset(); err != nil || got != dataOff {
