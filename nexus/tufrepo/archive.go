@@ -1,7 +1,17 @@
 // Package tufrepo reads an uploaded TUF repository archive and verifies it:
-// zip hygiene, the TUF metadata chain from a registered trust root (with
-// go-tuf's trustedmetadata), the artifacts manifest, and every artifact's
-// bytes against its signed length and SHA-256 as they are copied out.
+// zip structure and hygiene, the TUF metadata chain from a registered trust
+// root (with go-tuf's trustedmetadata), the artifacts manifest, and every
+// artifact's bytes against its signed length and SHA-256 as they are copied
+// out.
+//
+// The reader is strict: every local header must agree with the central
+// directory and every byte of the file must belong to an entry, the
+// directory or its end records, so no zip reader can see different
+// contents than Nexus verified; the archive may hold only the metadata
+// verification reads and the targets targets.json signs, and the manifest
+// must list every signed target exactly once. CheckPrefix judges an
+// upload by its first bytes and CheckTrustRoot a root.json before it is
+// registered.
 //
 // It touches no database and no depot: the caller supplies the trust roots
 // and rollback floors, and a writer for each artifact's bytes. Memory use

@@ -34,8 +34,10 @@ func tinyRepo(v2 bool) tufgen.Repo {
 }
 
 // FuzzArchive feeds arbitrary bytes to the archive reader and verifier.
-// Whatever the input, they must not panic, and every refusal must be an
-// *Error with a code (which the API turns into a 4xx).
+// Whatever the input, they must not panic, every refusal must be an
+// *Error with a code (which the API turns into a 4xx), and CheckPrefix
+// must not refuse an archive the reader accepts. The seeds include every
+// strict-zip case (strict-*) and archives made by real zip tools (real-*).
 //
 //	go test ./nexus/tufrepo -run XXX -fuzz FuzzArchive -fuzzminimizetime 2s
 //
