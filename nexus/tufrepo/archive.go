@@ -205,8 +205,9 @@ const PrefixLen = 4096
 // A repository archive starts with the local header of its first entry;
 // CheckPrefix refuses a body that does not, and a first entry that Open
 // would refuse by its name, compression or encryption. It refuses nothing
-// Open would accept: Open requires the first entry to start at byte 0 and
-// its local header to agree with the directory.
+// Open and Verify would accept (FuzzArchive checks this): Open requires
+// the first entry to start at byte 0 and its local header to agree with
+// the directory, and an archive with no entries is no repository.
 func CheckPrefix(first []byte) error {
 	if len(first) < 4 || string(first[:4]) != localHeaderSig {
 		return errf(api.CodeNotAZip, "the upload does not start with a zip local file header, so it is not a repository "+
