@@ -230,7 +230,8 @@ func (l *Lineage) signRoot(version int64, expires *time.Time, signers []*Key) ([
 type Artifact struct {
 	Name, Version, Kind string
 	// Target is the TUF target name (default "<name>-<version>.<kind>").
-	// Two artifacts may share a target, and then share its bytes.
+	// Two artifacts may share a target, and then share its bytes (a
+	// manifest Nexus refuses: every target is exactly one artifact).
 	Target string
 	// Tags are extra v2 manifest tags (kind is always added).
 	Tags map[string]string
