@@ -14,6 +14,11 @@ const (
 	// Trust roots.
 	CodeNoTrustRoots     = "no_trust_roots"
 	CodeInvalidTrustRoot = "invalid_trust_root"
+	// A role's threshold is 0, or larger than the number of distinct
+	// keys the role lists: nothing, or nothing ever, could be signed.
+	CodeTrustRootThreshold = "trust_root_threshold"
+	// The root lists one public key under two key ids.
+	CodeTrustRootDuplicateKey = "trust_root_duplicate_key"
 
 	// Archive hygiene.
 	CodeNotAZip                = "not_a_zip"
@@ -33,6 +38,21 @@ const (
 	CodeArtifactLengthMismatch = "artifact_length_mismatch"
 	CodeArtifactHashMismatch   = "artifact_hash_mismatch"
 
+	// Zip structure: what the central directory says must be what the
+	// bytes are, and every byte must belong to something it names, so
+	// that no two zip readers can see different archives.
+	CodeLocalHeaderMismatch    = "local_header_mismatch"
+	CodeDataDescriptorMismatch = "data_descriptor_mismatch"
+	CodeSecondDirectory        = "second_central_directory"
+	CodeUnaccountedBytes       = "unaccounted_bytes"
+	CodeOverlappingEntries     = "overlapping_entries"
+	CodeMalformedDirectory     = "malformed_directory"
+	CodeDirectoryTooLarge      = "directory_too_large"
+	CodeControlCharacter       = "control_character"
+	// An entry that no signed metadata names (and that is not one of the
+	// metadata files the verification read).
+	CodeUnsignedEntry = "unsigned_entry"
+
 	// Manifest.
 	CodeMissingManifest        = "missing_manifest"
 	CodeAmbiguousManifest      = "ambiguous_manifest"
@@ -41,6 +61,10 @@ const (
 	CodeManifestTargetUnsigned = "manifest_target_unsigned"
 	CodeDuplicateArtifact      = "duplicate_artifact"
 	CodeInvalidSystemVersion   = "invalid_system_version"
+	// targets.json signs a target the manifest does not list, or the
+	// manifest lists one target for two artifacts.
+	CodeManifestOmitsTarget   = "manifest_omits_target"
+	CodeManifestRepeatsTarget = "manifest_repeats_target"
 
 	// TUF metadata.
 	CodeInvalidMetadata         = "invalid_metadata"
@@ -51,6 +75,8 @@ const (
 	CodeMetadataHashMismatch    = "metadata_hash_mismatch"
 	CodeMetadataVersionMismatch = "metadata_version_mismatch"
 	CodeMetadataExpired         = "metadata_expired"
+	// targets.json signs a name that is not a plain relative path.
+	CodeUnsafeTargetName = "unsafe_target_name"
 
 	// Rollback against earlier uploads of the same trust-root lineage.
 	CodeRootRollback      = "root_rollback"

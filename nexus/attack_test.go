@@ -217,3 +217,36 @@ func asAPIError(err error, out **api.Error) bool {
 	*out = e
 	return ok
 }
+
+// Registration refuses trust roots whose role thresholds cannot mean what
+// they say, or that count one key twice, with the archive reader's codes,
+// and keeps none of them.
+func TestTrustRootRegistrationRefusesBadRoots(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	nx := racktest.StartNexus(t, db.URL, nexus.Config{})
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		o    tufgen.LineageOptions
+		code string
+	}{
+		{"timestamp threshold 0", tufgen.LineageOptions{RawThresholds: map[string]int{tufgen.RoleTimestamp: 0}},
+			api.CodeTrustRootThreshold},
+		{"snapshot threshold above its keys", tufgen.LineageOptions{RawThresholds: map[string]int{tufgen.RoleSnapshot: 2}},
+			api.CodeTrustRootThreshold},
+		{"one key under two ids", tufgen.LineageOptions{DuplicateKey: []string{tufgen.RoleTargets}},
+			api.CodeTrustRootDuplicateKey},
+	} {
+		_, _, err := nx.Client.TrustRootAdd(ctx, newLineage(t, 64, c.o).TrustRoot())
+		if client.StatusCode(err) != http.StatusBadRequest || client.ErrorCode(err) != c.code {
+			t.Errorf("%s: got %v, want 400 %s", c.name, err, c.code)
+		}
+	}
+	if n := db.Count(t, `SELECT count(*) FROM tuf_trust_root`); n != 0 {
+		t.Fatalf("%d trust roots recorded after the refusals", n)
+	}
+	if _, created, err := nx.Client.TrustRootAdd(ctx, newLineage(t, 65, tufgen.LineageOptions{}).TrustRoot()); err != nil || !created {
+		t.Fatalf("a good root after the refusals: created=%v %v", created, err)
+	}
+}

@@ -32,6 +32,7 @@ import (
 	"path"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -92,6 +93,13 @@ type LineageOptions struct {
 	Consistent bool
 	// Expires is the root's expiry (default DefaultExpires).
 	Expires time.Time
+	// RawThresholds are written into the root as given, 0 or more than
+	// the role's keys included, for checks that must refuse such roots.
+	RawThresholds map[string]int
+	// DuplicateKey lists roles whose first key the root lists a second
+	// time, under the id of another encoding of the same public key
+	// (upper-case hex).
+	DuplicateKey []string
 }
 
 // Lineage is one repository family: its keys and root history.
@@ -99,6 +107,8 @@ type Lineage struct {
 	rng        io.Reader
 	keys       map[string][]*Key
 	thresholds map[string]int
+	raw        map[string]int
+	dupKey     []string
 	consistent bool
 	expires    time.Time
 	// roots[i] is the signed (i+1).root.json.
@@ -108,7 +118,7 @@ type Lineage struct {
 // NewLineage makes keys for every role and signs root version 1.
 func NewLineage(rng io.Reader, o LineageOptions) (*Lineage, error) {
 	l := &Lineage{rng: rng, keys: map[string][]*Key{}, thresholds: map[string]int{},
-		consistent: o.Consistent, expires: o.Expires}
+		raw: o.RawThresholds, dupKey: o.DuplicateKey, consistent: o.Consistent, expires: o.Expires}
 	if l.expires.IsZero() {
 		l.expires = DefaultExpires
 	}
@@ -193,6 +203,20 @@ func (l *Lineage) signRoot(version int64, expires *time.Time, signers []*Key) ([
 			}
 		}
 		root.Signed.Roles[role].Threshold = l.thresholds[role]
+		if th, ok := l.raw[role]; ok {
+			root.Signed.Roles[role].Threshold = th
+		}
+	}
+	for _, role := range l.dupKey {
+		k := l.keys[role][0].meta
+		dup := &metadata.Key{Type: k.Type, Scheme: k.Scheme,
+			Value: metadata.KeyVal{PublicKey: strings.ToUpper(k.Value.PublicKey)}}
+		id, err := dup.ID()
+		if err != nil {
+			return nil, err
+		}
+		root.Signed.Keys[id] = dup
+		root.Signed.Roles[role].KeyIDs = append(root.Signed.Roles[role].KeyIDs, id)
 	}
 	for _, k := range signers {
 		if _, err := root.Sign(k.signer); err != nil {
@@ -206,7 +230,8 @@ func (l *Lineage) signRoot(version int64, expires *time.Time, signers []*Key) ([
 type Artifact struct {
 	Name, Version, Kind string
 	// Target is the TUF target name (default "<name>-<version>.<kind>").
-	// Two artifacts may share a target, and then share its bytes.
+	// Two artifacts may share a target, and then share its bytes (a
+	// manifest Nexus refuses: every target is exactly one artifact).
 	Target string
 	// Tags are extra v2 manifest tags (kind is always added).
 	Tags map[string]string
@@ -266,6 +291,9 @@ type Defects struct {
 	// UnsignedManifestTarget adds a manifest artifact naming this target,
 	// which the archive holds but targets.json does not sign.
 	UnsignedManifestTarget string
+	// UnlistedTargets are artifact targets left out of the manifest; they
+	// are still signed and stored.
+	UnlistedTargets []string
 	// Undersign signs the role with only this many keys.
 	Undersign map[string]int
 	// OmitRootVersions leaves these N.root.json out of the archive.
@@ -610,7 +638,9 @@ func buildManifest(r Repo, byName map[string]*target) (string, []byte, error) {
 	if d.RawManifest != nil {
 		return name, d.RawManifest, nil
 	}
-	arts := slices.Clone(r.Artifacts)
+	arts := slices.DeleteFunc(slices.Clone(r.Artifacts), func(a Artifact) bool {
+		return slices.Contains(d.UnlistedTargets, a.TargetName())
+	})
 	if d.UnsignedManifestTarget != "" {
 		arts = append(arts, Artifact{Name: "unsigned", Version: "1.0.0", Kind: "extra", Target: d.UnsignedManifestTarget})
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/nexus/model"
+	"github.com/rackplane/rackplane/nexus/tufrepo"
 )
 
 // MaxTrustRootBytes bounds a root.json.
@@ -24,6 +25,9 @@ func (a *App) CreateTrustRoot(ctx context.Context, rootJSON []byte) (root model.
 	if len(rootJSON) > MaxTrustRootBytes {
 		return root, false, fault.New(fault.TooLarge, api.CodeBodyTooLarge,
 			"a root.json larger than %d bytes is not a TUF root", MaxTrustRootBytes)
+	}
+	if err := tufrepo.CheckTrustRoot(rootJSON); err != nil {
+		return root, false, archiveFault(err)
 	}
 	tm, err := trustedmetadata.New(rootJSON)
 	if err != nil {

@@ -34,8 +34,10 @@ func tinyRepo(v2 bool) tufgen.Repo {
 }
 
 // FuzzArchive feeds arbitrary bytes to the archive reader and verifier.
-// Whatever the input, they must not panic, and every refusal must be an
-// *Error with a code (which the API turns into a 4xx).
+// Whatever the input, they must not panic, every refusal must be an
+// *Error with a code (which the API turns into a 4xx), and CheckPrefix
+// must not refuse an archive the reader accepts. The seeds include every
+// strict-zip case (strict-*) and archives made by real zip tools (real-*).
 //
 //	go test ./nexus/tufrepo -run XXX -fuzz FuzzArchive -fuzzminimizetime 2s
 //
@@ -48,6 +50,11 @@ func FuzzArchive(f *testing.F) {
 	}
 	opts := tufrepo.Options{MaxExpansion: 1 << 20, MaxMetadata: 64 << 10}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// CheckPrefix may refuse early only what the reader refuses too.
+		prefixErr := tufrepo.CheckPrefix(data[:min(len(data), tufrepo.PrefixLen)])
+		if prefixErr != nil {
+			mustBeRefusal(t, prefixErr)
+		}
 		a, err := tufrepo.Open(bytes.NewReader(data), int64(len(data)), opts)
 		if err != nil {
 			mustBeRefusal(t, err)
@@ -61,7 +68,11 @@ func FuzzArchive(f *testing.F) {
 		for _, name := range v.Targets() {
 			if err := a.CopyTarget(v, name, io.Discard, make([]byte, 512)); err != nil {
 				mustBeRefusal(t, err)
+				return
 			}
+		}
+		if prefixErr != nil {
+			t.Fatalf("CheckPrefix refused an archive the reader accepts: %v", prefixErr)
 		}
 	})
 }
@@ -101,6 +112,12 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	seeds["truncated"] = good[:len(good)/2]
 	seeds["trailing"] = append(bytes.Clone(good), "junk"...)
 	seeds["empty"] = []byte{}
+	for _, c := range strictCases() {
+		seeds["strict-"+c.name] = c.build(t)
+	}
+	for _, tool := range realTools {
+		seeds["real-"+tool.name] = realFixture(t, tool.name)
+	}
 
 	if os.Getenv("TUFREPO_WRITE_CORPUS") == "1" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -124,7 +141,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		}
 	}
 	roots := []tufrepo.TrustRoot{{ID: uuid.New(), JSON: plain.TrustRoot()}, {ID: uuid.New(), JSON: consistent.TrustRoot()}}
-	for _, name := range []string{"good-plain-v1", "good-consistent-v2"} {
+	for _, name := range []string{"good-plain-v1", "good-consistent-v2", "real-infozip", "real-python-stream-zip64"} {
 		if _, _, err := verify(seeds[name], roots, nil, tufrepo.Options{}); err != nil {
 			t.Fatalf("seed %s does not verify: %v", name, err)
 		}

@@ -137,6 +137,7 @@ func (a *Archive) readManifest(v *Verified) *Error {
 	}
 	v.SystemVersion = *sysVersion
 	seen := map[string]int{}
+	byTarget := map[string]int{}
 	for i := range arts {
 		art := &arts[i]
 		key := art.Name + "\x00" + art.Version + "\x00" + art.Kind
@@ -150,6 +151,13 @@ func (a *Archive) readManifest(v *Verified) *Error {
 			return errf(api.CodeManifestTargetUnsigned, "%s names target %q for artifact %s, but targets.json does not sign it",
 				name, art.TargetName, art.Name)
 		}
+		// One target, one artifact: a target listed twice would give one
+		// set of bytes two identities (and two rows to keep in step).
+		if j, dup := byTarget[art.TargetName]; dup {
+			return errf(api.CodeManifestRepeatsTarget, "%s lists target %q for two artifacts (entries %d and %d); "+
+				"every signed target is exactly one artifact", name, art.TargetName, j, i)
+		}
+		byTarget[art.TargetName] = i
 		art.SHA256 = fmt.Sprintf("%x", st.sha256)
 		art.Length = st.length
 		f := a.entries[strings.TrimSuffix(v.TargetPath(art.TargetName), "/")]
@@ -161,6 +169,19 @@ func (a *Archive) readManifest(v *Verified) *Error {
 		if f.UncompressedSize64 > uint64(st.length) {
 			return errf(api.CodeEntryExceedsSigned, "target %q is %d bytes in the archive but signed as only %d bytes",
 				art.TargetName, f.UncompressedSize64, st.length)
+		}
+	}
+	// A signed target the manifest leaves out would be signed bytes no
+	// one verifies, stores or replicates: refuse rather than ignore it.
+	signed := make([]string, 0, len(v.targets))
+	for t := range v.targets {
+		signed = append(signed, t)
+	}
+	sort.Strings(signed)
+	for _, t := range signed {
+		if _, listed := byTarget[t]; !listed && t != name {
+			return errf(api.CodeManifestOmitsTarget, "targets.json signs %q, but %s does not list it; every signed target "+
+				"must be an artifact of the release, listed once", t, name)
 		}
 	}
 	v.Artifacts = arts

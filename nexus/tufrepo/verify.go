@@ -65,6 +65,9 @@ type Verified struct {
 	targets map[string]signedTarget
 	// consistent is the final root's consistent_snapshot.
 	consistent bool
+	// snapshotFile and targetsFile are the metadata files verification
+	// read (their names depend on consistent and the versions).
+	snapshotFile, targetsFile string
 }
 
 type signedTarget struct {
@@ -93,8 +96,17 @@ func (a *Archive) Verify(roots []TrustRoot, floors map[uuid.UUID]Floor) (*Verifi
 			if rerr := checkFloor(v.Versions, floors[tr.ID]); rerr != nil {
 				return nil, rerr
 			}
+			if nerr := v.checkTargetNames(); nerr != nil {
+				return nil, nerr
+			}
+			// The manifest is a signed target of bounded size; reading it
+			// before the entry check lets a manifest that names a target
+			// targets.json does not sign be refused as such.
 			if merr := a.readManifest(v); merr != nil {
 				return nil, merr
+			}
+			if eerr := a.checkEntries(v, rootFiles); eerr != nil {
+				return nil, eerr
 			}
 			return v, nil
 		}
@@ -249,6 +261,8 @@ func (a *Archive) verifyWith(tr TrustRoot, rootFiles []string) (*Verified, int, 
 		TargetsSHA256: sha256Hex(targData),
 		targets:       map[string]signedTarget{},
 		consistent:    consistent,
+		snapshotFile:  snapName,
+		targetsFile:   targName,
 	}
 	for name, tf := range targets.Signed.Targets {
 		h, ok := tf.Hashes["sha256"]
@@ -261,6 +275,74 @@ func (a *Archive) verifyWith(tr TrustRoot, rootFiles []string) (*Verified, int, 
 		v.targets[name] = signedTarget{length: tf.Length, sha256: h}
 	}
 	return v, 0, nil
+}
+
+// checkTargetNames refuses signed target names that are not plain
+// relative paths. Signing a name does not make it safe: it becomes a path
+// in the archive (and, for whoever unpacks the repository, on disk).
+func (v *Verified) checkTargetNames() *Error {
+	names := make([]string, 0, len(v.targets))
+	for name := range v.targets {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := checkControl("signed target name", name); err != nil {
+			return err
+		}
+		if strings.Contains(name, "\\") {
+			return errf(api.CodeUnsafeTargetName, "targets.json signs %q; target names use '/' between path segments, "+
+				"never a backslash", name)
+		}
+		for _, seg := range strings.Split(name, "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				return errf(api.CodeUnsafeTargetName, "targets.json signs %q, whose path has an empty, '.' or '..' segment; "+
+					"target names must be plain relative paths", name)
+			}
+		}
+	}
+	return nil
+}
+
+// checkEntries refuses any entry that signed metadata does not name: the
+// archive may hold exactly the metadata files verification read (and the
+// older root versions the chain starts from), the targets targets.json
+// signs, and the directories above them. It reads nothing: an unsigned
+// entry, however large it claims to be, is refused unread.
+func (a *Archive) checkEntries(v *Verified, rootFiles []string) *Error {
+	allowed := map[string]bool{
+		metadataDir + "timestamp.json": true,
+		metadataDir + v.snapshotFile:   true,
+		metadataDir + v.targetsFile:    true,
+	}
+	for _, name := range rootFiles {
+		allowed[name] = true
+	}
+	for name := range v.targets {
+		allowed[v.TargetPath(name)] = true
+	}
+	parents := map[string]bool{}
+	for name := range allowed {
+		for d := path.Dir(name); d != "." && !parents[d]; d = path.Dir(d) {
+			parents[d] = true
+		}
+	}
+	for _, name := range a.names {
+		switch {
+		case a.dirs[name] && parents[name], !a.dirs[name] && allowed[name]:
+			continue
+		case a.dirs[name]:
+			return errf(api.CodeUnsignedEntry, "the archive holds directory %q, which holds no file that signed "+
+				"metadata names; a release archive holds only its metadata and signed targets", name+"/")
+		case strings.HasPrefix(name, metadataDir):
+			return errf(api.CodeUnsignedEntry, "the archive holds %q, which is not metadata this release's chain uses "+
+				"(it uses timestamp.json, %s and %s); a release archive holds only its metadata and signed targets",
+				name, v.snapshotFile, v.targetsFile)
+		}
+		return errf(api.CodeUnsignedEntry, "the archive holds %q, which targets.json does not sign; a release archive "+
+			"holds only its metadata and signed targets, so this one was changed after it was signed", name)
+	}
+	return nil
 }
 
 func untrusted(id uuid.UUID) *Error {
