@@ -135,7 +135,12 @@ func TestUploadAttackSuite(t *testing.T) {
 		{"tampered artifact", defect("0.1.9", tufgen.Defects{TamperTarget: target("0.1.9")}), bad, api.CodeArtifactHashMismatch, false, false},
 		{"missing timestamp", defect("0.2.0", tufgen.Defects{SkipEntries: []string{"repo/metadata/timestamp.json"}}), bad, api.CodeMissingEntry, false, false},
 		{"body over the limit", func(*testing.T) []byte { return make([]byte, 5<<20) }, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, false, false},
-		{"chunked body over the limit", func(*testing.T) []byte { return make([]byte, 5<<20) }, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, true, true},
+		// A body that starts as an archive is read until the limit cuts
+		// it off; one that does not is refused after its first bytes.
+		{"chunked body over the limit", func(t *testing.T) []byte {
+			return append(good("0.2.9", nil)(t), make([]byte, 5<<20)...)
+		}, http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, true, true},
+		{"chunked non-zip body", func(*testing.T) []byte { return make([]byte, 5<<20) }, bad, api.CodeNotAZip, true, true},
 
 		// The manifest.
 		{"manifest names an unsigned target", defect("0.3.0", tufgen.Defects{UnsignedManifestTarget: "sneaky.bin"}), bad, api.CodeManifestTargetUnsigned, false, false},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -159,5 +160,35 @@ func TestUploadTooLargeLeavesNothing(t *testing.T) {
 	}
 	if f.count(app.ReposChanged) != 0 {
 		t.Fatal("a refused upload announced a change")
+	}
+}
+
+type zeros struct{ read int64 }
+
+func (z *zeros) Read(p []byte) (int, error) {
+	clear(p)
+	z.read += int64(len(p))
+	return len(p), nil
+}
+
+// A body that is not a repository archive is refused after its first few
+// KiB: a 1 GiB stream of zeros is not read, let alone stored.
+func TestUploadNotAZipRefusedAfterItsFirstBytes(t *testing.T) {
+	ctx := context.Background()
+	f := newApp(t, 8<<30)
+	if _, _, err := f.app.CreateTrustRoot(ctx, lineage(t).TrustRoot()); err != nil {
+		t.Fatal(err)
+	}
+	body := &zeros{}
+	_, err := f.app.UploadRepo(ctx, app.Upload{FileName: "big.bin", Body: io.LimitReader(body, 1<<30), ContentLength: 1 << 30})
+	if fault.CodeOf(err) != api.CodeNotAZip {
+		t.Fatalf("got %v, want not_a_zip", err)
+	}
+	if body.read > 64<<10 {
+		t.Fatalf("read %d bytes of a body refused by its first bytes", body.read)
+	}
+	entries, err := os.ReadDir(f.depot.Dir())
+	if err != nil || len(entries) != 0 {
+		t.Fatalf("depot holds %v (%v)", entries, err)
 	}
 }

@@ -98,7 +98,29 @@ func (a *App) UploadRepo(ctx context.Context, up Upload) (model.UploadResult, er
 	h := sha256.New()
 	// One byte past the limit tells "exactly at the limit" from "over".
 	body := io.LimitReader(up.Body, a.cfg.UploadMaxBytes+1)
-	size, err := io.CopyBuffer(io.MultiWriter(tmp, h), body, buf)
+	// A body that does not start as a repository archive is refused
+	// after its first few KiB, not after all of it is on disk.
+	first := buf[:tufrepo.PrefixLen]
+	n, err := io.ReadFull(body, first)
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		err = nil
+	case err != nil:
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		return res, fault.Wrap(err, fault.Invalid, api.CodeInvalidBody,
+			"the upload ended early after %d bytes (%v); send it again", n, err)
+	}
+	if perr := tufrepo.CheckPrefix(first[:n]); perr != nil {
+		return res, archiveFault(perr)
+	}
+	if _, err := tmp.Write(first[:n]); err != nil {
+		return res, fmt.Errorf("write upload file: %w", err)
+	}
+	h.Write(first[:n])
+	rest, err := io.CopyBuffer(io.MultiWriter(tmp, h), body, buf)
+	size := int64(n) + rest
 	if err != nil {
 		if ctx.Err() != nil {
 			return res, ctx.Err()

@@ -210,6 +210,13 @@ const PrefixLen = 4096
 // the directory, and an archive with no entries is no repository.
 func CheckPrefix(first []byte) error {
 	if len(first) < 4 || string(first[:4]) != localHeaderSig {
+		// Say which mistake it is when it shows: a zip wrapped in
+		// something (a self-extractor stub, a prepended header) is not
+		// the same fix as a file that is no zip at all.
+		if i := bytes.Index(first, []byte(localHeaderSig)); i > 0 {
+			return errf(api.CodeLeadingData, "the archive has %d bytes before its first entry; "+
+				"upload the repository zip exactly as released", i)
+		}
 		return errf(api.CodeNotAZip, "the upload does not start with a zip local file header, so it is not a repository "+
 			"archive; upload the repository zip as it was released")
 	}

@@ -43,7 +43,7 @@ func TestCheckPrefix(t *testing.T) {
 		{"text", []byte("this is a release, honest"), api.CodeNotAZip},
 		{"zeros", make([]byte, 1<<20), api.CodeNotAZip},
 		{"empty zip", empty, api.CodeNotAZip},
-		{"leading data", append([]byte("MZ-stub-"), goods["plain"]...), api.CodeNotAZip},
+		{"leading data", append([]byte("MZ-stub-"), goods["plain"]...), api.CodeLeadingData},
 		{"first entry encrypted", firstEntry(func(e *tufgen.ZipEntry) { e.Flags |= 1 }), api.CodeUnsupportedCompress},
 		{"first entry bzip2", firstEntry(func(e *tufgen.ZipEntry) { e.Method = 12 }), api.CodeUnsupportedCompress},
 		{"first entry outside repo/", firstEntry(func(e *tufgen.ZipEntry) { e.Name = "other/a.zone" }), api.CodeEntryOutsideRepo},
