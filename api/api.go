@@ -130,3 +130,26 @@ type Sled struct {
 	ArtifactGeneration *uint64    `json:"artifact_generation,omitempty"`
 	ArtifactsComplete  *int       `json:"artifacts_complete,omitempty"`
 }
+
+// Access error codes.
+const (
+	// CodeUnauthenticated: no credentials were sent.
+	CodeUnauthenticated = "unauthenticated"
+	// CodeInvalidToken: the token is not one Nexus issued.
+	CodeInvalidToken = "invalid_token"
+	CodeTokenExpired = "token_expired"
+	CodeTokenRevoked = "token_revoked"
+	// CodeForbidden: the caller is known but may not do this.
+	CodeForbidden = "forbidden"
+	// CodeCrossSite: a state-changing browser request did not come from
+	// Nexus's own pages.
+	CodeCrossSite = "cross_site_request"
+	// CodeIdentityMismatch: a request names another party than the
+	// caller's certificate does.
+	CodeIdentityMismatch = "identity_mismatch"
+	// CodeMTLSRequired: the listener needs a client certificate from the
+	// rack CA.
+	CodeMTLSRequired = "mtls_required"
+	// CodeTooManyRequests: too many requests of this kind are in progress.
+	CodeTooManyRequests = "too_many_requests"
+)

@@ -150,7 +150,7 @@ func TestBackgroundTaskAPIRejectsBadInput(t *testing.T) {
 		{"enabled unknown task", "PUT", base + "/ghost/enabled", `{"enabled":false}`, 404, api.CodeUnknownBackgroundTask, "ghost"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			status, e, _ := rawCall(t, tc.method, tc.url, tc.body, nil)
+			status, e, _ := rawCall(t, tc.method, tc.url, tc.body, admin(nx))
 			if status != tc.status || e.ErrorCode != tc.code || !strings.Contains(e.Message, tc.mention) {
 				t.Fatalf("got %d %+v; want %d %s mentioning %q", status, e, tc.status, tc.code, tc.mention)
 			}
@@ -171,7 +171,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	db := testdb.New(t)
 	nx := racktest.StartNexus(t, db.URL, nexus.Config{})
 	racktest.WaitTask(t, nx, sledliveness.Name, 1)
-	resp, err := http.Get(nx.ExternalURL() + "/metrics")
+	resp, err := http.DefaultClient.Do(nx.Request(t, http.MethodGet, "/metrics", nil))
 	if err != nil {
 		t.Fatal(err)
 	}

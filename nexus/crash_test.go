@@ -72,11 +72,16 @@ func startNexusProcess(t *testing.T, bin, dbURL, dataDir string, id uuid.UUID) *
 			t.Logf("nexus log:\n%s", p.log.String())
 		}
 	})
-	var err error
+	// The token is made the way an operator's first one is.
+	out, err := exec.Command(bin, "token", "create", "--database-url", dbURL, "--name", "crash-test").Output()
+	if err != nil {
+		t.Fatalf("nexus token create: %v", err)
+	}
 	p.client, err = client.NewNexus(p.url, &http.Client{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.client = p.client.WithToken(strings.TrimSpace(string(out)))
 	racktest.WaitFor(t, 30*time.Second, "nexus to answer", func() error {
 		_, err := p.client.Health(context.Background())
 		return err

@@ -67,6 +67,14 @@ func TestSledsRegisterAndAreListed(t *testing.T) {
 	})
 }
 
+// admin is the header that authenticates with nx's admin token.
+func admin(nx *racktest.Nexus) http.Header { return withAdmin(nx, http.Header{}) }
+
+func withAdmin(nx *racktest.Nexus, h http.Header) http.Header {
+	h.Set("Authorization", "Bearer "+nx.AdminToken)
+	return h
+}
+
 // rawCall sends a request and returns the status, decoded error body (if
 // any) and the response's request-id header.
 func rawCall(t *testing.T, method, url, body string, header http.Header) (int, api.Error, string) {
@@ -138,32 +146,32 @@ func TestRegistrationRejectsBadInput(t *testing.T) {
 func TestRoutingErrorsAreJSON(t *testing.T) {
 	db := testdb.New(t)
 	nx := racktest.StartNexus(t, db.URL, nexus.Config{})
-	status, e, _ := rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/nope", "", nil)
+	status, e, _ := rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/nope", "", admin(nx))
 	if status != 404 || e.ErrorCode != api.CodeNotFound || !strings.Contains(e.Message, "/v1/nope") {
 		t.Errorf("unknown route: %d %+v", status, e)
 	}
-	status, e, _ = rawCall(t, http.MethodDelete, nx.ExternalURL()+"/v1/system/hardware/sleds", "", nil)
+	status, e, _ = rawCall(t, http.MethodDelete, nx.ExternalURL()+"/v1/system/hardware/sleds", "", admin(nx))
 	if status != 405 || e.ErrorCode != api.CodeMethodNotAllowed {
 		t.Errorf("wrong method: %d %+v", status, e)
 	}
-	status, e, _ = rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/system/hardware/sleds/"+uuid.NewString(), "", nil)
+	status, e, _ = rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/system/hardware/sleds/"+uuid.NewString(), "", admin(nx))
 	if status != 404 || e.ErrorCode != api.CodeNotFound || !strings.Contains(e.Message, "no sled") {
 		t.Errorf("missing sled: %d %+v", status, e)
 	}
-	status, e, _ = rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/system/hardware/sleds?limit=0", "", nil)
+	status, e, _ = rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/system/hardware/sleds?limit=0", "", admin(nx))
 	if status != 400 || e.ErrorCode != api.CodeInvalidParameter || !strings.Contains(e.Message, "limit") {
 		t.Errorf("bad limit: %d %+v", status, e)
 	}
-	status, e, _ = rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/system/hardware/sleds?page_token=zzz", "", nil)
+	status, e, _ = rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/system/hardware/sleds?page_token=zzz", "", admin(nx))
 	if status != 400 || e.ErrorCode != api.CodeInvalidParameter || !strings.Contains(e.Message, "page_token") {
 		t.Errorf("bad page token: %d %+v", status, e)
 	}
 	// A caller's request id is adopted, so logs line up across processes.
-	status, e, rid := rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/nope", "", http.Header{"X-Request-Id": {"op-1234"}})
+	status, e, rid := rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/nope", "", withAdmin(nx, http.Header{"X-Request-Id": {"op-1234"}}))
 	if status != 404 || rid != "op-1234" || e.RequestID != "op-1234" {
 		t.Errorf("request id not adopted: header %q body %q", rid, e.RequestID)
 	}
-	_, _, rid = rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/nope", "", http.Header{"X-Request-Id": {"bad id;drop"}})
+	_, _, rid = rawCall(t, http.MethodGet, nx.ExternalURL()+"/v1/nope", "", withAdmin(nx, http.Header{"X-Request-Id": {"bad id;drop"}}))
 	if rid == "" || strings.ContainsAny(rid, " ;") {
 		t.Errorf("invalid request id adopted or none made: %q", rid)
 	}

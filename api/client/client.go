@@ -30,6 +30,15 @@ import (
 type Client struct {
 	base *url.URL
 	hc   *http.Client
+	// token, when set, is sent as "Authorization: Bearer <token>".
+	token string
+}
+
+// withToken is a copy of c that authenticates with token.
+func (c *Client) withToken(token string) *Client {
+	cp := *c
+	cp.token = token
+	return &cp
 }
 
 // DefaultHTTPClient has a whole-request timeout suited to small JSON calls;
@@ -152,6 +161,9 @@ func (c *Client) roundTrip(ctx context.Context, hreq *http.Request) (*http.Respo
 	hreq.Header.Set("Accept", "application/json")
 	if id := reqid.From(ctx); id != "" {
 		hreq.Header.Set(reqid.Header, id)
+	}
+	if c.token != "" && hreq.Header.Get("Authorization") == "" {
+		hreq.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(hreq)
 	if err != nil {

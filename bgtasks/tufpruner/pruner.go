@@ -79,6 +79,8 @@ var _ bgtasks.Task = (*Task)(nil)
 // prunable one.
 func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error) {
 	log := t.log.With().Str("run_id", act.RunID).Logger()
+	// The pruner changes repos on its own account: the audit log says so.
+	ctx = app.WithActor(ctx, app.TaskActor(Name))
 	st := Status{KeepNewest: t.keep, Kept: []Decision{}}
 	// Read the generation before the repos: if a change lands in between,
 	// the prune's compare-and-swap fails and the next run plans again.

@@ -33,7 +33,10 @@ Usage:
   nexus [flags]                  run the server
   nexus migrate up [flags]       bring the database schema to this build's version
   nexus migrate status [flags]   show the schema version; exit 0 when current,
-                                 3 when it needs 'migrate up', 1 on any other problem`
+                                 3 when it needs 'migrate up', 1 on any other problem
+  nexus token create --name NAME [--role viewer|admin] [--ttl D] [flags]
+                                 make an operator token (printed once); the first
+                                 admin token comes from here`
 
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
@@ -66,6 +69,9 @@ func flags(name string, o *options) *envflag.Set {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "migrate" {
 		return runMigrate(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "token" {
+		return runToken(ctx, args[1:], stdout, stderr)
 	}
 	var o options
 	fs := flags("nexus", &o)

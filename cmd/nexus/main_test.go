@@ -66,3 +66,37 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		t.Fatalf("bad migrate verb: exit %d, %q", code, errOut)
 	}
 }
+
+// The console makes the first admin token: printed once on stdout, only
+// its hash stored, the creation in the audit log.
+func TestTokenCreate(t *testing.T) {
+	db := testdb.New(t)
+	code, out, errOut := nexusCmd(t, "token", "create", "--database-url", db.URL, "--name", "first-admin")
+	tok := strings.TrimSpace(out)
+	if code != 0 || !strings.HasPrefix(tok, "rp_") || !strings.Contains(errOut, "shown only now") {
+		t.Fatalf("token create: exit %d\n%s%s", code, out, errOut)
+	}
+	var n int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM operator_token
+		WHERE name = 'first-admin' AND role = 'admin' AND token_sha256 = sha256($1::BYTEA)`, []byte(tok)).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("stored tokens matching: %d (%v)", n, err)
+	}
+	if db.Count(t, `SELECT count(*) FROM operator_token WHERE position($1 in encode(token_sha256, 'escape')) > 0`, tok) != 0 {
+		t.Fatal("the token itself is stored")
+	}
+	if db.Count(t, `SELECT count(*) FROM audit_log WHERE action = 'token.create' AND actor_kind = 'console' AND outcome = 'ok'`) != 1 {
+		t.Fatal("no audit entry for the console's token")
+	}
+	for _, bad := range [][]string{
+		{"token", "create", "--database-url", db.URL},
+		{"token", "create", "--database-url", db.URL, "--name", "x", "--role", "root"},
+		{"token", "mint"},
+	} {
+		if code, _, _ := nexusCmd(t, bad...); code == 0 {
+			t.Errorf("%v succeeded", bad)
+		}
+	}
+	if db.Count(t, `SELECT count(*) FROM operator_token`) != 1 {
+		t.Fatal("a refused token create stored a token")
+	}
+}

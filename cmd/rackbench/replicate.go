@@ -32,6 +32,8 @@ import (
 	"github.com/rackplane/rackplane/internal/pgtemp"
 	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus"
+	"github.com/rackplane/rackplane/nexus/app"
+	"github.com/rackplane/rackplane/nexus/model"
 	"github.com/rackplane/rackplane/sledagent"
 	"github.com/rackplane/rackplane/sledagent/artifacts"
 )
@@ -523,6 +525,11 @@ func startRack(ctx context.Context, dir, dbURL string, o replicateOptions, log z
 	if rk.client, err = client.NewNexus(rk.nexus.ExternalURL(), &http.Client{}); err != nil {
 		return nil, err
 	}
+	tok, err := rk.nexus.App().CreateToken(app.WithActor(ctx, app.ConsoleActor()), "rackbench", model.RoleAdmin, 0)
+	if err != nil {
+		return nil, err
+	}
+	rk.client = rk.client.WithToken(tok.Secret)
 	for i := range o.sleds {
 		sd := filepath.Join(dir, fmt.Sprintf("sled-%02d", i))
 		m2s := []string{filepath.Join(sd, "m2-a"), filepath.Join(sd, "m2-b")}

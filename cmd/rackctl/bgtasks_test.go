@@ -29,54 +29,54 @@ func TestBgtasksCommands(t *testing.T) {
 	wait(1)
 	url := nx.ExternalURL()
 
-	code, out, errOut := rackctl(t, "--nexus", url, "bgtasks", "list")
+	code, out, errOut := rackctl(t, "--nexus", url, "--token", nx.AdminToken, "bgtasks", "list")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	nTasks := len(nx.Tasks().Names())
 	if code != 0 || len(lines) != nTasks+2 || !strings.HasPrefix(lines[0], "NAME") || !strings.HasPrefix(lines[1], "sled_liveness") ||
 		!strings.Contains(lines[1], " ok ") || !strings.Contains(lines[1], "15s") || !strings.HasPrefix(lines[nTasks+1], fmt.Sprintf("%d task(s) on Nexus %s", nTasks, nx.ID())) {
 		t.Fatalf("list: exit %d\n%s%s", code, out, errOut)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "bgtasks", "list", "--json")
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "bgtasks", "list", "--json")
 	var list api.BackgroundTaskList
 	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Tasks) != nTasks {
 		t.Fatalf("list --json: exit %d\n%s", code, out)
 	}
 	racktest.WaitFor(t, 10*time.Second, "the heartbeat in list --all", func() error {
-		code, out, errOut = rackctl(t, "--nexus", url, "bgtasks", "list", "--all")
+		code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "bgtasks", "list", "--all")
 		if code != 0 || !strings.Contains(out, nx.ID().String()[:8]) || !strings.Contains(out, "1 Nexus instance(s)") {
 			return &api.Error{Message: out + errOut}
 		}
 		return nil
 	})
 
-	code, out, errOut = rackctl(t, "--nexus", url, "bgtasks", "activate", "sled_liveness")
+	code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "bgtasks", "activate", "sled_liveness")
 	if code != 0 || !strings.Contains(out, "activation requested: sled_liveness") {
 		t.Fatalf("activate: exit %d\n%s%s", code, out, errOut)
 	}
 	wait(2)
-	code, out, errOut = rackctl(t, "--nexus", url, "bgtasks", "show", "sled_liveness")
+	code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "bgtasks", "show", "sled_liveness")
 	if code != 0 || !strings.Contains(out, "description:") || !strings.Contains(out, "threshold_seconds") ||
 		!strings.Contains(out, "explicit (api:rackctl-") || !strings.Contains(out, "startup") {
 		t.Fatalf("show: exit %d\n%s%s", code, out, errOut)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "--json", "bgtasks", "show", "sled_liveness")
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "--json", "bgtasks", "show", "sled_liveness")
 	var task api.BackgroundTask
 	if code != 0 || json.Unmarshal([]byte(out), &task) != nil || len(task.History) != 2 {
 		t.Fatalf("show --json: exit %d\n%s", code, out)
 	}
 
-	code, out, errOut = rackctl(t, "--nexus", url, "bgtasks", "disable", "sled_liveness")
+	code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "bgtasks", "disable", "sled_liveness")
 	if code != 0 || !strings.Contains(out, "sled_liveness disabled on every Nexus") {
 		t.Fatalf("disable: exit %d\n%s%s", code, out, errOut)
 	}
 	if got, err := nx.Client.BackgroundTaskGet(ctx, "sled_liveness"); err != nil || got.Enabled {
 		t.Fatalf("after disable: %+v %v", got, err)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "bgtasks", "list")
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "bgtasks", "list")
 	if code != 0 || !strings.Contains(out, " NO ") {
 		t.Fatalf("list after disable:\n%s", out)
 	}
-	code, out, errOut = rackctl(t, "--nexus", url, "bgtasks", "enable", "sled_liveness")
+	code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "bgtasks", "enable", "sled_liveness")
 	if code != 0 || !strings.Contains(out, "sled_liveness enabled on every Nexus") {
 		t.Fatalf("enable: exit %d\n%s%s", code, out, errOut)
 	}
@@ -96,7 +96,7 @@ func TestBgtasksCommands(t *testing.T) {
 		{[]string{"bgtasks", "disable", "ghost"}, 1, "unknown_background_task"},
 		{[]string{"bgtasks", "list", "x"}, 2, "takes no arguments"},
 	} {
-		code, _, errOut := rackctl(t, append([]string{"--nexus", url}, tc.args...)...)
+		code, _, errOut := rackctl(t, append([]string{"--nexus", url, "--token", nx.AdminToken, "--token", nx.AdminToken}, tc.args...)...)
 		if code != tc.code || !strings.Contains(errOut, tc.mention) {
 			t.Errorf("%v: exit %d, %q; want %d mentioning %q", tc.args, code, errOut, tc.code, tc.mention)
 		}

@@ -39,6 +39,7 @@ func commands() []command {
 	all = append(all, bgtaskCommands()...)
 	all = append(all, repoCommands()...)
 	all = append(all, trustRootCommands()...)
+	all = append(all, accessCommands()...)
 	return all
 }
 
@@ -49,6 +50,7 @@ type env struct {
 	errOut  io.Writer
 	json    bool
 	baseURL string
+	token   string
 }
 
 const defaultNexusURL = "http://127.0.0.1:12220"
@@ -58,7 +60,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var nexusURL string
+	var nexusURL, token, tokenFile string
 	var asJSON bool
 	var timeout time.Duration
 	global := envflag.New("rackctl", "")
@@ -66,6 +68,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	global.String(&nexusURL, "nexus", "RACKPLANE_NEXUS_URL", defaultNexusURL, "base URL of Nexus's external API")
 	global.Bool(&asJSON, "json", "", false, "print JSON instead of tables")
 	global.Duration(&timeout, "timeout", "RACKPLANE_TIMEOUT", 30*time.Second, "timeout of each API call (uploads excepted)")
+	global.String(&token, "token", "RACKPLANE_TOKEN", "", "operator token (rp_...); see --token-file")
+	global.String(&tokenFile, "token-file", "RACKPLANE_TOKEN_FILE", defaultTokenFile(),
+		"file holding the operator token, used when --token and $RACKPLANE_TOKEN are unset")
 	global.Usage = func() { printUsage(stderr, global) }
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -120,9 +125,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "rackctl: --nexus:", err)
 		return 2
 	}
+	if token == "" {
+		if token, err = readTokenFile(tokenFile, stderr); err != nil {
+			fmt.Fprintln(stderr, "rackctl:", err)
+			return 2
+		}
+	}
+	if token == "" {
+		fmt.Fprintln(stderr, "rackctl: "+noTokenHint)
+		return 2
+	}
+	nexus = nexus.WithToken(token)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := &env{nexus: nexus, out: stdout, errOut: stderr, json: asJSON, baseURL: nexusURL}
+	e := &env{nexus: nexus, out: stdout, errOut: stderr, json: asJSON, baseURL: nexusURL, token: token}
 	if err := cmd.run(ctx, e, fs.Args()); err != nil {
 		fmt.Fprintln(stderr, "rackctl:", describe(err, nexusURL))
 		var ue usageError

@@ -57,6 +57,7 @@ func repoUpload(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	nx = nx.WithToken(e.token)
 	bar := newProgressBar(e.errOut, fi.Size(), time.Now)
 	res, err := nx.RepoUpload(ctx, filepath.Base(args[0]), f, fi.Size(), bar.update)
 	bar.finish()

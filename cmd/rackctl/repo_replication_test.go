@@ -48,10 +48,10 @@ func TestRepoShowReplication(t *testing.T) {
 
 	// Uploaded with replication off: nothing observed yet.
 	setTask(false)
-	if code, out, errOut := rackctl(t, "--nexus", url, "repo", "upload", build("1.0.0")); code != 0 {
+	if code, out, errOut := rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "upload", build("1.0.0")); code != 0 {
 		t.Fatalf("upload: exit %d %q %q", code, out, errOut)
 	}
-	code, out, _ := rackctl(t, "--nexus", url, "repo", "show", "1.0.0")
+	code, out, _ := rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "show", "1.0.0")
 	if code != 0 || !strings.Contains(out, "not observed yet") || !strings.Contains(out, "SLEDS HOLDING") ||
 		!regexp.MustCompile(`(?m)^host-os\s.*\s-\s+-\s+1$`).MatchString(out) {
 		t.Fatalf("show before replication: exit %d\n%s", code, out)
@@ -63,7 +63,7 @@ func TestRepoShowReplication(t *testing.T) {
 		if _, err := nx.Client.BackgroundTaskActivate(ctx, tufreplication.Name); err != nil {
 			return err
 		}
-		code, out, _ = rackctl(t, "--nexus", url, "repo", "show", "1.0.0")
+		code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "show", "1.0.0")
 		if code != 0 || !strings.Contains(out, "4 of 4 artifacts on every M.2 of all 2 sleds") {
 			return fmt.Errorf("exit %d\n%s", code, out)
 		}
@@ -74,7 +74,7 @@ func TestRepoShowReplication(t *testing.T) {
 			t.Errorf("artifact %s is not shown on 2/2 sleds:\n%s", name, out)
 		}
 	}
-	code, js, _ := rackctl(t, "--nexus", url, "--json", "repo", "show", "1.0.0")
+	code, js, _ := rackctl(t, "--nexus", url, "--token", nx.AdminToken, "--json", "repo", "show", "1.0.0")
 	var d api.TufRepoDetail
 	if code != 0 || json.Unmarshal([]byte(js), &d) != nil || len(d.Artifacts) != 4 || d.Artifacts[0].Replication == nil ||
 		d.Artifacts[0].Replication.SledsHoldingAllM2s != 2 {
@@ -84,7 +84,7 @@ func TestRepoShowReplication(t *testing.T) {
 	// A degraded repo: the reason is in show, and list marks it.
 	setTask(false)
 	zip := build("2.0.0")
-	if code, out, errOut := rackctl(t, "--nexus", url, "repo", "upload", zip); code != 0 {
+	if code, out, errOut := rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "upload", zip); code != 0 {
 		t.Fatalf("upload: exit %d %q %q", code, out, errOut)
 	}
 	detail, err := nx.Client.RepoGet(ctx, "2.0.0")
@@ -100,14 +100,14 @@ func TestRepoShowReplication(t *testing.T) {
 	}
 	setTask(true)
 	racktest.WaitFor(t, 20*time.Second, "repo 2.0.0 to be degraded", func() error {
-		code, out, _ = rackctl(t, "--nexus", url, "repo", "show", "2.0.0")
+		code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "show", "2.0.0")
 		if code != 0 || !strings.Contains(out, "state           DEGRADED (!)\n") ||
 			!strings.Contains(out, "reason          no sled or Nexus holds "+detail.Artifacts[0].Name) {
 			return fmt.Errorf("exit %d\n%s", code, out)
 		}
 		return nil
 	})
-	code, out, _ = rackctl(t, "--nexus", url, "repo", "list")
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "list")
 	if code != 0 || !regexp.MustCompile(`(?m)^2\.0\.0\s.*DEGRADED \(!\)`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^! 2\.0\.0 is degraded: no sled or Nexus holds .*`+lost[:12]).MatchString(out) ||
 		strings.Contains(out, "! 1.0.0") {

@@ -33,19 +33,19 @@ func TestRepoAndTrustRootCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	code, out, errOut := rackctl(t, "--nexus", url, "repo", "upload", zip)
+	code, out, errOut := rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "upload", zip)
 	if code != 1 || !strings.Contains(errOut, "no_trust_roots") || !strings.Contains(errOut, "rackctl trust-root add") {
 		t.Fatalf("upload without roots: exit %d %q %q", code, out, errOut)
 	}
-	code, out, errOut = rackctl(t, "--nexus", url, "trust-root", "add", rootFile)
+	code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "trust-root", "add", rootFile)
 	if code != 0 || !strings.Contains(out, "trust root registered") {
 		t.Fatalf("trust-root add: exit %d %q %q", code, out, errOut)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "trust-root", "add", rootFile)
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "trust-root", "add", rootFile)
 	if code != 0 || !strings.Contains(out, "already registered") {
 		t.Fatalf("trust-root add again: exit %d %q", code, out)
 	}
-	code, out, errOut = rackctl(t, "--nexus", url, "repo", "upload", zip)
+	code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "upload", zip)
 	if code != 0 || !strings.Contains(out, "system version 1.0.0 uploaded: 3 artifacts, 3.0 MiB") {
 		t.Fatalf("upload: exit %d %q %q", code, out, errOut)
 	}
@@ -53,45 +53,45 @@ func TestRepoAndTrustRootCommands(t *testing.T) {
 	if !strings.Contains(errOut, "100.0%") || !strings.Contains(errOut, "/s ETA") {
 		t.Fatalf("progress: %q", errOut)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "repo", "upload", zip)
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "upload", zip)
 	if code != 0 || !strings.Contains(out, "was already uploaded") {
 		t.Fatalf("upload again: exit %d %q", code, out)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "repo", "list")
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "list")
 	if code != 0 || !strings.Contains(out, "1.0.0") || !strings.Contains(out, "release-1.0.0.zip") || !strings.HasSuffix(out, "1 repo(s)\n") {
 		t.Fatalf("list: exit %d %q", code, out)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "repo", "show", "1.0.0")
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "show", "1.0.0")
 	if code != 0 || strings.Count(out, "artifact-0") != 3 || !strings.Contains(out, "NEXUS COPIES") {
 		t.Fatalf("show: exit %d %q", code, out)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "repo", "delete", "1.0.0")
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "delete", "1.0.0")
 	if code != 0 || !strings.Contains(out, "pruned") {
 		t.Fatalf("delete: exit %d %q", code, out)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "repo", "list")
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "list")
 	if code != 0 || !strings.HasSuffix(out, "0 repo(s)\n") {
 		t.Fatalf("list after delete: exit %d %q", code, out)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "--json", "repo", "list", "--all")
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "--json", "repo", "list", "--all")
 	var repos []api.TufRepo
 	if code != 0 || json.Unmarshal([]byte(out), &repos) != nil || len(repos) != 1 || repos[0].TimePruned == nil {
 		t.Fatalf("list --all: exit %d %q", code, out)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "--json", "trust-root", "list")
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "--json", "trust-root", "list")
 	var roots []api.TrustRoot
 	if code != 0 || json.Unmarshal([]byte(out), &roots) != nil || len(roots) != 1 {
 		t.Fatalf("trust-root list: exit %d %q", code, out)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "trust-root", "delete", roots[0].ID.String())
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "trust-root", "delete", roots[0].ID.String())
 	if code != 0 || !strings.Contains(out, "deleted") {
 		t.Fatalf("trust-root delete: exit %d %q", code, out)
 	}
-	code, _, errOut = rackctl(t, "--nexus", url, "trust-root", "delete", "not-a-uuid")
+	code, _, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "trust-root", "delete", "not-a-uuid")
 	if code != 2 || !strings.Contains(errOut, "not a trust root ID") {
 		t.Fatalf("bad id: exit %d %q", code, errOut)
 	}
-	code, _, errOut = rackctl(t, "--nexus", url, "repo", "show", "9.9.9")
+	code, _, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "show", "9.9.9")
 	if code != 1 || !strings.Contains(errOut, "not_found") {
 		t.Fatalf("show missing: exit %d %q", code, errOut)
 	}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"text/tabwriter"
@@ -28,10 +29,13 @@ import (
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/internal/envflag"
+	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/pgtemp"
 	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus"
+	"github.com/rackplane/rackplane/nexus/app"
+	"github.com/rackplane/rackplane/nexus/model"
 	"github.com/rackplane/rackplane/sledagent"
 )
 
@@ -121,17 +125,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // rack is everything rackdev started.
 type rack struct {
-	o        options
-	dataDir  string
-	ownDir   bool
-	pg       *pgtemp.Cluster
-	dbURL    string
-	nexus    *nexus.Server
-	sleds    []*sledagent.Server
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	logFiles []*os.File
-	runErrs  chan error
+	o options
+	// adminToken is the operator token rackdev made (or kept from an
+	// earlier run on the same data dir), also in tokenFile().
+	adminToken string
+	dataDir    string
+	ownDir     bool
+	pg         *pgtemp.Cluster
+	dbURL      string
+	nexus      *nexus.Server
+	sleds      []*sledagent.Server
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	logFiles   []*os.File
+	runErrs    chan error
 }
 
 func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
@@ -182,6 +189,9 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 	}, nlog)
 	if err != nil {
 		return r, fmt.Errorf("%w (if a port is taken, pass --nexus-external-addr/--nexus-internal-addr 127.0.0.1:0)", err)
+	}
+	if r.adminToken, err = r.ensureAdminToken(ctx); err != nil {
+		return r, err
 	}
 	r.goRun(ctx, "nexus", r.nexus.Run)
 
@@ -244,7 +254,7 @@ func createDatabase(ctx context.Context, adminURL, name string) error {
 func (r *rack) check(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	nx, err := client.NewNexus(r.nexus.ExternalURL(), nil)
+	nx, err := r.client()
 	if err != nil {
 		return err
 	}
@@ -315,20 +325,23 @@ func (r *rack) printSummary(w io.Writer) {
 	for i, s := range r.sleds {
 		fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s\n", i, s.Baseboard().Serial, s.URL(), s.DepotURL())
 	}
+	fmt.Fprintf(tw, "  admin token\t%s  (also in %s)\n", r.adminToken, r.tokenFile())
 	fmt.Fprintf(tw, "  logs\t%s\n", filepath.Join(r.dataDir, "logs"))
 	tw.Flush()
 	flagPart := ""
 	if r.nexus.ExternalURL() != defaultRackctlURL {
 		flagPart = " --nexus " + r.nexus.ExternalURL()
 	}
-	fmt.Fprintln(w, "\nTry:")
+	fmt.Fprintln(w, "\nTry (rackctl reads the token file named by $RACKPLANE_TOKEN_FILE):")
+	fmt.Fprintf(w, "  export RACKPLANE_TOKEN_FILE=%s\n", r.tokenFile())
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s sleds list\n", flagPart)
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo list\n", flagPart)
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo show %s\n", flagPart, demoVersion)
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo upload %s\n", flagPart, filepath.Join(r.dataDir, "demo", demoZip))
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s bgtasks show tuf_artifact_replication\n", flagPart)
-	fmt.Fprintf(w, "  curl %s/v1/system/hardware/sleds\n", r.nexus.ExternalURL())
-	fmt.Fprintf(w, "\nStatus pages: %s/ui/background-tasks\n", r.nexus.ExternalURL())
+	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $(cat %s)\" %s/v1/system/hardware/sleds\n", r.tokenFile(),
+		r.nexus.ExternalURL())
+	fmt.Fprintf(w, "\nStatus pages: %s/ui/background-tasks (sign in with the admin token)\n", r.nexus.ExternalURL())
 }
 
 // The demo release rackdev uploads, signed by a lineage made from a fixed
@@ -357,7 +370,7 @@ func (r *rack) uploadDemoRepo(ctx context.Context, stdout io.Writer) (*tufgen.Bu
 	if err != nil {
 		return nil, err
 	}
-	nx, err := client.NewNexus(r.nexus.ExternalURL(), nil)
+	nx, err := r.client()
 	if err != nil {
 		return nil, err
 	}
@@ -432,4 +445,37 @@ func (r *rack) close(w io.Writer) {
 	} else if r.dataDir != "" {
 		fmt.Fprintf(w, "rackdev: stopped; state kept in %s\n", r.dataDir)
 	}
+}
+
+// tokenFile is where rackdev keeps its admin token.
+func (r *rack) tokenFile() string { return filepath.Join(r.dataDir, "admin-token") }
+
+// client is a client of the rack's external API with the admin token.
+func (r *rack) client() (client.Nexus, error) {
+	nx, err := client.NewNexus(r.nexus.ExternalURL(), nil)
+	if err != nil {
+		return nx, err
+	}
+	return nx.WithToken(r.adminToken), nil
+}
+
+// ensureAdminToken keeps the admin token of an earlier run on the same
+// data dir while it still works, and otherwise makes one the way an
+// operator's first is made (at the console) and writes it to tokenFile
+// (mode 0600).
+func (r *rack) ensureAdminToken(ctx context.Context) (string, error) {
+	if b, err := os.ReadFile(r.tokenFile()); err == nil {
+		tok := strings.TrimSpace(string(b))
+		if actor, err := r.nexus.App().Authenticate(ctx, tok); err == nil && actor.Role == model.RoleAdmin {
+			return tok, nil
+		}
+	}
+	made, err := r.nexus.App().CreateToken(app.WithActor(ctx, app.ConsoleActor()), "rackdev-admin", model.RoleAdmin, 0)
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(r.tokenFile(), []byte(made.Secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	return made.Secret, nil
 }

@@ -69,6 +69,16 @@ func (p Pagination) UUIDToken() (uuid.UUID, error) {
 	return id, nil
 }
 
+// BearerToken returns the token of an "Authorization: Bearer ..." header
+// ("" when there is none).
+func BearerToken(r *http.Request) string {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
 // ParamRule words the answer to a parameter that the generated server
 // wrappers (api/gen) could not bind, so that it reads as the handlers'
 // own checks always have.

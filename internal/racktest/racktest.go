@@ -7,6 +7,8 @@ package racktest
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,6 +21,8 @@ import (
 	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/nexus"
+	"github.com/rackplane/rackplane/nexus/app"
+	"github.com/rackplane/rackplane/nexus/model"
 )
 
 // The sled-level helpers, under the names rack tests have always used.
@@ -34,9 +38,11 @@ type Sled = sledtest.Sled
 // Nexus is a Nexus running in the test.
 type Nexus struct {
 	*nexus.Server
-	// Client talks to its external API.
+	// Client talks to its external API with AdminToken.
 	Client client.Nexus
-	stop   func()
+	// AdminToken is an operator token with the admin role.
+	AdminToken string
+	stop       func()
 }
 
 // Stop shuts the Nexus down and waits for it (also done at cleanup).
@@ -72,10 +78,20 @@ func StartNexus(t testing.TB, databaseURL string, cfg nexus.Config) *Nexus {
 		t.Fatalf("start nexus: %v", err)
 	}
 	n := &Nexus{Server: srv, stop: sledtest.Background(t, "nexus", srv.Run)}
-	n.Client, err = client.NewNexus(srv.ExternalURL(), nil)
+	// Every test rack has an admin token made the way an operator's first
+	// one is (at the console), and a client that uses it: tests never run
+	// with authentication off.
+	tok, err := srv.App().CreateToken(app.WithActor(context.Background(), app.ConsoleActor()), "racktest-admin",
+		model.RoleAdmin, 0)
+	if err != nil {
+		t.Fatalf("admin token: %v", err)
+	}
+	n.AdminToken = tok.Secret
+	c, err := client.NewNexus(srv.ExternalURL(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.Client = c.WithToken(n.AdminToken)
 	return n
 }
 
@@ -134,4 +150,26 @@ func Activation(t testing.TB, task api.BackgroundTask, iteration uint64) api.Tas
 		t.Fatalf("%s: no iteration %d in history %+v", task.Name, iteration, task.History)
 	}
 	return a
+}
+
+// Token makes an operator token for nx with role.
+func (n *Nexus) Token(t testing.TB, name string, role model.Role, ttl time.Duration) string {
+	t.Helper()
+	tok, err := n.App().CreateToken(app.WithActor(context.Background(), app.ConsoleActor()), name, role, ttl)
+	if err != nil {
+		t.Fatalf("token %s: %v", name, err)
+	}
+	return tok.Secret
+}
+
+// Request makes a request to nx's external API with its admin token (for
+// tests that send what the typed client will not).
+func (n *Nexus) Request(t testing.TB, method, path string, body io.Reader) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, n.ExternalURL()+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+n.AdminToken)
+	return req
 }

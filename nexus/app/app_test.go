@@ -80,7 +80,7 @@ func lineage(t *testing.T) *tufgen.Lineage {
 // Upload and prune are reachable without HTTP: the application layer
 // verifies, stores and records, and says so to whoever listens.
 func TestUploadAndPruneWithoutHTTP(t *testing.T) {
-	ctx := context.Background()
+	ctx := app.WithActor(context.Background(), app.ConsoleActor())
 	f := newApp(t, 1<<30)
 	l := lineage(t)
 	archive, built, err := l.BuildBytes(tufgen.Demo("1.0.0"))
@@ -135,7 +135,7 @@ func TestUploadAndPruneWithoutHTTP(t *testing.T) {
 // A body over the limit is refused as too large and leaves nothing: no
 // row, no depot file, no temp file.
 func TestUploadTooLargeLeavesNothing(t *testing.T) {
-	ctx := context.Background()
+	ctx := app.WithActor(context.Background(), app.ConsoleActor())
 	f := newApp(t, 1024)
 	l := lineage(t)
 	if _, _, err := f.app.CreateTrustRoot(ctx, l.TrustRoot()); err != nil {
@@ -174,7 +174,7 @@ func (z *zeros) Read(p []byte) (int, error) {
 // A body that is not a repository archive is refused after its first few
 // KiB: a 1 GiB stream of zeros is not read, let alone stored.
 func TestUploadNotAZipRefusedAfterItsFirstBytes(t *testing.T) {
-	ctx := context.Background()
+	ctx := app.WithActor(context.Background(), app.ConsoleActor())
 	f := newApp(t, 8<<30)
 	if _, _, err := f.app.CreateTrustRoot(ctx, lineage(t).TrustRoot()); err != nil {
 		t.Fatal(err)

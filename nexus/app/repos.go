@@ -86,7 +86,12 @@ func ArtifactReplication(m model.ReplicationMatrix, col int) model.ArtifactRepli
 // the wanted-artifact generation is still *expect (the pruner's fence;
 // datastore.ErrGenerationMoved otherwise).
 func (a *App) PruneRepo(ctx context.Context, systemVersion, by string, expect *int64) (model.PruneResult, error) {
-	res, err := a.ds.TufRepoPrune(ctx, systemVersion, by, expect)
+	var res model.PruneResult
+	err := a.audited(ctx, model.RoleAdmin, "repo.prune", "repo "+systemVersion, func(ctx context.Context) error {
+		var err error
+		res, err = a.ds.TufRepoPrune(ctx, systemVersion, by, expect)
+		return err
+	})
 	if err != nil {
 		return res, translate(err)
 	}
@@ -100,8 +105,17 @@ func (a *App) PruneRepo(ctx context.Context, systemVersion, by string, expect *i
 
 // SetRepoKept marks a repo kept (never pruned automatically) or not.
 func (a *App) SetRepoKept(ctx context.Context, systemVersion string, kept bool) (model.TufRepo, error) {
-	r, err := a.ds.TufRepoSetKept(ctx, systemVersion, kept)
-	return r, translate(err)
+	var r model.TufRepo
+	action := "repo.keep"
+	if !kept {
+		action = "repo.unkeep"
+	}
+	err := a.audited(ctx, model.RoleAdmin, action, "repo "+systemVersion, func(ctx context.Context) error {
+		var err error
+		r, err = a.ds.TufRepoSetKept(ctx, systemVersion, kept)
+		return translate(err)
+	})
+	return r, err
 }
 
 // ListArtifacts returns up to limit artifacts with ids after `after`.

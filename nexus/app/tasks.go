@@ -12,6 +12,7 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/internal/fault"
+	"github.com/rackplane/rackplane/nexus/model"
 )
 
 // SetHeartbeatTask names the task that writes this Nexus's task summaries
@@ -123,9 +124,15 @@ func (a *App) unknownTask(err error) error {
 // behalf of requester (a component name or request id, shown to
 // operators); when any name is unknown, nothing is activated. It returns
 // the names activated, without repeats, in the order given.
-func (a *App) ActivateTasks(requester string, names ...string) ([]string, error) {
-	if err := a.tasks.Activate(requester, names...); err != nil {
-		return nil, a.unknownTask(fmt.Errorf("%w; nothing was activated", err))
+func (a *App) ActivateTasks(ctx context.Context, requester string, names ...string) ([]string, error) {
+	err := a.audited(ctx, model.RoleAdmin, "task.activate", "tasks "+strings.Join(names, ","), func(ctx context.Context) error {
+		if err := a.tasks.Activate(requester, names...); err != nil {
+			return a.unknownTask(fmt.Errorf("%w; nothing was activated", err))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	out := []string{}
 	seen := map[string]bool{}
@@ -142,13 +149,19 @@ func (a *App) ActivateTasks(requester string, names ...string) ([]string, error)
 // so its status shows the change at once; other Nexus instances see it at
 // their next activation.
 func (a *App) SetTaskEnabled(ctx context.Context, name string, enabled bool, requester string) error {
-	if err := a.CheckTask(name); err != nil {
-		return err
+	action := "task.disable"
+	if enabled {
+		action = "task.enable"
 	}
-	if err := a.taskdb.SetEnabled(ctx, name, enabled, requester); err != nil {
-		return translate(err)
-	}
-	zerolog.Ctx(ctx).Info().Str("task", name).Bool("enabled", enabled).Str("requester", requester).
-		Msg("background task switched")
-	return a.tasks.Activate(requester, name)
+	return a.audited(ctx, model.RoleAdmin, action, "task "+name, func(ctx context.Context) error {
+		if err := a.CheckTask(name); err != nil {
+			return err
+		}
+		if err := a.taskdb.SetEnabled(ctx, name, enabled, requester); err != nil {
+			return translate(err)
+		}
+		zerolog.Ctx(ctx).Info().Str("task", name).Bool("enabled", enabled).Str("requester", requester).
+			Msg("background task switched")
+		return a.tasks.Activate(requester, name)
+	})
 }

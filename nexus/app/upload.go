@@ -69,6 +69,16 @@ func (a *App) tooLarge() error {
 // artifact file this upload created.
 func (a *App) UploadRepo(ctx context.Context, up Upload) (model.UploadResult, error) {
 	var res model.UploadResult
+	err := a.audited(ctx, model.RoleAdmin, "repo.upload", "file "+up.FileName, func(ctx context.Context) error {
+		var err error
+		res, err = a.uploadRepo(ctx, up)
+		return err
+	})
+	return res, err
+}
+
+func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, error) {
+	var res model.UploadResult
 	log := zerolog.Ctx(ctx)
 	if err := CheckFileName(up.FileName); err != nil {
 		return res, err
@@ -238,6 +248,10 @@ func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64,
 		in.Artifacts = append(in.Artifacts, datastore.TufArtifactInsert{Name: art.Name, Version: art.Version,
 			Kind: art.Kind, TargetName: art.TargetName, SHA256: art.SHA256, Length: art.Length, Tags: art.Tags})
 	}
+	datastore.UpdateAudit(ctx, func(e *model.AuditEntry) {
+		e.Target = "repo " + v.SystemVersion
+		e.Detail = fmt.Sprintf("file %s, sha256 %s, %d bytes", fileName, archiveSHA, size)
+	})
 	res, err = a.ds.TufRepoInsert(ctx, in)
 	if err != nil {
 		return res, archiveFault(err)

@@ -162,7 +162,17 @@ func (d *Datastore) runOnce(ctx context.Context, fn TxFunc) (err error) {
 	if err = fn(ctx, tx); err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	audit, err := writePendingAudit(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err = tx.Commit(ctx); err != nil {
+		return err
+	}
+	if audit != nil {
+		audit.written = true
+	}
+	return nil
 }
 
 // retrySchedule starts one InTx call's back-off: full jitter under a

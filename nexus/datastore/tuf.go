@@ -107,15 +107,17 @@ func (d *Datastore) TrustRootGet(ctx context.Context, id uuid.UUID) (model.Trust
 
 // TrustRootDelete soft-deletes a live trust root, or returns ErrNotFound.
 func (d *Datastore) TrustRootDelete(ctx context.Context, id uuid.UUID) error {
-	tag, err := d.pool.Exec(ctx, `UPDATE tuf_trust_root SET time_deleted = now()
-		WHERE id = $1 AND time_deleted IS NULL`, id)
-	if err != nil {
-		return classify(err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("%w: no trust root with id %s", ErrNotFound, id)
-	}
-	return nil
+	return d.InTx(ctx, "trust_root_delete", func(ctx context.Context, tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE tuf_trust_root SET time_deleted = now()
+			WHERE id = $1 AND time_deleted IS NULL`, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: no trust root with id %s", ErrNotFound, id)
+		}
+		return nil
+	})
 }
 
 // TufVersions are metadata versions: a repo's, or a lineage's floors.

@@ -28,7 +28,7 @@ func (s *API) bgtaskActivate(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.DecodeJSON(r, &req, 0); err != nil {
 		return err
 	}
-	names, err := s.app.ActivateTasks(apiRequester(r), req.Names...)
+	names, err := s.app.ActivateTasks(r.Context(), apiRequester(r), req.Names...)
 	if err != nil {
 		return err
 	}

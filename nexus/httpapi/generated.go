@@ -131,3 +131,14 @@ func (s *API) mountDepotOps(r chi.Router) {
 	depot.HandlerWithOptions(depotOps{s: s}, depot.ChiServerOptions{
 		BaseRouter: r, ErrorHandlerFunc: httpx.ParamErrorHandler(paramRules)})
 }
+
+func (o externalOps) TokenList(w http.ResponseWriter, r *http.Request, _ external.TokenListParams) {
+	h(o.s.tokenList)(w, r)
+}
+func (o externalOps) TokenCreate(w http.ResponseWriter, r *http.Request) { h(o.s.tokenCreate)(w, r) }
+func (o externalOps) TokenRevoke(w http.ResponseWriter, r *http.Request, _ external.TokenID) {
+	h(o.s.tokenRevoke)(w, r)
+}
+func (o externalOps) AuditLogList(w http.ResponseWriter, r *http.Request, _ external.AuditLogListParams) {
+	h(o.s.auditList)(w, r)
+}

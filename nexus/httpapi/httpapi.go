@@ -34,9 +34,13 @@ func New(a *app.App) *API { return &API{app: a} }
 var h = httpx.Handlers{}.H
 
 // MountExternal mounts the operator API (api/openapi/nexus-external.json)
-// on r; metrics serves /metrics.
+// on r; metrics serves /metrics. Everything but /healthz and the document
+// itself needs an operator token (see Operators).
 func (s *API) MountExternal(r chi.Router, metrics http.Handler) {
-	s.mountExternalOps(r, metrics)
+	r.Group(func(r chi.Router) {
+		r.Use(s.Operators)
+		s.mountExternalOps(r, metrics)
+	})
 }
 
 // MountInternal mounts the sled agents' API (nexus-internal.json) and this

@@ -246,3 +246,60 @@ type ArtifactLabel struct {
 	// SystemVersions are the live repos that carry it, sorted.
 	SystemVersions []string
 }
+
+// Role is what an operator token may do.
+type Role string
+
+// The roles: a viewer reads everything (every GET, /metrics); an admin may
+// also change things.
+const (
+	RoleViewer Role = "viewer"
+	RoleAdmin  Role = "admin"
+)
+
+// Allows reports whether r includes what need requires.
+func (r Role) Allows(need Role) bool {
+	switch need {
+	case RoleViewer:
+		return r == RoleViewer || r == RoleAdmin
+	case RoleAdmin:
+		return r == RoleAdmin
+	}
+	return false
+}
+
+// OperatorToken is an operator's bearer token as recorded (never the token
+// itself: only its hash is stored).
+type OperatorToken struct {
+	ID           uuid.UUID
+	Name         string
+	Role         Role
+	TimeCreated  time.Time
+	TimeExpires  *time.Time
+	TimeLastUsed *time.Time
+	TimeRevoked  *time.Time
+	CreatedBy    string
+}
+
+// Audit outcomes.
+const (
+	AuditOK      = "ok"
+	AuditRefused = "refused"
+	AuditFailed  = "failed"
+)
+
+// AuditEntry is one operator mutation in the audit log.
+type AuditEntry struct {
+	ID   uuid.UUID
+	Time time.Time
+	// Actor names who asked (a token's name, a task, the console) and
+	// ActorKind what kind of caller that is.
+	Actor, ActorKind string
+	// Action is what was asked ("repo.upload"), Target on what.
+	Action, Target string
+	RequestID      string
+	// Outcome is AuditOK, AuditRefused (the request was wrong or not
+	// allowed) or AuditFailed (something broke); ErrorCode says why.
+	Outcome, ErrorCode string
+	Detail             string
+}

@@ -263,8 +263,14 @@ func uiRequester(r *http.Request) string { return "ui:" + reqid.From(r.Context()
 
 func (s *Pages) uiTaskActivate(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
-	if _, err := s.app.ActivateTasks(uiRequester(r), name); err != nil {
-		s.uiError(w, r, http.StatusNotFound, fmt.Sprintf("There is no background task named %q; nothing was activated.", name))
+	if _, err := s.app.ActivateTasks(r.Context(), uiRequester(r), name); err != nil {
+		if fault.KindOf(err) == fault.NotFound {
+			s.uiError(w, r, http.StatusNotFound, fmt.Sprintf("There is no background task named %q; nothing was activated.", name))
+			return
+		}
+		hlog.FromRequest(r).Error().Err(err).Str("task", name).Msg("activating a background task")
+		s.uiError(w, r, http.StatusServiceUnavailable, fmt.Sprintf("The task could not be activated; try again "+
+			"shortly (the server log has details under request %s).", reqid.From(r.Context())))
 		return
 	}
 	// Post/redirect/get: reloading the page does not activate again.

@@ -66,6 +66,29 @@ func browser(t *testing.T) context.Context {
 	return ctx
 }
 
+// signInChromium signs the browser in on the login page with token, as a
+// person would, and checks that it lands on the page it asked for.
+func signInChromium(t *testing.T, ctx context.Context, base, token, next string) {
+	t.Helper()
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(base+next),
+		chromedp.WaitVisible(chromedp.CSS(`#token`)),
+		chromedp.SendKeys(chromedp.CSS(`#token`), token),
+		chromedp.Click(chromedp.CSS(`#signin`)),
+		chromedp.WaitVisible(chromedp.CSS(`#who`)),
+	)
+	if err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	url, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(url, next) {
+		t.Fatalf("signed in at %s, want %s", url, next)
+	}
+}
+
 // pollJS evaluates expr until it returns true.
 func pollJS(t *testing.T, ctx context.Context, timeout time.Duration, what, expr string) {
 	t.Helper()
@@ -111,6 +134,7 @@ func TestStatusPagesInChromium(t *testing.T) {
 	nx := racktest.StartNexus(t, db.URL, racktest.FastHeartbeat())
 	racktest.WaitTask(t, nx, sledliveness.Name, 1)
 	base := nx.ExternalURL()
+	signInChromium(t, ctx, base, nx.AdminToken, "/ui/background-tasks")
 
 	// The list shows every task and refreshes itself in place.
 	row := `document.querySelector('tr[data-task="sled_liveness"]')`

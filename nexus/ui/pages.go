@@ -21,6 +21,7 @@ import (
 
 	"github.com/rackplane/rackplane/internal/humanize"
 	"github.com/rackplane/rackplane/nexus/app"
+	"github.com/rackplane/rackplane/nexus/model"
 )
 
 // Each page is parsed together with the shared layout (navigation, inline CSS and a
@@ -45,6 +46,7 @@ var uiNav = []uiNavItem{
 	{Label: "Background tasks", Path: "/ui/background-tasks"},
 	{Label: "Replication", Path: "/ui/replication"},
 	{Label: "Repos", Path: "/ui/repos"},
+	{Label: "Audit log", Path: "/ui/audit-log"},
 }
 
 // uiPage is what the layout renders.
@@ -57,6 +59,12 @@ type uiPage struct {
 	// Refresh is how often data-refresh elements reload, in milliseconds.
 	Refresh int
 	Body    any
+	// Who is the signed-in operator ("" on the login page) and Admin
+	// whether they may use the forms; CSRF is the token every form
+	// carries.
+	Who   string
+	Admin bool
+	CSRF  string
 }
 
 // uiTemplates holds one parsed template set per page file.
@@ -106,10 +114,17 @@ func New(a *app.App) *Pages { return &Pages{app: a} }
 
 // Mount mounts every page on r.
 func (s *Pages) Mount(r chi.Router) {
-	r.Get("/ui", redirectTo("/ui/background-tasks"))
-	r.Get("/ui/", redirectTo("/ui/background-tasks"))
-	s.mountBackgroundTaskPages(r)
-	s.mountReplicationPages(r)
+	r.Get("/ui/login", s.uiLogin)
+	r.Post("/ui/login", s.uiLoginPost)
+	r.Post("/ui/logout", s.uiLogout)
+	r.Group(func(r chi.Router) {
+		r.Use(s.authenticate)
+		r.Get("/ui", redirectTo("/ui/background-tasks"))
+		r.Get("/ui/", redirectTo("/ui/background-tasks"))
+		s.mountBackgroundTaskPages(r)
+		s.mountReplicationPages(r)
+		r.Get("/ui/audit-log", s.uiAuditLog)
+	})
 }
 
 func redirectTo(path string) http.HandlerFunc {
@@ -125,6 +140,9 @@ func (s *Pages) renderPage(w http.ResponseWriter, r *http.Request, status int, p
 		name = "fragment"
 	}
 	p.NexusID = s.app.NexusID().String()
+	if sess, ok := sessionFrom(r.Context()); ok {
+		p.Who, p.Admin, p.CSRF = sess.actor.Name, sess.actor.Role.Allows(model.RoleAdmin), sess.csrf
+	}
 	if p.Refresh == 0 {
 		p.Refresh = 2000
 	}

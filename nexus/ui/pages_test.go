@@ -2,8 +2,6 @@ package ui_test
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -13,42 +11,17 @@ import (
 	"github.com/rackplane/rackplane/internal/testdb"
 )
 
-// noRedirects lets a test see the redirect itself.
-var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
-func get(t *testing.T, u string) (int, string, http.Header) {
-	t.Helper()
-	resp, err := noRedirects.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
-}
-
-func postForm(t *testing.T, u string, form url.Values) (int, string, http.Header) {
-	t.Helper()
-	resp, err := noRedirects.PostForm(u, form)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
-}
-
 func TestStatusPagesOverHTTP(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
 	nx := racktest.StartNexus(t, db.URL, racktest.FastHeartbeat())
 	racktest.WaitTask(t, nx, sledliveness.Name, 1)
-	base := nx.ExternalURL()
+	op := signIn(t, nx, nx.AdminToken)
 
-	if code, _, h := get(t, base+"/ui"); code != 303 || h.Get("Location") != "/ui/background-tasks" {
+	if code, _, h := op.get("/ui"); code != 303 || h.Get("Location") != "/ui/background-tasks" {
 		t.Fatalf("/ui: %d to %q", code, h.Get("Location"))
 	}
-	code, body, h := get(t, base+"/ui/background-tasks")
+	code, body, h := op.get("/ui/background-tasks")
 	if code != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/html") || !strings.Contains(body, `data-task="sled_liveness"`) ||
 		!strings.Contains(body, `aria-current="page"`) || !strings.Contains(body, "data-refresh=") ||
 		!strings.Contains(body, nx.ID().String()) {
@@ -60,51 +33,57 @@ func TestStatusPagesOverHTTP(t *testing.T) {
 			t.Errorf("task list refers to an external asset (%q)", bad)
 		}
 	}
-	code, body, _ = get(t, base+"/ui/background-tasks?fragment=1")
+	code, body, _ = op.get("/ui/background-tasks?fragment=1")
 	if code != 200 || strings.Contains(body, "<html") || !strings.Contains(body, `data-task="nexus_heartbeat"`) {
 		t.Fatalf("fragment: %d\n%s", code, body)
 	}
-	code, body, _ = get(t, base+"/ui/background-tasks/sled_liveness")
+	code, body, _ = op.get("/ui/background-tasks/sled_liveness")
 	if code != 200 || !strings.Contains(body, `id="activate"`) || !strings.Contains(body, "Threshold") ||
 		!strings.Contains(body, "Raw JSON") || !strings.Contains(body, `id="iteration" data-iteration="1"`) {
 		t.Fatalf("task page: %d\n%s", code, body)
 	}
 
-	code, body, _ = get(t, base+"/ui/background-tasks/ghost")
+	code, body, _ = op.get("/ui/background-tasks/ghost")
 	if code != 404 || !strings.Contains(body, `no background task named &#34;ghost&#34;`) || !strings.Contains(body, "sled_liveness") {
 		t.Fatalf("unknown task page: %d\n%s", code, body)
 	}
-	code, body, _ = postForm(t, base+"/ui/background-tasks/ghost/activate", nil)
+	code, body, _ = op.post("/ui/background-tasks/ghost/activate", nil)
 	if code != 404 || !strings.Contains(body, "nothing was activated") {
 		t.Fatalf("activate unknown: %d\n%s", code, body)
 	}
-	code, body, _ = postForm(t, base+"/ui/background-tasks/sled_liveness/enabled", url.Values{"enabled": {"maybe"}})
+	code, body, _ = op.post("/ui/background-tasks/sled_liveness/enabled", url.Values{"enabled": {"maybe"}})
 	if code != 400 || !strings.Contains(body, "must be true or false") || db.Count(t, `SELECT count(*) FROM bgtask_setting WHERE name = $1`, sledliveness.Name) != 0 {
 		t.Fatalf("bad switch form: %d\n%s", code, body)
 	}
-	code, body, _ = postForm(t, base+"/ui/background-tasks/ghost/enabled", url.Values{"enabled": {"false"}})
+	code, body, _ = op.post("/ui/background-tasks/ghost/enabled", url.Values{"enabled": {"false"}})
 	if code != 404 || db.Count(t, `SELECT count(*) FROM bgtask_setting WHERE name = $1`, "ghost") != 0 {
 		t.Fatalf("switch unknown: %d\n%s", code, body)
 	}
 
-	code, _, h = postForm(t, base+"/ui/background-tasks/sled_liveness/activate", nil)
+	code, _, h = op.post("/ui/background-tasks/sled_liveness/activate", nil)
 	if code != 303 || h.Get("Location") != "/ui/background-tasks/sled_liveness?done=activated" {
 		t.Fatalf("activate: %d to %q", code, h.Get("Location"))
 	}
 	if task := racktest.WaitTask(t, nx, sledliveness.Name, 2); !strings.HasPrefix(racktest.Activation(t, task, 2).Requester, "ui:") {
 		t.Fatalf("activation from the page: %+v", task.History)
 	}
-	code, _, h = postForm(t, base+"/ui/background-tasks/sled_liveness/enabled", url.Values{"enabled": {"false"}})
+	// The audit log page shows who did it, from the page as from the API.
+	code, body, _ = op.get("/ui/audit-log")
+	if code != 200 || !strings.Contains(body, "task.activate") || !strings.Contains(body, "racktest-admin") ||
+		!strings.Contains(body, `<span class="badge ok">ok</span>`) {
+		t.Fatalf("audit page: %d\n%s", code, body)
+	}
+	code, _, h = op.post("/ui/background-tasks/sled_liveness/enabled", url.Values{"enabled": {"false"}})
 	if code != 303 || h.Get("Location") != "/ui/background-tasks/sled_liveness?done=disabled" {
 		t.Fatalf("disable: %d to %q", code, h.Get("Location"))
 	}
 	racktest.WaitTask(t, nx, sledliveness.Name, 3)
-	code, body, _ = get(t, base+"/ui/background-tasks/sled_liveness?done=disabled")
+	code, body, _ = op.get("/ui/background-tasks/sled_liveness?done=disabled")
 	if code != 200 || !strings.Contains(body, "disabled on every Nexus") || !strings.Contains(body, "Disabled on every Nexus;") ||
 		!strings.Contains(body, `name="enabled" value="true"`) {
 		t.Fatalf("page after disabling: %d\n%s", code, body)
 	}
-	code, body, _ = get(t, base+"/ui/background-tasks")
+	code, body, _ = op.get("/ui/background-tasks")
 	if code != 200 || !strings.Contains(body, `<tr class="disabled" data-task="sled_liveness">`) {
 		t.Fatalf("list after disabling: %d\n%s", code, body)
 	}

@@ -26,6 +26,7 @@ func TestReplicationPageInChromium(t *testing.T) {
 	first := r.upload(tufgen.Demo("1.0.0"), "release-1.0.0.zip")
 	r.waitConverged(len(first.Artifacts))
 	base := r.Nexus.ExternalURL()
+	signInChromium(t, ctx, base, r.Nexus.AdminToken, "/ui/replication")
 
 	const cells = `document.querySelectorAll('#matrix td.cell')`
 	const fullCells = `document.querySelectorAll('#matrix td.cell.full')`

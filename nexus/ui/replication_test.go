@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -47,21 +49,21 @@ const evilName = `<img src=x onerror=alert(1)>`
 func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 	t.Parallel()
 	r := newUIRack(t, 3)
-	base := r.Nexus.ExternalURL()
+	op := signIn(t, r.Nexus, r.Nexus.AdminToken)
 	ctx := context.Background()
 
 	// Nothing uploaded: both pages render and say so.
 	r.runTask()
-	code, body, _ := get(t, base+"/ui/replication")
+	code, body, _ := op.get("/ui/replication")
 	if code != 200 || !strings.Contains(body, "No artifacts are wanted on sleds") ||
 		!strings.Contains(body, `<a href="/ui/replication" aria-current="page">`) || !strings.Contains(body, `href="/ui/repos"`) ||
 		!strings.Contains(body, `data-refresh="/ui/replication?fragment=1"`) {
 		t.Fatalf("replication page with nothing uploaded: %d\n%s", code, body)
 	}
-	if code, body, _ = get(t, base+"/ui/repos"); code != 200 || !strings.Contains(body, "No repos are uploaded") {
+	if code, body, _ = op.get("/ui/repos"); code != 200 || !strings.Contains(body, "No repos are uploaded") {
 		t.Fatalf("repo list with nothing uploaded: %d\n%s", code, body)
 	}
-	if code, body, _ = get(t, base+"/ui/background-tasks/"+tufreplication.Name); code != 200 ||
+	if code, body, _ = op.get("/ui/background-tasks/" + tufreplication.Name); code != 200 ||
 		!strings.Contains(body, `<a href="/ui/replication" id="task-page">`) {
 		t.Fatalf("the task's page does not link to the replication page: %d\n%s", code, body)
 	}
@@ -69,7 +71,7 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 	// One release, converged: every cell is the sled's real holdings.
 	first := r.upload(tufgen.Demo("1.0.0"), "release-1.0.0.zip")
 	st := r.waitConverged(len(first.Artifacts))
-	code, body, _ = get(t, base+"/ui/replication")
+	code, body, _ = op.get("/ui/replication")
 	if code != 200 || !strings.Contains(body, `data-state="converged"`) || !strings.Contains(body, "host-os") {
 		t.Fatalf("replication page after convergence: %d\n%s", code, body)
 	}
@@ -85,7 +87,7 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 			}
 		}
 	}
-	if code, frag, _ := get(t, base+"/ui/replication?fragment=1"); code != 200 || strings.Contains(frag, "<html") ||
+	if code, frag, _ := op.get("/ui/replication?fragment=1"); code != 200 || strings.Contains(frag, "<html") ||
 		!strings.Contains(frag, `id="matrix"`) {
 		t.Fatalf("replication fragment: %d\n%s", code, frag)
 	}
@@ -102,7 +104,7 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 			t.Errorf("replication of %s: %+v (generation %d)", a.Name, rep, st.Generation)
 		}
 	}
-	if code, body, _ = get(t, base+"/ui/repos/1.0.0"); code != 200 || strings.Count(body, `<span class="chip full"`) != len(first.Artifacts) ||
+	if code, body, _ = op.get("/ui/repos/1.0.0"); code != 200 || strings.Count(body, `<span class="chip full"`) != len(first.Artifacts) ||
 		!strings.Contains(body, `href="/ui/replication"`) {
 		t.Fatalf("repo page after convergence: %d\n%s", code, body)
 	}
@@ -116,7 +118,7 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 		Target: "evil.bin", Size: 4 << 10, Seed: 99})
 	evilFile := `<script>alert("file")</script>.zip`
 	second := r.upload(repo, evilFile)
-	code, raw, _ := get(t, base+"/v1/system/update/repositories/2.0.0")
+	code, raw := apiGet(t, r.Nexus, "/v1/system/update/repositories/2.0.0")
 	var rawDetail struct {
 		Artifacts []map[string]json.RawMessage `json:"artifacts"`
 	}
@@ -147,19 +149,19 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 		return nil
 	})
 	escaped := "&lt;img src=x onerror=alert(1)&gt;"
-	code, body, _ = get(t, base+"/ui/repos")
+	code, body, _ = op.get("/ui/repos")
 	if code != 200 || !strings.Contains(body, `<tr class="degraded" data-repo="2.0.0">`) ||
 		!strings.Contains(body, `<span class="badge degraded">1 degraded</span>`) ||
 		!strings.Contains(body, `<div class="reason">no sled or Nexus holds `+escaped+` 2.0.0 (`+lost[:12]+`)`) ||
 		!strings.Contains(body, "&lt;script&gt;alert(&#34;file&#34;)&lt;/script&gt;.zip") {
 		t.Fatalf("repo list with a degraded repo: %d\n%s", code, body)
 	}
-	code, detail, _ := get(t, base+"/ui/repos/2.0.0")
+	code, detail, _ := op.get("/ui/repos/2.0.0")
 	if code != 200 || !strings.Contains(detail, `id="state-reason"`) || !strings.Contains(detail, "upload the repo again") ||
 		!strings.Contains(detail, `id="repo-state">degraded`) {
 		t.Fatalf("degraded repo page: %d\n%s", code, detail)
 	}
-	code, repl, _ := get(t, base+"/ui/replication")
+	code, repl, _ := op.get("/ui/replication")
 	if code != 200 || !strings.Contains(repl, `data-state="converging"`) || !strings.Contains(repl, "no holder at all") ||
 		!strings.Contains(repl, `<code title="`+lost+`">`+lost[:12]+`</code> `+escaped) {
 		t.Fatalf("replication page with an unheld artifact: %d\n%s", code, repl)
@@ -175,7 +177,7 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 	gone.Stop()
 	racktest.WaitFor(t, 20*time.Second, "the stopped sled's column to be unknown", func() error {
 		r.runTask()
-		_, page, _ := get(t, base+"/ui/replication")
+		_, page, _ := op.get("/ui/replication")
 		for sha, row := range matrixCells(t, page) {
 			if c := row[gone.ID().String()]; c.class != "unknown" || c.text != "?" {
 				return fmt.Errorf("cell %s × stopped sled = %+v", sha[:12], c)
@@ -200,10 +202,10 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 	if _, err := r.Nexus.Client.RepoDelete(ctx, "1.0.0"); err != nil {
 		t.Fatal(err)
 	}
-	if code, body, _ = get(t, base+"/ui/repos"); code != 200 || strings.Contains(body, `data-repo="1.0.0"`) {
+	if code, body, _ = op.get("/ui/repos"); code != 200 || strings.Contains(body, `data-repo="1.0.0"`) {
 		t.Fatalf("repo list after pruning 1.0.0: %d\n%s", code, body)
 	}
-	if code, body, _ = get(t, base+"/ui/repos?pruned=1"); code != 200 ||
+	if code, body, _ = op.get("/ui/repos?pruned=1"); code != 200 ||
 		!regexp.MustCompile(`<tr class="disabled" data-repo="1.0.0">\s*<td[^>]*><a href="/ui/repos/1.0.0">1.0.0</a></td>\s*`+
 			`<td data-label="State"><span class="badge disabled">pruned</span> <small>pruned [^<]* by operator</small>`).MatchString(body) ||
 		!strings.Contains(body, `data-refresh="/ui/repos?fragment=1&amp;pruned=1"`) {
@@ -211,7 +213,7 @@ func TestReplicationAndRepoPagesOverHTTP(t *testing.T) {
 	}
 
 	// Unknown repos are a 404 page, escaped.
-	code, body, _ = get(t, base+"/ui/repos/%3Cb%3Enope")
+	code, body, _ = op.get("/ui/repos/%3Cb%3Enope")
 	if code != 404 || !strings.Contains(body, "no repo with system version &#34;&lt;b&gt;nope&#34;") {
 		t.Fatalf("unknown repo page: %d\n%s", code, body)
 	}
@@ -225,4 +227,16 @@ func setReplication(t *testing.T, r *uiRack, on bool) {
 		t.Fatal(err)
 	}
 	r.runTask()
+}
+
+// apiGet fetches path from nx's external API with its admin token.
+func apiGet(t *testing.T, nx *racktest.Nexus, path string) (int, string) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(nx.Request(t, http.MethodGet, path, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
