@@ -85,7 +85,7 @@ type Config struct {
 	MaxProxied, MaxServing int
 	// Bootstrap-network tuning (bootnet defaults when zero).
 	PingInterval, SilenceTimeout time.Duration
-	WriteQueue                   int
+	WriteQueue, SendBuffer       int
 	BackoffMin, BackoffMax       time.Duration
 
 	Log zerolog.Logger
@@ -224,7 +224,7 @@ func New(cfg Config) (*Agent, error) {
 	a.net, err = bootnet.New(bootnet.Config{
 		Bundle: cfg.Bundle, ListenAddr: cfg.ListenAddr, AdvertiseAddr: cfg.AdvertiseAddr,
 		Handler: netHandler{a}, Clock: cfg.Clock, Rand: cfg.Jitter,
-		PingInterval: cfg.PingInterval, SilenceTimeout: cfg.SilenceTimeout, WriteQueue: cfg.WriteQueue,
+		PingInterval: cfg.PingInterval, SilenceTimeout: cfg.SilenceTimeout, WriteQueue: cfg.WriteQueue, SendBuffer: cfg.SendBuffer,
 		BackoffMin: cfg.BackoffMin, BackoffMax: cfg.BackoffMax,
 		Registerer: cfg.Registerer, Log: cfg.Log,
 	})

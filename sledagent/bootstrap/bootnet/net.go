@@ -47,6 +47,7 @@ const (
 	DefaultBackoffMin       = 100 * time.Millisecond
 	DefaultBackoffMax       = 5 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultSendBuffer       = 256 << 10
 )
 
 // Config configures a Network.
@@ -77,6 +78,11 @@ type Config struct {
 	BackoffMin       time.Duration
 	BackoffMax       time.Duration
 	HandshakeTimeout time.Duration
+	// SendBuffer bounds the kernel's send buffer per connection
+	// (DefaultSendBuffer), so that a peer that stops reading fills the
+	// write queue after a bounded amount of data instead of after the
+	// several megabytes the kernel would otherwise let pile up.
+	SendBuffer int
 	// Registerer receives the connection metrics (nil: none).
 	Registerer prometheus.Registerer
 	Log        zerolog.Logger
@@ -109,6 +115,16 @@ func (c *Config) setDefaults() {
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.SendBuffer <= 0 {
+		c.SendBuffer = DefaultSendBuffer
+	}
+}
+
+func (c *Config) tuneSocket(raw net.Conn) {
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(c.SendBuffer)
+		_ = tc.SetNoDelay(true)
 	}
 }
 
@@ -332,6 +348,7 @@ func compareUint(a, b uint64) int {
 }
 
 func (n *Network) accept(ctx context.Context, raw net.Conn) {
+	n.cfg.tuneSocket(raw)
 	tc := tls.Server(raw, n.serverTLS)
 	if err := n.handshake(ctx, tc); err != nil {
 		n.metrics.handshake.WithLabelValues("accepted").Inc()
@@ -465,6 +482,7 @@ func (n *Network) dial(ctx context.Context, addr string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.cfg.tuneSocket(raw)
 	tc := tls.Client(raw, n.clientTLS)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		n.metrics.handshake.WithLabelValues("dialed").Inc()

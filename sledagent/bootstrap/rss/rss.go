@@ -190,8 +190,15 @@ func (c *Client) SetupRack(ctx context.Context, o SetupOptions) (*SetupResult, e
 	if o.Coordinator != nil {
 		res.Coordinator = *o.Coordinator
 	}
-	if _, err := c.Initialize(ctx, res.Coordinator, bootstrap.InitializeRequest{RackID: o.RackID, Members: res.Members, Lrtq: o.Lrtq}); err != nil {
+	st, err := c.Status(ctx, res.Coordinator)
+	if err != nil {
 		return nil, err
+	}
+	done := (o.Lrtq && st.HasLrtq) || (!o.Lrtq && st.LatestCommittedEpoch >= 1)
+	if !done {
+		if _, err := c.Initialize(ctx, res.Coordinator, bootstrap.InitializeRequest{RackID: o.RackID, Members: res.Members, Lrtq: o.Lrtq}); err != nil {
+			return nil, err
+		}
 	}
 	for {
 		st, err := c.Status(ctx, res.Coordinator)
@@ -205,10 +212,14 @@ func (c *Client) SetupRack(ctx context.Context, o SetupOptions) (*SetupResult, e
 			res.Config = co.Config
 			break
 		}
-		if st.LatestCommittedEpoch >= 1 && !o.Lrtq {
-			// Set up already (a second run): nothing left to prepare.
+		if !o.Lrtq && st.LatestCommittedEpoch >= 1 {
+			// Set up already (an earlier run): commit wherever the
+			// earlier run did not get to.
 			res.Config = st.LatestConfig
 			break
+		}
+		if o.Lrtq && done {
+			return res, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -222,7 +233,8 @@ func (c *Client) SetupRack(ctx context.Context, o SetupOptions) (*SetupResult, e
 		if err != nil {
 			return nil, err
 		}
-		if cs != trustquorum.CommitCommitted {
+		// Stale: the rack has moved past epoch 1 since it was set up.
+		if cs != trustquorum.CommitCommitted && cs != trustquorum.CommitStale {
 			return nil, fmt.Errorf("rss: commit of epoch 1 on %s: %s", id, cs)
 		}
 	}
