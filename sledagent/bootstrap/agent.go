@@ -130,7 +130,9 @@ type Agent struct {
 	alarms  []AlarmRecord
 	seen    int // how many of nctx.Alarms() are in alarms
 	stopped error
-	// persisted is the state as last stored, for status while stopped.
+	// persistedEnc is the state as last stored; once the node stops,
+	// persisted is it decoded, for status.
+	persistedEnc    []byte
 	persisted       trustquorum.PersistentState
 	devGen          map[string]uint64
 	devErr          map[string]string
@@ -436,6 +438,12 @@ func (a *Agent) send(env trustquorum.Envelope) {
 // stop stops the node after a failed persist.
 func (a *Agent) stop(err error) {
 	a.stopped = err
+	a.persisted = trustquorum.NewPersistentState()
+	if a.persistedEnc != nil {
+		if st, derr := trustquorum.DecodeState(a.persistedEnc); derr == nil {
+			a.persisted = st
+		}
+	}
 	a.metrics.stopped.Set(1)
 	a.log.Error().Err(err).Msg("trust-quorum state could not be persisted on any M.2; the node is stopped " +
 		"and acknowledges nothing until an M.2 that takes the ledger arrives")

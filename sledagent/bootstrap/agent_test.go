@@ -52,10 +52,11 @@ func TestCommitPersistsOnEveryM2AndSurvivesRestart(t *testing.T) {
 			}
 		}
 	}
-	// Each sled received a Prepare for each epoch it did not coordinate.
+	// Each sled received a Prepare for each epoch it did not coordinate
+	// (maybe more: a Prepare not acked in time is sent again).
 	for i, want := range []float64{1, 1, 2} {
-		if got := r.sleds[i].counter("rackplane_trust_quorum_messages_total", "direction", "received", "kind", "prepare"); got != want {
-			t.Fatalf("%s received %v prepares, want %v", r.sleds[i].id(), got, want)
+		if got := r.sleds[i].counter("rackplane_trust_quorum_messages_total", "direction", "received", "kind", "prepare"); got < want {
+			t.Fatalf("%s received %v prepares, want at least %v", r.sleds[i].id(), got, want)
 		}
 	}
 	r.sleds[2].restart()

@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,15 +93,12 @@ func (a *Agent) load() error {
 		return fmt.Errorf("bootstrap: the trust-quorum ledger is damaged on every M.2 that has one; refusing to start " +
 			"afresh and forget the sled's shares (see the log for each device)")
 	}
-	// Two decoded copies: the node's, and the one kept for status while
-	// stopped, which must not alias what the node changes.
-	nodeState, state := trustquorum.NewPersistentState(), trustquorum.NewPersistentState()
+	nodeState := trustquorum.NewPersistentState()
 	var alarms []AlarmRecord
+	a.setPersisted(nil)
 	if res.Found {
 		nodeState, err = trustquorum.DecodeState(res.Value.State)
-		if err == nil {
-			state, err = trustquorum.DecodeState(res.Value.State)
-		}
+		a.setPersisted(res.Value.State)
 		clear(res.Value.State)
 		if err != nil {
 			return fmt.Errorf("bootstrap: the trust-quorum ledger (generation %d, from %s) does not decode: %w",
@@ -120,7 +118,6 @@ func (a *Agent) load() error {
 	}
 	a.gen = res.Generation
 	a.alarms = alarms
-	a.persisted = state
 	a.nctx = trustquorum.NewNodeCtx(a.id, nodeState)
 	a.node = trustquorum.NewNode(a.nctx, trustquorum.Config{
 		Rand:      a.cfg.Rand,
@@ -132,7 +129,7 @@ func (a *Agent) load() error {
 	a.metrics.stopped.Set(0)
 	a.metrics.generation.Set(float64(a.gen))
 	a.log.Info().Uint64("generation", a.gen).Int("m2s", len(dirs)).
-		Uint64("latest_committed_epoch", uint64(state.LatestCommittedEpoch())).Msg("trust-quorum node loaded")
+		Uint64("latest_committed_epoch", uint64(nodeState.LatestCommittedEpoch())).Msg("trust-quorum node loaded")
 	return nil
 }
 
@@ -165,11 +162,15 @@ func (a *Agent) persist() error {
 	}
 	a.gen = gen
 	a.metrics.generation.Set(float64(gen))
-	// What was stored, for status should the node stop later.
-	if st, err := trustquorum.DecodeState(enc); err == nil {
-		a.persisted = st
-	}
+	a.setPersisted(enc)
 	return nil
+}
+
+// setPersisted keeps a copy of what was stored last (for status should the
+// node stop), zeroing the copy it replaces: it holds shares.
+func (a *Agent) setPersisted(enc []byte) {
+	clear(a.persistedEnc)
+	a.persistedEnc = bytes.Clone(enc)
 }
 
 // reconcile runs on the node goroutine when an M.2 arrives: a stopped node

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -61,6 +62,9 @@ type rackOpts struct {
 	// beforeRun runs once every sled is made (addresses known) and
 	// before any runs: forwarders are set up here.
 	beforeRun func(r *rack)
+	// m2Base, when set, holds the sleds' M.2 directories (the benchmark
+	// can put them on tmpfs to take the disk out of the figures).
+	m2Base string
 }
 
 func logger(t testing.TB) zerolog.Logger {
@@ -83,18 +87,32 @@ func newRack(t testing.TB, n int, o rackOpts) *rack {
 		t.Fatal(err)
 	}
 	r := &rack{t: t, ca: ca, nexus: httpClient(nb)}
-	// Nexus has no listener in these tests; registration goes nowhere.
-	nowhere := unusedAddr(t)
+	// Nexus is not part of these tests: registration meets a listener
+	// that refuses it (an address merely unused could be reused by a
+	// sled's listener meanwhile).
+	refuser := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "no Nexus in this test", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(refuser.Close)
 	for i := range n {
 		b, err := ca.Issue(rackpki.Sled("rackplane-sim", fmt.Sprintf("SIM-%04d", i+1)), rackpki.IssueOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		dir := t.TempDir()
+		m2Dir := dir
+		if o.m2Base != "" {
+			d, err := os.MkdirTemp(o.m2Base, "rackplane-m2-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(d) })
+			m2Dir = d
+		}
 		cfg := sled.Config{
 			Agent: sledagent.Config{
-				DataDir: dir, ListenAddr: "127.0.0.1:0", RepoDepotAddr: "127.0.0.1:0", NexusURL: "http://" + nowhere,
-				M2Dirs: []string{filepath.Join(dir, "m2-a"), filepath.Join(dir, "m2-b")}, CreateM2Dirs: true,
+				DataDir: dir, ListenAddr: "127.0.0.1:0", RepoDepotAddr: "127.0.0.1:0", NexusURL: refuser.URL,
+				M2Dirs: []string{filepath.Join(m2Dir, "m2-a"), filepath.Join(m2Dir, "m2-b")}, CreateM2Dirs: true,
 				M2PollInterval: 100 * time.Millisecond, ScrubInterval: -1, ShutdownGrace: 2 * time.Second,
 			},
 			Identity:     b,

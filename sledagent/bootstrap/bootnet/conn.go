@@ -112,6 +112,7 @@ type Conn struct {
 	err    error
 
 	lastRecv atomic.Int64 // unix nanoseconds on cfg.clock
+	anyRecv  atomic.Bool
 
 	callMu   sync.Mutex
 	nextCall uint64
@@ -154,6 +155,9 @@ func (c *Conn) Dialed() bool { return c.dialed }
 
 // Since is when the connection was established.
 func (c *Conn) Since() time.Time { return c.since }
+
+// heard reports whether any frame arrived on the connection.
+func (c *Conn) heard() bool { return c.anyRecv.Load() }
 
 // Done is closed when the connection has closed.
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -247,9 +251,11 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// keepAlive pings every ping interval and closes a connection on which
-// nothing arrived for the silence timeout, both on the injected clock.
+// keepAlive pings at once (so each side soon knows the other works) and
+// then every ping interval, and closes a connection on which nothing
+// arrived for the silence timeout, both on the injected clock.
 func (c *Conn) keepAlive() {
+	_ = c.Send(KindPing, nil)
 	for {
 		select {
 		case <-c.done:
@@ -284,6 +290,7 @@ func (c *Conn) readLoop() {
 			return
 		}
 		c.lastRecv.Store(c.cfg.clock.Now().UnixNano())
+		c.anyRecv.Store(true)
 		switch kind {
 		case KindPing:
 		case KindResponse:

@@ -434,7 +434,7 @@ func (n *Network) unregister(c *Conn) {
 
 // dialLoop keeps a connection to addr: dial, run until it closes, pause,
 // dial again, backing off (with jitter) while dials fail or connections
-// die young.
+// close before anything arrived on them.
 func (n *Network) dialLoop(ctx context.Context, addr string) {
 	backoff := n.cfg.BackoffMin
 	for ctx.Err() == nil {
@@ -447,7 +447,8 @@ func (n *Network) dialLoop(ctx context.Context, addr string) {
 			case <-ctx.Done():
 				return
 			}
-			if n.cfg.Clock.Now().Sub(c.Since()) >= n.cfg.PingInterval {
+			if c.heard() {
+				// It worked: a fault, not a peer that refuses us.
 				backoff = n.cfg.BackoffMin
 			}
 		}
