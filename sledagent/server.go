@@ -1,8 +1,9 @@
-// Package sledagent is the sled agent: the process on each sled that Nexus
-// drives. It serves the sled API (including the artifact store), the repo
+// Package sledagent is the sled agent: the part of each sled process that
+// Nexus drives. It serves the sled API (the artifact store, and the
+// trust-quorum routes it forwards to the sled's bootstrap agent), the repo
 // depot other sleds copy artifacts from, and /metrics; it watches the M.2
-// devices, and registers the sled and its inventory with Nexus on start,
-// on change and periodically.
+// devices (or shares the process's watcher), and registers the sled and
+// its inventory with Nexus on start, on change and periodically.
 package sledagent
 
 import (
