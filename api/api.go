@@ -147,8 +147,8 @@ const (
 	// CodeIdentityMismatch: a request names another party than the
 	// caller's certificate does.
 	CodeIdentityMismatch = "identity_mismatch"
-	// CodeMTLSRequired: the listener needs a client certificate from the
-	// rack CA.
+	// CodeMTLSRequired (403): the caller presented no certificate of the
+	// rack CA (or the listener does not serve mutual TLS).
 	CodeMTLSRequired = "mtls_required"
 	// CodeTooManyRequests: too many requests of this kind are in progress.
 	CodeTooManyRequests = "too_many_requests"

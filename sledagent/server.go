@@ -1,12 +1,14 @@
-// Package sledagent is the sled agent: the process on each sled that Nexus
-// drives. It serves the sled API (including the artifact store), the repo
+// Package sledagent is the sled agent: the part of each sled process that
+// Nexus drives. It serves the sled API (the artifact store, and the
+// trust-quorum routes it forwards to the sled's bootstrap agent), the repo
 // depot other sleds copy artifacts from, and /metrics; it watches the M.2
-// devices, and registers the sled and its inventory with Nexus on start,
-// on change and periodically.
+// devices (or shares the process's watcher), and registers the sled and
+// its inventory with Nexus on start, on change and periodically.
 package sledagent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -30,6 +32,7 @@ import (
 	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/sledagent/artifacts"
 	"github.com/rackplane/rackplane/sledagent/m2"
@@ -85,6 +88,22 @@ type Config struct {
 	Rand rand.Source
 	// ShutdownGrace bounds how long shutdown waits for in-flight requests.
 	ShutdownGrace time.Duration
+
+	// M2 is an M.2 watcher the sled process already runs and polls, shared
+	// with its bootstrap agent. Nil: the sled agent makes and polls its own
+	// from M2Dirs.
+	M2 *m2.Watcher
+	// Metrics is the sled's registry, shared with the bootstrap agent and
+	// the watcher (nil: a new one).
+	Metrics *prometheus.Registry
+	// TLS, when set, makes the sled API and the repo depot serve mutual
+	// TLS: clients must present a certificate of the rack CA. The
+	// trust-quorum routes are usable only then (they need the caller's
+	// verified identity).
+	TLS *rackpki.Bundle
+	// TrustQuorum is the bootstrap agent the /trust-quorum/ routes
+	// forward to (nil: they answer no_trust_quorum).
+	TrustQuorum TrustQuorum
 }
 
 // Defaults for Config fields left empty.
@@ -154,7 +173,9 @@ type Server struct {
 
 	metrics *prometheus.Registry
 	m2      *m2.Watcher
+	ownM2   bool // the watcher is ours to poll
 	store   *artifacts.Store
+	tq      TrustQuorum
 
 	rnd         *backoff.Rand
 	registerNow chan struct{}
@@ -196,7 +217,11 @@ func New(cfg Config, log zerolog.Logger) (_ *Server, err error) {
 		nexus:       nexus,
 		rnd:         backoff.NewRand(cfg.Rand),
 		registerNow: make(chan struct{}, 1),
-		metrics:     prometheus.NewRegistry(),
+		metrics:     cfg.Metrics,
+		tq:          cfg.TrustQuorum,
+	}
+	if s.metrics == nil {
+		s.metrics = prometheus.NewRegistry()
 	}
 	if err := s.openArtifactStore(); err != nil {
 		return nil, err
@@ -209,6 +234,12 @@ func New(cfg Config, log zerolog.Logger) (_ *Server, err error) {
 		s.apiLn.Close()
 		s.store.Close()
 		return nil, fmt.Errorf("sled agent: repo depot: %w", err)
+	}
+	if cfg.TLS != nil {
+		// Any identity of the rack CA may connect; what it may do is
+		// decided per route from the verified certificate.
+		s.apiLn = tls.NewListener(s.apiLn, cfg.TLS.ServerTLS(rackpki.AnyIdentity, cfg.Clock.Now))
+		s.depotLn = tls.NewListener(s.depotLn, cfg.TLS.ServerTLS(rackpki.AnyIdentity, cfg.Clock.Now))
 	}
 	s.api = s.apiRouter()
 	s.depot = s.depotRouter()
@@ -231,10 +262,13 @@ func (s *Server) openArtifactStore() error {
 		}
 	}
 	var err error
-	s.m2, err = m2.NewWatcher(cfg.M2Dirs, s.log, m2.Options{Budgets: cfg.M2Budgets, Registerer: s.metrics,
-		Marker: artifacts.UpdateDir})
-	if err != nil {
-		return fmt.Errorf("sled agent: %w", err)
+	if s.m2 = cfg.M2; s.m2 == nil {
+		s.ownM2 = true
+		s.m2, err = m2.NewWatcher(cfg.M2Dirs, s.log, m2.Options{Budgets: cfg.M2Budgets, Registerer: s.metrics,
+			Marker: artifacts.UpdateDir})
+		if err != nil {
+			return fmt.Errorf("sled agent: %w", err)
+		}
 	}
 	s.store, err = artifacts.New(s.log, artifacts.Options{
 		Clock:               cfg.Clock,
@@ -265,10 +299,17 @@ func (s *Server) Baseboard() api.Baseboard { return s.cfg.Baseboard }
 func (s *Server) Address() string { return s.advertise(s.apiLn) }
 
 // URL is the sled API's base URL.
-func (s *Server) URL() string { return "http://" + s.Address() }
+func (s *Server) URL() string { return s.scheme() + s.Address() }
 
 // DepotURL is the repo depot's base URL.
-func (s *Server) DepotURL() string { return "http://" + s.advertise(s.depotLn) }
+func (s *Server) DepotURL() string { return s.scheme() + s.advertise(s.depotLn) }
+
+func (s *Server) scheme() string {
+	if s.cfg.TLS != nil {
+		return "https://"
+	}
+	return "http://"
+}
 
 func (s *Server) advertise(ln net.Listener) string {
 	addr := ln.Addr().(*net.TCPAddr)
@@ -296,11 +337,11 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var bg sync.WaitGroup
-	for _, fn := range []func(context.Context){
-		s.registerLoop,
-		func(ctx context.Context) { s.m2.Run(ctx, s.cfg.Clock, s.cfg.M2PollInterval) },
-		s.store.Run,
-	} {
+	loops := []func(context.Context){s.registerLoop, s.store.Run}
+	if s.ownM2 {
+		loops = append(loops, func(ctx context.Context) { s.m2.Run(ctx, s.cfg.Clock, s.cfg.M2PollInterval) })
+	}
+	for _, fn := range loops {
 		bg.Add(1)
 		go func() {
 			defer bg.Done()

@@ -41,6 +41,23 @@ var goTypes = map[string]reflect.Type{
 	"api.BackgroundTaskEnabled":      reflect.TypeFor[api.BackgroundTaskEnabled](),
 	"api.TrustRoot":                  reflect.TypeFor[api.TrustRoot](),
 	"api.Page[api.TrustRoot]":        reflect.TypeFor[api.Page[api.TrustRoot]](),
+	"api.TQMember":                   reflect.TypeFor[api.TQMember](),
+	"api.TQEncryptedRackSecrets":     reflect.TypeFor[api.TQEncryptedRackSecrets](),
+	"api.TQConfiguration":            reflect.TypeFor[api.TQConfiguration](),
+	"api.TQReconfigureRequest":       reflect.TypeFor[api.TQReconfigureRequest](),
+	"api.TQLrtqUpgradeRequest":       reflect.TypeFor[api.TQLrtqUpgradeRequest](),
+	"api.TQCommitRequest":            reflect.TypeFor[api.TQCommitRequest](),
+	"api.TQPrepareAndCommitRequest":  reflect.TypeFor[api.TQPrepareAndCommitRequest](),
+	"api.TQDestinationRequest":       reflect.TypeFor[api.TQDestinationRequest](),
+	"api.TQCommitResult":             reflect.TypeFor[api.TQCommitResult](),
+	"api.TQStartSledAgentResult":     reflect.TypeFor[api.TQStartSledAgentResult](),
+	"api.TQCoordinatorStatus":        reflect.TypeFor[api.TQCoordinatorStatus](),
+	"api.TQAlarm":                    reflect.TypeFor[api.TQAlarm](),
+	"api.TQPeer":                     reflect.TypeFor[api.TQPeer](),
+	"api.TQProxied":                  reflect.TypeFor[api.TQProxied](),
+	"api.TQLedgerDevice":             reflect.TypeFor[api.TQLedgerDevice](),
+	"api.TQExpunged":                 reflect.TypeFor[api.TQExpunged](),
+	"api.TQStatus":                   reflect.TypeFor[api.TQStatus](),
 	"api.OperatorToken":              reflect.TypeFor[api.OperatorToken](),
 	"api.Page[api.OperatorToken]":    reflect.TypeFor[api.Page[api.OperatorToken]](),
 	"api.OperatorTokenCreate":        reflect.TypeFor[api.OperatorTokenCreate](),
@@ -271,6 +288,9 @@ func compareValue(doc *openapi3.T, ref *openapi3.SchemaRef, typ reflect.Type) []
 	}
 	switch typ.Kind() {
 	case reflect.Slice:
+		if typ.Elem().Kind() == reflect.Uint8 {
+			return nil // a base64 string
+		}
 		if s.Items == nil {
 			return []string{"an array without items"}
 		}
@@ -300,7 +320,7 @@ func jsonType(typ reflect.Type) (string, string) {
 		return "string", ""
 	case reflect.Bool:
 		return "boolean", ""
-	case reflect.Int, reflect.Int32:
+	case reflect.Int, reflect.Int32, reflect.Uint8:
 		return "integer", ""
 	case reflect.Int64:
 		return "integer", "int64"
@@ -309,6 +329,9 @@ func jsonType(typ reflect.Type) (string, string) {
 	case reflect.Float64:
 		return "number", ""
 	case reflect.Slice:
+		if typ.Elem().Kind() == reflect.Uint8 {
+			return "string", "byte" // encoding/json writes []byte as base64
+		}
 		return "array", ""
 	case reflect.Map, reflect.Struct:
 		return "object", ""

@@ -1,9 +1,11 @@
 // Command rackdev runs a whole development rack on this machine: a
-// throwaway PostgreSQL, one Nexus and N sled agents on loopback, each sled
-// with two directories standing in for its M.2 devices. It prints every
-// address and some rackctl commands to try, and removes everything on
-// Ctrl-C. With --smoke it starts everything, checks it, and exits (CI uses
-// this).
+// throwaway PostgreSQL, one Nexus and N sleds on loopback, each sled with
+// two directories standing in for its M.2 devices, a certificate from a
+// rack CA made in the data dir, and a bootstrap agent on the bootstrap
+// network. Playing the rack-setup service, it commits trust-quorum epoch 1
+// over the sleds. It prints every address and some rackctl commands to
+// try, and removes everything on Ctrl-C. With --smoke it starts everything,
+// checks it, and exits (CI uses this).
 package main
 
 import (
@@ -32,11 +34,16 @@ import (
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/pgtemp"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/model"
 	"github.com/rackplane/rackplane/sledagent"
+	"github.com/rackplane/rackplane/sledagent/bootstrap"
+	"github.com/rackplane/rackplane/sledagent/bootstrap/rss"
+	"github.com/rackplane/rackplane/sledagent/sled"
+	"github.com/rackplane/rackplane/trustquorum"
 )
 
 const usage = `rackdev: run a development rack (PostgreSQL, Nexus, sled agents) on this machine.
@@ -54,6 +61,7 @@ type options struct {
 	smoke        bool
 	logLevel     string
 	waitTimeout  time.Duration
+	lrtq         bool
 }
 
 func main() {
@@ -77,6 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Bool(&o.smoke, "smoke", "", false, "start everything, check health and registration, then exit")
 	fs.String(&o.logLevel, "log-level", "RACKDEV_LOG_LEVEL", "info", "log level of the components' log files")
 	fs.Duration(&o.waitTimeout, "wait", "RACKDEV_WAIT", time.Minute, "how long to wait for the rack to come up")
+	fs.Bool(&o.lrtq, "lrtq", "RACKDEV_LRTQ", false, "set the rack up with LRTQ instead of trust-quorum epoch 1 (to try the upgrade)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -102,6 +111,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := rack.check(ctx, o.waitTimeout); err != nil {
 		fmt.Fprintln(stderr, "rackdev:", err)
+		return 1
+	}
+	if err := rack.setupTrustQuorum(ctx, o.waitTimeout, stdout); err != nil {
+		fmt.Fprintln(stderr, "rackdev: rack setup:", err)
 		return 1
 	}
 	built, err := rack.uploadDemoRepo(ctx, stdout)
@@ -134,7 +147,9 @@ type rack struct {
 	pg         *pgtemp.Cluster
 	dbURL      string
 	nexus      *nexus.Server
-	sleds      []*sledagent.Server
+	sleds      []*sled.Sled
+	pki        string
+	rss        *rackpki.Bundle
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	logFiles   []*os.File
@@ -195,28 +210,103 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 	}
 	r.goRun(ctx, "nexus", r.nexus.Run)
 
+	ca, err := r.rackCA()
+	if err != nil {
+		return r, err
+	}
+	if r.rss, err = ca.IssueFiles(filepath.Join(r.pki, "rss"), "rss", rackpki.RSS(), rackpki.IssueOptions{}); err != nil {
+		return r, err
+	}
+	var peers []string
 	for i := range o.sleds {
 		name := fmt.Sprintf("sled-%d", i)
 		slog, err := r.logger(name)
 		if err != nil {
 			return r, err
 		}
+		id, err := ca.IssueFiles(filepath.Join(r.pki, name), "sled", rackpki.Sled(sledagent.DefaultBaseboardPart, fmt.Sprintf("SIM-%04d", i+1)), rackpki.IssueOptions{})
+		if err != nil {
+			return r, err
+		}
 		dir := filepath.Join(r.dataDir, name)
-		s, err := sledagent.New(sledagent.Config{
-			DataDir:       dir,
-			ListenAddr:    "127.0.0.1:0",
-			RepoDepotAddr: "127.0.0.1:0",
-			NexusURL:      r.nexus.InternalURL(),
-			M2Dirs:        []string{filepath.Join(dir, "m2-a"), filepath.Join(dir, "m2-b")},
-			CreateM2Dirs:  true,
+		// The sled API and depot stay plain HTTP, because Nexus still
+		// talks plain HTTP to sleds; so their /trust-quorum/ routes
+		// refuse every caller (mtls_required) until mutual TLS on those
+		// listeners lands. The bootstrap network is mutual TLS already.
+		s, err := sled.New(sled.Config{
+			Agent: sledagent.Config{
+				DataDir:       dir,
+				ListenAddr:    "127.0.0.1:0",
+				RepoDepotAddr: "127.0.0.1:0",
+				NexusURL:      r.nexus.InternalURL(),
+				M2Dirs:        []string{filepath.Join(dir, "m2-a"), filepath.Join(dir, "m2-b")},
+				CreateM2Dirs:  true,
+			},
+			Identity:  id,
+			Bootstrap: bootstrap.Config{ListenAddr: "127.0.0.1:0"},
 		}, slog)
 		if err != nil {
 			return r, fmt.Errorf("%s: %w", name, err)
 		}
 		r.sleds = append(r.sleds, s)
-		r.goRun(ctx, name, s.Run)
+		peers = append(peers, s.BootstrapAddr())
+	}
+	for i, s := range r.sleds {
+		s.Agent().SetPeers(peers)
+		r.goRun(ctx, fmt.Sprintf("sled-%d", i), s.Run)
 	}
 	return r, nil
+}
+
+// rackCA makes the rack CA in <data-dir>/pki, or loads the one an earlier
+// run made there.
+func (r *rack) rackCA() (*rackpki.CA, error) {
+	r.pki = filepath.Join(r.dataDir, "pki")
+	if _, err := os.Stat(filepath.Join(r.pki, rackpki.CAKeyFile)); err == nil {
+		return rackpki.LoadCA(r.pki)
+	}
+	return rackpki.InitCA(r.pki, "rackdev", 0)
+}
+
+// setupTrustQuorum plays the rack-setup service: over the bootstrap
+// network it has one sled coordinate epoch 1 over all of them and commits
+// it on each (or sets up LRTQ with --lrtq). A rack kept from an earlier
+// run is set up already, and says so.
+func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdout io.Writer) error {
+	if len(r.sleds) < trustquorum.MinMembers {
+		fmt.Fprintf(stdout, "rackdev: %d sleds; the trust quorum needs %d, so no rack setup\n", len(r.sleds), trustquorum.MinMembers)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var addrs []string
+	for _, s := range r.sleds {
+		addrs = append(addrs, s.BootstrapAddr())
+	}
+	c, err := rss.Dial(ctx, addrs, rss.Options{Bundle: r.rss, PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// Nexus has no notion of a rack id yet, nor is the committed
+	// configuration handed to it (both are the lifecycle work's); the id
+	// lives in the data dir so a kept rack keeps it.
+	id, err := fsutil.LoadOrCreateUUID(filepath.Join(r.dataDir, "rack-id"))
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res, err := c.SetupRack(ctx, rss.SetupOptions{RackID: trustquorum.RackID(id), Lrtq: r.o.lrtq})
+	if err != nil {
+		return err
+	}
+	what := "trust-quorum epoch 1 committed"
+	if r.o.lrtq {
+		what = "LRTQ set up"
+	}
+	fmt.Fprintf(stdout, "rackdev: %s on %d sleds over the bootstrap network (coordinator %s, %s)\n",
+		what, len(res.Members), res.Coordinator.Serial, time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 func (r *rack) goRun(ctx context.Context, name string, fn func(context.Context) error) {
@@ -260,7 +350,7 @@ func (r *rack) check(ctx context.Context, timeout time.Duration) error {
 	}
 	want := map[uuid.UUID]bool{}
 	for _, s := range r.sleds {
-		want[s.ID()] = true
+		want[s.Server().ID()] = true
 	}
 	var lastErr error
 	for {
@@ -288,12 +378,12 @@ func (r *rack) checkOnce(ctx context.Context, nx client.Nexus, want map[uuid.UUI
 		return fmt.Errorf("nexus health: %w", err)
 	}
 	for _, s := range r.sleds {
-		sc, err := client.NewSledAgent(s.URL(), nil)
+		sc, err := client.NewSledAgent(s.Server().URL(), nil)
 		if err != nil {
 			return err
 		}
 		if _, err := sc.Health(ctx); err != nil {
-			return fmt.Errorf("sled %s health: %w", s.ID(), err)
+			return fmt.Errorf("sled %s health: %w", s.Server().ID(), err)
 		}
 	}
 	sleds, err := nx.SledList(ctx)
@@ -323,9 +413,11 @@ func (r *rack) printSummary(w io.Writer) {
 	fmt.Fprintf(tw, "  nexus external API\t%s\n", r.nexus.ExternalURL())
 	fmt.Fprintf(tw, "  nexus internal API\t%s\n", r.nexus.InternalURL())
 	for i, s := range r.sleds {
-		fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s\n", i, s.Baseboard().Serial, s.URL(), s.DepotURL())
+		srv := s.Server()
+		fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s  bootstrap %s\n", i, s.Baseboard().Serial, srv.URL(), srv.DepotURL(), s.BootstrapAddr())
 	}
 	fmt.Fprintf(tw, "  admin token\t%s  (also in %s)\n", r.adminToken, r.tokenFile())
+	fmt.Fprintf(tw, "  rack CA and certificates\t%s\n", r.pki)
 	fmt.Fprintf(tw, "  logs\t%s\n", filepath.Join(r.dataDir, "logs"))
 	tw.Flush()
 	flagPart := ""
@@ -399,7 +491,7 @@ func (r *rack) waitReplicated(ctx context.Context, built *tufgen.Built, timeout 
 	for {
 		missing := 0
 		for _, s := range r.sleds {
-			sc, err := client.NewSledAgent(s.URL(), nil)
+			sc, err := client.NewSledAgent(s.Server().URL(), nil)
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,11 @@
-// Command sled-agent runs the agent on one sled: the sled API Nexus drives
-// (with the artifact store on the sled's M.2s), the repo depot other sleds
-// copy artifacts from, and registration with Nexus.
+// Command sled-agent runs one sled: its bootstrap agent (the trust quorum,
+// on the bootstrap network, from start) and its sled agent (the sled API
+// Nexus drives, with the artifact store on the sled's M.2s, the repo depot
+// other sleds copy artifacts from, and registration with Nexus).
+//
+// The sled's identity is its certificate (--tls-cert/--tls-key/--tls-ca or
+// --tls-dir). Without one only the sled agent runs, as before the trust
+// quorum.
 package main
 
 import (
@@ -11,18 +16,25 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rackplane/rackplane/internal/envflag"
 	"github.com/rackplane/rackplane/internal/logging"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/sledagent"
+	"github.com/rackplane/rackplane/sledagent/bootstrap"
+	"github.com/rackplane/rackplane/sledagent/sled"
 )
 
 const usage = `sled-agent: the rackplane agent on one sled.
 
 Usage:
-  sled-agent --data-dir DIR --m2 DIR --m2 DIR [flags]`
+  sled-agent --data-dir DIR --m2 DIR --m2 DIR --tls-dir DIR --bootstrap-peers ADDR,... [flags]`
+
+// DefaultBootstrapListen is the bootstrap network's listen address.
+const DefaultBootstrapListen = ":12346"
 
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stderr))
@@ -32,6 +44,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	var cfg sledagent.Config
 	var logLevel, logFormat string
 	var scrubRate int
+	var tlsCert, tlsKey, tlsCA, tlsDir string
+	var bootListen, bootAdvertise, bootPeers string
+	var bootstrapOnly, apiMTLS bool
 	fs := envflag.New("sled-agent", usage)
 	fs.SetOutput(stderr)
 	fs.String(&cfg.DataDir, "data-dir", "RACKPLANE_SLED_DATA_DIR", "", "directory for the sled's identity and local state (required)")
@@ -41,10 +56,28 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.String(&cfg.AdvertiseHost, "advertise-host", "RACKPLANE_SLED_ADVERTISE_HOST", "",
 		"host Nexus and other sleds use to reach this sled (default: the listen host, or the hostname)")
 	fs.String(&cfg.NexusURL, "nexus-url", "RACKPLANE_NEXUS_INTERNAL_URL", sledagent.DefaultNexusURL, "base URL of Nexus's internal API")
-	fs.String(&cfg.Baseboard.Part, "baseboard-part", "RACKPLANE_SLED_BASEBOARD_PART", sledagent.DefaultBaseboardPart,
-		"baseboard part number")
+	fs.String(&cfg.Baseboard.Part, "baseboard-part", "RACKPLANE_SLED_BASEBOARD_PART", "",
+		"baseboard part number (default: the certificate's, or "+sledagent.DefaultBaseboardPart+" without one); "+
+			"refused when it disagrees with the certificate")
 	fs.String(&cfg.Baseboard.Serial, "baseboard-serial", "RACKPLANE_SLED_BASEBOARD_SERIAL", "",
-		"baseboard serial number (default: SIM-<first 8 hex digits of the sled id>)")
+		"baseboard serial number (default: the certificate's, or SIM-<first 8 hex digits of the sled id> without one); "+
+			"refused when it disagrees with the certificate")
+	fs.String(&tlsCert, "tls-cert", "RACKPLANE_SLED_TLS_CERT", "", "the sled's certificate (PEM), naming its baseboard")
+	fs.String(&tlsKey, "tls-key", "RACKPLANE_SLED_TLS_KEY", "", "the sled certificate's private key (PEM)")
+	fs.String(&tlsCA, "tls-ca", "RACKPLANE_SLED_TLS_CA", "", "the rack CA's certificate (PEM)")
+	fs.String(&tlsDir, "tls-dir", "RACKPLANE_SLED_TLS_DIR", "",
+		"directory holding sled.crt, sled.key and ca.crt (instead of --tls-cert, --tls-key and --tls-ca)")
+	fs.String(&bootListen, "bootstrap-listen", "RACKPLANE_SLED_BOOTSTRAP_LISTEN", DefaultBootstrapListen,
+		"listen address of the bootstrap network (needs the certificate)")
+	fs.String(&bootAdvertise, "bootstrap-advertise", "RACKPLANE_SLED_BOOTSTRAP_ADVERTISE", "",
+		"the address other sleds have for this one in their --bootstrap-peers (default: the listen address); "+
+			"of each pair of sleds, the one with the higher address dials")
+	fs.String(&bootPeers, "bootstrap-peers", "RACKPLANE_SLED_BOOTSTRAP_PEERS", "",
+		"comma-separated bootstrap addresses of the rack's sleds (this one's may be among them)")
+	fs.Bool(&bootstrapOnly, "bootstrap-only", "RACKPLANE_SLED_BOOTSTRAP_ONLY", false,
+		"run only the bootstrap agent; the sled agent starts when start-sled-agent arrives over the bootstrap network")
+	fs.Bool(&apiMTLS, "api-mtls", "RACKPLANE_SLED_API_MTLS", false,
+		"serve the sled API and repo depot with mutual TLS under the rack CA (Nexus does not speak it to sleds yet)")
 	fs.Duration(&cfg.RegisterInterval, "register-interval", "RACKPLANE_SLED_REGISTER_INTERVAL", sledagent.DefaultRegisterInterval,
 		"how often to re-register with Nexus")
 	fs.Strings(&cfg.M2Dirs, "m2", "RACKPLANE_SLED_M2", "directory standing in for an M.2 device (repeat for each; normally two); "+
@@ -86,21 +119,67 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.ScrubRate = int64(scrubRate)
+	bundle, err := loadIdentity(tlsCert, tlsKey, tlsCA, tlsDir)
+	if err != nil {
+		fmt.Fprintln(stderr, "sled-agent:", err)
+		return 2
+	}
+	if bundle == nil && (bootstrapOnly || apiMTLS || bootPeers != "") {
+		fmt.Fprintln(stderr, "sled-agent: --bootstrap-peers, --bootstrap-only and --api-mtls need the sled's certificate "+
+			"(--tls-dir, or --tls-cert, --tls-key and --tls-ca)")
+		return 2
+	}
+	sc := sled.Config{
+		Agent: cfg, Identity: bundle, MutualTLSAPI: apiMTLS, BootstrapOnly: bootstrapOnly,
+		Bootstrap: bootstrap.Config{ListenAddr: bootListen, AdvertiseAddr: bootAdvertise, Peers: splitList(bootPeers)},
+	}
 	log, err := logging.New(stderr, "sled-agent", logging.Options{Level: logLevel, Format: logFormat})
 	if err != nil {
 		fmt.Fprintln(stderr, "sled-agent:", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	srv, err := sledagent.New(cfg, log)
+	if bundle == nil {
+		log.Warn().Msg("no sled certificate given: running the sled agent without a bootstrap agent (no trust quorum)")
+	}
+	s, err := sled.New(sc, log)
+	if errors.Is(err, sled.ErrBaseboardMismatch) {
+		fmt.Fprintln(stderr, "sled-agent:", err)
+		return 2
+	}
 	if err != nil {
-		log.Error().Err(err).Msg("sled agent failed to start")
+		log.Error().Err(err).Msg("sled failed to start")
 		return 1
 	}
-	if err := srv.Run(ctx); err != nil {
-		log.Error().Err(err).Msg("sled agent stopped with an error")
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := s.Run(ctx); err != nil {
+		log.Error().Err(err).Msg("sled stopped with an error")
 		return 1
 	}
 	return 0
+}
+
+// loadIdentity reads the sled's certificate, nil when none is given.
+func loadIdentity(cert, key, ca, dir string) (*rackpki.Bundle, error) {
+	switch {
+	case dir != "" && (cert != "" || key != "" || ca != ""):
+		return nil, errors.New("give either --tls-dir or --tls-cert, --tls-key and --tls-ca, not both")
+	case dir != "":
+		return rackpki.LoadDir(dir, "sled")
+	case cert == "" && key == "" && ca == "":
+		return nil, nil
+	case cert == "" || key == "" || ca == "":
+		return nil, errors.New("--tls-cert, --tls-key and --tls-ca go together")
+	}
+	return rackpki.Load(cert, key, ca)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

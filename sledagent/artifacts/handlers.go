@@ -26,10 +26,26 @@ const bodyIdleTimeout = time.Minute
 
 // Agent is what the sled agent serves itself on the store's listeners:
 // the operations of the sled API (and the depot's health) that are not
-// the artifact store's.
+// the artifact store's — health, metrics and the trust-quorum routes.
 type Agent interface {
 	Healthz(w http.ResponseWriter, r *http.Request)
 	Metrics(w http.ResponseWriter, r *http.Request)
+	TrustQuorumOps
+}
+
+// TrustQuorumOps are the sled API's /trust-quorum/ operations, served by
+// the sled agent for its bootstrap agent.
+type TrustQuorumOps interface {
+	TqStatus(w http.ResponseWriter, r *http.Request)
+	TqCoordinatorStatus(w http.ResponseWriter, r *http.Request)
+	TqReconfigure(w http.ResponseWriter, r *http.Request)
+	TqLrtqUpgrade(w http.ResponseWriter, r *http.Request)
+	TqCommit(w http.ResponseWriter, r *http.Request)
+	TqPrepareAndCommit(w http.ResponseWriter, r *http.Request)
+	TqProxyStatus(w http.ResponseWriter, r *http.Request, params sled.TqProxyStatusParams)
+	TqProxyCommit(w http.ResponseWriter, r *http.Request)
+	TqProxyPrepareAndCommit(w http.ResponseWriter, r *http.Request)
+	TqProxyStartSledAgent(w http.ResponseWriter, r *http.Request)
 }
 
 // paramRules word the generated wrappers' parameter errors as these

@@ -22,6 +22,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/api/gen/sled"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/sledagent/artifacts"
@@ -122,8 +123,11 @@ func newRig(t testing.TB, o rigOptions) *rig {
 
 // rigAgent serves the sled agent's own operations for a rig: the rig's
 // metrics, and a health that is always ok (a rig has no Nexus to register
-// with).
-type rigAgent struct{ metrics http.Handler }
+// with). A rig has no trust quorum: those routes answer 501.
+type rigAgent struct {
+	sled.Unimplemented
+	metrics http.Handler
+}
 
 func (a rigAgent) Healthz(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, api.Health{Status: "ok"})

@@ -109,12 +109,25 @@ func NewWatcher(paths []string, log zerolog.Logger, opts Options) (*Watcher, err
 	return w, nil
 }
 
-// Handle adds a handler. Add handlers before the first Poll; they run in
-// the order added, on the polling goroutine.
+// Handle adds a handler; handlers run in the order added, on the polling
+// goroutine. A handler added after polling began (one sled process shares a
+// watcher between its bootstrap agent, running from start, and its sled
+// agent, started later) is told at once about every device already in use.
+// If it refuses one, every handler is told the device left and the next
+// poll retries the arrival for all, so all handlers always agree on which
+// devices are present.
 func (w *Watcher) Handle(h Handler) {
 	w.pollMu.Lock()
 	defer w.pollMu.Unlock()
 	w.handlers = append(w.handlers, h)
+	for _, p := range w.Present() {
+		if err := h(p, true); err != nil {
+			w.log.Error().Err(err).Str("m2", p).Msg("M.2 device refused by a new handler; retrying at the next poll")
+			w.depart(p, err, false)
+			w.setState(p, func(d *device) { d.err = err.Error() })
+			w.refreshSpace(p)
+		}
+	}
 }
 
 // Present lists the devices in use, in configured order.

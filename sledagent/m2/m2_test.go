@@ -141,3 +141,48 @@ func TestBudget(t *testing.T) {
 		t.Fatal(fmt.Sprint(free, total, err))
 	}
 }
+
+// A handler added after polling began (the sled agent joining a watcher the
+// bootstrap agent already uses) hears about the devices already present;
+// one that refuses a device makes it absent for every handler until the
+// next poll brings it back to all of them.
+func TestLateHandlerHearsPresentDevices(t *testing.T) {
+	root := t.TempDir()
+	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
+	for _, d := range []string{a, b} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := m2.NewWatcher([]string{a, b}, zerolog.Nop(), m2.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var early, late []event
+	w.Handle(func(p string, present bool) error { early = append(early, event{p, present}); return nil })
+	w.Poll()
+	refuse := b
+	w.Handle(func(p string, present bool) error {
+		late = append(late, event{p, present})
+		if present && p == refuse {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if !slices.Equal(late, []event{{a, true}, {b, true}, {b, false}}) {
+		t.Fatalf("late handler saw %v", late)
+	}
+	if !slices.Equal(early, []event{{a, true}, {b, true}, {b, false}}) {
+		t.Fatalf("early handler saw %v", early)
+	}
+	if !slices.Equal(w.Present(), []string{a}) || !strings.Contains(w.Devices()[1].Error, "not yet") {
+		t.Fatalf("present %v, devices %+v", w.Present(), w.Devices())
+	}
+	refuse = ""
+	if !w.Poll() || !slices.Equal(w.Present(), []string{a, b}) {
+		t.Fatalf("retry: present %v", w.Present())
+	}
+	if early[len(early)-1] != (event{b, true}) || late[len(late)-1] != (event{b, true}) {
+		t.Fatalf("retry not seen by both: early %v late %v", early, late)
+	}
+}

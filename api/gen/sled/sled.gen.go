@@ -37,6 +37,9 @@ type ArtifactList = api.ArtifactList
 // ArtifactPutResult Where a stored artifact now is.
 type ArtifactPutResult = api.ArtifactPutResult
 
+// Baseboard A sled's hardware identity.
+type Baseboard = api.Baseboard
+
 // Error The body of every error answer.
 type Error = api.Error
 
@@ -54,6 +57,57 @@ type ScrubFinding = api.ScrubFinding
 
 // ScrubStatus The scrub's schedule, lifetime totals and latest findings.
 type ScrubStatus = api.ScrubStatus
+
+// TQAlarm A condition that must never happen, raised by the node, with the peer that caused it; kept across restarts.
+type TQAlarm = api.TQAlarm
+
+// TQCommitRequest Commit a prepared epoch; with `destination` (only on proxy/commit), on that sled through this one.
+type TQCommitRequest = api.TQCommitRequest
+
+// TQCommitResult How a commit went.
+type TQCommitResult = api.TQCommitResult
+
+// TQConfiguration One epoch's configuration. It holds no secret, so Nexus stores it and may send it to anyone.
+type TQConfiguration = api.TQConfiguration
+
+// TQCoordinatorStatus What the node is coordinating.
+type TQCoordinatorStatus = api.TQCoordinatorStatus
+
+// TQDestinationRequest Which sled a proxied request is for.
+type TQDestinationRequest = api.TQDestinationRequest
+
+// TQEncryptedRackSecrets The rack secrets of every earlier committed epoch, encrypted under this epoch's secret.
+type TQEncryptedRackSecrets = api.TQEncryptedRackSecrets
+
+// TQExpunged The node learnt it is not a member of a committed epoch.
+type TQExpunged = api.TQExpunged
+
+// TQLedgerDevice One M.2's copy of the trust-quorum ledger.
+type TQLedgerDevice = api.TQLedgerDevice
+
+// TQLrtqUpgradeRequest Move an LRTQ rack to the trust quorum.
+type TQLrtqUpgradeRequest = api.TQLrtqUpgradeRequest
+
+// TQMember A member of a configuration: its baseboard, and the digest and x of its share.
+type TQMember = api.TQMember
+
+// TQPeer A connected bootstrap peer.
+type TQPeer = api.TQPeer
+
+// TQPrepareAndCommitRequest Commit an epoch on a member that never prepared it: it rebuilds its share from K members. With `destination` (only on proxy/prepare-and-commit), on that sled through this one.
+type TQPrepareAndCommitRequest = api.TQPrepareAndCommitRequest
+
+// TQProxied A proxied request in flight.
+type TQProxied = api.TQProxied
+
+// TQReconfigureRequest Coordinate a new configuration.
+type TQReconfigureRequest = api.TQReconfigureRequest
+
+// TQStartSledAgentResult Whether the sled agent was started.
+type TQStartSledAgentResult = api.TQStartSledAgentResult
+
+// TQStatus A node's trust-quorum state, connections, alarms and ledger.
+type TQStatus = api.TQStatus
 
 // ArtifactSHA256 defines model for ArtifactSHA256.
 type ArtifactSHA256 = string
@@ -73,6 +127,15 @@ type NoM2 = Error
 // NotFound The body of every error answer.
 type NotFound = Error
 
+// TQForbidden The body of every error answer.
+type TQForbidden = Error
+
+// TQRefused The body of every error answer.
+type TQRefused = Error
+
+// TQUnavailable The body of every error answer.
+type TQUnavailable = Error
+
 // ArtifactPutParams defines parameters for ArtifactPut.
 type ArtifactPutParams struct {
 	// Generation The artifact config generation this request belongs to; any other than the sled's current one is refused with 409 `generation_mismatch`.
@@ -85,11 +148,41 @@ type ArtifactCopyFromDepotParams struct {
 	Generation Generation `form:"generation" json:"generation"`
 }
 
+// TqProxyStatusParams defines parameters for TqProxyStatus.
+type TqProxyStatusParams struct {
+	// Part The destination's baseboard part.
+	Part string `form:"part" json:"part"`
+
+	// Serial The destination's baseboard serial.
+	Serial string `form:"serial" json:"serial"`
+}
+
 // ArtifactConfigPutJSONRequestBody defines body for ArtifactConfigPut for application/json ContentType.
 type ArtifactConfigPutJSONRequestBody = ArtifactConfig
 
 // ArtifactCopyFromDepotJSONRequestBody defines body for ArtifactCopyFromDepot for application/json ContentType.
 type ArtifactCopyFromDepotJSONRequestBody = ArtifactCopyRequest
+
+// TqCommitJSONRequestBody defines body for TqCommit for application/json ContentType.
+type TqCommitJSONRequestBody = TQCommitRequest
+
+// TqLrtqUpgradeJSONRequestBody defines body for TqLrtqUpgrade for application/json ContentType.
+type TqLrtqUpgradeJSONRequestBody = TQLrtqUpgradeRequest
+
+// TqPrepareAndCommitJSONRequestBody defines body for TqPrepareAndCommit for application/json ContentType.
+type TqPrepareAndCommitJSONRequestBody = TQPrepareAndCommitRequest
+
+// TqProxyCommitJSONRequestBody defines body for TqProxyCommit for application/json ContentType.
+type TqProxyCommitJSONRequestBody = TQCommitRequest
+
+// TqProxyPrepareAndCommitJSONRequestBody defines body for TqProxyPrepareAndCommit for application/json ContentType.
+type TqProxyPrepareAndCommitJSONRequestBody = TQPrepareAndCommitRequest
+
+// TqProxyStartSledAgentJSONRequestBody defines body for TqProxyStartSledAgent for application/json ContentType.
+type TqProxyStartSledAgentJSONRequestBody = TQDestinationRequest
+
+// TqReconfigureJSONRequestBody defines body for TqReconfigure for application/json ContentType.
+type TqReconfigureJSONRequestBody = TQReconfigureRequest
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -265,6 +358,153 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /metrics (the `Metrics` operationId).
 	Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqCommitWithBody Commit a prepared epoch here
+	//
+	// Idempotent; a member that did not prepare answers `not_prepared` (use prepare-and-commit). Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /trust-quorum/commit (the `TqCommit` operationId).
+	TqCommitWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqCommit Commit a prepared epoch here
+	//
+	// Idempotent; a member that did not prepare answers `not_prepared` (use prepare-and-commit). Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /trust-quorum/commit (the `TqCommit` operationId).
+	TqCommit(ctx context.Context, body TqCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqCoordinatorStatus What this node is coordinating
+	//
+	// Nexus polls the coordinator: its state, and while preparing the configuration and the members that acknowledged it. Any rack identity may read it.
+	//
+	// Corresponds with GET /trust-quorum/coordinator-status (the `TqCoordinatorStatus` operationId).
+	TqCoordinatorStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqLrtqUpgradeWithBody Upgrade an LRTQ rack to the trust quorum
+	//
+	// As reconfigure, collecting the LRTQ shares instead. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /trust-quorum/lrtq-upgrade (the `TqLrtqUpgrade` operationId).
+	TqLrtqUpgradeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqLrtqUpgrade Upgrade an LRTQ rack to the trust quorum
+	//
+	// As reconfigure, collecting the LRTQ shares instead. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /trust-quorum/lrtq-upgrade (the `TqLrtqUpgrade` operationId).
+	TqLrtqUpgrade(ctx context.Context, body TqLrtqUpgradeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqPrepareAndCommitWithBody Commit an epoch this member never prepared
+	//
+	// The member stores the configuration and rebuilds its share from K members; `pending` until it has. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /trust-quorum/prepare-and-commit (the `TqPrepareAndCommit` operationId).
+	TqPrepareAndCommitWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqPrepareAndCommit Commit an epoch this member never prepared
+	//
+	// The member stores the configuration and rebuilds its share from K members; `pending` until it has. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /trust-quorum/prepare-and-commit (the `TqPrepareAndCommit` operationId).
+	TqPrepareAndCommit(ctx context.Context, body TqPrepareAndCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqProxyCommitWithBody Commit an epoch on another sled, through this one
+	//
+	// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /trust-quorum/proxy/commit (the `TqProxyCommit` operationId).
+	TqProxyCommitWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqProxyCommit Commit an epoch on another sled, through this one
+	//
+	// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /trust-quorum/proxy/commit (the `TqProxyCommit` operationId).
+	TqProxyCommit(ctx context.Context, body TqProxyCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqProxyPrepareAndCommitWithBody Prepare-and-commit on another sled, through this one
+	//
+	// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /trust-quorum/proxy/prepare-and-commit (the `TqProxyPrepareAndCommit` operationId).
+	TqProxyPrepareAndCommitWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqProxyPrepareAndCommit Prepare-and-commit on another sled, through this one
+	//
+	// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /trust-quorum/proxy/prepare-and-commit (the `TqProxyPrepareAndCommit` operationId).
+	TqProxyPrepareAndCommit(ctx context.Context, body TqProxyPrepareAndCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqProxyStartSledAgentWithBody Start the sled agent of another sled, through this one
+	//
+	// For a newly committed member that runs only its bootstrap agent. Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /trust-quorum/proxy/start-sled-agent (the `TqProxyStartSledAgent` operationId).
+	TqProxyStartSledAgentWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqProxyStartSledAgent Start the sled agent of another sled, through this one
+	//
+	// For a newly committed member that runs only its bootstrap agent. Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /trust-quorum/proxy/start-sled-agent (the `TqProxyStartSledAgent` operationId).
+	TqProxyStartSledAgent(ctx context.Context, body TqProxyStartSledAgentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqProxyStatus Another sled's trust-quorum status, through this one
+	//
+	// Any rack identity may read it. The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Corresponds with GET /trust-quorum/proxy/status (the `TqProxyStatus` operationId).
+	TqProxyStatus(ctx context.Context, params *TqProxyStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqReconfigureWithBody Coordinate a new configuration
+	//
+	// This node becomes the coordinator of a new epoch: it collects K shares of the last committed epoch, makes the new secret and shares, persists its own, and sends prepares. Idempotent for the same request. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /trust-quorum/reconfigure (the `TqReconfigure` operationId).
+	TqReconfigureWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqReconfigure Coordinate a new configuration
+	//
+	// This node becomes the coordinator of a new epoch: it collects K shares of the last committed epoch, makes the new secret and shares, persists its own, and sends prepares. Idempotent for the same request. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /trust-quorum/reconfigure (the `TqReconfigure` operationId).
+	TqReconfigure(ctx context.Context, body TqReconfigureJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqStatus This node's trust-quorum status
+	//
+	// Latest configuration and committed epochs, coordination in progress, connected peers, alarms, proxied requests in flight and the ledger on each M.2. Any rack identity may read it.
+	//
+	// Corresponds with GET /trust-quorum/status (the `TqStatus` operationId).
+	TqStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // ArtifactList What the sled holds
@@ -488,6 +728,323 @@ func (c *Client) Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*h
 // Corresponds with GET /metrics (the `Metrics` operationId).
 func (c *Client) Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewMetricsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqCommitWithBody Commit a prepared epoch here
+//
+// Idempotent; a member that did not prepare answers `not_prepared` (use prepare-and-commit). Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /trust-quorum/commit (the `TqCommit` operationId).
+func (c *Client) TqCommitWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqCommitRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqCommit Commit a prepared epoch here
+//
+// Idempotent; a member that did not prepare answers `not_prepared` (use prepare-and-commit). Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /trust-quorum/commit (the `TqCommit` operationId).
+func (c *Client) TqCommit(ctx context.Context, body TqCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqCommitRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqCoordinatorStatus What this node is coordinating
+//
+// Nexus polls the coordinator: its state, and while preparing the configuration and the members that acknowledged it. Any rack identity may read it.
+//
+// Corresponds with GET /trust-quorum/coordinator-status (the `TqCoordinatorStatus` operationId).
+func (c *Client) TqCoordinatorStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqCoordinatorStatusRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqLrtqUpgradeWithBody Upgrade an LRTQ rack to the trust quorum
+//
+// As reconfigure, collecting the LRTQ shares instead. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /trust-quorum/lrtq-upgrade (the `TqLrtqUpgrade` operationId).
+func (c *Client) TqLrtqUpgradeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqLrtqUpgradeRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqLrtqUpgrade Upgrade an LRTQ rack to the trust quorum
+//
+// As reconfigure, collecting the LRTQ shares instead. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /trust-quorum/lrtq-upgrade (the `TqLrtqUpgrade` operationId).
+func (c *Client) TqLrtqUpgrade(ctx context.Context, body TqLrtqUpgradeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqLrtqUpgradeRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqPrepareAndCommitWithBody Commit an epoch this member never prepared
+//
+// The member stores the configuration and rebuilds its share from K members; `pending` until it has. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /trust-quorum/prepare-and-commit (the `TqPrepareAndCommit` operationId).
+func (c *Client) TqPrepareAndCommitWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqPrepareAndCommitRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqPrepareAndCommit Commit an epoch this member never prepared
+//
+// The member stores the configuration and rebuilds its share from K members; `pending` until it has. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /trust-quorum/prepare-and-commit (the `TqPrepareAndCommit` operationId).
+func (c *Client) TqPrepareAndCommit(ctx context.Context, body TqPrepareAndCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqPrepareAndCommitRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqProxyCommitWithBody Commit an epoch on another sled, through this one
+//
+// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /trust-quorum/proxy/commit (the `TqProxyCommit` operationId).
+func (c *Client) TqProxyCommitWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqProxyCommitRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqProxyCommit Commit an epoch on another sled, through this one
+//
+// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /trust-quorum/proxy/commit (the `TqProxyCommit` operationId).
+func (c *Client) TqProxyCommit(ctx context.Context, body TqProxyCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqProxyCommitRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqProxyPrepareAndCommitWithBody Prepare-and-commit on another sled, through this one
+//
+// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /trust-quorum/proxy/prepare-and-commit (the `TqProxyPrepareAndCommit` operationId).
+func (c *Client) TqProxyPrepareAndCommitWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqProxyPrepareAndCommitRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqProxyPrepareAndCommit Prepare-and-commit on another sled, through this one
+//
+// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /trust-quorum/proxy/prepare-and-commit (the `TqProxyPrepareAndCommit` operationId).
+func (c *Client) TqProxyPrepareAndCommit(ctx context.Context, body TqProxyPrepareAndCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqProxyPrepareAndCommitRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqProxyStartSledAgentWithBody Start the sled agent of another sled, through this one
+//
+// For a newly committed member that runs only its bootstrap agent. Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /trust-quorum/proxy/start-sled-agent (the `TqProxyStartSledAgent` operationId).
+func (c *Client) TqProxyStartSledAgentWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqProxyStartSledAgentRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqProxyStartSledAgent Start the sled agent of another sled, through this one
+//
+// For a newly committed member that runs only its bootstrap agent. Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /trust-quorum/proxy/start-sled-agent (the `TqProxyStartSledAgent` operationId).
+func (c *Client) TqProxyStartSledAgent(ctx context.Context, body TqProxyStartSledAgentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqProxyStartSledAgentRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqProxyStatus Another sled's trust-quorum status, through this one
+//
+// Any rack identity may read it. The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Corresponds with GET /trust-quorum/proxy/status (the `TqProxyStatus` operationId).
+func (c *Client) TqProxyStatus(ctx context.Context, params *TqProxyStatusParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqProxyStatusRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqReconfigureWithBody Coordinate a new configuration
+//
+// This node becomes the coordinator of a new epoch: it collects K shares of the last committed epoch, makes the new secret and shares, persists its own, and sends prepares. Idempotent for the same request. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /trust-quorum/reconfigure (the `TqReconfigure` operationId).
+func (c *Client) TqReconfigureWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqReconfigureRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqReconfigure Coordinate a new configuration
+//
+// This node becomes the coordinator of a new epoch: it collects K shares of the last committed epoch, makes the new secret and shares, persists its own, and sends prepares. Idempotent for the same request. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /trust-quorum/reconfigure (the `TqReconfigure` operationId).
+func (c *Client) TqReconfigure(ctx context.Context, body TqReconfigureJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqReconfigureRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqStatus This node's trust-quorum status
+//
+// Latest configuration and committed epochs, coordination in progress, connected peers, alarms, proxied requests in flight and the ledger on each M.2. Any rack identity may read it.
+//
+// Corresponds with GET /trust-quorum/status (the `TqStatus` operationId).
+func (c *Client) TqStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqStatusRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -890,6 +1447,398 @@ func NewMetricsRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewTqCommitRequest calls the generic TqCommit builder with application/json body
+func NewTqCommitRequest(server string, body TqCommitJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewTqCommitRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewTqCommitRequestWithBody constructs an http.Request for the TqCommit method, with any body, and a specified content type
+func NewTqCommitRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/trust-quorum/commit")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewTqCoordinatorStatusRequest constructs an http.Request for the TqCoordinatorStatus method
+func NewTqCoordinatorStatusRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/trust-quorum/coordinator-status")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewTqLrtqUpgradeRequest calls the generic TqLrtqUpgrade builder with application/json body
+func NewTqLrtqUpgradeRequest(server string, body TqLrtqUpgradeJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewTqLrtqUpgradeRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewTqLrtqUpgradeRequestWithBody constructs an http.Request for the TqLrtqUpgrade method, with any body, and a specified content type
+func NewTqLrtqUpgradeRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/trust-quorum/lrtq-upgrade")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewTqPrepareAndCommitRequest calls the generic TqPrepareAndCommit builder with application/json body
+func NewTqPrepareAndCommitRequest(server string, body TqPrepareAndCommitJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewTqPrepareAndCommitRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewTqPrepareAndCommitRequestWithBody constructs an http.Request for the TqPrepareAndCommit method, with any body, and a specified content type
+func NewTqPrepareAndCommitRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/trust-quorum/prepare-and-commit")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewTqProxyCommitRequest calls the generic TqProxyCommit builder with application/json body
+func NewTqProxyCommitRequest(server string, body TqProxyCommitJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewTqProxyCommitRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewTqProxyCommitRequestWithBody constructs an http.Request for the TqProxyCommit method, with any body, and a specified content type
+func NewTqProxyCommitRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/trust-quorum/proxy/commit")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewTqProxyPrepareAndCommitRequest calls the generic TqProxyPrepareAndCommit builder with application/json body
+func NewTqProxyPrepareAndCommitRequest(server string, body TqProxyPrepareAndCommitJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewTqProxyPrepareAndCommitRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewTqProxyPrepareAndCommitRequestWithBody constructs an http.Request for the TqProxyPrepareAndCommit method, with any body, and a specified content type
+func NewTqProxyPrepareAndCommitRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/trust-quorum/proxy/prepare-and-commit")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewTqProxyStartSledAgentRequest calls the generic TqProxyStartSledAgent builder with application/json body
+func NewTqProxyStartSledAgentRequest(server string, body TqProxyStartSledAgentJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewTqProxyStartSledAgentRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewTqProxyStartSledAgentRequestWithBody constructs an http.Request for the TqProxyStartSledAgent method, with any body, and a specified content type
+func NewTqProxyStartSledAgentRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/trust-quorum/proxy/start-sled-agent")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewTqProxyStatusRequest constructs an http.Request for the TqProxyStatus method
+func NewTqProxyStatusRequest(server string, params *TqProxyStatusParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/trust-quorum/proxy/status")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "part", params.Part, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "serial", params.Serial, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewTqReconfigureRequest calls the generic TqReconfigure builder with application/json body
+func NewTqReconfigureRequest(server string, body TqReconfigureJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewTqReconfigureRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewTqReconfigureRequestWithBody constructs an http.Request for the TqReconfigure method, with any body, and a specified content type
+func NewTqReconfigureRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/trust-quorum/reconfigure")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewTqStatusRequest constructs an http.Request for the TqStatus method
+func NewTqStatusRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/trust-quorum/status")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -1050,6 +1999,159 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /metrics (the `Metrics` operationId).
 	MetricsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*MetricsResponse, error)
+
+	// TqCommitWithBodyWithResponse Commit a prepared epoch here
+	//
+	// Idempotent; a member that did not prepare answers `not_prepared` (use prepare-and-commit). Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/commit (the `TqCommit` operationId).
+	TqCommitWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqCommitResponse, error)
+
+	// TqCommitWithResponse Commit a prepared epoch here
+	//
+	// Idempotent; a member that did not prepare answers `not_prepared` (use prepare-and-commit). Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/commit (the `TqCommit` operationId).
+	TqCommitWithResponse(ctx context.Context, body TqCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*TqCommitResponse, error)
+
+	// TqCoordinatorStatusWithResponse What this node is coordinating
+	//
+	// Nexus polls the coordinator: its state, and while preparing the configuration and the members that acknowledged it. Any rack identity may read it.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /trust-quorum/coordinator-status (the `TqCoordinatorStatus` operationId).
+	TqCoordinatorStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TqCoordinatorStatusResponse, error)
+
+	// TqLrtqUpgradeWithBodyWithResponse Upgrade an LRTQ rack to the trust quorum
+	//
+	// As reconfigure, collecting the LRTQ shares instead. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/lrtq-upgrade (the `TqLrtqUpgrade` operationId).
+	TqLrtqUpgradeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqLrtqUpgradeResponse, error)
+
+	// TqLrtqUpgradeWithResponse Upgrade an LRTQ rack to the trust quorum
+	//
+	// As reconfigure, collecting the LRTQ shares instead. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/lrtq-upgrade (the `TqLrtqUpgrade` operationId).
+	TqLrtqUpgradeWithResponse(ctx context.Context, body TqLrtqUpgradeJSONRequestBody, reqEditors ...RequestEditorFn) (*TqLrtqUpgradeResponse, error)
+
+	// TqPrepareAndCommitWithBodyWithResponse Commit an epoch this member never prepared
+	//
+	// The member stores the configuration and rebuilds its share from K members; `pending` until it has. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/prepare-and-commit (the `TqPrepareAndCommit` operationId).
+	TqPrepareAndCommitWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqPrepareAndCommitResponse, error)
+
+	// TqPrepareAndCommitWithResponse Commit an epoch this member never prepared
+	//
+	// The member stores the configuration and rebuilds its share from K members; `pending` until it has. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/prepare-and-commit (the `TqPrepareAndCommit` operationId).
+	TqPrepareAndCommitWithResponse(ctx context.Context, body TqPrepareAndCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*TqPrepareAndCommitResponse, error)
+
+	// TqProxyCommitWithBodyWithResponse Commit an epoch on another sled, through this one
+	//
+	// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/proxy/commit (the `TqProxyCommit` operationId).
+	TqProxyCommitWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqProxyCommitResponse, error)
+
+	// TqProxyCommitWithResponse Commit an epoch on another sled, through this one
+	//
+	// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/proxy/commit (the `TqProxyCommit` operationId).
+	TqProxyCommitWithResponse(ctx context.Context, body TqProxyCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*TqProxyCommitResponse, error)
+
+	// TqProxyPrepareAndCommitWithBodyWithResponse Prepare-and-commit on another sled, through this one
+	//
+	// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/proxy/prepare-and-commit (the `TqProxyPrepareAndCommit` operationId).
+	TqProxyPrepareAndCommitWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqProxyPrepareAndCommitResponse, error)
+
+	// TqProxyPrepareAndCommitWithResponse Prepare-and-commit on another sled, through this one
+	//
+	// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/proxy/prepare-and-commit (the `TqProxyPrepareAndCommit` operationId).
+	TqProxyPrepareAndCommitWithResponse(ctx context.Context, body TqProxyPrepareAndCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*TqProxyPrepareAndCommitResponse, error)
+
+	// TqProxyStartSledAgentWithBodyWithResponse Start the sled agent of another sled, through this one
+	//
+	// For a newly committed member that runs only its bootstrap agent. Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/proxy/start-sled-agent (the `TqProxyStartSledAgent` operationId).
+	TqProxyStartSledAgentWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqProxyStartSledAgentResponse, error)
+
+	// TqProxyStartSledAgentWithResponse Start the sled agent of another sled, through this one
+	//
+	// For a newly committed member that runs only its bootstrap agent. Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/proxy/start-sled-agent (the `TqProxyStartSledAgent` operationId).
+	TqProxyStartSledAgentWithResponse(ctx context.Context, body TqProxyStartSledAgentJSONRequestBody, reqEditors ...RequestEditorFn) (*TqProxyStartSledAgentResponse, error)
+
+	// TqProxyStatusWithResponse Another sled's trust-quorum status, through this one
+	//
+	// Any rack identity may read it. The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /trust-quorum/proxy/status (the `TqProxyStatus` operationId).
+	TqProxyStatusWithResponse(ctx context.Context, params *TqProxyStatusParams, reqEditors ...RequestEditorFn) (*TqProxyStatusResponse, error)
+
+	// TqReconfigureWithBodyWithResponse Coordinate a new configuration
+	//
+	// This node becomes the coordinator of a new epoch: it collects K shares of the last committed epoch, makes the new secret and shares, persists its own, and sends prepares. Idempotent for the same request. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/reconfigure (the `TqReconfigure` operationId).
+	TqReconfigureWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqReconfigureResponse, error)
+
+	// TqReconfigureWithResponse Coordinate a new configuration
+	//
+	// This node becomes the coordinator of a new epoch: it collects K shares of the last committed epoch, makes the new secret and shares, persists its own, and sends prepares. Idempotent for the same request. Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/reconfigure (the `TqReconfigure` operationId).
+	TqReconfigureWithResponse(ctx context.Context, body TqReconfigureJSONRequestBody, reqEditors ...RequestEditorFn) (*TqReconfigureResponse, error)
+
+	// TqStatusWithResponse This node's trust-quorum status
+	//
+	// Latest configuration and committed epochs, coordination in progress, connected peers, alarms, proxied requests in flight and the ledger on each M.2. Any rack identity may read it.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /trust-quorum/status (the `TqStatus` operationId).
+	TqStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TqStatusResponse, error)
 }
 
 type ArtifactListResponse struct {
@@ -1671,6 +2773,759 @@ func (r MetricsResponse) ContentType() string {
 	return ""
 }
 
+type TqCommitResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TQCommitResult
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *TQForbidden
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *TQRefused
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *TQUnavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TqCommitResponse) GetJSON200() *TQCommitResult {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r TqCommitResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TqCommitResponse) GetJSON403() *TQForbidden {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TqCommitResponse) GetJSON409() *TQRefused {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TqCommitResponse) GetJSON503() *TQUnavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TqCommitResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TqCommitResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TqCommitResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TqCommitResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TqCommitResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TqCoordinatorStatusResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TQCoordinatorStatus
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *TQForbidden
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *TQUnavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TqCoordinatorStatusResponse) GetJSON200() *TQCoordinatorStatus {
+	return r.JSON200
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TqCoordinatorStatusResponse) GetJSON403() *TQForbidden {
+	return r.JSON403
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TqCoordinatorStatusResponse) GetJSON503() *TQUnavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TqCoordinatorStatusResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TqCoordinatorStatusResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TqCoordinatorStatusResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TqCoordinatorStatusResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TqCoordinatorStatusResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TqLrtqUpgradeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TQCoordinatorStatus
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *TQForbidden
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *TQRefused
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *TQUnavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TqLrtqUpgradeResponse) GetJSON200() *TQCoordinatorStatus {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r TqLrtqUpgradeResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TqLrtqUpgradeResponse) GetJSON403() *TQForbidden {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TqLrtqUpgradeResponse) GetJSON409() *TQRefused {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TqLrtqUpgradeResponse) GetJSON503() *TQUnavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TqLrtqUpgradeResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TqLrtqUpgradeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TqLrtqUpgradeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TqLrtqUpgradeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TqLrtqUpgradeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TqPrepareAndCommitResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TQCommitResult
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *TQForbidden
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *TQRefused
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *TQUnavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TqPrepareAndCommitResponse) GetJSON200() *TQCommitResult {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r TqPrepareAndCommitResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TqPrepareAndCommitResponse) GetJSON403() *TQForbidden {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TqPrepareAndCommitResponse) GetJSON409() *TQRefused {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TqPrepareAndCommitResponse) GetJSON503() *TQUnavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TqPrepareAndCommitResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TqPrepareAndCommitResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TqPrepareAndCommitResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TqPrepareAndCommitResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TqPrepareAndCommitResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TqProxyCommitResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TQCommitResult
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *TQForbidden
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *TQRefused
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *TQUnavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TqProxyCommitResponse) GetJSON200() *TQCommitResult {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r TqProxyCommitResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TqProxyCommitResponse) GetJSON403() *TQForbidden {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TqProxyCommitResponse) GetJSON409() *TQRefused {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TqProxyCommitResponse) GetJSON503() *TQUnavailable {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r TqProxyCommitResponse) GetJSON504() *Error {
+	return r.JSON504
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TqProxyCommitResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TqProxyCommitResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TqProxyCommitResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TqProxyCommitResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TqProxyCommitResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TqProxyPrepareAndCommitResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TQCommitResult
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *TQForbidden
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *TQRefused
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *TQUnavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TqProxyPrepareAndCommitResponse) GetJSON200() *TQCommitResult {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r TqProxyPrepareAndCommitResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TqProxyPrepareAndCommitResponse) GetJSON403() *TQForbidden {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TqProxyPrepareAndCommitResponse) GetJSON409() *TQRefused {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TqProxyPrepareAndCommitResponse) GetJSON503() *TQUnavailable {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r TqProxyPrepareAndCommitResponse) GetJSON504() *Error {
+	return r.JSON504
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TqProxyPrepareAndCommitResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TqProxyPrepareAndCommitResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TqProxyPrepareAndCommitResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TqProxyPrepareAndCommitResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TqProxyPrepareAndCommitResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TqProxyStartSledAgentResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TQStartSledAgentResult
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *TQForbidden
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *TQRefused
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *TQUnavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TqProxyStartSledAgentResponse) GetJSON200() *TQStartSledAgentResult {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r TqProxyStartSledAgentResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TqProxyStartSledAgentResponse) GetJSON403() *TQForbidden {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TqProxyStartSledAgentResponse) GetJSON409() *TQRefused {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TqProxyStartSledAgentResponse) GetJSON503() *TQUnavailable {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r TqProxyStartSledAgentResponse) GetJSON504() *Error {
+	return r.JSON504
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TqProxyStartSledAgentResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TqProxyStartSledAgentResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TqProxyStartSledAgentResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TqProxyStartSledAgentResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TqProxyStartSledAgentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TqProxyStatusResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TQStatus
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *TQForbidden
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *TQUnavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TqProxyStatusResponse) GetJSON200() *TQStatus {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r TqProxyStatusResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TqProxyStatusResponse) GetJSON403() *TQForbidden {
+	return r.JSON403
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TqProxyStatusResponse) GetJSON503() *TQUnavailable {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r TqProxyStatusResponse) GetJSON504() *Error {
+	return r.JSON504
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TqProxyStatusResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TqProxyStatusResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TqProxyStatusResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TqProxyStatusResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TqProxyStatusResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TqReconfigureResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TQCoordinatorStatus
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *TQForbidden
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *TQRefused
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *TQUnavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TqReconfigureResponse) GetJSON200() *TQCoordinatorStatus {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r TqReconfigureResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TqReconfigureResponse) GetJSON403() *TQForbidden {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TqReconfigureResponse) GetJSON409() *TQRefused {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TqReconfigureResponse) GetJSON503() *TQUnavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TqReconfigureResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TqReconfigureResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TqReconfigureResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TqReconfigureResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TqReconfigureResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TqStatusResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TQStatus
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *TQForbidden
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *TQUnavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TqStatusResponse) GetJSON200() *TQStatus {
+	return r.JSON200
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TqStatusResponse) GetJSON403() *TQForbidden {
+	return r.JSON403
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TqStatusResponse) GetJSON503() *TQUnavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TqStatusResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TqStatusResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TqStatusResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TqStatusResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TqStatusResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ArtifactListWithResponse What the sled holds
 //
 // Every hash of the current config with the number of present M.2s holding a verified copy (0 to `m2_present`), and the copies from a depot queued or running at this generation.
@@ -1864,6 +3719,261 @@ func (c *ClientWithResponses) MetricsWithResponse(ctx context.Context, reqEditor
 		return nil, err
 	}
 	return ParseMetricsResponse(rsp)
+}
+
+// TqCommitWithBodyWithResponse Commit a prepared epoch here
+//
+// Idempotent; a member that did not prepare answers `not_prepared` (use prepare-and-commit). Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/commit (the `TqCommit` operationId).
+func (c *ClientWithResponses) TqCommitWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqCommitResponse, error) {
+	rsp, err := c.TqCommitWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqCommitResponse(rsp)
+}
+
+// TqCommitWithResponse Commit a prepared epoch here
+//
+// Idempotent; a member that did not prepare answers `not_prepared` (use prepare-and-commit). Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/commit (the `TqCommit` operationId).
+func (c *ClientWithResponses) TqCommitWithResponse(ctx context.Context, body TqCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*TqCommitResponse, error) {
+	rsp, err := c.TqCommit(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqCommitResponse(rsp)
+}
+
+// TqCoordinatorStatusWithResponse What this node is coordinating
+//
+// Nexus polls the coordinator: its state, and while preparing the configuration and the members that acknowledged it. Any rack identity may read it.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /trust-quorum/coordinator-status (the `TqCoordinatorStatus` operationId).
+func (c *ClientWithResponses) TqCoordinatorStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TqCoordinatorStatusResponse, error) {
+	rsp, err := c.TqCoordinatorStatus(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqCoordinatorStatusResponse(rsp)
+}
+
+// TqLrtqUpgradeWithBodyWithResponse Upgrade an LRTQ rack to the trust quorum
+//
+// As reconfigure, collecting the LRTQ shares instead. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/lrtq-upgrade (the `TqLrtqUpgrade` operationId).
+func (c *ClientWithResponses) TqLrtqUpgradeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqLrtqUpgradeResponse, error) {
+	rsp, err := c.TqLrtqUpgradeWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqLrtqUpgradeResponse(rsp)
+}
+
+// TqLrtqUpgradeWithResponse Upgrade an LRTQ rack to the trust quorum
+//
+// As reconfigure, collecting the LRTQ shares instead. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/lrtq-upgrade (the `TqLrtqUpgrade` operationId).
+func (c *ClientWithResponses) TqLrtqUpgradeWithResponse(ctx context.Context, body TqLrtqUpgradeJSONRequestBody, reqEditors ...RequestEditorFn) (*TqLrtqUpgradeResponse, error) {
+	rsp, err := c.TqLrtqUpgrade(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqLrtqUpgradeResponse(rsp)
+}
+
+// TqPrepareAndCommitWithBodyWithResponse Commit an epoch this member never prepared
+//
+// The member stores the configuration and rebuilds its share from K members; `pending` until it has. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/prepare-and-commit (the `TqPrepareAndCommit` operationId).
+func (c *ClientWithResponses) TqPrepareAndCommitWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqPrepareAndCommitResponse, error) {
+	rsp, err := c.TqPrepareAndCommitWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqPrepareAndCommitResponse(rsp)
+}
+
+// TqPrepareAndCommitWithResponse Commit an epoch this member never prepared
+//
+// The member stores the configuration and rebuilds its share from K members; `pending` until it has. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/prepare-and-commit (the `TqPrepareAndCommit` operationId).
+func (c *ClientWithResponses) TqPrepareAndCommitWithResponse(ctx context.Context, body TqPrepareAndCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*TqPrepareAndCommitResponse, error) {
+	rsp, err := c.TqPrepareAndCommit(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqPrepareAndCommitResponse(rsp)
+}
+
+// TqProxyCommitWithBodyWithResponse Commit an epoch on another sled, through this one
+//
+// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/proxy/commit (the `TqProxyCommit` operationId).
+func (c *ClientWithResponses) TqProxyCommitWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqProxyCommitResponse, error) {
+	rsp, err := c.TqProxyCommitWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqProxyCommitResponse(rsp)
+}
+
+// TqProxyCommitWithResponse Commit an epoch on another sled, through this one
+//
+// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/proxy/commit (the `TqProxyCommit` operationId).
+func (c *ClientWithResponses) TqProxyCommitWithResponse(ctx context.Context, body TqProxyCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*TqProxyCommitResponse, error) {
+	rsp, err := c.TqProxyCommit(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqProxyCommitResponse(rsp)
+}
+
+// TqProxyPrepareAndCommitWithBodyWithResponse Prepare-and-commit on another sled, through this one
+//
+// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/proxy/prepare-and-commit (the `TqProxyPrepareAndCommit` operationId).
+func (c *ClientWithResponses) TqProxyPrepareAndCommitWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqProxyPrepareAndCommitResponse, error) {
+	rsp, err := c.TqProxyPrepareAndCommitWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqProxyPrepareAndCommitResponse(rsp)
+}
+
+// TqProxyPrepareAndCommitWithResponse Prepare-and-commit on another sled, through this one
+//
+// Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/proxy/prepare-and-commit (the `TqProxyPrepareAndCommit` operationId).
+func (c *ClientWithResponses) TqProxyPrepareAndCommitWithResponse(ctx context.Context, body TqProxyPrepareAndCommitJSONRequestBody, reqEditors ...RequestEditorFn) (*TqProxyPrepareAndCommitResponse, error) {
+	rsp, err := c.TqProxyPrepareAndCommit(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqProxyPrepareAndCommitResponse(rsp)
+}
+
+// TqProxyStartSledAgentWithBodyWithResponse Start the sled agent of another sled, through this one
+//
+// For a newly committed member that runs only its bootstrap agent. Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/proxy/start-sled-agent (the `TqProxyStartSledAgent` operationId).
+func (c *ClientWithResponses) TqProxyStartSledAgentWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqProxyStartSledAgentResponse, error) {
+	rsp, err := c.TqProxyStartSledAgentWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqProxyStartSledAgentResponse(rsp)
+}
+
+// TqProxyStartSledAgentWithResponse Start the sled agent of another sled, through this one
+//
+// For a newly committed member that runs only its bootstrap agent. Nexus only (mutual TLS; the identity comes from the client certificate). The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/proxy/start-sled-agent (the `TqProxyStartSledAgent` operationId).
+func (c *ClientWithResponses) TqProxyStartSledAgentWithResponse(ctx context.Context, body TqProxyStartSledAgentJSONRequestBody, reqEditors ...RequestEditorFn) (*TqProxyStartSledAgentResponse, error) {
+	rsp, err := c.TqProxyStartSledAgent(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqProxyStartSledAgentResponse(rsp)
+}
+
+// TqProxyStatusWithResponse Another sled's trust-quorum status, through this one
+//
+// Any rack identity may read it. The request is forwarded over this sled's bootstrap connection to the destination (a sled Nexus cannot reach, say one running only its bootstrap agent), executed there, never proxied again; it fails at once if that connection drops, and the caller's deadline bounds it.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /trust-quorum/proxy/status (the `TqProxyStatus` operationId).
+func (c *ClientWithResponses) TqProxyStatusWithResponse(ctx context.Context, params *TqProxyStatusParams, reqEditors ...RequestEditorFn) (*TqProxyStatusResponse, error) {
+	rsp, err := c.TqProxyStatus(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqProxyStatusResponse(rsp)
+}
+
+// TqReconfigureWithBodyWithResponse Coordinate a new configuration
+//
+// This node becomes the coordinator of a new epoch: it collects K shares of the last committed epoch, makes the new secret and shares, persists its own, and sends prepares. Idempotent for the same request. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/reconfigure (the `TqReconfigure` operationId).
+func (c *ClientWithResponses) TqReconfigureWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TqReconfigureResponse, error) {
+	rsp, err := c.TqReconfigureWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqReconfigureResponse(rsp)
+}
+
+// TqReconfigureWithResponse Coordinate a new configuration
+//
+// This node becomes the coordinator of a new epoch: it collects K shares of the last committed epoch, makes the new secret and shares, persists its own, and sends prepares. Idempotent for the same request. Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/reconfigure (the `TqReconfigure` operationId).
+func (c *ClientWithResponses) TqReconfigureWithResponse(ctx context.Context, body TqReconfigureJSONRequestBody, reqEditors ...RequestEditorFn) (*TqReconfigureResponse, error) {
+	rsp, err := c.TqReconfigure(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqReconfigureResponse(rsp)
+}
+
+// TqStatusWithResponse This node's trust-quorum status
+//
+// Latest configuration and committed epochs, coordination in progress, connected peers, alarms, proxied requests in flight and the ledger on each M.2. Any rack identity may read it.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /trust-quorum/status (the `TqStatus` operationId).
+func (c *ClientWithResponses) TqStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TqStatusResponse, error) {
+	rsp, err := c.TqStatus(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqStatusResponse(rsp)
 }
 
 // ParseArtifactListResponse parses an HTTP response from a ArtifactListWithResponse call
@@ -2320,6 +4430,609 @@ func ParseMetricsResponse(rsp *http.Response) (*MetricsResponse, error) {
 	return response, nil
 }
 
+// ParseTqCommitResponse parses an HTTP response from a TqCommitWithResponse call
+func ParseTqCommitResponse(rsp *http.Response) (*TqCommitResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TqCommitResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TQCommitResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest TQForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest TQRefused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest TQUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTqCoordinatorStatusResponse parses an HTTP response from a TqCoordinatorStatusWithResponse call
+func ParseTqCoordinatorStatusResponse(rsp *http.Response) (*TqCoordinatorStatusResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TqCoordinatorStatusResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TQCoordinatorStatus
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest TQForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest TQUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTqLrtqUpgradeResponse parses an HTTP response from a TqLrtqUpgradeWithResponse call
+func ParseTqLrtqUpgradeResponse(rsp *http.Response) (*TqLrtqUpgradeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TqLrtqUpgradeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TQCoordinatorStatus
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest TQForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest TQRefused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest TQUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTqPrepareAndCommitResponse parses an HTTP response from a TqPrepareAndCommitWithResponse call
+func ParseTqPrepareAndCommitResponse(rsp *http.Response) (*TqPrepareAndCommitResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TqPrepareAndCommitResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TQCommitResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest TQForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest TQRefused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest TQUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTqProxyCommitResponse parses an HTTP response from a TqProxyCommitWithResponse call
+func ParseTqProxyCommitResponse(rsp *http.Response) (*TqProxyCommitResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TqProxyCommitResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TQCommitResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest TQForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest TQRefused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest TQUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTqProxyPrepareAndCommitResponse parses an HTTP response from a TqProxyPrepareAndCommitWithResponse call
+func ParseTqProxyPrepareAndCommitResponse(rsp *http.Response) (*TqProxyPrepareAndCommitResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TqProxyPrepareAndCommitResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TQCommitResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest TQForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest TQRefused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest TQUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTqProxyStartSledAgentResponse parses an HTTP response from a TqProxyStartSledAgentWithResponse call
+func ParseTqProxyStartSledAgentResponse(rsp *http.Response) (*TqProxyStartSledAgentResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TqProxyStartSledAgentResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TQStartSledAgentResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest TQForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest TQRefused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest TQUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTqProxyStatusResponse parses an HTTP response from a TqProxyStatusWithResponse call
+func ParseTqProxyStatusResponse(rsp *http.Response) (*TqProxyStatusResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TqProxyStatusResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TQStatus
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest TQForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest TQUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTqReconfigureResponse parses an HTTP response from a TqReconfigureWithResponse call
+func ParseTqReconfigureResponse(rsp *http.Response) (*TqReconfigureResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TqReconfigureResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TQCoordinatorStatus
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest TQForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest TQRefused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest TQUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTqStatusResponse parses an HTTP response from a TqStatusWithResponse call
+func ParseTqStatusResponse(rsp *http.Response) (*TqStatusResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TqStatusResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TQStatus
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest TQForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest TQUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// ArtifactList What the sled holds
@@ -2355,6 +5068,36 @@ type ServerInterface interface {
 	// Metrics Prometheus metrics
 	// (GET /metrics)
 	Metrics(w http.ResponseWriter, r *http.Request)
+	// TqCommit Commit a prepared epoch here
+	// (POST /trust-quorum/commit)
+	TqCommit(w http.ResponseWriter, r *http.Request)
+	// TqCoordinatorStatus What this node is coordinating
+	// (GET /trust-quorum/coordinator-status)
+	TqCoordinatorStatus(w http.ResponseWriter, r *http.Request)
+	// TqLrtqUpgrade Upgrade an LRTQ rack to the trust quorum
+	// (POST /trust-quorum/lrtq-upgrade)
+	TqLrtqUpgrade(w http.ResponseWriter, r *http.Request)
+	// TqPrepareAndCommit Commit an epoch this member never prepared
+	// (POST /trust-quorum/prepare-and-commit)
+	TqPrepareAndCommit(w http.ResponseWriter, r *http.Request)
+	// TqProxyCommit Commit an epoch on another sled, through this one
+	// (POST /trust-quorum/proxy/commit)
+	TqProxyCommit(w http.ResponseWriter, r *http.Request)
+	// TqProxyPrepareAndCommit Prepare-and-commit on another sled, through this one
+	// (POST /trust-quorum/proxy/prepare-and-commit)
+	TqProxyPrepareAndCommit(w http.ResponseWriter, r *http.Request)
+	// TqProxyStartSledAgent Start the sled agent of another sled, through this one
+	// (POST /trust-quorum/proxy/start-sled-agent)
+	TqProxyStartSledAgent(w http.ResponseWriter, r *http.Request)
+	// TqProxyStatus Another sled's trust-quorum status, through this one
+	// (GET /trust-quorum/proxy/status)
+	TqProxyStatus(w http.ResponseWriter, r *http.Request, params TqProxyStatusParams)
+	// TqReconfigure Coordinate a new configuration
+	// (POST /trust-quorum/reconfigure)
+	TqReconfigure(w http.ResponseWriter, r *http.Request)
+	// TqStatus This node's trust-quorum status
+	// (GET /trust-quorum/status)
+	TqStatus(w http.ResponseWriter, r *http.Request)
 }
 
 // Unimplemented server implementation that returns http.StatusNotImplemented for each endpoint.
@@ -2424,6 +5167,66 @@ func (_ Unimplemented) Healthz(w http.ResponseWriter, r *http.Request) {
 // Metrics Prometheus metrics
 // (GET /metrics)
 func (_ Unimplemented) Metrics(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TqCommit Commit a prepared epoch here
+// (POST /trust-quorum/commit)
+func (_ Unimplemented) TqCommit(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TqCoordinatorStatus What this node is coordinating
+// (GET /trust-quorum/coordinator-status)
+func (_ Unimplemented) TqCoordinatorStatus(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TqLrtqUpgrade Upgrade an LRTQ rack to the trust quorum
+// (POST /trust-quorum/lrtq-upgrade)
+func (_ Unimplemented) TqLrtqUpgrade(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TqPrepareAndCommit Commit an epoch this member never prepared
+// (POST /trust-quorum/prepare-and-commit)
+func (_ Unimplemented) TqPrepareAndCommit(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TqProxyCommit Commit an epoch on another sled, through this one
+// (POST /trust-quorum/proxy/commit)
+func (_ Unimplemented) TqProxyCommit(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TqProxyPrepareAndCommit Prepare-and-commit on another sled, through this one
+// (POST /trust-quorum/proxy/prepare-and-commit)
+func (_ Unimplemented) TqProxyPrepareAndCommit(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TqProxyStartSledAgent Start the sled agent of another sled, through this one
+// (POST /trust-quorum/proxy/start-sled-agent)
+func (_ Unimplemented) TqProxyStartSledAgent(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TqProxyStatus Another sled's trust-quorum status, through this one
+// (GET /trust-quorum/proxy/status)
+func (_ Unimplemented) TqProxyStatus(w http.ResponseWriter, r *http.Request, params TqProxyStatusParams) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TqReconfigure Coordinate a new configuration
+// (POST /trust-quorum/reconfigure)
+func (_ Unimplemented) TqReconfigure(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TqStatus This node's trust-quorum status
+// (GET /trust-quorum/status)
+func (_ Unimplemented) TqStatus(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -2658,6 +5461,178 @@ func (siw *ServerInterfaceWrapper) Metrics(w http.ResponseWriter, r *http.Reques
 	handler.ServeHTTP(w, r)
 }
 
+// TqCommit operation middleware
+func (siw *ServerInterfaceWrapper) TqCommit(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TqCommit(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TqCoordinatorStatus operation middleware
+func (siw *ServerInterfaceWrapper) TqCoordinatorStatus(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TqCoordinatorStatus(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TqLrtqUpgrade operation middleware
+func (siw *ServerInterfaceWrapper) TqLrtqUpgrade(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TqLrtqUpgrade(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TqPrepareAndCommit operation middleware
+func (siw *ServerInterfaceWrapper) TqPrepareAndCommit(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TqPrepareAndCommit(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TqProxyCommit operation middleware
+func (siw *ServerInterfaceWrapper) TqProxyCommit(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TqProxyCommit(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TqProxyPrepareAndCommit operation middleware
+func (siw *ServerInterfaceWrapper) TqProxyPrepareAndCommit(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TqProxyPrepareAndCommit(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TqProxyStartSledAgent operation middleware
+func (siw *ServerInterfaceWrapper) TqProxyStartSledAgent(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TqProxyStartSledAgent(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TqProxyStatus operation middleware
+func (siw *ServerInterfaceWrapper) TqProxyStatus(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params TqProxyStatusParams
+
+	// ------------- Required query parameter "part" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "part", r.URL.Query(), &params.Part, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "part"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "part", Err: err})
+		}
+		return
+	}
+
+	// ------------- Required query parameter "serial" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "serial", r.URL.Query(), &params.Serial, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "serial"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "serial", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TqProxyStatus(w, r, params)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TqReconfigure operation middleware
+func (siw *ServerInterfaceWrapper) TqReconfigure(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TqReconfigure(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TqStatus operation middleware
+func (siw *ServerInterfaceWrapper) TqStatus(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TqStatus(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 type UnescapedCookieParamError struct {
 	ParamName string
 	Err       error
@@ -2803,6 +5778,36 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/metrics", wrapper.Metrics)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/trust-quorum/commit", wrapper.TqCommit)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/trust-quorum/coordinator-status", wrapper.TqCoordinatorStatus)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/trust-quorum/lrtq-upgrade", wrapper.TqLrtqUpgrade)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/trust-quorum/prepare-and-commit", wrapper.TqPrepareAndCommit)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/trust-quorum/proxy/commit", wrapper.TqProxyCommit)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/trust-quorum/proxy/prepare-and-commit", wrapper.TqProxyPrepareAndCommit)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/trust-quorum/proxy/start-sled-agent", wrapper.TqProxyStartSledAgent)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/trust-quorum/proxy/status", wrapper.TqProxyStatus)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/trust-quorum/reconfigure", wrapper.TqReconfigure)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/trust-quorum/status", wrapper.TqStatus)
 	})
 
 	return r
