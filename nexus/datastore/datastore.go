@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -60,6 +61,9 @@ type Datastore struct {
 	pool  *pgxpool.Pool
 	log   zerolog.Logger
 	retry RetryPolicy
+	// rngMu guards rng: transactions retry concurrently, and a
+	// rand.Rand is not safe for concurrent use.
+	rngMu sync.Mutex
 	rng   *rand.Rand
 	sleep func(context.Context, time.Duration) error
 	// onRetry is called for each retried attempt; tests count them.
@@ -162,6 +166,8 @@ func (d *Datastore) backoff(attempt int) time.Duration {
 	if ceiling > d.retry.Max || ceiling <= 0 {
 		ceiling = d.retry.Max
 	}
+	d.rngMu.Lock()
+	defer d.rngMu.Unlock()
 	return time.Duration(d.rng.Int64N(int64(ceiling) + 1))
 }
 
