@@ -289,16 +289,22 @@ func (d *Driver) lookup(name string) (*runner, error) {
 
 // Activate asks for an explicit activation of every named task on behalf
 // of requester. It activates nothing when any name is unknown, and then
-// returns an error wrapping ErrUnknownTask that names them all. An
-// activation asked for while the task runs follows that run; it does not
-// move the task's period timer.
+// returns an error wrapping ErrUnknownTask that names them all. A task
+// named more than once is activated once. An activation asked for while
+// the task runs follows that run; it does not move the task's period
+// timer.
 func (d *Driver) Activate(requester string, names ...string) error {
 	d.mu.Lock()
 	runners := make([]*runner, 0, len(names))
 	var unknown []string
 	for _, n := range names {
 		if r := d.tasks[n]; r != nil {
-			runners = append(runners, r)
+			// A name given twice is one activation: triggering it twice
+			// would start a second run whenever the task's loop took
+			// the first trigger before the second arrived.
+			if !slices.Contains(runners, r) {
+				runners = append(runners, r)
+			}
 		} else {
 			unknown = append(unknown, fmt.Sprintf("%q", n))
 		}

@@ -1,6 +1,7 @@
 package tufreplication
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"slices"
@@ -174,98 +175,195 @@ type source struct {
 // does Nexus send it itself (PUT from this Nexus, or a copy from another
 // Nexus's depot). Every finished copy adds a source, so the number of
 // sources grows with each run: a tree, not a star.
+//
+// The phases run in this order, each over the state the ones before it
+// left in a planner: stop on a stale view, register sources, count what is
+// in flight, count holdings and needs, then hand out copies artifact by
+// artifact, and last decide which local copies may go.
 func Compute(in Input) Plan {
-	lim := in.Limits
-	var plan Plan
+	sleds := sortedSleds(in.Sleds)
+	if stop := staleView(sleds, in.Generation); stop != "" {
+		return Plan{Stop: stop}
+	}
+	p := newPlanner(in, sleds)
+	p.addSources()
+	p.countInFlight()
+	p.countHoldings()
+	for rank, a := range rarestFirst(p.plan.Artifacts) {
+		p.assign(rank, a)
+	}
+	slices.Sort(p.plan.Unheld)
+	p.plan.DropLocal = droppable(in.Artifacts, p.plan.Artifacts, in.SelfLocal, in.Limits.MinSledReplication)
+	return p.plan
+}
 
-	sleds := slices.Clone(in.Sleds)
-	slices.SortFunc(sleds, func(a, b Sled) int { return cmp.Compare(a.ID.String(), b.ID.String()) })
+// sortedSleds returns a copy of sleds ordered by ID, the order every phase
+// walks them in, so that a plan does not depend on the collect phase's
+// order.
+func sortedSleds(sleds []Sled) []Sled {
+	out := slices.Clone(sleds)
+	// Byte order of the IDs is the order of their canonical strings
+	// (fixed-width lowercase hex, dashes at fixed places) without
+	// formatting two strings per comparison.
+	slices.SortFunc(out, func(a, b Sled) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	return out
+}
+
+// staleView says why the run must stop when a reachable sled holds a newer
+// artifact generation than gen (the first such sled in sleds' order), and
+// returns "" when none does.
+func staleView(sleds []Sled, gen int64) string {
 	for _, s := range sleds {
-		if s.Reachable && s.Generation > in.Generation {
-			plan.Stop = fmt.Sprintf("sled %s holds artifact generation %d, newer than this Nexus's %d: its view is stale",
-				s.ID, s.Generation, in.Generation)
-			return plan
+		if s.Reachable && s.Generation > gen {
+			return fmt.Sprintf("sled %s holds artifact generation %d, newer than this Nexus's %d: its view is stale",
+				s.ID, s.Generation, gen)
 		}
 	}
-	// A sled is usable this run when it is reachable and at our
-	// generation (requests carry the generation and would be refused
-	// otherwise).
-	usable := func(s *Sled) bool { return s.Reachable && s.Generation == in.Generation }
+	return ""
+}
 
+// planner is one Compute call's working state. Per-sled slices follow
+// sleds; per-artifact slices follow Input.Artifacts.
+type planner struct {
+	in    Input
+	lim   Limits
+	sleds []Sled
+	// usable marks sleds that are reachable and at the wanted generation:
+	// only those are sources or targets (requests carry the generation
+	// and would be refused otherwise).
+	usable []bool
+	plan   Plan
+
+	// sources holds every place copies can come from, by URL, so that a
+	// copy in flight is charged to its source whatever that is.
+	sources map[string]*source
+	// sledSource is each usable sled's own depot (nil for the others).
+	sledSource []*source
+	// nexusHolders lists, per artifact, the Nexus instances holding it.
+	nexusHolders [][]*source
+	// receiving marks, per artifact, the sleds with a copy of it in flight.
+	receiving []map[int]bool
+	// targetLoad counts, per sled, the copies it receives at once.
+	targetLoad []int
+	// needs counts, per artifact, the usable sleds that lack a copy on
+	// some M.2 and are not receiving one.
+	needs []int
+	// nexusSends counts the copies Nexus instances serve in this plan.
+	nexusSends int
+	// holders is assign's scratch list of an artifact's sled sources.
+	holders []*source
+}
+
+// newPlanner starts a plan of in over sleds (in.Sleds in sortedSleds'
+// order): one state per wanted artifact, nothing counted yet.
+func newPlanner(in Input, sleds []Sled) *planner {
 	n := len(in.Artifacts)
-	plan.Artifacts = make([]ArtifactState, n)
-	for i, a := range in.Artifacts {
-		plan.Artifacts[i].Artifact = a
+	p := &planner{
+		in:           in,
+		lim:          in.Limits,
+		sleds:        sleds,
+		usable:       make([]bool, len(sleds)),
+		sources:      map[string]*source{},
+		sledSource:   make([]*source, len(sleds)),
+		nexusHolders: make([][]*source, n),
+		receiving:    make([]map[int]bool, n),
+		targetLoad:   make([]int, len(sleds)),
+		needs:        make([]int, n),
 	}
-
-	// Sources: every usable sled's depot and every Nexus holding copies.
-	sources := map[string]*source{}
-	addSource := func(s *source) *source {
-		if old, ok := sources[s.url]; ok {
-			return old
-		}
-		sources[s.url] = s
-		return s
-	}
-	sledSource := make([]*source, len(sleds))
 	for i := range sleds {
-		if usable(&sleds[i]) {
-			sledSource[i] = addSource(&source{url: sleds[i].DepotURL, kind: "sled", id: sleds[i].ID,
-				cap: lim.MaxCopiesPerSource})
+		p.usable[i] = sleds[i].Reachable && sleds[i].Generation == in.Generation
+	}
+	p.plan.Artifacts = make([]ArtifactState, n)
+	for i, a := range in.Artifacts {
+		p.plan.Artifacts[i].Artifact = a
+	}
+	return p
+}
+
+// addSource registers s, or returns the source already registered at its
+// URL (a depot is one source however many things point at it).
+func (p *planner) addSource(s *source) *source {
+	if old, ok := p.sources[s.url]; ok {
+		return old
+	}
+	p.sources[s.url] = s
+	return s
+}
+
+// addSources registers every usable sled's depot and every Nexus holding
+// a wanted artifact, and counts each artifact's Nexus holders. Copies of
+// artifacts outside the wanted set are ignored.
+func (p *planner) addSources() {
+	for i := range p.sleds {
+		if p.usable[i] {
+			p.sledSource[i] = p.addSource(&source{url: p.sleds[i].DepotURL, kind: "sled", id: p.sleds[i].ID,
+				cap: p.lim.MaxCopiesPerSource})
 		}
 	}
-	nexusHolders := make([][]*source, n)
-	for _, c := range in.NexusCopies {
+	n := len(p.in.Artifacts)
+	for _, c := range p.in.NexusCopies {
 		if c.Artifact < 0 || c.Artifact >= n {
 			continue
 		}
 		kind := "nexus"
-		if c.NexusID == in.Self {
+		if c.NexusID == p.in.Self {
 			kind = "self"
 		}
-		src := addSource(&source{url: c.URL, kind: kind, id: c.NexusID, cap: lim.MaxNexusSends})
-		nexusHolders[c.Artifact] = append(nexusHolders[c.Artifact], src)
-		plan.Artifacts[c.Artifact].NexusHolders++
+		src := p.addSource(&source{url: c.URL, kind: kind, id: c.NexusID, cap: p.lim.MaxNexusSends})
+		p.nexusHolders[c.Artifact] = append(p.nexusHolders[c.Artifact], src)
+		p.plan.Artifacts[c.Artifact].NexusHolders++
 	}
+}
 
-	// What is in flight: receivers per artifact, load per source and per
-	// target.
-	receiving := make([]map[int]bool, n)
-	targetLoad := make([]int, len(sleds))
-	for i := range sleds {
-		if !usable(&sleds[i]) {
+// countInFlight records the copies usable sleds are running: who receives
+// each artifact, each artifact's InFlight count, and the load they put on
+// their targets and on their sources (when the source is one this plan
+// knows).
+func (p *planner) countInFlight() {
+	n := len(p.in.Artifacts)
+	for i := range p.sleds {
+		if !p.usable[i] {
 			continue
 		}
-		for _, f := range sleds[i].InFlight {
+		for _, f := range p.sleds[i].InFlight {
 			if f.Artifact < 0 || f.Artifact >= n {
 				continue
 			}
-			if receiving[f.Artifact] == nil {
-				receiving[f.Artifact] = map[int]bool{}
+			if p.receiving[f.Artifact] == nil {
+				p.receiving[f.Artifact] = map[int]bool{}
 			}
-			receiving[f.Artifact][i] = true
-			plan.Artifacts[f.Artifact].InFlight++
-			targetLoad[i]++
-			if src, ok := sources[f.Source]; ok {
+			p.receiving[f.Artifact][i] = true
+			p.plan.Artifacts[f.Artifact].InFlight++
+			p.targetLoad[i]++
+			if src, ok := p.sources[f.Source]; ok {
 				src.load++
 			}
 		}
 	}
+}
 
-	// Count holders and, per artifact, the sleds that need a copy. This is
-	// the one pass over every (sled, artifact) pair; everything after it
-	// touches only artifacts that need something, so a rack where all is
-	// in place costs little more than this loop.
-	holds := func(s *Sled, a int) int {
-		if a < len(s.Copies) {
-			return int(s.Copies[a])
-		}
-		return 0
+// holds is how many of s's M.2s hold a verified copy of artifact a.
+func holds(s *Sled, a int) int {
+	if a < len(s.Copies) {
+		return int(s.Copies[a])
 	}
-	needs := make([]int, n)
-	for i := range sleds {
-		s := &sleds[i]
-		if !usable(s) {
+	return 0
+}
+
+// countHoldings counts each artifact's holders and full holders among the
+// usable sleds, and the sleds that need a copy of it: usable sleds with an
+// M.2 present that lack it on some M.2 and are not already receiving it.
+//
+// This is the one pass over every (sled, artifact) pair; everything after
+// it touches only artifacts that need something, so a rack where all is
+// in place costs little more than this loop. It works on local slices so
+// the inner loop keeps them in registers.
+func (p *planner) countHoldings() {
+	states, needs := p.plan.Artifacts, p.needs
+	n := len(states)
+	for i := range p.sleds {
+		s := &p.sleds[i]
+		if !p.usable[i] {
 			continue
 		}
 		copies := s.Copies
@@ -276,11 +374,11 @@ func Compute(in Input) Plan {
 			switch {
 			case c == 0:
 			case int(c) >= s.M2Present:
-				plan.Artifacts[a].Holders++
-				plan.Artifacts[a].FullHolders++
+				states[a].Holders++
+				states[a].FullHolders++
 				continue
 			default:
-				plan.Artifacts[a].Holders++
+				states[a].Holders++
 			}
 			if s.M2Present > 0 {
 				needs[a]++
@@ -293,119 +391,155 @@ func Compute(in Input) Plan {
 			}
 		}
 	}
-	for a, rs := range receiving {
+	for a, rs := range p.receiving {
 		for i := range rs {
-			if s := &sleds[i]; s.M2Present > 0 && holds(s, a) < s.M2Present {
+			if s := &p.sleds[i]; s.M2Present > 0 && holds(s, a) < s.M2Present {
 				needs[a]--
 			}
 		}
 	}
+}
 
-	// Rarest first, so that under limits the artifacts closest to being
-	// lost spread first.
-	order := make([]int, n)
+// rarestFirst returns the artifacts' indexes ordered by holders plus copies
+// in flight, fewest first, ties in input order: under limits the artifacts
+// closest to being lost spread first.
+func rarestFirst(states []ArtifactState) []int {
+	order := make([]int, len(states))
 	for i := range order {
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(x, y int) int {
-		return cmp.Compare(plan.Artifacts[x].Holders+plan.Artifacts[x].InFlight,
-			plan.Artifacts[y].Holders+plan.Artifacts[y].InFlight)
+		return cmp.Compare(states[x].Holders+states[x].InFlight, states[y].Holders+states[y].InFlight)
 	})
+	return order
+}
 
-	nexusSends := 0
-	var holders []*source
-	for rank, a := range order {
-		st := &plan.Artifacts[a]
-		art := in.Artifacts[a]
-		if st.Holders == 0 && st.NexusHolders == 0 && st.InFlight == 0 {
-			plan.Unheld = append(plan.Unheld, art.SHA256)
-			continue
-		}
-		if needs[a] == 0 {
-			continue
-		}
-		if len(plan.Requests) >= lim.MaxRequests {
-			plan.Deferred += needs[a]
-			continue
-		}
-		holders = holders[:0]
-		for i := range sleds {
-			if sledSource[i] != nil && holds(&sleds[i], a) > 0 {
-				holders = append(holders, sledSource[i])
-			}
-		}
-		// Nexus seeds only what sleds do not already have or receive.
-		nexusBudget := lim.MinSledReplication - st.Holders - st.InFlight
-		// Start each artifact's targets at a different sled, so that
-		// seeds (and so the next run's sources) spread over the rack.
-		offset := rank * max(lim.MinSledReplication, 1)
-		remaining := needs[a]
-		for k := 0; k < len(sleds) && remaining > 0; k++ {
-			i := (k + offset) % len(sleds)
-			s := &sleds[i]
-			if !usable(s) || s.M2Present == 0 || holds(s, a) >= s.M2Present || receiving[a][i] {
-				continue
-			}
-			remaining--
-			if len(plan.Requests) >= lim.MaxRequests || targetLoad[i] >= lim.MaxCopiesPerTarget {
-				plan.Deferred++
-				continue
-			}
-			var req *source
-			ok := false
-			if holds(s, a) > 0 && sledSource[i].load < sledSource[i].cap {
-				// One M.2 lacks it: refill from the sled's own copy.
-				req, ok = sledSource[i], true
-			}
-			if !ok {
-				req, ok = pickSource(holders, sledSource[i])
-			}
-			nexusOK := nexusBudget > 0 && nexusSends < lim.MaxNexusSends
-			if !ok && nexusOK {
-				// No sled can serve it yet: Nexus seeds it, preferring
-				// its own disk.
-				req, ok = pickSource(preferSelf(nexusHolders[a]), nil)
-				if ok {
-					nexusBudget--
-					nexusSends++
-				}
-			}
-			if !ok {
-				plan.Deferred++
-				if !nexusOK && !anySpare(holders) {
-					// Nothing can serve this artifact any more this run:
-					// the other sleds that need it wait too.
-					plan.Deferred += remaining
-					break
-				}
-				continue
-			}
-			req.load++
-			targetLoad[i]++
-			r := Request{Kind: CopyFromDepot, Sled: s.ID, Artifact: art, Source: req.url, SourceKind: req.kind}
-			if req.kind == "self" {
-				r = Request{Kind: PutFromNexus, Sled: s.ID, Artifact: art, SourceKind: "nexus"}
-			} else if req.kind == "nexus" {
-				r.SourceKind = "nexus"
-			}
-			plan.Requests = append(plan.Requests, r)
+// lacks reports whether sled i is a target for artifact a: usable, with an
+// M.2 present that lacks a copy, and not already receiving one.
+func (p *planner) lacks(i, a int) bool {
+	s := &p.sleds[i]
+	return p.usable[i] && s.M2Present > 0 && holds(s, a) < s.M2Present && !p.receiving[a][i]
+}
+
+// sledHolders lists the sources of the usable sleds holding a copy of a,
+// in sleds' order. The list is scratch space, valid until the next call.
+func (p *planner) sledHolders(a int) []*source {
+	p.holders = p.holders[:0]
+	for i := range p.sleds {
+		if p.sledSource[i] != nil && holds(&p.sleds[i], a) > 0 {
+			p.holders = append(p.holders, p.sledSource[i])
 		}
 	}
-	slices.Sort(plan.Unheld)
+	return p.holders
+}
 
-	// Local copies this Nexus may drop.
-	wanted := make(map[Hash]int, n)
-	for i, a := range in.Artifacts {
+// assign hands out copies of artifact a, the rank-th in rarestFirst order,
+// to the sleds that need it, within the run's limits; what it cannot hand
+// out is counted as Deferred. An artifact nobody holds or receives is
+// reported Unheld instead.
+func (p *planner) assign(rank, a int) {
+	st := &p.plan.Artifacts[a]
+	if st.Holders == 0 && st.NexusHolders == 0 && st.InFlight == 0 {
+		p.plan.Unheld = append(p.plan.Unheld, st.Artifact.SHA256)
+		return
+	}
+	if p.needs[a] == 0 {
+		return
+	}
+	if len(p.plan.Requests) >= p.lim.MaxRequests {
+		p.plan.Deferred += p.needs[a]
+		return
+	}
+	holders := p.sledHolders(a)
+	// Nexus seeds only what sleds do not already have or receive.
+	nexusBudget := p.lim.MinSledReplication - st.Holders - st.InFlight
+	// Start each artifact's targets at a different sled, so that seeds
+	// (and so the next run's sources) spread over the rack.
+	offset := rank * max(p.lim.MinSledReplication, 1)
+	remaining := p.needs[a]
+	for k := 0; k < len(p.sleds) && remaining > 0; k++ {
+		i := (k + offset) % len(p.sleds)
+		if !p.lacks(i, a) {
+			continue
+		}
+		remaining--
+		if len(p.plan.Requests) >= p.lim.MaxRequests || p.targetLoad[i] >= p.lim.MaxCopiesPerTarget {
+			p.plan.Deferred++
+			continue
+		}
+		nexusOK := nexusBudget > 0 && p.nexusSends < p.lim.MaxNexusSends
+		src, fromNexus := p.chooseSource(i, a, holders, nexusOK)
+		if src == nil {
+			p.plan.Deferred++
+			if !nexusOK && !anySpare(holders) {
+				// Nothing can serve this artifact any more this run: the
+				// other sleds that need it wait too.
+				p.plan.Deferred += remaining
+				return
+			}
+			continue
+		}
+		if fromNexus {
+			nexusBudget--
+			p.nexusSends++
+		}
+		src.load++
+		p.targetLoad[i]++
+		p.plan.Requests = append(p.plan.Requests, newRequest(p.sleds[i].ID, st.Artifact, src))
+	}
+}
+
+// chooseSource picks where sled i gets artifact a from: its own depot when
+// one of its M.2s already holds it (refilling the other), else the
+// least-loaded other sled in holders, else, when nexusOK, a Nexus holding
+// it, this one first. It returns nil when every candidate is at capacity;
+// fromNexus says the source is a Nexus (charged to the Nexus budgets).
+func (p *planner) chooseSource(i, a int, holders []*source, nexusOK bool) (src *source, fromNexus bool) {
+	own := p.sledSource[i]
+	if holds(&p.sleds[i], a) > 0 && own.load < own.cap {
+		return own, false
+	}
+	if src, ok := pickSource(holders, own); ok {
+		return src, false
+	}
+	if nexusOK {
+		if src, ok := pickSource(preferSelf(p.nexusHolders[a]), nil); ok {
+			return src, true
+		}
+	}
+	return nil, false
+}
+
+// newRequest is the request giving art to sled from src: a PUT when src is
+// this Nexus's own disk, otherwise a copy from src's depot.
+func newRequest(sled uuid.UUID, art Artifact, src *source) Request {
+	switch src.kind {
+	case "self":
+		return Request{Kind: PutFromNexus, Sled: sled, Artifact: art, SourceKind: "nexus"}
+	case "nexus":
+		return Request{Kind: CopyFromDepot, Sled: sled, Artifact: art, Source: src.url, SourceKind: "nexus"}
+	default:
+		return Request{Kind: CopyFromDepot, Sled: sled, Artifact: art, Source: src.url, SourceKind: src.kind}
+	}
+}
+
+// droppable lists, sorted, the local copies (local) this Nexus may delete:
+// those not in the wanted set (artifacts), and wanted ones at least minSleds
+// sleds hold (states, per artifact). minSleds 0 keeps every wanted copy.
+func droppable(artifacts []Artifact, states []ArtifactState, local []Hash, minSleds int) []Hash {
+	wanted := make(map[Hash]int, len(artifacts))
+	for i, a := range artifacts {
 		wanted[a.SHA256] = i
 	}
-	for _, h := range in.SelfLocal {
+	var out []Hash
+	for _, h := range local {
 		a, ok := wanted[h]
-		if !ok || (lim.MinSledReplication > 0 && plan.Artifacts[a].Holders >= lim.MinSledReplication) {
-			plan.DropLocal = append(plan.DropLocal, h)
+		if !ok || (minSleds > 0 && states[a].Holders >= minSleds) {
+			out = append(out, h)
 		}
 	}
-	slices.Sort(plan.DropLocal)
-	return plan
+	slices.Sort(out)
+	return out
 }
 
 // pickSource returns the least-loaded source with spare capacity, other

@@ -181,7 +181,6 @@ type Batch struct {
 	err     error
 	// renamed lists the artifacts the batch put in place (for Abort).
 	renamed []string
-	temps   []string
 }
 
 type pending struct {

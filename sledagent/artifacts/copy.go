@@ -18,6 +18,7 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/internal/backoff"
+	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/reqid"
 )
 
@@ -46,6 +47,18 @@ type copier struct {
 	sem  chan struct{}
 	mu   sync.Mutex
 	jobs map[string]*api.ArtifactCopy // latest copy of each hash
+	// stopped is set once the store stops: no copy starts after it, so
+	// that the store's wait for its copies sees every one (a WaitGroup
+	// must not grow from zero while it is waited on).
+	stopped bool
+}
+
+// stop refuses new copies; the ones already started see the store's
+// context cancelled.
+func (c *copier) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopped = true
 }
 
 func newCopier(s *Store) *copier {
@@ -149,6 +162,10 @@ func (c *copier) inFlight(gen uint64) map[string]string {
 	return out
 }
 
+// ErrStopped is why StartCopy refuses a copy once the store has stopped
+// (wrapped in a 503).
+var ErrStopped = errors.New("artifacts: the store has stopped")
+
 // Copy returns the latest copy of sha, if one is remembered.
 func (s *Store) Copy(sha string) (api.ArtifactCopy, bool) { return s.copies.get(sha) }
 
@@ -156,7 +173,8 @@ func (s *Store) Copy(sha string) (api.ArtifactCopy, bool) { return s.copies.get(
 // lacks it. It answers at once: done (started=false) when every device
 // already holds it; the copy already queued or running for sha, if any
 // (no second copy starts); or a new queued copy. The copy itself runs
-// after the reply; Copy and Copies show its progress and outcome.
+// after the reply; Copy and Copies show its progress and outcome. Once the
+// store has stopped it refuses with ErrStopped (a 503).
 func (s *Store) StartCopy(ctx context.Context, sha string, gen uint64, req api.ArtifactCopyRequest) (api.ArtifactCopy, bool, error) {
 	devs, err := s.admit(sha, gen)
 	if err != nil {
@@ -167,6 +185,10 @@ func (s *Store) StartCopy(ctx context.Context, sha string, gen uint64, req api.A
 	c := s.copies
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.stopped {
+		return api.ArtifactCopy{}, false, httpx.Unavailable(ErrStopped,
+			"the sled agent is stopping; ask again once it is back")
+	}
 	c.pruneLocked()
 	if j := c.jobs[sha]; j != nil && !j.Finished() {
 		return cloneCopy(j), true, nil

@@ -212,13 +212,18 @@ func (s *Store) Run(ctx context.Context) {
 	case <-ctx.Done():
 	case <-s.ctx.Done():
 	}
-	s.cancel()
-	s.wg.Wait()
+	s.stop()
 }
 
 // Close stops the background work of a store that Run never ran.
-func (s *Store) Close() {
+func (s *Store) Close() { s.stop() }
+
+// stop cancels the background work and the copies, refuses new copies
+// (requests still being served during the listeners' shutdown grace may
+// ask for them), and waits for everything to finish.
+func (s *Store) stop() {
 	s.cancel()
+	s.copies.stop()
 	s.wg.Wait()
 }
 

@@ -232,15 +232,6 @@ func httpClient(b *rackpki.Bundle) *http.Client {
 	}}
 }
 
-func unusedAddr(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // api is a client of sled i's API as Nexus (hc nil) or as hc.
 func (r *rack) api(i int, hc *http.Client) client.SledAgent {
 	r.t.Helper()
