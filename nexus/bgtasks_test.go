@@ -19,7 +19,9 @@ import (
 	"github.com/rackplane/rackplane/bgtasks/heartbeat"
 	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/bgtasks/sledliveness"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/racktest"
+	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/sledagent"
@@ -303,8 +305,9 @@ func TestSledLivenessMarksAStoppedSled(t *testing.T) {
 func TestUnknownTaskPeriodStopsStartup(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
-	_, err := nexus.New(context.Background(), nexus.Config{ID: uuid.New(), ExternalAddr: "127.0.0.1:0",
-		InternalAddr: "127.0.0.1:0", DatabaseURL: db.URL, DataDir: t.TempDir(),
+	id := uuid.New()
+	_, err := nexus.New(context.Background(), nexus.Config{ID: id, ExternalAddr: "127.0.0.1:0",
+		InternalAddr: "127.0.0.1:0", DatabaseURL: db.URL, DataDir: t.TempDir(), TLS: sledtest.Bundle(t, rackpki.Nexus(id.String())),
 		Tasks:       nexustasks.Registrar(nexustasks.Config{}),
 		TaskPeriods: map[string]time.Duration{"sled_livenes": time.Second}}, racktest.Logger(t, "nexus"))
 	if !errors.Is(err, bgtasks.ErrInvalidRegistration) || !strings.Contains(err.Error(), "for sled_livenes,") ||

@@ -57,8 +57,22 @@ func startNexusProcess(t *testing.T, bin, dbURL, dataDir string, id uuid.UUID) *
 	t.Helper()
 	addr := freeAddr(t)
 	p := &nexusProcess{url: "http://" + addr, log: &bytes.Buffer{}}
+	// The Nexus certificate is made as a deployment makes it.
+	pki := filepath.Join(dataDir, "pki")
+	for _, args := range [][]string{
+		{"pki", "init", "--dir", filepath.Join(pki, "ca")},
+		{"pki", "issue", "--ca-dir", filepath.Join(pki, "ca"), "--out", filepath.Join(pki, "nexus"), "--nexus", id.String()},
+	} {
+		if _, err := os.Stat(filepath.Join(pki, "nexus")); err == nil {
+			break // kept from an earlier start on the same data dir
+		}
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("nexus %v: %v\n%s", args, err, out)
+		}
+	}
 	p.cmd = exec.Command(bin, "--database-url", dbURL, "--data-dir", dataDir, "--id", id.String(),
-		"--external-addr", addr, "--internal-addr", "127.0.0.1:0", "--log-level", "info")
+		"--external-addr", addr, "--internal-addr", "127.0.0.1:0", "--log-level", "info",
+		"--tls-dir", filepath.Join(pki, "nexus"))
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ package nexus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -27,6 +28,7 @@ import (
 	"github.com/rackplane/rackplane/bgtasks/taskdb"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/migrations"
 	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/datastore"
@@ -76,6 +78,17 @@ type Config struct {
 	// it (they fetch artifacts from this Nexus's depot there); empty means
 	// the internal listener's own address.
 	InternalAdvertiseURL string
+
+	// TLS is this Nexus's certificate (naming it, urn:rackplane:nexus:<id>)
+	// and the rack CA (required). The internal listener serves mutual TLS
+	// with it and accepts only sleds and other Nexus instances; the tasks
+	// present it to sleds and accept only sleds.
+	TLS *rackpki.Bundle
+	// ExternalTLS, when set, makes the external listener serve HTTPS with
+	// this certificate (one for the names operators use, not the rack
+	// identity); without it the external API is plain HTTP, and should be
+	// bound to loopback or a trusted network.
+	ExternalTLS *tls.Certificate
 }
 
 // Defaults for Config fields left empty.
@@ -139,6 +152,13 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 	if cfg.Tasks == nil {
 		return nil, errors.New("nexus: config needs its background tasks (nexustasks.Registrar)")
 	}
+	if cfg.TLS == nil {
+		return nil, errors.New("nexus: the Nexus certificate is required (--tls-dir, or --tls-cert, --tls-key and --tls-ca; " +
+			"`nexus pki issue --nexus ID` makes one)")
+	}
+	if id := cfg.TLS.Identity; id != rackpki.Nexus(cfg.ID.String()) {
+		return nil, fmt.Errorf("nexus: the certificate names %s, but this is Nexus %s", id, cfg.ID)
+	}
 	log = log.With().Str("nexus_id", cfg.ID.String()).Logger()
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("nexus: data dir: %w", err)
@@ -177,6 +197,14 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 	if s.internalLn, err = net.Listen("tcp", cfg.InternalAddr); err != nil {
 		s.externalLn.Close()
 		return nil, fmt.Errorf("nexus: internal API: %w", err)
+	}
+	// Sleds and other Nexus instances only; what each may do is decided
+	// from the identity its certificate names.
+	s.internalLn = tls.NewListener(s.internalLn,
+		cfg.TLS.ServerTLS(rackpki.OnlyKinds(rackpki.KindSled, rackpki.KindNexus), nil))
+	if cfg.ExternalTLS != nil {
+		s.externalLn = tls.NewListener(s.externalLn, &tls.Config{MinVersion: tls.VersionTLS12,
+			Certificates: []tls.Certificate{*cfg.ExternalTLS}})
 	}
 	s.external = s.externalRouter()
 	s.internal = s.internalRouter()
@@ -252,21 +280,25 @@ func ensureSchema(ctx context.Context, pool *pgxpool.Pool, autoMigrate bool, log
 }
 
 // ExternalURL is the base URL of the external API.
-func (s *Server) ExternalURL() string { return listenerURL(s.externalLn) }
+func (s *Server) ExternalURL() string { return listenerURL(s.externalLn, s.cfg.ExternalTLS != nil) }
 
-// InternalURL is the base URL of the internal API.
-func (s *Server) InternalURL() string { return listenerURL(s.internalLn) }
+// InternalURL is the base URL of the internal API (always HTTPS).
+func (s *Server) InternalURL() string { return listenerURL(s.internalLn, true) }
 
 // ID is this instance's id.
 func (s *Server) ID() uuid.UUID { return s.cfg.ID }
 
-func listenerURL(ln net.Listener) string {
+func listenerURL(ln net.Listener, secure bool) string {
 	addr := ln.Addr().(*net.TCPAddr)
 	host := addr.IP.String()
 	if addr.IP.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, fmt.Sprint(addr.Port))
+	scheme := "http://"
+	if secure {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, fmt.Sprint(addr.Port))
 }
 
 // Run serves both APIs until ctx is done, then shuts down gracefully and
@@ -317,7 +349,7 @@ func (s *Server) setupApp(d *depot.Depot) error {
 	s.app = app.New(app.Config{
 		NexusID: s.cfg.ID, UploadMaxBytes: s.cfg.UploadMaxBytes, TufMaxExpansion: s.cfg.TufMaxExpansion,
 		TufEnforceExpiry: s.cfg.TufEnforceExpiry,
-	}, app.Deps{DS: s.ds, Depot: d, Tasks: s.tasks, TaskDB: tdb, Log: s.log})
+	}, app.Deps{DS: s.ds, Depot: d, Tasks: s.tasks, TaskDB: tdb, Log: s.log, Identity: s.cfg.TLS})
 	if err := s.cfg.Tasks(s.app); err != nil {
 		return fmt.Errorf("nexus: %w", err)
 	}

@@ -16,7 +16,9 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks/nexustasks"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/racktest"
+	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/migrations"
 	"github.com/rackplane/rackplane/nexus"
@@ -46,7 +48,7 @@ func TestSledsRegisterAndAreListed(t *testing.T) {
 	for _, s := range sleds {
 		got := byID[s.ID()]
 		if got.Baseboard != s.Baseboard() || got.SledAgentAddress != s.Address() ||
-			fmt.Sprintf("http://127.0.0.1:%d", got.RepoDepotPort) != s.DepotURL() ||
+			fmt.Sprintf("https://127.0.0.1:%d", got.RepoDepotPort) != s.DepotURL() ||
 			got.Policy != api.SledPolicyInService || got.State != api.SledStateActive {
 			t.Errorf("sled %s listed as %+v; agent has baseboard %s address %s depot %s",
 				s.ID(), got, s.Baseboard(), s.Address(), s.DepotURL())
@@ -86,7 +88,12 @@ func rawCall(t *testing.T, method, url, body string, header http.Header) (int, a
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc := http.DefaultClient
+	if strings.HasPrefix(url, "https://") {
+		// The internal listener: a sled's certificate (baseboard p/s).
+		hc = sledtest.HTTPClient(t, rackpki.Sled("p", "s"))
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,12 +187,13 @@ func TestRoutingErrorsAreJSON(t *testing.T) {
 func TestSledListPagination(t *testing.T) {
 	db := testdb.New(t)
 	nx := racktest.StartNexus(t, db.URL, nexus.Config{})
-	in, err := client.NewNexusInternal(nx.InternalURL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for i := range 5 {
-		_, err := in.SledRegister(context.Background(), uuid.New(), api.SledRegistration{
+		// Each registers as itself: its certificate names its baseboard.
+		in, err := client.NewNexusInternal(nx.InternalURL(), sledtest.HTTPClient(t, rackpki.Sled("p", fmt.Sprint(i))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = in.SledRegister(context.Background(), uuid.New(), api.SledRegistration{
 			Baseboard: api.Baseboard{Part: "p", Serial: fmt.Sprint(i)}, SledAgentAddress: "h:1", RepoDepotPort: 2})
 		if err != nil {
 			t.Fatal(err)
@@ -218,8 +226,14 @@ func TestDatabaseOutage(t *testing.T) {
 	cluster.Stop()
 	start := time.Now()
 	h, err := nx.Client.Health(ctx)
-	if err == nil || h.Status != "unhealthy" || !strings.Contains(h.Checks["database"], "unreachable") {
+	if err == nil || h.Status != "unhealthy" || h.Checks["database"] != "unhealthy" {
 		t.Fatalf("health with the database down: %+v, %v", h, err)
+	}
+	// Anyone may ask, so the answer names no internals: no database user,
+	// host or socket path, no error text.
+	if b, _ := json.Marshal(h); strings.Contains(string(b), "postgres") || strings.Contains(string(b), "sock") ||
+		strings.Contains(string(b), "dial") {
+		t.Fatalf("health leaks internals: %s", b)
 	}
 	_, err = nx.Client.SledList(ctx)
 	if client.StatusCode(err) != 503 || client.ErrorCode(err) != api.CodeServiceUnavailable {
@@ -245,8 +259,10 @@ func TestStartupChecksSchema(t *testing.T) {
 	ctx := context.Background()
 	log := racktest.Logger(t, "nexus")
 	cfg := func(url string, auto bool) nexus.Config {
-		return nexus.Config{ID: uuid.New(), ExternalAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0",
+		id := uuid.New()
+		return nexus.Config{ID: id, ExternalAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0",
 			DatabaseURL: url, AutoMigrate: auto, DataDir: t.TempDir(), DatabaseWait: time.Second,
+			TLS:   sledtest.Bundle(t, rackpki.Nexus(id.String())),
 			Tasks: nexustasks.Registrar(nexustasks.Config{})}
 	}
 

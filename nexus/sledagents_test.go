@@ -35,10 +35,7 @@ func randomArtifact(t *testing.T, n int) ([]byte, string) {
 
 func sledClient(t *testing.T, s *racktest.Sled) client.SledAgent {
 	t.Helper()
-	c, err := client.NewSledAgent(s.URL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := s.AsNexus(t)
 	return c
 }
 
@@ -53,11 +50,8 @@ func TestSledStartedBeforeNexusRegistersWhenNexusAppears(t *testing.T) {
 	internalAddr := ln.Addr().String()
 	ln.Close()
 
-	sled := racktest.StartSled(t, "http://"+internalAddr, sledagent.Config{})
-	sc, err := client.NewSledAgent(sled.URL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sled := racktest.StartSled(t, "https://"+internalAddr, sledagent.Config{})
+	sc := sled.AsNexus(t)
 	racktest.WaitFor(t, 5*time.Second, "a failed registration attempt", func() error {
 		if sled.Registration().LastAttempt.IsZero() {
 			return context.DeadlineExceeded

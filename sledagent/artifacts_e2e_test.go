@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/sledagent"
 	"github.com/rackplane/rackplane/sledagent/artifacts"
@@ -32,10 +32,7 @@ func randomArtifact(t *testing.T, n int) ([]byte, string) {
 
 func sledClient(t *testing.T, s *sledtest.Sled) client.SledAgent {
 	t.Helper()
-	c, err := client.NewSledAgent(s.URL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := s.AsNexus(t)
 	return c
 }
 
@@ -49,7 +46,7 @@ func TestLateM2FilledWithoutNexus(t *testing.T) {
 	if err := os.Mkdir(m2a, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	sled := sledtest.StartSled(t, "http://"+unusedAddr(t), sledagent.Config{DataDir: dir,
+	sled := sledtest.StartSled(t, "https://"+unusedAddr(t), sledagent.Config{DataDir: dir,
 		M2Dirs: []string{m2a, m2b}, M2PollInterval: 20 * time.Millisecond})
 	c := sledClient(t, sled)
 	ctx := context.Background()
@@ -83,7 +80,7 @@ func TestLateM2FilledWithoutNexus(t *testing.T) {
 	}
 
 	// The metrics show what happened.
-	resp, err := http.Get(sled.URL() + "/metrics")
+	resp, err := sledtest.HTTPClient(t, rackpki.Nexus("test")).Get(sled.URL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +105,7 @@ func TestArtifactsSurviveRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	cfg := sledagent.Config{DataDir: dir, CreateM2Dirs: true}
-	nexusURL := "http://" + unusedAddr(t)
+	nexusURL := "https://" + unusedAddr(t)
 	first := sledtest.StartSled(t, nexusURL, cfg)
 	ctx := context.Background()
 	data, sha := randomArtifact(t, 100_000)

@@ -29,7 +29,7 @@ func startSledWithNexusDown(t *testing.T, seed uint64, cfg sledagent.Config) (*s
 	fake := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	cfg.Clock, cfg.Rand = fake, rand.NewPCG(seed, seed)
 	cfg.M2Dirs, cfg.M2PollInterval, cfg.ArtifactReconcileInterval, cfg.ScrubInterval = []string{}, 24*time.Hour, 24*time.Hour, -1
-	return sledtest.StartSled(t, "http://"+addr, cfg), fake
+	return sledtest.StartSled(t, "https://"+addr, cfg), fake
 }
 
 // registrationWaits lets n registration attempts fail and returns how long

@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/clock"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/rackpki"
@@ -96,10 +96,13 @@ type Config struct {
 	// Metrics is the sled's registry, shared with the bootstrap agent and
 	// the watcher (nil: a new one).
 	Metrics *prometheus.Registry
-	// TLS, when set, makes the sled API and the repo depot serve mutual
-	// TLS: clients must present a certificate of the rack CA. The
-	// trust-quorum routes are usable only then (they need the caller's
-	// verified identity).
+	// TLS is the sled's certificate (naming its baseboard) and the rack CA
+	// (required). The sled API and the repo depot serve mutual TLS with
+	// it: a client must present a certificate of the rack CA, and what it
+	// may do is decided from the identity that certificate names. The
+	// sled presents it to Nexus when it registers and to other depots when
+	// it copies from them, and accepts only a Nexus (registration) or a
+	// sled or Nexus (copy sources) on the other end.
 	TLS *rackpki.Bundle
 	// TrustQuorum is the bootstrap agent the /trust-quorum/ routes
 	// forward to (nil: they answer no_trust_quorum).
@@ -110,7 +113,7 @@ type Config struct {
 const (
 	DefaultListenAddr       = ":12345"
 	DefaultRepoDepotAddr    = ":12348"
-	DefaultNexusURL         = "http://127.0.0.1:12221"
+	DefaultNexusURL         = "https://127.0.0.1:12221"
 	DefaultRegisterInterval = 30 * time.Second
 	DefaultBaseboardPart    = "rackplane-sim"
 	DefaultM2PollInterval   = 2 * time.Second
@@ -203,10 +206,19 @@ func New(cfg Config, log zerolog.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("sled agent: identity: %w", err)
 	}
-	if cfg.Baseboard.Serial == "" {
-		cfg.Baseboard.Serial = "SIM-" + strings.ToUpper(id.String()[:8])
+	if cfg.TLS == nil {
+		return nil, errors.New("sled agent: the sled's certificate is required (--tls-dir, or --tls-cert, --tls-key and --tls-ca)")
 	}
-	nexus, err := client.NewNexusInternal(cfg.NexusURL, nil)
+	if cid := cfg.TLS.Identity; cid.Kind != rackpki.KindSled {
+		return nil, fmt.Errorf("sled agent: the certificate names %s, not a sled", cid)
+	} else if (cfg.Baseboard.Part != DefaultBaseboardPart && cfg.Baseboard.Part != cid.Part) ||
+		(cfg.Baseboard.Serial != "" && cfg.Baseboard.Serial != cid.Serial) {
+		return nil, fmt.Errorf("sled agent: the baseboard given (%s) is not the one the certificate names (%s)", cfg.Baseboard, cid)
+	}
+	// The sled is who its certificate says it is.
+	cfg.Baseboard = api.Baseboard{Part: cfg.TLS.Identity.Part, Serial: cfg.TLS.Identity.Serial}
+	nexus, err := client.NewNexusInternal(cfg.NexusURL, &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: cfg.TLS.ClientTLS(rackpki.OnlyKinds(rackpki.KindNexus), cfg.Clock.Now)}})
 	if err != nil {
 		return nil, fmt.Errorf("sled agent: --nexus-url: %w", err)
 	}
@@ -235,12 +247,10 @@ func New(cfg Config, log zerolog.Logger) (_ *Server, err error) {
 		s.store.Close()
 		return nil, fmt.Errorf("sled agent: repo depot: %w", err)
 	}
-	if cfg.TLS != nil {
-		// Any identity of the rack CA may connect; what it may do is
-		// decided per route from the verified certificate.
-		s.apiLn = tls.NewListener(s.apiLn, cfg.TLS.ServerTLS(rackpki.AnyIdentity, cfg.Clock.Now))
-		s.depotLn = tls.NewListener(s.depotLn, cfg.TLS.ServerTLS(rackpki.AnyIdentity, cfg.Clock.Now))
-	}
+	// Any identity of the rack CA may connect; what it may do is decided
+	// per route from the verified certificate.
+	s.apiLn = tls.NewListener(s.apiLn, cfg.TLS.ServerTLS(rackpki.AnyIdentity, cfg.Clock.Now))
+	s.depotLn = tls.NewListener(s.depotLn, cfg.TLS.ServerTLS(rackpki.AnyIdentity, cfg.Clock.Now))
 	s.api = s.apiRouter()
 	s.depot = s.depotRouter()
 	return s, nil
@@ -280,6 +290,7 @@ func (s *Server) openArtifactStore() error {
 		ScrubInterval:       cfg.ScrubInterval,
 		ScrubRate:           cfg.ScrubRate,
 		MaxConcurrentCopies: cfg.MaxConcurrentCopies,
+		HTTPClient:          copyClient(cfg.TLS, cfg.Clock.Now),
 	})
 	if err != nil {
 		return fmt.Errorf("sled agent: %w", err)
@@ -304,12 +315,7 @@ func (s *Server) URL() string { return s.scheme() + s.Address() }
 // DepotURL is the repo depot's base URL.
 func (s *Server) DepotURL() string { return s.scheme() + s.advertise(s.depotLn) }
 
-func (s *Server) scheme() string {
-	if s.cfg.TLS != nil {
-		return "https://"
-	}
-	return "http://"
-}
+func (s *Server) scheme() string { return "https://" }
 
 func (s *Server) advertise(ln net.Listener) string {
 	addr := ln.Addr().(*net.TCPAddr)
@@ -361,6 +367,7 @@ func (s *Server) Run(ctx context.Context) error {
 // through the routes generated from its OpenAPI document.
 func (s *Server) apiRouter() chi.Router {
 	r := httpx.NewRouter(s.log.With().Str("api", "sled").Logger())
+	r.Use(onlyNexusChanges)
 	s.store.Mount(r, agentHandlers{s: s, metrics: promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{})})
 	return r
 }
@@ -487,4 +494,53 @@ func (s *Server) registerOnce(parent context.Context) error {
 		log.Debug().Msg("registration refreshed")
 	}
 	return err
+}
+
+// copyClient fetches artifacts from other depots. It presents the sled's
+// certificate and accepts only a sled's or a Nexus's on the other end: a
+// copy request naming any other URL fails its handshake, so the sled
+// cannot be pointed at an arbitrary server.
+func copyClient(b *rackpki.Bundle, now func() time.Time) *http.Client {
+	t := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		MaxIdleConnsPerHost:   4,
+		TLSClientConfig:       b.ClientTLS(rackpki.OnlyKinds(rackpki.KindSled, rackpki.KindNexus), now),
+	}
+	return &http.Client{Transport: httpsOnly{t}}
+}
+
+// httpsOnly refuses any request that would not be verified: a plain-HTTP
+// URL would skip the certificate check that makes a copy source a depot of
+// the rack.
+type httpsOnly struct{ next http.RoundTripper }
+
+func (h httpsOnly) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme != "https" {
+		return nil, fmt.Errorf("copy source %s is not a depot of the rack: sources are fetched over mutual TLS only", r.URL.Redacted())
+	}
+	return h.next.RoundTrip(r)
+}
+
+// onlyNexusChanges is the sled API's authorisation: every caller has a
+// verified certificate of the rack CA (the listener's handshake demanded
+// one), any of them may read, and only a Nexus may change anything — push
+// an artifact config or an artifact, ask for a copy or a scrub, or touch
+// the trust quorum. Identity comes from the certificate, never the body.
+func onlyNexusChanges(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := rackpki.PeerIdentity(r.TLS)
+		if err != nil {
+			httpx.WriteError(w, r, fault.New(fault.Forbidden, api.CodeMTLSRequired,
+				"the sled API needs mutual TLS with a certificate of the rack CA"))
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && id.Kind != rackpki.KindNexus {
+			httpx.WriteError(w, r, fault.New(fault.Forbidden, api.CodeForbiddenIdentity,
+				"only Nexus may change what a sled holds or does; the caller is %s", id))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

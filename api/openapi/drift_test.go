@@ -17,7 +17,9 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/openapi"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/racktest"
+	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/internal/testdb"
 )
 
@@ -33,14 +35,32 @@ type listener struct {
 	// undocumented says why a served route is deliberately not in the
 	// documents ("" when it must be).
 	undocumented func(method, route string) string
+	// client calls the listener as a caller that may (an operator with an
+	// admin token; a Nexus over mutual TLS), so requests reach the
+	// operations' handlers.
+	client *http.Client
+}
+
+// bearer adds an operator token to every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }
 
 func listeners(rack *racktest.Rack) []listener {
 	nx, sled := rack.Nexus, rack.Sleds[0]
 	none := func(string, string) string { return "" }
+	asNexus := sledtest.HTTPClient(rack.T, rackpki.Nexus("drift-test"))
+	operator := &http.Client{Transport: bearer{token: nx.AdminToken, next: http.DefaultTransport}}
 	return []listener{
 		{
-			name: "nexus external", routes: nx.ExternalRouter(), baseURL: nx.ExternalURL(),
+			name: "nexus external", routes: nx.ExternalRouter(), baseURL: nx.ExternalURL(), client: operator,
 			docs: []openapi.Document{doc("nexus-external.json")},
 			undocumented: func(method, route string) string {
 				switch {
@@ -51,16 +71,16 @@ func listeners(rack *racktest.Rack) []listener {
 			},
 		},
 		{
-			name: "nexus internal", routes: nx.InternalRouter(), baseURL: nx.InternalURL(),
+			name: "nexus internal", routes: nx.InternalRouter(), baseURL: nx.InternalURL(), client: asNexus,
 			docs:         []openapi.Document{doc("nexus-internal.json"), doc("repo-depot.json")},
 			undocumented: none,
 		},
 		{
-			name: "sled API", routes: sled.APIRouter(), baseURL: sled.URL(),
+			name: "sled API", routes: sled.APIRouter(), baseURL: sled.URL(), client: asNexus,
 			docs: []openapi.Document{doc("sled-agent.json")}, undocumented: none,
 		},
 		{
-			name: "sled depot", routes: sled.DepotRouter(), baseURL: sled.DepotURL(),
+			name: "sled depot", routes: sled.DepotRouter(), baseURL: sled.DepotURL(), client: asNexus,
 			docs: []openapi.Document{doc("repo-depot.json")}, undocumented: none,
 		},
 	}
@@ -147,7 +167,7 @@ func TestEveryOperationAnswers(t *testing.T) {
 			name := l.name + " " + o.method + " " + o.path
 			t.Run(name, func(t *testing.T) {
 				req := exampleRequest(t, l.baseURL, o)
-				resp, err := http.DefaultClient.Do(req)
+				resp, err := l.client.Do(req)
 				if err != nil {
 					t.Fatal(err)
 				}

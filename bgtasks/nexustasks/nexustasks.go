@@ -7,8 +7,9 @@
 package nexustasks
 
 import (
+	"context"
 	"errors"
-	"net/http"
+	"net"
 	"time"
 
 	"github.com/rackplane/rackplane/bgtasks"
@@ -38,9 +39,9 @@ type ReplicationConfig struct {
 	MaxCopiesPerSource int
 	// FollowUp is how soon the task looks again while copies run.
 	FollowUp time.Duration
-	// HTTP talks to sleds (nil: the task's default client). Benchmarks
-	// set one that counts the bytes Nexus sends.
-	HTTP *http.Client
+	// Dial opens the task's connections to sleds (nil: the task's
+	// default). Benchmarks set one that counts the bytes Nexus sends.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // DefaultTufReposKept is how many of the newest repos are kept when the
@@ -64,7 +65,8 @@ func Registrar(cfg Config) func(a *app.App) error {
 				MaxCopiesPerSource: cfg.Replication.MaxCopiesPerSource,
 			},
 			FollowUp: cfg.Replication.FollowUp,
-			HTTP:     cfg.Replication.HTTP,
+			TLS:      a.SledTLS(),
+			Dial:     cfg.Replication.Dial,
 		})
 		err := errors.Join(
 			d.Register(bgtasks.Registration{

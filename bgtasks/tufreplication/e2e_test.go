@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,10 +21,11 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
-	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/racktest"
+	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus"
@@ -175,7 +175,7 @@ func depotFiles(nx *racktest.Nexus) []string {
 // sledMetric reads one counter from a sled's /metrics.
 func sledMetric(t *testing.T, s *racktest.Sled, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(s.URL() + "/metrics")
+	resp, err := sledtest.HTTPClient(t, rackpki.Nexus("test")).Get(s.URL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,10 +353,7 @@ func TestLostCopiesAreRefilled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sc, err := client.NewSledAgent(victim.URL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc := victim.AsNexus(t)
 	if _, err := sc.ArtifactScrubStart(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -462,10 +459,7 @@ func (r *rack) waitCopyRunning(timeout time.Duration) int {
 	found := -1
 	racktest.WaitFor(r.T, timeout, "a copy part-way through", func() error {
 		for i, s := range r.Sleds {
-			sc, err := client.NewSledAgent(s.URL(), nil)
-			if err != nil {
-				return err
-			}
+			sc := s.AsNexus(r.T)
 			list, err := sc.ArtifactCopies(context.Background())
 			if err != nil {
 				continue
@@ -528,7 +522,7 @@ func TestNexusRestartMidReplication(t *testing.T) {
 
 	cfg := nexusConfig()
 	cfg.ID, cfg.DataDir = id, filepath.Dir(dataDir)
-	cfg.InternalAddr = strings.TrimPrefix(internal, "http://")
+	cfg.InternalAddr = strings.TrimPrefix(internal, "https://")
 	r.Nexus = racktest.StartNexus(t, r.DB.URL, cfg)
 	r.waitHeld(r.Sleds, want, 60*time.Second)
 	st := waitConverged(t, r.Nexus, 30*time.Second)
@@ -581,10 +575,7 @@ func TestTwoNexusConvergeWithoutFlapping(t *testing.T) {
 	deleted := 0.0
 	for _, s := range r.Sleds {
 		deleted += sledMetric(t, s, "rackplane_sled_artifact_deleted_total")
-		sc, err := client.NewSledAgent(s.URL(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		sc := s.AsNexus(t)
 		cfg, err := sc.ArtifactConfigGet(ctx)
 		if err != nil || cfg.Generation != before || !slices.Equal(cfg.Artifacts, want) {
 			t.Fatalf("sled %s config %+v (%v), want generation %d with %v", s.ID(), cfg, err, before, want)

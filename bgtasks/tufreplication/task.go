@@ -2,6 +2,7 @@ package tufreplication
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -67,9 +68,12 @@ type Config struct {
 	Concurrency int
 	// FollowUp is how soon to run again while copies are in flight.
 	FollowUp time.Duration
-	// HTTP talks to sleds; nil means a client with no whole-request
-	// timeout (PUTs stream whole artifacts) and a dial timeout.
-	HTTP *http.Client
+	// TLS is how the task talks to sleds (mutual TLS: this Nexus's
+	// certificate, sleds' accepted); required.
+	TLS *tls.Config
+	// Dial, when set, opens the task's connections to sleds (benchmarks
+	// count the bytes Nexus sends); nil: a plain dialer with a timeout.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Now tells time for the status (nil: time.Now).
 	Now func() time.Time
 }
@@ -78,6 +82,9 @@ type Config struct {
 // requests and the last collected matrix in memory for status pages.
 type Task struct {
 	cfg Config
+	// http talks to sleds: no whole-request timeout (PUTs stream whole
+	// artifacts), a dial and a response-header timeout.
+	http *http.Client
 
 	mu       sync.Mutex
 	lifetime Counters
@@ -94,17 +101,19 @@ func New(cfg Config) *Task {
 	if cfg.FollowUp <= 0 {
 		cfg.FollowUp = DefaultFollowUp
 	}
-	if cfg.HTTP == nil {
-		cfg.HTTP = &http.Client{Transport: &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			ResponseHeaderTimeout: 30 * time.Second,
-			MaxIdleConnsPerHost:   4,
-		}}
+	if cfg.Dial == nil {
+		cfg.Dial = (&net.Dialer{Timeout: 5 * time.Second}).DialContext
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Task{cfg: cfg}
+	return &Task{cfg: cfg, http: &http.Client{Transport: &http.Transport{
+		DialContext:           cfg.Dial,
+		TLSClientConfig:       cfg.TLS,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		MaxIdleConnsPerHost:   4,
+	}}}
 }
 
 // WithDefaults returns l with its zero fields set to the defaults above.
@@ -331,7 +340,7 @@ func (t *Task) record(r RequestRecord) {
 }
 
 func (t *Task) sledClient(s datastore.ReplicationSled) (client.SledAgent, error) {
-	return client.NewSledAgent("http://"+s.SledAgentAddress, t.cfg.HTTP)
+	return client.NewSledAgent("https://"+s.SledAgentAddress, t.http)
 }
 
 func depotURL(s datastore.ReplicationSled) string {
@@ -339,7 +348,7 @@ func depotURL(s datastore.ReplicationSled) string {
 	if err != nil {
 		host = s.SledAgentAddress
 	}
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(s.RepoDepotPort))
+	return "https://" + net.JoinHostPort(host, strconv.Itoa(s.RepoDepotPort))
 }
 
 // collect reads the database snapshot, then asks every sled (bounded

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/envflag"
 	"github.com/rackplane/rackplane/internal/logging"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/migrations"
 	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/nexus/datastore"
@@ -34,6 +36,9 @@ Usage:
   nexus migrate up [flags]       bring the database schema to this build's version
   nexus migrate status [flags]   show the schema version; exit 0 when current,
                                  3 when it needs 'migrate up', 1 on any other problem
+  nexus pki init --dir DIR       make the rack CA (a real deployment's; rackdev makes its own)
+  nexus pki issue --ca-dir DIR --out DIR --nexus ID|--sled PART:SERIAL|--rss
+                                 issue a certificate under it
   nexus token create --name NAME [--role viewer|admin] [--ttl D] [flags]
                                  make an operator token (printed once); the first
                                  admin token comes from here`
@@ -55,6 +60,10 @@ type options struct {
 	logFormat    string
 	taskPeriods  []string
 	tasks        nexustasks.Config
+	// The Nexus certificate (internal mutual TLS) and the external
+	// listener's HTTPS certificate.
+	tlsCert, tlsKey, tlsCA, tlsDir string
+	extCert, extKey                string
 }
 
 func flags(name string, o *options) *envflag.Set {
@@ -72,6 +81,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == "token" {
 		return runToken(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "pki" {
+		return runPKI(args[1:], stdout, stderr)
 	}
 	var o options
 	fs := flags("nexus", &o)
@@ -109,6 +121,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"sleds that must hold an artifact before Nexus drops its local copy (also how many sleds Nexus seeds itself)")
 	fs.Int(&o.tasks.Replication.MaxCopiesPerSource, "replication-copies-per-source", "RACKPLANE_REPLICATION_COPIES_PER_SOURCE",
 		tufreplication.DefaultMaxCopiesPerSource, "copies one sled serves to other sleds at once")
+	fs.String(&o.tlsDir, "tls-dir", "RACKPLANE_NEXUS_TLS_DIR", "",
+		"directory holding nexus.crt, nexus.key and ca.crt: this Nexus's certificate under the rack CA (required; "+
+			"`nexus pki issue --nexus ID` makes one)")
+	fs.String(&o.tlsCert, "tls-cert", "RACKPLANE_NEXUS_TLS_CERT", "", "this Nexus's certificate (PEM), instead of --tls-dir")
+	fs.String(&o.tlsKey, "tls-key", "RACKPLANE_NEXUS_TLS_KEY", "", "its private key (PEM)")
+	fs.String(&o.tlsCA, "tls-ca", "RACKPLANE_NEXUS_TLS_CA", "", "the rack CA's certificate (PEM)")
+	fs.String(&o.extCert, "external-tls-cert", "RACKPLANE_NEXUS_EXTERNAL_TLS_CERT", "",
+		"serve the external API over HTTPS with this certificate (PEM; one for the names operators use)")
+	fs.String(&o.extKey, "external-tls-key", "RACKPLANE_NEXUS_EXTERNAL_TLS_KEY", "", "the external certificate's private key")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage(err, stderr)
 	}
@@ -140,6 +161,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
+	bundle, err := rackpki.LoadFromFlags(o.tlsCert, o.tlsKey, o.tlsCA, o.tlsDir, "nexus")
+	if err != nil {
+		fmt.Fprintln(stderr, "nexus:", err)
+		return 2
+	}
+	o.TLS = bundle
+	if o.TLS == nil {
+		fmt.Fprintln(stderr, "nexus: the Nexus certificate is required (--tls-dir, or --tls-cert, --tls-key and --tls-ca; "+
+			"`nexus pki init` and `nexus pki issue --nexus ID` make them)")
+		return 2
+	}
+	switch {
+	case (o.extCert == "") != (o.extKey == ""):
+		fmt.Fprintln(stderr, "nexus: --external-tls-cert and --external-tls-key go together")
+		return 2
+	case o.extCert != "":
+		ext, err := tls.LoadX509KeyPair(o.extCert, o.extKey)
+		if err != nil {
+			fmt.Fprintln(stderr, "nexus: --external-tls-cert:", err)
+			return 2
+		}
+		o.ExternalTLS = &ext
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv, err := nexus.New(ctx, o.Config, log)

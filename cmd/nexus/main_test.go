@@ -3,9 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/testdb"
 )
 
@@ -98,5 +103,64 @@ func TestTokenCreate(t *testing.T) {
 	}
 	if db.Count(t, `SELECT count(*) FROM operator_token`) != 1 {
 		t.Fatal("a refused token create stored a token")
+	}
+}
+
+// nexus pki makes a rack CA once and issues certificates that load, name
+// the identity asked for, and verify against that CA; a Nexus refuses to
+// start without its certificate or with one naming another Nexus.
+func TestPKICommands(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	if code, out, errOut := nexusCmd(t, "pki", "init", "--dir", ca, "--name", "test"); code != 0 || !strings.Contains(out, "rack CA") {
+		t.Fatalf("pki init: exit %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut := nexusCmd(t, "pki", "init", "--dir", ca); code != 1 || !strings.Contains(errOut, "refusing to replace") {
+		t.Fatalf("second pki init: exit %d %q", code, errOut)
+	}
+	id := uuid.NewString()
+	for _, c := range []struct {
+		args []string
+		name string
+		want rackpki.Identity
+	}{
+		{[]string{"--nexus", id}, "nexus", rackpki.Nexus(id)},
+		{[]string{"--sled", "913-0000019:BRM42"}, "sled", rackpki.Sled("913-0000019", "BRM42")},
+		{[]string{"--rss"}, "rss", rackpki.RSS()},
+	} {
+		out := filepath.Join(dir, c.name)
+		args := append([]string{"pki", "issue", "--ca-dir", ca, "--out", out}, c.args...)
+		if code, _, errOut := nexusCmd(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d %q", args, code, errOut)
+		}
+		b, err := rackpki.LoadDir(out, c.name)
+		if err != nil || b.Identity != c.want {
+			t.Fatalf("%v: loaded %+v, %v", args, b, err)
+		}
+		if fi, err := os.Stat(filepath.Join(out, rackpki.KeyFile(c.name))); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s key mode %v %v", c.name, fi.Mode(), err)
+		}
+	}
+	for _, bad := range [][]string{
+		{"pki", "issue", "--ca-dir", ca, "--out", dir, "--sled", "no-colon"},
+		{"pki", "issue", "--ca-dir", ca, "--out", dir, "--nexus", "not-a-uuid"},
+		{"pki", "issue", "--ca-dir", ca, "--out", dir, "--rss", "--nexus", id},
+		{"pki", "issue", "--ca-dir", filepath.Join(dir, "none"), "--out", dir, "--rss"},
+		{"pki", "rotate"},
+	} {
+		if code, _, _ := nexusCmd(t, bad...); code == 0 {
+			t.Errorf("%v succeeded", bad)
+		}
+	}
+
+	db := testdb.New(t)
+	code, _, errOut := nexusCmd(t, "--database-url", db.URL, "--data-dir", t.TempDir(), "--id", id)
+	if code != 2 || !strings.Contains(errOut, "certificate is required") {
+		t.Fatalf("no certificate: exit %d %q", code, errOut)
+	}
+	code, _, errOut = nexusCmd(t, "--database-url", db.URL, "--data-dir", t.TempDir(), "--id", uuid.NewString(),
+		"--tls-dir", filepath.Join(dir, "nexus"), "--external-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(errOut, "the certificate names urn:rackplane:nexus:"+id) {
+		t.Fatalf("another Nexus's certificate: exit %d %q", code, errOut)
 	}
 }

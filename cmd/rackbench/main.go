@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rackplane/rackplane/api/client"
@@ -186,7 +187,18 @@ func benchUpload(ctx context.Context, o uploadOptions, w io.Writer) error {
 		return err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(bin, "--database-url", dbURL, "--auto-migrate", "--data-dir", filepath.Join(dir, "nexus-data"),
+	// The Nexus certificate is made as a deployment makes it.
+	nexusID := uuid.New().String()
+	for _, args := range [][]string{
+		{"pki", "init", "--dir", filepath.Join(dir, "pki-ca")},
+		{"pki", "issue", "--ca-dir", filepath.Join(dir, "pki-ca"), "--out", filepath.Join(dir, "pki-nexus"), "--nexus", nexusID},
+	} {
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("nexus %v: %w\n%s", args, err, out)
+		}
+	}
+	cmd := exec.Command(bin, "--id", nexusID, "--tls-dir", filepath.Join(dir, "pki-nexus"),
+		"--database-url", dbURL, "--auto-migrate", "--data-dir", filepath.Join(dir, "nexus-data"),
 		"--external-addr", addr, "--internal-addr", "127.0.0.1:0", "--upload-max-bytes", strconv.FormatInt(2*built.Size+(1<<20), 10),
 		"--tuf-max-expansion", strconv.FormatInt(2*built.Size+(1<<20), 10), "--log-level", "info")
 	cmd.Stdout, cmd.Stderr = logFile, logFile

@@ -30,6 +30,7 @@ import (
 	"github.com/rackplane/rackplane/internal/cputime"
 	"github.com/rackplane/rackplane/internal/iolimit"
 	"github.com/rackplane/rackplane/internal/pgtemp"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/nexus/app"
@@ -503,24 +504,31 @@ func startRack(ctx context.Context, dir, dbURL string, o replicateOptions, log z
 	if rk.proxy, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return nil, err
 	}
-	proxyURL := "http://" + rk.proxy.Addr().String()
-	taskHTTP := &http.Client{Transport: &http.Transport{
-		// The task's own settings (tufreplication.New), plus counting.
-		DialContext:           countingDialer(&net.Dialer{Timeout: 5 * time.Second}, rk.sentByTask),
-		ResponseHeaderTimeout: 30 * time.Second,
-		MaxIdleConnsPerHost:   4,
-	}}
+	// Every party speaks mutual TLS under a CA made for this run, as in
+	// a real rack: what is measured includes its cost.
+	ca, err := rackpki.NewCA("rackbench", 0)
+	if err != nil {
+		return nil, err
+	}
+	nexusID := uuid.New()
+	nexusTLS, err := ca.Issue(rackpki.Nexus(nexusID.String()), rackpki.IssueOptions{})
+	if err != nil {
+		return nil, err
+	}
+	proxyURL := "https://" + rk.proxy.Addr().String()
 	rk.nexus, err = nexus.New(ctx, nexus.Config{
-		ID: uuid.New(), ExternalAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0", DatabaseURL: dbURL,
+		ID: nexusID, TLS: nexusTLS, ExternalAddr: "127.0.0.1:0", InternalAddr: "127.0.0.1:0", DatabaseURL: dbURL,
 		AutoMigrate: true, DataDir: filepath.Join(dir, "nexus"), ShutdownGrace: 5 * time.Second,
 		InternalAdvertiseURL: proxyURL,
 		Tasks: nexustasks.Registrar(nexustasks.Config{Replication: nexustasks.ReplicationConfig{
-			MinSledReplication: o.minRepl, MaxCopiesPerSource: o.perSource, FollowUp: o.followUp, HTTP: taskHTTP}}),
+			MinSledReplication: o.minRepl, MaxCopiesPerSource: o.perSource, FollowUp: o.followUp,
+			// The task's own dialer, plus counting.
+			Dial: countingDialer(&net.Dialer{Timeout: 5 * time.Second}, rk.sentByTask)}}),
 	}, log.With().Str("component", "nexus").Logger())
 	if err != nil {
 		return nil, err
 	}
-	go serveCountingProxy(rk.proxy, strings.TrimPrefix(rk.nexus.InternalURL(), "http://"), rk.sentByAPI)
+	go serveCountingProxy(rk.proxy, strings.TrimPrefix(rk.nexus.InternalURL(), "https://"), rk.sentByAPI)
 	rk.run("nexus", rk.nexus.Run, runCtx)
 	if rk.client, err = client.NewNexus(rk.nexus.ExternalURL(), &http.Client{}); err != nil {
 		return nil, err
@@ -534,8 +542,12 @@ func startRack(ctx context.Context, dir, dbURL string, o replicateOptions, log z
 		sd := filepath.Join(dir, fmt.Sprintf("sled-%02d", i))
 		m2s := []string{filepath.Join(sd, "m2-a"), filepath.Join(sd, "m2-b")}
 		rk.m2s = append(rk.m2s, m2s...)
+		sledTLS, err := ca.Issue(rackpki.Sled(sledagent.DefaultBaseboardPart, fmt.Sprintf("BENCH-%04d", i)), rackpki.IssueOptions{})
+		if err != nil {
+			return nil, err
+		}
 		s, err := sledagent.New(sledagent.Config{DataDir: sd, ListenAddr: "127.0.0.1:0", RepoDepotAddr: "127.0.0.1:0",
-			NexusURL: proxyURL, M2Dirs: m2s, CreateM2Dirs: true, ShutdownGrace: 5 * time.Second},
+			NexusURL: proxyURL, M2Dirs: m2s, CreateM2Dirs: true, ShutdownGrace: 5 * time.Second, TLS: sledTLS},
 			log.With().Str("component", "sled-agent").Int("sled", i).Logger())
 		if err != nil {
 			return nil, err

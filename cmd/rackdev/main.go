@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -197,8 +198,22 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 	if err != nil {
 		return r, err
 	}
+	// The rack CA, kept in the data dir, and a certificate for every
+	// party: Nexus, the rack-setup service (rackdev itself) and each sled.
+	// Every listener but the external API is mutual TLS under it.
+	ca, err := r.rackCA()
+	if err != nil {
+		return r, err
+	}
+	nexusTLS, err := ca.IssueFiles(filepath.Join(r.pki, "nexus"), "nexus", rackpki.Nexus(id.String()), rackpki.IssueOptions{})
+	if err != nil {
+		return r, err
+	}
+	if r.rss, err = ca.IssueFiles(filepath.Join(r.pki, "rss"), "rss", rackpki.RSS(), rackpki.IssueOptions{}); err != nil {
+		return r, err
+	}
 	r.nexus, err = nexus.New(ctx, nexus.Config{
-		ID: id, ExternalAddr: o.externalAddr, InternalAddr: o.internalAddr,
+		ID: id, TLS: nexusTLS, ExternalAddr: o.externalAddr, InternalAddr: o.internalAddr,
 		DatabaseURL: r.dbURL, AutoMigrate: true, DataDir: nexusDir,
 		Tasks: nexustasks.Registrar(nexustasks.Config{}),
 	}, nlog)
@@ -210,13 +225,6 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 	}
 	r.goRun(ctx, "nexus", r.nexus.Run)
 
-	ca, err := r.rackCA()
-	if err != nil {
-		return r, err
-	}
-	if r.rss, err = ca.IssueFiles(filepath.Join(r.pki, "rss"), "rss", rackpki.RSS(), rackpki.IssueOptions{}); err != nil {
-		return r, err
-	}
 	var peers []string
 	for i := range o.sleds {
 		name := fmt.Sprintf("sled-%d", i)
@@ -229,10 +237,6 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 			return r, err
 		}
 		dir := filepath.Join(r.dataDir, name)
-		// The sled API and depot stay plain HTTP, because Nexus still
-		// talks plain HTTP to sleds; so their /trust-quorum/ routes
-		// refuse every caller (mtls_required) until mutual TLS on those
-		// listeners lands. The bootstrap network is mutual TLS already.
 		s, err := sled.New(sled.Config{
 			Agent: sledagent.Config{
 				DataDir:       dir,
@@ -378,7 +382,7 @@ func (r *rack) checkOnce(ctx context.Context, nx client.Nexus, want map[uuid.UUI
 		return fmt.Errorf("nexus health: %w", err)
 	}
 	for _, s := range r.sleds {
-		sc, err := client.NewSledAgent(s.Server().URL(), nil)
+		sc, err := client.NewSledAgent(s.Server().URL(), r.sledHTTP())
 		if err != nil {
 			return err
 		}
@@ -491,7 +495,7 @@ func (r *rack) waitReplicated(ctx context.Context, built *tufgen.Built, timeout 
 	for {
 		missing := 0
 		for _, s := range r.sleds {
-			sc, err := client.NewSledAgent(s.Server().URL(), nil)
+			sc, err := client.NewSledAgent(s.Server().URL(), r.sledHTTP())
 			if err != nil {
 				return err
 			}
@@ -570,4 +574,11 @@ func (r *rack) ensureAdminToken(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
 	return made.Secret, nil
+}
+
+// sledHTTP talks to the sleds' APIs as the rack-setup service (which may
+// read them, not change them).
+func (r *rack) sledHTTP() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: r.rss.ClientTLS(rackpki.OnlyKinds(rackpki.KindSled), nil)}}
 }

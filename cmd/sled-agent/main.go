@@ -4,8 +4,8 @@
 // other sleds copy artifacts from, and registration with Nexus).
 //
 // The sled's identity is its certificate (--tls-cert/--tls-key/--tls-ca or
-// --tls-dir). Without one only the sled agent runs, as before the trust
-// quorum.
+// --tls-dir), which it must have: every listener of the sled serves mutual
+// TLS under the rack CA.
 package main
 
 import (
@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	var scrubRate int
 	var tlsCert, tlsKey, tlsCA, tlsDir string
 	var bootListen, bootAdvertise, bootPeers string
-	var bootstrapOnly, apiMTLS bool
+	var bootstrapOnly bool
 	fs := envflag.New("sled-agent", usage)
 	fs.SetOutput(stderr)
 	fs.String(&cfg.DataDir, "data-dir", "RACKPLANE_SLED_DATA_DIR", "", "directory for the sled's identity and local state (required)")
@@ -76,8 +76,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		"comma-separated bootstrap addresses of the rack's sleds (this one's may be among them)")
 	fs.Bool(&bootstrapOnly, "bootstrap-only", "RACKPLANE_SLED_BOOTSTRAP_ONLY", false,
 		"run only the bootstrap agent; the sled agent starts when start-sled-agent arrives over the bootstrap network")
-	fs.Bool(&apiMTLS, "api-mtls", "RACKPLANE_SLED_API_MTLS", false,
-		"serve the sled API and repo depot with mutual TLS under the rack CA (Nexus does not speak it to sleds yet)")
 	fs.Duration(&cfg.RegisterInterval, "register-interval", "RACKPLANE_SLED_REGISTER_INTERVAL", sledagent.DefaultRegisterInterval,
 		"how often to re-register with Nexus")
 	fs.Strings(&cfg.M2Dirs, "m2", "RACKPLANE_SLED_M2", "directory standing in for an M.2 device (repeat for each; normally two); "+
@@ -119,27 +117,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.ScrubRate = int64(scrubRate)
-	bundle, err := loadIdentity(tlsCert, tlsKey, tlsCA, tlsDir)
+	bundle, err := rackpki.LoadFromFlags(tlsCert, tlsKey, tlsCA, tlsDir, "sled")
 	if err != nil {
 		fmt.Fprintln(stderr, "sled-agent:", err)
 		return 2
 	}
-	if bundle == nil && (bootstrapOnly || apiMTLS || bootPeers != "") {
-		fmt.Fprintln(stderr, "sled-agent: --bootstrap-peers, --bootstrap-only and --api-mtls need the sled's certificate "+
-			"(--tls-dir, or --tls-cert, --tls-key and --tls-ca)")
+	if bundle == nil {
+		fmt.Fprintln(stderr, "sled-agent: the sled's certificate is required (--tls-dir, or --tls-cert, --tls-key and --tls-ca; "+
+			"`nexus pki issue --sled PART:SERIAL` makes one)")
 		return 2
 	}
 	sc := sled.Config{
-		Agent: cfg, Identity: bundle, MutualTLSAPI: apiMTLS, BootstrapOnly: bootstrapOnly,
+		Agent: cfg, Identity: bundle, BootstrapOnly: bootstrapOnly,
 		Bootstrap: bootstrap.Config{ListenAddr: bootListen, AdvertiseAddr: bootAdvertise, Peers: splitList(bootPeers)},
 	}
 	log, err := logging.New(stderr, "sled-agent", logging.Options{Level: logLevel, Format: logFormat})
 	if err != nil {
 		fmt.Fprintln(stderr, "sled-agent:", err)
 		return 2
-	}
-	if bundle == nil {
-		log.Warn().Msg("no sled certificate given: running the sled agent without a bootstrap agent (no trust quorum)")
 	}
 	s, err := sled.New(sc, log)
 	if errors.Is(err, sled.ErrBaseboardMismatch) {
@@ -160,20 +155,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 }
 
 // loadIdentity reads the sled's certificate, nil when none is given.
-func loadIdentity(cert, key, ca, dir string) (*rackpki.Bundle, error) {
-	switch {
-	case dir != "" && (cert != "" || key != "" || ca != ""):
-		return nil, errors.New("give either --tls-dir or --tls-cert, --tls-key and --tls-ca, not both")
-	case dir != "":
-		return rackpki.LoadDir(dir, "sled")
-	case cert == "" && key == "" && ca == "":
-		return nil, nil
-	case cert == "" || key == "" || ca == "":
-		return nil, errors.New("--tls-cert, --tls-key and --tls-ca go together")
-	}
-	return rackpki.Load(cert, key, ca)
-}
-
 func splitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -348,7 +349,11 @@ func ServeAll(ctx context.Context, grace time.Duration, log zerolog.Logger, ls .
 // waiting up to grace for in-flight requests before closing them.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration, log zerolog.Logger) error {
 	srv := &http.Server{
-		Handler:           h,
+		Handler: h,
+		// The server's own complaints (a client's failed TLS handshake,
+		// say) are the client's problem: debug level, with the logger's
+		// fields, not lines on stderr.
+		ErrorLog:          stdlog.New(debugWriter{log}, "", 0),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return log.WithContext(context.WithoutCancel(ctx)) },
@@ -368,4 +373,12 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Dura
 	}
 	<-errc
 	return nil
+}
+
+// debugWriter logs each line written to it at debug level.
+type debugWriter struct{ log zerolog.Logger }
+
+func (d debugWriter) Write(p []byte) (int, error) {
+	d.log.Debug().Str("source", "net/http").Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
 }

@@ -410,6 +410,23 @@ func LoadDir(dir, name string) (*Bundle, error) {
 	return Load(filepath.Join(dir, CertFile(name)), filepath.Join(dir, KeyFile(name)), filepath.Join(dir, CACertFile))
 }
 
+// LoadFromFlags loads a party's bundle as command lines name it: either a
+// directory holding name.crt, name.key and ca.crt, or the three files.
+// It returns nil, nil when nothing is given.
+func LoadFromFlags(certFile, keyFile, caFile, dir, name string) (*Bundle, error) {
+	switch {
+	case dir != "" && (certFile != "" || keyFile != "" || caFile != ""):
+		return nil, errors.New("give either --tls-dir or --tls-cert, --tls-key and --tls-ca, not both")
+	case dir != "":
+		return LoadDir(dir, name)
+	case certFile == "" && keyFile == "" && caFile == "":
+		return nil, nil
+	case certFile == "" || keyFile == "" || caFile == "":
+		return nil, errors.New("--tls-cert, --tls-key and --tls-ca go together")
+	}
+	return Load(certFile, keyFile, caFile)
+}
+
 // VerifyChain checks that chain[0] is signed by a CA in pool and valid at
 // now for client and server use, and returns the identity it names.
 func VerifyChain(pool *x509.CertPool, chain []*x509.Certificate, now time.Time) (Identity, error) {

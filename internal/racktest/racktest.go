@@ -19,6 +19,7 @@ import (
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks/heartbeat"
 	"github.com/rackplane/rackplane/bgtasks/nexustasks"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/nexus/app"
@@ -71,6 +72,9 @@ func StartNexus(t testing.TB, databaseURL string, cfg nexus.Config) *Nexus {
 	}
 	if cfg.Tasks == nil {
 		cfg.Tasks = nexustasks.Registrar(nexustasks.Config{})
+	}
+	if cfg.TLS == nil {
+		cfg.TLS = sledtest.Bundle(t, rackpki.Nexus(cfg.ID.String()))
 	}
 	cfg.DatabaseURL = databaseURL
 	srv, err := nexus.New(context.Background(), cfg, Logger(t, "nexus"))

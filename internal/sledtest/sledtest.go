@@ -7,14 +7,19 @@ package sledtest
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/fsutil"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/sledagent"
 )
 
@@ -76,12 +81,82 @@ func StartSled(t testing.TB, nexusInternalURL string, cfg sledagent.Config) *Sle
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = 5 * time.Second
 	}
+	if cfg.TLS == nil {
+		part := cfg.Baseboard.Part
+		if part == "" {
+			part = sledagent.DefaultBaseboardPart
+		}
+		cfg.TLS = Bundle(t, rackpki.Sled(part, serialFor(t, cfg)))
+	}
 	cfg.NexusURL = nexusInternalURL
 	srv, err := sledagent.New(cfg, Logger(t, "sled-agent"))
 	if err != nil {
 		t.Fatalf("start sled agent: %v", err)
 	}
 	return &Sled{Server: srv, Config: cfg, stop: Background(t, "sled agent", srv.Run)}
+}
+
+// serialFor is the baseboard serial a test sled's certificate names: the
+// one its config asks for, or one derived from its id, so a sled
+// restarted on the same data dir is the same sled.
+func serialFor(t testing.TB, cfg sledagent.Config) string {
+	t.Helper()
+	if cfg.Baseboard.Serial != "" {
+		return cfg.Baseboard.Serial
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	id, err := fsutil.LoadOrCreateUUID(filepath.Join(cfg.DataDir, "sled-id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "SIM-" + strings.ToUpper(id.String()[:8])
+}
+
+// The test binary's rack CA: every Nexus and sled a test starts gets its
+// certificate from it, as a real rack's parties do from theirs. Tests that
+// need a stranger make their own CA.
+var testCA = sync.OnceValues(func() (*rackpki.CA, error) { return rackpki.NewCA("test rack", 0) })
+
+// CA is the test binary's rack CA.
+func CA(t testing.TB) *rackpki.CA {
+	t.Helper()
+	ca, err := testCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// Bundle issues a certificate for id from the test CA.
+func Bundle(t testing.TB, id rackpki.Identity) *rackpki.Bundle {
+	t.Helper()
+	b, err := CA(t).Issue(id, rackpki.IssueOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// HTTPClient is a client that presents a certificate for id from the test
+// CA and accepts any server the CA signed: how a test talks to the rack's
+// mutual-TLS listeners as a sled, a Nexus or the rack-setup service.
+func HTTPClient(t testing.TB, id rackpki.Identity) *http.Client {
+	t.Helper()
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: Bundle(t, id).ClientTLS(rackpki.AnyIdentity, nil)}}
+}
+
+// AsNexus is a client of s's sled API with a Nexus's certificate (which
+// may change what the sled holds).
+func (s *Sled) AsNexus(t testing.TB) client.SledAgent {
+	t.Helper()
+	c, err := client.NewSledAgent(s.URL(), HTTPClient(t, rackpki.Nexus("test-nexus")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // WaitFor polls cond every 20 ms until it returns nil or timeout passes,

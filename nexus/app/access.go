@@ -15,6 +15,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/fault"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/nexus/datastore"
 	"github.com/rackplane/rackplane/nexus/model"
@@ -32,6 +33,10 @@ const (
 	ActorOperator = "operator"
 	ActorConsole  = "console"
 	ActorTask     = "task"
+	// ActorSled and ActorNexus are the internal listener's callers, known
+	// by their certificates.
+	ActorSled  = "sled"
+	ActorNexus = "nexus"
 )
 
 // Actor is who is calling.
@@ -44,9 +49,27 @@ type Actor struct {
 	Role    model.Role
 	// Token is the token's record (operators only).
 	Token *model.OperatorToken
+	// Sled is the baseboard a sled's certificate names (sleds only).
+	Sled model.Baseboard
+}
+
+// PeerActor is the actor of a caller on the internal listener, from the
+// identity its verified certificate names. Sleds and Nexus instances get
+// no operator role: what they may do is each operation's own rule.
+func PeerActor(id rackpki.Identity) Actor {
+	switch id.Kind {
+	case rackpki.KindSled:
+		return Actor{Kind: ActorSled, Name: id.URI(), Sled: model.Baseboard{Part: id.Part, Serial: id.Serial}}
+	case rackpki.KindNexus:
+		return Actor{Kind: ActorNexus, Name: id.URI()}
+	}
+	return Actor{Kind: string(id.Kind), Name: id.URI()}
 }
 
 func (a Actor) String() string {
+	if a.Kind == "" {
+		return "anonymous"
+	}
 	if a.Kind == ActorOperator {
 		return fmt.Sprintf("token %q (%s)", a.Name, a.Role)
 	}

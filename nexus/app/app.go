@@ -12,6 +12,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/bgtasks/taskdb"
 	"github.com/rackplane/rackplane/internal/fault"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/nexus/datastore"
 	"github.com/rackplane/rackplane/nexus/depot"
 	"github.com/rackplane/rackplane/nexus/model"
@@ -53,6 +55,9 @@ type Deps struct {
 	Tasks  *bgtasks.Driver
 	TaskDB *taskdb.Store
 	Log    zerolog.Logger
+	// Identity is this Nexus's certificate: what the tasks present to
+	// sleds (and, on the internal listener, what sleds see).
+	Identity *rackpki.Bundle
 }
 
 // Event is a change of state that background tasks may want to act on at
@@ -82,6 +87,8 @@ type App struct {
 	depot  *depot.Depot
 	tasks  *bgtasks.Driver
 	taskdb *taskdb.Store
+	// identity is this Nexus's certificate.
+	identity *rackpki.Bundle
 
 	mu              sync.Mutex
 	subscribers     map[Event][]func(requester string)
@@ -97,6 +104,7 @@ func New(cfg Config, deps Deps) *App {
 		cfg.Now = time.Now
 	}
 	return &App{cfg: cfg, log: deps.Log, ds: deps.DS, depot: deps.Depot, tasks: deps.Tasks, taskdb: deps.TaskDB,
+		identity:    deps.Identity,
 		subscribers: map[Event][]func(string){}}
 }
 
@@ -105,6 +113,16 @@ func (a *App) NexusID() uuid.UUID { return a.cfg.NexusID }
 
 // Datastore is the datastore, for the background tasks wired on this App.
 func (a *App) Datastore() *datastore.Datastore { return a.ds }
+
+// Identity is this Nexus's certificate (nil in tools that only touch the
+// database, such as nexus token create).
+func (a *App) Identity() *rackpki.Bundle { return a.identity }
+
+// SledTLS is the TLS configuration for calling sleds' APIs and depots:
+// it presents this Nexus's certificate and accepts only a sled's.
+func (a *App) SledTLS() *tls.Config {
+	return a.identity.ClientTLS(rackpki.OnlyKinds(rackpki.KindSled), a.cfg.Now)
+}
 
 // TaskDB is the database side of the background tasks.
 func (a *App) TaskDB() *taskdb.Store { return a.taskdb }

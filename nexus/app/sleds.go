@@ -14,9 +14,26 @@ import (
 )
 
 // RegisterSled records a sled agent's (re-)registration.
+//
+// Only a sled may register, and only itself: the caller's certificate
+// must name the baseboard the registration carries, and a sled id stays
+// with the baseboard it was first registered with.
 func (a *App) RegisterSled(ctx context.Context, id uuid.UUID, reg model.SledRegistration) (model.SledUpsertResult, error) {
+	var res model.SledUpsertResult
+	actor, ok := ActorFrom(ctx)
+	switch {
+	case !ok || actor.Kind != ActorSled:
+		return res, fault.New(fault.Forbidden, api.CodeIdentityMismatch,
+			"only a sled registers, with its own certificate; the caller is %s", actor)
+	case actor.Sled != reg.Baseboard:
+		return res, fault.New(fault.Forbidden, api.CodeIdentityMismatch,
+			"the registration is for baseboard %s but the caller's certificate names %s", reg.Baseboard, actor.Sled)
+	}
 	res, err := a.ds.SledUpsert(ctx, id, reg)
 	switch {
+	case errors.Is(err, datastore.ErrBaseboardMismatch):
+		return res, fault.Wrap(err, fault.Forbidden, api.CodeIdentityMismatch, "%s",
+			stripSentinel(err, datastore.ErrBaseboardMismatch))
 	case errors.Is(err, datastore.ErrConflict):
 		return res, fault.Wrap(err, fault.Conflict, api.CodeBaseboardInUse, "%s", stripSentinel(err, datastore.ErrConflict))
 	case errors.Is(err, datastore.ErrExpunged):

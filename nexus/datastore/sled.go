@@ -140,6 +140,10 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg model.Sled
 			return err
 		case old.Policy == model.SledPolicyExpunged:
 			return fmt.Errorf("%w: sled %s is expunged and cannot register again", ErrExpunged, id)
+		case old.Baseboard != reg.Baseboard:
+			// A sled id belongs to one baseboard for good: another
+			// sled re-registering it would take its traffic.
+			return fmt.Errorf("%w: sled %s is baseboard %s, not %s", ErrBaseboardMismatch, id, old.Baseboard, reg.Baseboard)
 		}
 		res.Changed = old.Baseboard != reg.Baseboard || old.SledAgentAddress != reg.SledAgentAddress ||
 			old.RepoDepotPort != reg.RepoDepotPort
@@ -165,6 +169,10 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg model.Sled
 
 // ErrExpunged is returned when an expunged sled tries to register.
 var ErrExpunged = errors.New("sled expunged")
+
+// ErrBaseboardMismatch is returned when a sled id is registered with a
+// baseboard other than the one it was first registered with.
+var ErrBaseboardMismatch = errors.New("sled id belongs to another baseboard")
 
 // SledList returns up to limit sleds with ids after `after` (uuid.Nil for
 // the first page), in id order.

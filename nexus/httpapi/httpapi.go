@@ -14,10 +14,13 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
+	"github.com/rs/zerolog/hlog"
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/openapi"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/httpx"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/nexus/app"
 )
@@ -46,20 +49,44 @@ func (s *API) MountExternal(r chi.Router, metrics http.Handler) {
 // MountInternal mounts the sled agents' API (nexus-internal.json) and this
 // Nexus's depot (repo-depot.json: its local copies in the same shape as a
 // sled's depot, so sleds copy from a Nexus exactly as from another sled).
+//
+// The listener serves mutual TLS and accepts only sleds and Nexus
+// instances; the caller's identity, from its certificate, rides in the
+// context as its actor, and each operation decides what it may do (a sled
+// may only register itself).
 func (s *API) MountInternal(r chi.Router) {
-	s.mountInternalOps(r)
-	s.mountDepotOps(r)
+	r.Group(func(r chi.Router) {
+		r.Use(peers)
+		s.mountInternalOps(r)
+		s.mountDepotOps(r)
+	})
 }
 
-// healthz answers 200 when this Nexus can reach its database and 503,
-// naming what is wrong, when it cannot.
+// peers puts the internal caller's identity in the context.
+func peers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := rackpki.PeerIdentity(r.TLS)
+		if err != nil {
+			httpx.WriteError(w, r, fault.New(fault.Forbidden, api.CodeMTLSRequired,
+				"the internal API needs mutual TLS with a certificate of the rack CA"))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(app.WithActor(r.Context(), app.PeerActor(id))))
+	})
+}
+
+// healthz answers 200 when this Nexus can reach its database and 503 when
+// it cannot. It answers anyone, so it says only ok or unhealthy per check:
+// what went wrong (which may name a database user, host or socket) goes to
+// the log under the request id, for operators.
 func (s *API) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
 	hl := api.Health{Status: "ok", Checks: map[string]string{"database": "ok"}}
 	status := http.StatusOK
 	if err := s.app.Ping(ctx); err != nil {
-		hl.Status, hl.Checks["database"] = "unhealthy", "unreachable: "+err.Error()
+		hlog.FromRequest(r).Warn().Err(err).Msg("healthz: the database is unreachable")
+		hl.Status, hl.Checks["database"] = "unhealthy", "unhealthy"
 		status = http.StatusServiceUnavailable
 	}
 	httpx.WriteJSON(w, status, hl)

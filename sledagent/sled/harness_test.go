@@ -114,8 +114,7 @@ func newRack(t testing.TB, n int, o rackOpts) *rack {
 				M2Dirs: []string{filepath.Join(m2Dir, "m2-a"), filepath.Join(m2Dir, "m2-b")}, CreateM2Dirs: true,
 				M2PollInterval: 100 * time.Millisecond, ScrubInterval: -1, ShutdownGrace: 2 * time.Second,
 			},
-			Identity:     b,
-			MutualTLSAPI: true,
+			Identity: b,
 			Bootstrap: bootstrap.Config{
 				ListenAddr: "127.0.0.2:0", Jitter: rand.New(rand.NewPCG(uint64(i), 1)),
 				BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second,

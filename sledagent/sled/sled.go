@@ -29,15 +29,9 @@ type Config struct {
 	// TLS fields are filled in here; Baseboard, when set, must agree with
 	// the certificate.
 	Agent sledagent.Config
-	// Identity is the sled's certificate and the rack CA. Nil: no
-	// bootstrap agent; the sled agent runs alone, as it did before the
-	// trust quorum (docker-compose still runs sleds this way).
+	// Identity is the sled's certificate and the rack CA (required): the
+	// bootstrap network, the sled API and the depot all use it.
 	Identity *rackpki.Bundle
-	// MutualTLSAPI makes the sled API and repo depot serve mutual TLS with
-	// Identity. Nexus does not speak TLS to sleds yet, so racks that Nexus
-	// drives leave it off; the trust-quorum routes then refuse every
-	// caller (mtls_required).
-	MutualTLSAPI bool
 	// Bootstrap configures the bootstrap agent: ListenAddr, AdvertiseAddr,
 	// Peers and tuning. Bundle, M2, Registerer, StartSledAgent, Clock and
 	// Log are filled in.
@@ -74,15 +68,7 @@ var ErrBaseboardMismatch = errors.New("sled: the baseboard given disagrees with 
 func New(cfg Config, log zerolog.Logger) (*Sled, error) {
 	s := &Sled{cfg: cfg, log: log, errs: make(chan error, 4)}
 	if cfg.Identity == nil {
-		if cfg.BootstrapOnly {
-			return nil, errors.New("sled: a bootstrap-only sled needs its certificate")
-		}
-		srv, err := sledagent.New(cfg.Agent, log)
-		if err != nil {
-			return nil, err
-		}
-		s.server, s.pending = srv, true
-		return s, nil
+		return nil, errors.New("sled: the sled's certificate is required")
 	}
 	id := cfg.Identity.Identity
 	if id.Kind != rackpki.KindSled {
@@ -126,10 +112,7 @@ func New(cfg Config, log zerolog.Logger) (*Sled, error) {
 	if s.agent, err = bootstrap.New(bc); err != nil {
 		return nil, err
 	}
-	ac.M2, ac.Metrics, ac.TrustQuorum = s.watcher, s.reg, s.agent
-	if cfg.MutualTLSAPI {
-		ac.TLS = cfg.Identity
-	}
+	ac.M2, ac.Metrics, ac.TrustQuorum, ac.TLS = s.watcher, s.reg, s.agent, cfg.Identity
 	if !cfg.BootstrapOnly {
 		if s.server, err = sledagent.New(*ac, log); err != nil {
 			s.agent.Network().Close()
