@@ -30,8 +30,8 @@ func refusedURL(t *testing.T) string {
 }
 
 // startWithoutDatabase runs nexus.New against a database that never
-// answers, on a fake clock, and returns New's error and the waits it slept.
-func startWithoutDatabase(t *testing.T, seed uint64, wait time.Duration) (error, []time.Duration) {
+// answers, on a fake clock, and returns the waits it slept and New's error.
+func startWithoutDatabase(t *testing.T, seed uint64, wait time.Duration) ([]time.Duration, error) {
 	t.Helper()
 	fake := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	_, err := nexus.New(context.Background(), nexus.Config{
@@ -39,14 +39,14 @@ func startWithoutDatabase(t *testing.T, seed uint64, wait time.Duration) (error,
 		Clock: fake, Rand: rand.NewPCG(seed, seed),
 		Tasks: func(*app.App) error { t.Error("tasks registered without a database"); return nil },
 	}, zerolog.Nop())
-	return err, fake.Sleeps()
+	return fake.Sleeps(), err
 }
 
 // Start-up waits for the database with jittered, doubling, capped delays
 // on the injected clock, and gives up at the deadline, not after it.
 func TestStartUpWaitsForTheDatabaseWithBackoff(t *testing.T) {
 	const wait = 30 * time.Second
-	err, sleeps := startWithoutDatabase(t, 1, wait)
+	sleeps, err := startWithoutDatabase(t, 1, wait)
 	if err == nil || !strings.Contains(err.Error(), "database did not answer within 30s") {
 		t.Fatalf("New = %v", err)
 	}
@@ -76,7 +76,7 @@ func TestStartUpWaitsForTheDatabaseWithBackoff(t *testing.T) {
 		t.Fatalf("every wait sat on its ceiling: %v", sleeps)
 	}
 	// Instances with different seeds do not retry in step.
-	_, other := startWithoutDatabase(t, 2, wait)
+	other, _ := startWithoutDatabase(t, 2, wait)
 	if slices.Equal(sleeps, other) {
 		t.Fatalf("two seeds drew the same waits: %v", sleeps)
 	}
