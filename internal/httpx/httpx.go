@@ -36,8 +36,8 @@ type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
 // Handlers adapts HandlerFuncs to http.Handlers, translating their errors.
 type Handlers struct {
 	// MapError, when set, turns domain errors (datastore sentinels, ...)
-	// into *fault.Error before they are written. It returns its argument when it
-	// has nothing better.
+	// into *fault.Error before they are written. It returns its argument
+	// when it has nothing better.
 	MapError func(error) error
 }
 
