@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,6 +27,8 @@ import (
 
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/bgtasks/taskdb"
+	"github.com/rackplane/rackplane/internal/backoff"
+	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/rackpki"
@@ -54,6 +57,11 @@ type Config struct {
 	// DatabaseWait bounds how long start-up waits for the database to
 	// answer (it may still be starting, as in docker-compose).
 	DatabaseWait time.Duration
+	// Clock paces start-up's wait for the database (nil: the real clock).
+	Clock clock.Clock
+	// Rand draws the jitter of that wait's retries (nil: seeded from the
+	// operating system).
+	Rand rand.Source
 	// ShutdownGrace bounds how long shutdown waits for in-flight requests,
 	// and then for running background-task activations.
 	ShutdownGrace time.Duration
@@ -109,6 +117,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DatabaseWait == 0 {
 		c.DatabaseWait = time.Minute
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real()
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
@@ -176,7 +187,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 			pool.Close()
 		}
 	}()
-	if err := waitForDatabase(ctx, pool, cfg.DatabaseWait, log); err != nil {
+	if err := waitForDatabase(ctx, pool, cfg.DatabaseWait, cfg.Clock, backoff.NewRand(cfg.Rand), log); err != nil {
 		return nil, err
 	}
 	if err := ensureSchema(ctx, pool, cfg.AutoMigrate, log); err != nil {
@@ -225,9 +236,15 @@ func (s *Server) InternalAdvertiseURL() string {
 	return s.InternalURL()
 }
 
-func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, log zerolog.Logger) error {
-	deadline := time.Now().Add(wait)
-	delay := 200 * time.Millisecond
+// databaseRetry paces the pings of a database that does not answer yet.
+// The jitter keeps Nexus instances started together (docker-compose, a
+// rack restart) from pinging in step.
+var databaseRetry = backoff.Policy{Initial: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.5}
+
+func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, clk clock.Clock, rnd *backoff.Rand,
+	log zerolog.Logger) error {
+	deadline := clk.Now().Add(wait)
+	retry := backoff.New(databaseRetry, rnd)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := pool.Ping(pctx)
@@ -238,16 +255,17 @@ func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, wait time.Duration
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if time.Now().After(deadline) {
+		left := deadline.Sub(clk.Now())
+		if left <= 0 {
 			return fmt.Errorf("nexus: database did not answer within %s: %w", wait, err)
 		}
+		// Sleeping past the deadline would only delay the error; the last
+		// ping is at the deadline.
+		delay := min(retry.NextBackOff(), left)
 		log.Warn().Err(err).Dur("retry_in", delay).Msg("waiting for the database")
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
+		if err := clk.Sleep(ctx, delay); err != nil {
+			return err
 		}
-		delay = min(2*delay, 5*time.Second)
 	}
 }
 

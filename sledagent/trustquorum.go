@@ -7,6 +7,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/gen/sled"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/sledagent/bootstrap"
@@ -88,7 +89,7 @@ func requireRackIdentity(next http.Handler) http.Handler {
 		// the rack CA during the handshake; this reads what it named.
 		id, err := rackpki.PeerIdentity(r.TLS)
 		if err != nil {
-			httpx.WriteError(w, r, httpx.Errorf(http.StatusForbidden, api.CodeMTLSRequired,
+			httpx.WriteError(w, r, fault.New(fault.Forbidden, api.CodeMTLSRequired,
 				"the trust-quorum API needs mutual TLS with a certificate of the rack CA"))
 			return
 		}
@@ -100,7 +101,7 @@ func requireNexus(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, _ := r.Context().Value(identityKey{}).(rackpki.Identity)
 		if id.Kind != rackpki.KindNexus {
-			httpx.WriteError(w, r, httpx.Errorf(http.StatusForbidden, api.CodeForbiddenIdentity,
+			httpx.WriteError(w, r, fault.New(fault.Forbidden, api.CodeForbiddenIdentity,
 				"only Nexus may change the trust quorum; the caller is %s", id))
 			return
 		}
@@ -110,7 +111,7 @@ func requireNexus(next http.Handler) http.Handler {
 
 func (s *Server) agent() (TrustQuorum, error) {
 	if s.tq == nil {
-		return nil, httpx.Errorf(http.StatusServiceUnavailable, api.CodeNoTrustQuorum, "this sled agent runs without a bootstrap agent")
+		return nil, fault.New(fault.Unavailable, api.CodeNoTrustQuorum, "this sled agent runs without a bootstrap agent")
 	}
 	return s.tq, nil
 }
@@ -181,7 +182,7 @@ func (s *Server) tqCommit(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if req.Destination != nil {
-		return httpx.BadRequest(api.CodeInvalidField, "destination is for /trust-quorum/proxy/commit")
+		return fault.Invalidf(api.CodeInvalidField, "destination is for /trust-quorum/proxy/commit")
 	}
 	tq, err := s.agent()
 	if err != nil {
@@ -201,11 +202,11 @@ func (s *Server) tqPrepareAndCommit(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	if req.Destination != nil {
-		return httpx.BadRequest(api.CodeInvalidField, "destination is for /trust-quorum/proxy/prepare-and-commit")
+		return fault.Invalidf(api.CodeInvalidField, "destination is for /trust-quorum/proxy/prepare-and-commit")
 	}
 	cfg, err := req.Configuration.ToTrustQuorum()
 	if err != nil {
-		return httpx.BadRequest(api.CodeInvalidField, "%v", err)
+		return fault.Invalidf(api.CodeInvalidField, "%v", err)
 	}
 	tq, err := s.agent()
 	if err != nil {
@@ -225,7 +226,7 @@ func (s *Server) tqProxyCommit(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if req.Destination == nil {
-		return httpx.BadRequest(api.CodeInvalidField, "field \"destination\" is required")
+		return fault.Invalidf(api.CodeInvalidField, "field \"destination\" is required")
 	}
 	tq, err := s.agent()
 	if err != nil {
@@ -245,11 +246,11 @@ func (s *Server) tqProxyPrepareAndCommit(w http.ResponseWriter, r *http.Request)
 		return err
 	}
 	if req.Destination == nil {
-		return httpx.BadRequest(api.CodeInvalidField, "field \"destination\" is required")
+		return fault.Invalidf(api.CodeInvalidField, "field \"destination\" is required")
 	}
 	cfg, err := req.Configuration.ToTrustQuorum()
 	if err != nil {
-		return httpx.BadRequest(api.CodeInvalidField, "%v", err)
+		return fault.Invalidf(api.CodeInvalidField, "%v", err)
 	}
 	tq, err := s.agent()
 	if err != nil {
@@ -266,7 +267,7 @@ func (s *Server) tqProxyPrepareAndCommit(w http.ResponseWriter, r *http.Request)
 func (s *Server) tqProxyStatus(w http.ResponseWriter, r *http.Request) error {
 	dest := api.Baseboard{Part: r.URL.Query().Get("part"), Serial: r.URL.Query().Get("serial")}
 	if err := (api.TQDestinationRequest{Destination: dest}).Validate(); err != nil {
-		return httpx.BadRequest(api.CodeInvalidParameter, "query parameters part and serial name the destination: %v", err)
+		return fault.Invalidf(api.CodeInvalidParameter, "query parameters part and serial name the destination: %v", err)
 	}
 	tq, err := s.agent()
 	if err != nil {
@@ -297,51 +298,55 @@ func (s *Server) tqProxyStartSledAgent(w http.ResponseWriter, r *http.Request) e
 	return nil
 }
 
-// tqErrors maps the agent's domain errors to statuses and codes.
+// tqErrors maps the agent's domain errors (bootstrap's and trustquorum's
+// sentinels) to kinds and codes; httpx gives each kind its status.
 var tqErrors = []struct {
-	err    error
-	status int
-	code   string
+	err  error
+	kind fault.Kind
+	code string
 }{
-	{bootstrap.ErrBusy, http.StatusServiceUnavailable, api.CodeBusy},
-	{bootstrap.ErrStopped, http.StatusServiceUnavailable, api.CodeTrustQuorumStopped},
-	{bootstrap.ErrNotRunning, http.StatusServiceUnavailable, api.CodeServiceUnavailable},
-	{bootstrap.ErrDestinationNotConnected, http.StatusServiceUnavailable, api.CodeDestinationNotConnected},
-	{bootstrap.ErrProxyConnectionLost, http.StatusServiceUnavailable, api.CodeProxyConnectionLost},
-	{bootstrap.ErrNoSledAgent, http.StatusConflict, api.CodeNoSledAgent},
-	{bootstrap.ErrForbidden, http.StatusForbidden, api.CodeForbiddenIdentity},
-	{bootstrap.ErrInvalidRequest, http.StatusBadRequest, api.CodeInvalidBody},
-	{context.DeadlineExceeded, http.StatusGatewayTimeout, api.CodeProxyTimeout},
-	{trustquorum.ErrInvalidMembership, http.StatusBadRequest, api.CodeInvalidMembership},
-	{trustquorum.ErrInvalidThreshold, http.StatusBadRequest, api.CodeInvalidThreshold},
-	{trustquorum.ErrMalformed, http.StatusBadRequest, api.CodeInvalidField},
-	{trustquorum.ErrNotAMember, http.StatusConflict, api.CodeNotAMember},
-	{trustquorum.ErrExpunged, http.StatusConflict, api.CodeExpunged},
-	{trustquorum.ErrUpgradeFromLrtqRequired, http.StatusConflict, api.CodeUpgradeFromLrtqRequired},
-	{trustquorum.ErrNoLrtq, http.StatusConflict, api.CodeNoLrtq},
-	{trustquorum.ErrAlreadyUpgraded, http.StatusConflict, api.CodeAlreadyUpgraded},
-	{trustquorum.ErrRackIDMismatch, http.StatusConflict, api.CodeRackIDMismatch},
-	{trustquorum.ErrLastCommittedEpochMismatch, http.StatusConflict, api.CodeLastCommittedEpochMismatch},
-	{trustquorum.ErrStaleEpoch, http.StatusConflict, api.CodeStaleEpoch},
-	{trustquorum.ErrConflictingReconfiguration, http.StatusConflict, api.CodeConflictingReconfiguration},
-	{trustquorum.ErrNotPrepared, http.StatusConflict, api.CodeNotPrepared},
-	{trustquorum.ErrMismatchedConfiguration, http.StatusConflict, api.CodeMismatchedConfiguration},
-	{trustquorum.ErrNotCommitted, http.StatusConflict, api.CodeNotCommitted},
-	{trustquorum.ErrUnknownEpoch, http.StatusConflict, api.CodeUnknownEpoch},
-	{trustquorum.ErrNotInitialized, http.StatusConflict, api.CodeNotInitialized},
-	{trustquorum.ErrAlreadyInitialized, http.StatusConflict, api.CodeAlreadyInitialized},
-	{trustquorum.ErrRebuildInProgress, http.StatusConflict, api.CodeRebuildInProgress},
-	{trustquorum.ErrSecretUnavailable, http.StatusConflict, api.CodeSecretUnavailable},
+	// Busy is "try again shortly", which the sled API has always
+	// answered as unavailable rather than as too many requests.
+	{bootstrap.ErrBusy, fault.Unavailable, api.CodeBusy},
+	{bootstrap.ErrStopped, fault.Unavailable, api.CodeTrustQuorumStopped},
+	{bootstrap.ErrNotRunning, fault.Unavailable, api.CodeServiceUnavailable},
+	{bootstrap.ErrDestinationNotConnected, fault.Unavailable, api.CodeDestinationNotConnected},
+	{bootstrap.ErrProxyConnectionLost, fault.Unavailable, api.CodeProxyConnectionLost},
+	{bootstrap.ErrNoSledAgent, fault.Conflict, api.CodeNoSledAgent},
+	{bootstrap.ErrForbidden, fault.Forbidden, api.CodeForbiddenIdentity},
+	{bootstrap.ErrInvalidRequest, fault.Invalid, api.CodeInvalidBody},
+	{context.DeadlineExceeded, fault.Timeout, api.CodeProxyTimeout},
+	{trustquorum.ErrInvalidMembership, fault.Invalid, api.CodeInvalidMembership},
+	{trustquorum.ErrInvalidThreshold, fault.Invalid, api.CodeInvalidThreshold},
+	{trustquorum.ErrMalformed, fault.Invalid, api.CodeInvalidField},
+	{trustquorum.ErrNotAMember, fault.Conflict, api.CodeNotAMember},
+	{trustquorum.ErrExpunged, fault.Conflict, api.CodeExpunged},
+	{trustquorum.ErrUpgradeFromLrtqRequired, fault.Conflict, api.CodeUpgradeFromLrtqRequired},
+	{trustquorum.ErrNoLrtq, fault.Conflict, api.CodeNoLrtq},
+	{trustquorum.ErrAlreadyUpgraded, fault.Conflict, api.CodeAlreadyUpgraded},
+	{trustquorum.ErrRackIDMismatch, fault.Conflict, api.CodeRackIDMismatch},
+	{trustquorum.ErrLastCommittedEpochMismatch, fault.Conflict, api.CodeLastCommittedEpochMismatch},
+	{trustquorum.ErrStaleEpoch, fault.Conflict, api.CodeStaleEpoch},
+	{trustquorum.ErrConflictingReconfiguration, fault.Conflict, api.CodeConflictingReconfiguration},
+	{trustquorum.ErrNotPrepared, fault.Conflict, api.CodeNotPrepared},
+	{trustquorum.ErrMismatchedConfiguration, fault.Conflict, api.CodeMismatchedConfiguration},
+	{trustquorum.ErrNotCommitted, fault.Conflict, api.CodeNotCommitted},
+	{trustquorum.ErrUnknownEpoch, fault.Conflict, api.CodeUnknownEpoch},
+	{trustquorum.ErrNotInitialized, fault.Conflict, api.CodeNotInitialized},
+	{trustquorum.ErrAlreadyInitialized, fault.Conflict, api.CodeAlreadyInitialized},
+	{trustquorum.ErrRebuildInProgress, fault.Conflict, api.CodeRebuildInProgress},
+	{trustquorum.ErrSecretUnavailable, fault.Conflict, api.CodeSecretUnavailable},
 }
 
+// mapTrustQuorumError turns the agent's sentinels into faults; faults
+// (the handlers' own refusals) and unknown errors pass unchanged.
 func mapTrustQuorumError(err error) error {
-	var he *httpx.Error
-	if errors.As(err, &he) {
+	if _, ok := fault.As(err); ok {
 		return err
 	}
 	for _, m := range tqErrors {
 		if errors.Is(err, m.err) {
-			return &httpx.Error{Status: m.status, Code: m.code, Message: err.Error(), Err: err}
+			return fault.Wrap(err, m.kind, m.code, "%s", err.Error())
 		}
 	}
 	return err

@@ -43,13 +43,19 @@ const (
 	MethodNotAllowed
 	// Canceled: the caller went away before the answer was ready.
 	Canceled
+	// Timeout: a party this one asked on the caller's behalf did not
+	// answer in time; the same request may succeed later.
+	Timeout
+	// InsufficientStorage: there is no room left for what the request
+	// would store.
+	InsufficientStorage
 )
 
 var kindNames = map[Kind]string{
 	Internal: "internal", Invalid: "invalid", NotFound: "not_found", Conflict: "conflict",
 	TooLarge: "too_large", Unavailable: "unavailable", Busy: "busy", Unauthenticated: "unauthenticated",
 	Forbidden: "forbidden", RangeNotSatisfiable: "range_not_satisfiable", MethodNotAllowed: "method_not_allowed",
-	Canceled: "canceled",
+	Canceled: "canceled", Timeout: "timeout", InsufficientStorage: "insufficient_storage",
 }
 
 func (k Kind) String() string {

@@ -2,8 +2,10 @@
 // request ids, access logs, panic recovery, JSON bodies and JSON errors, and
 // serving a listener with graceful shutdown.
 //
-// Handlers return errors instead of writing them; an *Error becomes its
-// status and body, anything else a 500 whose detail goes only to the log.
+// Handlers return errors instead of writing them; a *fault.Error becomes
+// its kind's status (statusOf is the one table) and its code and message,
+// anything else a 500 whose detail goes only to the log. This package
+// defines no error type of its own: faults are the one coded error.
 package httpx
 
 import (
@@ -29,61 +31,14 @@ import (
 	"github.com/rackplane/rackplane/internal/reqid"
 )
 
-// Error is a handler error with the status and body it should produce.
-type Error struct {
-	Status  int
-	Code    string
-	Message string
-	// Err is the cause, logged but never sent.
-	Err error
-	// Extra holds additional body fields (see fault.Error.Extra).
-	Extra map[string]any
-}
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
-	}
-	return e.Code + ": " + e.Message
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// Errorf builds an *Error with a formatted message.
-func Errorf(status int, code, format string, args ...any) *Error {
-	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-// BadRequest is a 400 with the given code.
-func BadRequest(code, format string, args ...any) *Error {
-	return Errorf(http.StatusBadRequest, code, format, args...)
-}
-
-// NotFound is a 404 not_found.
-func NotFound(format string, args ...any) *Error {
-	return Errorf(http.StatusNotFound, api.CodeNotFound, format, args...)
-}
-
-// Conflict is a 409 with the given code.
-func Conflict(code, format string, args ...any) *Error {
-	return Errorf(http.StatusConflict, code, format, args...)
-}
-
-// Unavailable is a 503 service_unavailable wrapping cause.
-func Unavailable(cause error, format string, args ...any) *Error {
-	e := Errorf(http.StatusServiceUnavailable, api.CodeServiceUnavailable, format, args...)
-	e.Err = cause
-	return e
-}
-
 // HandlerFunc is a handler that reports failure by returning an error.
 type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 // Handlers adapts HandlerFuncs to http.Handlers, translating their errors.
 type Handlers struct {
 	// MapError, when set, turns domain errors (datastore sentinels, ...)
-	// into *Error before they are written. It returns its argument when it
-	// has nothing better.
+	// into *fault.Error before they are written. It returns its argument
+	// when it has nothing better.
 	MapError func(error) error
 }
 
@@ -113,6 +68,8 @@ var statusOf = map[fault.Kind]int{
 	fault.RangeNotSatisfiable: http.StatusRequestedRangeNotSatisfiable,
 	fault.MethodNotAllowed:    http.StatusMethodNotAllowed,
 	fault.Canceled:            499,
+	fault.Timeout:             http.StatusGatewayTimeout,
+	fault.InsufficientStorage: http.StatusInsufficientStorage,
 }
 
 // StatusOf is the HTTP status a fault of kind k answers with.
@@ -123,54 +80,46 @@ func StatusOf(k fault.Kind) int {
 	return http.StatusInternalServerError
 }
 
-// fromFault is the *Error a fault answers with.
-func fromFault(f *fault.Error) *Error {
-	if f.Kind == fault.Internal {
-		return &Error{Status: http.StatusInternalServerError, Code: api.CodeInternal,
-			Message: "internal error; the server log has the details under this request id", Err: f}
-	}
-	return &Error{Status: StatusOf(f.Kind), Code: f.Code, Message: f.Message, Err: f.Err, Extra: f.Extra}
-}
+// internalMessage is all a caller learns of an internal error.
+const internalMessage = "internal error; the server log has the details under this request id"
 
 // WriteError writes err as a JSON error body and logs it: 5xx at error
 // level with the cause, 4xx at info level. A *fault.Error answers with its
-// kind's status; anything unclassified is a 500 whose detail goes only to
-// the log.
+// kind's status, its code, its message and its extra fields; an internal
+// fault or anything unclassified is a 500 whose detail goes only to the
+// log.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
-	var he *Error
-	if f, ok := fault.As(err); ok && !errors.As(err, &he) {
-		he = fromFault(f)
-	}
-	if he == nil && !errors.As(err, &he) {
-		he = &Error{Status: http.StatusInternalServerError, Code: api.CodeInternal,
-			Message: "internal error; the server log has the details under this request id", Err: err}
+	f, ok := fault.As(err)
+	if !ok || f.Kind == fault.Internal {
+		f = fault.Wrap(err, fault.Internal, api.CodeInternal, internalMessage)
 	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away; nobody reads this response.
-		he = &Error{Status: 499, Code: "client_closed_request", Message: "client closed the request", Err: err}
+		f = fault.Wrap(err, fault.Canceled, "client_closed_request", "client closed the request")
 	}
+	status := StatusOf(f.Kind)
 	log := hlog.FromRequest(r)
 	ev := log.Info()
-	if he.Status >= 500 {
+	if status >= 500 {
 		ev = log.Error()
 	}
-	ev.Int("status", he.Status).Str("error_code", he.Code).Str("message", he.Message).AnErr("cause", he.Err).
-		Msg("request failed")
-	body := api.Error{ErrorCode: he.Code, Message: he.Message, RequestID: reqid.From(r.Context())}
-	if len(he.Extra) == 0 {
-		WriteJSON(w, he.Status, body)
+	ev.Int("status", status).Str("error_code", f.Code).Str("message", f.Message).AnErr("cause", f.Err).
+		Fields(f.Extra).Msg("request failed")
+	body := api.Error{ErrorCode: f.Code, Message: f.Message, RequestID: reqid.From(r.Context())}
+	if len(f.Extra) == 0 {
+		WriteJSON(w, status, body)
 		return
 	}
 	// Extra fields sit beside the standard ones in the same object.
-	m := make(map[string]any, len(he.Extra)+3)
-	for k, v := range he.Extra {
+	m := make(map[string]any, len(f.Extra)+3)
+	for k, v := range f.Extra {
 		m[k] = v
 	}
 	m["error_code"], m["message"] = body.ErrorCode, body.Message
 	if body.RequestID != "" {
 		m["request_id"] = body.RequestID
 	}
-	WriteJSON(w, he.Status, m)
+	WriteJSON(w, status, m)
 }
 
 // WriteJSON writes v as the JSON body with the given status.
@@ -205,18 +154,17 @@ func DecodeJSON(r *http.Request, v any, maxBytes int64) error {
 		return decodeError(err, maxBytes)
 	}
 	if dec.More() {
-		return BadRequest(api.CodeInvalidBody, "request body has data after the JSON value")
+		return fault.Invalidf(api.CodeInvalidBody, "request body has data after the JSON value")
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return BadRequest(api.CodeInvalidBody, "request body has data after the JSON value")
+		return fault.Invalidf(api.CodeInvalidBody, "request body has data after the JSON value")
 	}
 	if val, ok := v.(Validator); ok {
 		if err := val.Validate(); err != nil {
-			var he *Error
-			if errors.As(err, &he) {
-				return he
+			if f, ok := fault.As(err); ok {
+				return f
 			}
-			return BadRequest(api.CodeInvalidField, "%s", err.Error())
+			return fault.Invalidf(api.CodeInvalidField, "%s", err.Error())
 		}
 	}
 	return nil
@@ -228,23 +176,23 @@ func decodeError(err error, maxBytes int64) error {
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.Is(err, io.EOF):
-		return BadRequest(api.CodeInvalidBody, "request body is empty; expected a JSON object")
+		return fault.Invalidf(api.CodeInvalidBody, "request body is empty; expected a JSON object")
 	case errors.As(err, &tooBig):
-		return Errorf(http.StatusRequestEntityTooLarge, api.CodeBodyTooLarge, "request body is larger than %d bytes", maxBytes)
+		return fault.New(fault.TooLarge, api.CodeBodyTooLarge, "request body is larger than %d bytes", maxBytes)
 	case errors.As(err, &syntax):
-		return BadRequest(api.CodeInvalidBody, "request body is not valid JSON (at byte %d): %v", syntax.Offset, err)
+		return fault.Invalidf(api.CodeInvalidBody, "request body is not valid JSON (at byte %d): %v", syntax.Offset, err)
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return BadRequest(api.CodeInvalidBody, "request body is truncated JSON")
+		return fault.Invalidf(api.CodeInvalidBody, "request body is truncated JSON")
 	case errors.As(err, &typeErr):
 		field := typeErr.Field
 		if field == "" {
-			return BadRequest(api.CodeInvalidBody, "request body must be a JSON %s, not %s", typeName(typeErr), typeErr.Value)
+			return fault.Invalidf(api.CodeInvalidBody, "request body must be a JSON %s, not %s", typeName(typeErr), typeErr.Value)
 		}
-		return BadRequest(api.CodeInvalidField, "field %q must be %s, not %s", field, typeName(typeErr), typeErr.Value)
+		return fault.Invalidf(api.CodeInvalidField, "field %q must be %s, not %s", field, typeName(typeErr), typeErr.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return BadRequest(api.CodeInvalidField, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		return fault.Invalidf(api.CodeInvalidField, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
 	}
-	return BadRequest(api.CodeInvalidBody, "request body could not be read: %v", err)
+	return fault.Invalidf(api.CodeInvalidBody, "request body could not be read: %v", err)
 }
 
 func typeName(e *json.UnmarshalTypeError) string {
@@ -269,10 +217,10 @@ func NewRouter(log zerolog.Logger) chi.Router {
 	r := chi.NewRouter()
 	r.Use(hlog.NewHandler(log), RequestID, AccessLog, Recover)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, r, NotFound("no such route: %s %s", r.Method, r.URL.Path))
+		WriteError(w, r, fault.NotFoundf(api.CodeNotFound, "no such route: %s %s", r.Method, r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, r, Errorf(http.StatusMethodNotAllowed, api.CodeMethodNotAllowed,
+		WriteError(w, r, fault.New(fault.MethodNotAllowed, api.CodeMethodNotAllowed,
 			"method %s is not allowed on %s", r.Method, r.URL.Path))
 	})
 	return r
@@ -315,8 +263,7 @@ func Recover(next http.Handler) http.Handler {
 				}
 				hlog.FromRequest(r).Error().Str("panic", fmt.Sprint(v)).Bytes("stack", debug.Stack()).
 					Msg("handler panicked")
-				WriteError(w, r, &Error{Status: http.StatusInternalServerError, Code: api.CodeInternal,
-					Message: "internal error; the server log has the details under this request id"})
+				WriteError(w, r, fmt.Errorf("handler panicked: %v", v))
 			}
 		}()
 		next.ServeHTTP(w, r)

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 )
 
 func TestPanicBecomes500WithRequestID(t *testing.T) {
@@ -67,7 +68,7 @@ func TestMapErrorIsApplied(t *testing.T) {
 	sentinel := errors.New("gone")
 	h := Handlers{MapError: func(err error) error {
 		if errors.Is(err, sentinel) {
-			return Errorf(http.StatusGone, "gone_away", "it is gone")
+			return fault.Conflictf("gone_away", "it is gone")
 		}
 		return err
 	}}
@@ -77,7 +78,7 @@ func TestMapErrorIsApplied(t *testing.T) {
 	r.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
 	var e api.Error
 	_ = json.Unmarshal(rec.Body.Bytes(), &e)
-	if rec.Code != http.StatusGone || e.ErrorCode != "gone_away" {
+	if rec.Code != http.StatusConflict || e.ErrorCode != "gone_away" || e.Message != "it is gone" {
 		t.Fatalf("got %d %+v", rec.Code, e)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 )
 
 // PathUUID parses the URL path parameter name as a UUID (400 if it is not).
@@ -19,7 +20,7 @@ func PathUUID(r *http.Request, name string) (uuid.UUID, error) {
 	raw := chi.URLParam(r, name)
 	id, err := uuid.Parse(raw)
 	if err != nil {
-		return uuid.Nil, BadRequest(api.CodeInvalidParameter, "path parameter %s: %q is not a UUID", name, raw)
+		return uuid.Nil, fault.Invalidf(api.CodeInvalidParameter, "path parameter %s: %q is not a UUID", name, raw)
 	}
 	return id, nil
 }
@@ -33,7 +34,7 @@ func QueryInt(r *http.Request, name string, def, min, max int) (int, error) {
 	}
 	v, err := strconv.Atoi(raw)
 	if err != nil || v < min || v > max {
-		return 0, BadRequest(api.CodeInvalidParameter, "query parameter %s must be an integer from %d to %d, not %q",
+		return 0, fault.Invalidf(api.CodeInvalidParameter, "query parameter %s must be an integer from %d to %d, not %q",
 			name, min, max, raw)
 	}
 	return v, nil
@@ -64,7 +65,7 @@ func (p Pagination) UUIDToken() (uuid.UUID, error) {
 	}
 	id, err := uuid.Parse(p.Token)
 	if err != nil {
-		return uuid.Nil, BadRequest(api.CodeInvalidParameter, "page_token %q is not one this server issued", p.Token)
+		return uuid.Nil, fault.Invalidf(api.CodeInvalidParameter, "page_token %q is not one this server issued", p.Token)
 	}
 	return id, nil
 }
@@ -126,8 +127,8 @@ func ParamErrorHandler(rules ParamRules) func(http.ResponseWriter, *http.Request
 	return func(w http.ResponseWriter, r *http.Request, err error) {
 		name, missing := paramOf(err)
 		if name == "" {
-			WriteError(w, r, &Error{Status: http.StatusBadRequest, Code: api.CodeInvalidParameter,
-				Message: "the request's parameters could not be read: " + err.Error(), Err: err})
+			WriteError(w, r, fault.Wrap(err, fault.Invalid, api.CodeInvalidParameter,
+				"the request's parameters could not be read: %v", err))
 			return
 		}
 		in, raw := paramValue(r, name)
@@ -147,7 +148,7 @@ func ParamErrorHandler(rules ParamRules) func(http.ResponseWriter, *http.Request
 		default:
 			msg = fmt.Sprintf("%s parameter %s: %q is not valid: %v", in, name, raw, errors.Unwrap(err))
 		}
-		WriteError(w, r, &Error{Status: http.StatusBadRequest, Code: code, Message: msg, Err: err})
+		WriteError(w, r, fault.Wrap(err, fault.Invalid, code, "%s", msg))
 	}
 }
 

@@ -37,7 +37,7 @@ func (a *App) createTrustRoot(ctx context.Context, rootJSON []byte) (root model.
 			"a root.json larger than %d bytes is not a TUF root", MaxTrustRootBytes)
 	}
 	if err := tufrepo.CheckTrustRoot(rootJSON); err != nil {
-		return root, false, archiveFault(err)
+		return root, false, err
 	}
 	tm, err := trustedmetadata.New(rootJSON)
 	if err != nil {

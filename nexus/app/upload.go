@@ -123,7 +123,7 @@ func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, er
 			"the upload ended early after %d bytes (%v); send it again", n, err)
 	}
 	if perr := tufrepo.CheckPrefix(first[:n]); perr != nil {
-		return res, archiveFault(perr)
+		return res, perr
 	}
 	if _, err := tmp.Write(first[:n]); err != nil {
 		return res, fmt.Errorf("write upload file: %w", err)
@@ -185,11 +185,11 @@ func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64,
 	arch, err := tufrepo.Open(archive, size, tufrepo.Options{MaxExpansion: a.cfg.TufMaxExpansion,
 		EnforceExpiry: a.cfg.TufEnforceExpiry, Now: a.cfg.Now()})
 	if err != nil {
-		return res, archiveFault(err)
+		return res, err
 	}
 	v, err := arch.Verify(trust, floors)
 	if err != nil {
-		return res, archiveFault(err)
+		return res, err
 	}
 
 	// Copy every artifact into the depot, checking its bytes; ones the
@@ -223,18 +223,18 @@ func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64,
 		}
 		if have {
 			if err := arch.CopyTarget(v, target, io.Discard, buf); err != nil {
-				return res, archiveFault(err)
+				return res, err
 			}
 			continue
 		}
 		if err := batch.Put(sha, func(w io.Writer) error { return arch.CopyTarget(v, target, w, buf) }); err != nil {
-			return res, archiveFault(err)
+			return res, err
 		}
 	}
 	stored, err := batch.Wait()
 	created = append([]string{}, stored...)
 	if err != nil {
-		return res, archiveFault(err)
+		return res, err
 	}
 
 	in := datastore.TufRepoInsert{
@@ -254,18 +254,8 @@ func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64,
 	})
 	res, err = a.ds.TufRepoInsert(ctx, in)
 	if err != nil {
-		return res, archiveFault(err)
+		return res, err
 	}
 	ok = true
 	return res, nil
-}
-
-// archiveFault turns the archive reader's refusals into Invalid faults
-// (the archive is what the operator must fix); other errors pass through.
-func archiveFault(err error) error {
-	var te *tufrepo.Error
-	if errors.As(err, &te) {
-		return &fault.Error{Kind: fault.Invalid, Code: te.Code, Message: te.Message, Err: te.Err}
-	}
-	return err
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/nexus/datastore"
 	"github.com/rackplane/rackplane/nexus/model"
@@ -64,7 +65,7 @@ func (s *API) auditList(w http.ResponseWriter, r *http.Request) error {
 	if page.Token != "" {
 		c, err := datastore.ParseRepoCursor(page.Token)
 		if err != nil {
-			return httpx.BadRequest(api.CodeInvalidParameter, "page_token %q is not one this server issued", page.Token)
+			return fault.Invalidf(api.CodeInvalidParameter, "page_token %q is not one this server issued", page.Token)
 		}
 		before = &c
 	}

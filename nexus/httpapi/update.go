@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/datastore"
@@ -21,7 +22,7 @@ func (s *API) trustRootCreate(w http.ResponseWriter, r *http.Request) error {
 	// One byte past the limit lets the application layer refuse it.
 	body, err := io.ReadAll(io.LimitReader(r.Body, app.MaxTrustRootBytes+1))
 	if err != nil {
-		return httpx.BadRequest(api.CodeInvalidBody, "the request body could not be read: %v", err)
+		return fault.Invalidf(api.CodeInvalidBody, "the request body could not be read: %v", err)
 	}
 	root, created, err := s.app.CreateTrustRoot(r.Context(), body)
 	if err != nil {
@@ -90,7 +91,7 @@ func (s *API) repoList(w http.ResponseWriter, r *http.Request) error {
 	if page.Token != "" {
 		c, err := datastore.ParseRepoCursor(page.Token)
 		if err != nil {
-			return httpx.BadRequest(api.CodeInvalidParameter, "page_token %q is not one this server issued", page.Token)
+			return fault.Invalidf(api.CodeInvalidParameter, "page_token %q is not one this server issued", page.Token)
 		}
 		after = &c
 	}
@@ -146,11 +147,11 @@ func (s *API) artifactList(w http.ResponseWriter, r *http.Request) error {
 func (s *API) depotServe(w http.ResponseWriter, r *http.Request) error {
 	sha := chi.URLParam(r, "sha256")
 	if err := api.CheckSHA256(sha); err != nil || !depot.ValidHash(sha) {
-		return httpx.BadRequest(api.CodeInvalidSHA256, "path parameter sha256: %v", err)
+		return fault.Invalidf(api.CodeInvalidSHA256, "path parameter sha256: %v", err)
 	}
 	f, err := os.Open(s.app.Depot().Path(sha))
 	if errors.Is(err, os.ErrNotExist) {
-		return httpx.NotFound("this Nexus holds no local copy of artifact %s", sha)
+		return fault.NotFoundf(api.CodeNotFound, "this Nexus holds no local copy of artifact %s", sha)
 	}
 	if err != nil {
 		return err

@@ -19,8 +19,8 @@
 // directory from the file on disk, and only metadata (bounded by
 // Options.MaxMetadata) is held in memory.
 //
-// Every refusal is an *Error with its own code (see package api) and a
-// message that says what is wrong with the archive.
+// Every refusal is a *fault.Error of kind Invalid with its own code (see
+// package api) and a message that says what is wrong with the archive.
 package tufrepo
 
 import (
@@ -38,26 +38,20 @@ import (
 	"unicode/utf8"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 )
 
-// Error is a refusal of the archive, with the code the API answers with.
-type Error struct {
-	Code    string
-	Message string
-	Err     error
+// errf is a refusal of the archive: an Invalid fault, since the archive
+// is what the operator must fix, with its own code.
+func errf(code, format string, args ...any) *fault.Error {
+	return fault.New(fault.Invalid, code, format, args...)
 }
 
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
-	}
-	return e.Code + ": " + e.Message
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-func errf(code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+// wrapf is errf with the cause, which is logged but not sent.
+func wrapf(cause error, code, format string, args ...any) *fault.Error {
+	e := errf(code, format, args...)
+	e.Err = cause
+	return e
 }
 
 // Options bound and shape reading and verification.
@@ -245,7 +239,7 @@ var metadataNameRE = regexp.MustCompile(`^([0-9]+\.)?(root|timestamp|snapshot|ta
 
 // checkPlacement refuses an entry that is neither metadata nor under
 // repo/targets/ (name is without its trailing slash).
-func checkPlacement(name string, isDir bool) *Error {
+func checkPlacement(name string, isDir bool) *fault.Error {
 	switch {
 	case isDir && (name+"/" == repoDir || name+"/" == metadataDir || name+"/" == targetsDir):
 		return nil
@@ -301,7 +295,7 @@ func checkName(name string) error {
 // checkControl refuses control characters (C0, DEL and, in UTF-8 names,
 // C1) in a name: they can hide or fake parts of a name in a terminal, a
 // log or a status page.
-func checkControl(what, name string) *Error {
+func checkControl(what, name string) *fault.Error {
 	for i := 0; i < len(name); {
 		r, n := utf8.DecodeRuneInString(name[i:])
 		if name[i] < 0x20 || name[i] == 0x7f || (r != utf8.RuneError && unicode.IsControl(r)) {
@@ -356,7 +350,7 @@ func (a *Archive) readSmall(name string, limit int64) ([]byte, error) {
 	}
 	rc, err := f.Open()
 	if err != nil {
-		return nil, &Error{Code: api.CodeCorruptEntry, Message: fmt.Sprintf("%s cannot be read", name), Err: err}
+		return nil, wrapf(err, api.CodeCorruptEntry, "%s cannot be read", name)
 	}
 	defer rc.Close()
 	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
@@ -369,11 +363,10 @@ func (a *Archive) readSmall(name string, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-func corrupt(name string, err error) *Error {
+func corrupt(name string, err error) *fault.Error {
 	if errors.Is(err, errDeflateTail) {
 		return errf(api.CodeUnaccountedBytes, "entry %s has bytes after the end of its compressed data, which no zip "+
 			"reader shows; data was hidden in the archive after it was made", name)
 	}
-	return &Error{Code: api.CodeCorruptEntry, Err: err,
-		Message: fmt.Sprintf("entry %s is corrupt (%v); upload the archive again", name, err)}
+	return wrapf(err, api.CodeCorruptEntry, "entry %s is corrupt (%v); upload the archive again", name, err)
 }

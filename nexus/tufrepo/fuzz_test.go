@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus/tufrepo"
 )
@@ -35,7 +36,7 @@ func tinyRepo(v2 bool) tufgen.Repo {
 
 // FuzzArchive feeds arbitrary bytes to the archive reader and verifier.
 // Whatever the input, they must not panic, every refusal must be an
-// *Error with a code (which the API turns into a 4xx), and CheckPrefix
+// Invalid fault with a code (which the API turns into a 400), and CheckPrefix
 // must not refuse an archive the reader accepts. The seeds include every
 // strict-zip case (strict-*) and archives made by real zip tools (real-*).
 //
@@ -78,8 +79,8 @@ func FuzzArchive(f *testing.F) {
 }
 
 func mustBeRefusal(t *testing.T, err error) {
-	var e *tufrepo.Error
-	if !errors.As(err, &e) || e.Code == "" || e.Message == "" {
+	var e *fault.Error
+	if !errors.As(err, &e) || e.Kind != fault.Invalid || e.Code == "" || e.Message == "" {
 		t.Fatalf("failure is not a refusal with a code and message: %#v", err)
 	}
 }

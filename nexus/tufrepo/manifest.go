@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 )
 
 // Manifest target names.
@@ -44,7 +45,7 @@ var systemVersionRE = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$`)
 
 // readManifest finds the signed artifacts manifest, checks its bytes, and
 // fills v's system version and artifacts.
-func (a *Archive) readManifest(v *Verified) *Error {
+func (a *Archive) readManifest(v *Verified) *fault.Error {
 	_, has1 := v.targets[ManifestV1]
 	_, has2 := v.targets[ManifestV2]
 	var name string
@@ -70,10 +71,10 @@ func (a *Archive) readManifest(v *Verified) *Error {
 		return asError(err)
 	}
 	raw := buf.Bytes()
-	bad := func(format string, args ...any) *Error {
+	bad := func(format string, args ...any) *fault.Error {
 		return errf(api.CodeInvalidManifest, "%s: %s", name, fmt.Sprintf(format, args...))
 	}
-	missing := func(format string, args ...any) *Error {
+	missing := func(format string, args ...any) *fault.Error {
 		return errf(api.CodeManifestMissingField, "%s: %s", name, fmt.Sprintf(format, args...))
 	}
 	var arts []Artifact
@@ -210,7 +211,7 @@ func (v *Verified) TargetSHA256(name string) string { return fmt.Sprintf("%x", v
 
 // CopyTarget copies a target's bytes from the archive to w, checking them
 // against the signed length and SHA-256 on the way. buf is the copy
-// buffer. A mismatch is an *Error; w may have received bytes by then, so
+// buffer. A mismatch is an *fault.Error; w may have received bytes by then, so
 // the caller must discard what it wrote unless CopyTarget returns nil.
 func (a *Archive) CopyTarget(v *Verified, name string, w io.Writer, buf []byte) error {
 	st, ok := v.targets[name]

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus/tufrepo"
 )
@@ -260,7 +261,7 @@ func TestStrictArchiveRefusals(t *testing.T) {
 			if code(err) != c.code {
 				t.Fatalf("got %v, want code %s", err, c.code)
 			}
-			var e *tufrepo.Error
+			var e *fault.Error
 			if !errors.As(err, &e) || len(e.Message) < 40 {
 				t.Fatalf("message too thin for an operator: %v", err)
 			}

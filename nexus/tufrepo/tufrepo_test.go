@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus/tufrepo"
 )
@@ -58,7 +59,7 @@ func verify(archive []byte, roots []tufrepo.TrustRoot, floors map[uuid.UUID]tufr
 }
 
 func code(err error) string {
-	var e *tufrepo.Error
+	var e *fault.Error
 	if errors.As(err, &e) {
 		return e.Code
 	}

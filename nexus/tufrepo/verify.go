@@ -18,6 +18,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 )
 
 // TrustRoot is a registered root to verify against.
@@ -88,7 +89,7 @@ func (a *Archive) Verify(roots []TrustRoot, floors map[uuid.UUID]Floor) (*Verifi
 	if err != nil {
 		return nil, err
 	}
-	var best *Error
+	var best *fault.Error
 	bestStage := -1
 	for _, tr := range roots {
 		v, stage, err := a.verifyWith(tr, rootFiles)
@@ -161,11 +162,10 @@ func (a *Archive) rootVersions() ([]string, error) {
 	return out, nil
 }
 
-func (a *Archive) verifyWith(tr TrustRoot, rootFiles []string) (*Verified, int, *Error) {
+func (a *Archive) verifyWith(tr TrustRoot, rootFiles []string) (*Verified, int, *fault.Error) {
 	tm, err := trustedmetadata.New(tr.JSON)
 	if err != nil {
-		return nil, stageUnlinked, &Error{Code: api.CodeInvalidTrustRoot, Err: err,
-			Message: fmt.Sprintf("registered trust root %s does not load", tr.ID)}
+		return nil, stageUnlinked, wrapf(err, api.CodeInvalidTrustRoot, "registered trust root %s does not load", tr.ID)
 	}
 	// trustedmetadata judges expiry at RefTime; the zero time never
 	// expires anything, which is how enforcement is turned off.
@@ -190,21 +190,21 @@ func (a *Archive) verifyWith(tr TrustRoot, rootFiles []string) (*Verified, int, 
 		}
 		next, perr := metadata.Root().FromBytes(data)
 		if perr != nil {
-			return nil, stageRootChain, &Error{Code: api.CodeInvalidMetadata, Err: perr,
-				Message: fmt.Sprintf("%s is not valid root metadata: %v", path.Base(name), perr)}
+			return nil, stageRootChain, wrapf(perr, api.CodeInvalidMetadata,
+				"%s is not valid root metadata: %v", path.Base(name), perr)
 		}
 		if err := tm.Root.VerifyDelegate(metadata.ROOT, next); err != nil {
 			if !linked {
 				return nil, stageUnlinked, untrusted(tr.ID)
 			}
-			return nil, stageRootChain, &Error{Code: api.CodeRootRotationUnsigned, Err: err,
-				Message: fmt.Sprintf("%s is not signed by a threshold of root version %d's keys (%v); "+
-					"a rotated root must be signed by the old root and the new one", path.Base(name), v-1, err)}
+			return nil, stageRootChain, wrapf(err, api.CodeRootRotationUnsigned,
+				"%s is not signed by a threshold of root version %d's keys (%v); "+
+					"a rotated root must be signed by the old root and the new one", path.Base(name), v-1, err)
 		}
 		linked = true
 		if err := next.VerifyDelegate(metadata.ROOT, next); err != nil {
-			return nil, stageRootChain, &Error{Code: api.CodeRootRotationUnsigned, Err: err,
-				Message: fmt.Sprintf("%s is not signed by a threshold of its own root keys (%v)", path.Base(name), err)}
+			return nil, stageRootChain, wrapf(err, api.CodeRootRotationUnsigned,
+				"%s is not signed by a threshold of its own root keys (%v)", path.Base(name), err)
 		}
 		if _, err := tm.UpdateRoot(data); err != nil {
 			return nil, stageRootChain, mapTUF(err, "root", path.Base(name))
@@ -280,7 +280,7 @@ func (a *Archive) verifyWith(tr TrustRoot, rootFiles []string) (*Verified, int, 
 // checkTargetNames refuses signed target names that are not plain
 // relative paths. Signing a name does not make it safe: it becomes a path
 // in the archive (and, for whoever unpacks the repository, on disk).
-func (v *Verified) checkTargetNames() *Error {
+func (v *Verified) checkTargetNames() *fault.Error {
 	names := make([]string, 0, len(v.targets))
 	for name := range v.targets {
 		names = append(names, name)
@@ -309,7 +309,7 @@ func (v *Verified) checkTargetNames() *Error {
 // older root versions the chain starts from), the targets targets.json
 // signs, and the directories above them. It reads nothing: an unsigned
 // entry, however large it claims to be, is refused unread.
-func (a *Archive) checkEntries(v *Verified, rootFiles []string) *Error {
+func (a *Archive) checkEntries(v *Verified, rootFiles []string) *fault.Error {
 	allowed := map[string]bool{
 		metadataDir + "timestamp.json": true,
 		metadataDir + v.snapshotFile:   true,
@@ -345,7 +345,7 @@ func (a *Archive) checkEntries(v *Verified, rootFiles []string) *Error {
 	return nil
 }
 
-func untrusted(id uuid.UUID) *Error {
+func untrusted(id uuid.UUID) *fault.Error {
 	_ = id
 	return errf(api.CodeUntrustedRoot, "the repository's metadata is not signed by any registered trust root; "+
 		"register the root.json this release was signed with (rackctl trust-root add)")
@@ -354,15 +354,14 @@ func untrusted(id uuid.UUID) *Error {
 // sameRoot reports whether the archive's root file signs the same content
 // as the trusted root: then the archive belongs to the trusted lineage, and
 // later failures are defects of the archive, not a different signer.
-func (a *Archive) sameRoot(trusted *metadata.Metadata[metadata.RootType], name string) (bool, *Error) {
+func (a *Archive) sameRoot(trusted *metadata.Metadata[metadata.RootType], name string) (bool, *fault.Error) {
 	data, err := a.readSmall(name, a.opts.MaxMetadata)
 	if err != nil {
 		return false, asError(err)
 	}
 	other, err := metadata.Root().FromBytes(data)
 	if err != nil {
-		return false, &Error{Code: api.CodeInvalidMetadata, Err: err,
-			Message: fmt.Sprintf("%s is not valid root metadata: %v", path.Base(name), err)}
+		return false, wrapf(err, api.CodeInvalidMetadata, "%s is not valid root metadata: %v", path.Base(name), err)
 	}
 	x, err1 := cjson.EncodeCanonical(trusted.Signed)
 	y, err2 := cjson.EncodeCanonical(other.Signed)
@@ -379,7 +378,7 @@ func metaName(role string, version int64, consistent bool) string {
 }
 
 // mapTUF turns go-tuf's verification errors into refusals with codes.
-func mapTUF(err error, role, file string) *Error {
+func mapTUF(err error, role, file string) *fault.Error {
 	var (
 		unsigned *metadata.ErrUnsignedMetadata
 		expired  *metadata.ErrExpiredMetadata
@@ -388,30 +387,28 @@ func mapTUF(err error, role, file string) *Error {
 	)
 	switch {
 	case errors.As(err, &unsigned):
-		return &Error{Code: api.CodeSignatureThreshold, Err: err,
-			Message: fmt.Sprintf("%s is not signed by enough %s keys: %v", file, role, err)}
+		return wrapf(err, api.CodeSignatureThreshold, "%s is not signed by enough %s keys: %v", file, role, err)
 	case errors.As(err, &expired):
-		return &Error{Code: api.CodeMetadataExpired, Err: err,
-			Message: fmt.Sprintf("%s: %v; this Nexus enforces metadata expiry (re-sign the release or turn enforcement off)", file, err)}
+		return wrapf(err, api.CodeMetadataExpired,
+			"%s: %v; this Nexus enforces metadata expiry (re-sign the release or turn enforcement off)", file, err)
 	case errors.As(err, &mismatch):
-		return &Error{Code: api.CodeMetadataHashMismatch, Err: err,
-			Message: fmt.Sprintf("%s does not match the length or hash its parent role signs: %v", file, err)}
+		return wrapf(err, api.CodeMetadataHashMismatch,
+			"%s does not match the length or hash its parent role signs: %v", file, err)
 	case errors.As(err, &badVer):
-		return &Error{Code: api.CodeMetadataVersionMismatch, Err: err,
-			Message: fmt.Sprintf("%s has the wrong version: %v", file, err)}
+		return wrapf(err, api.CodeMetadataVersionMismatch, "%s has the wrong version: %v", file, err)
 	}
-	return &Error{Code: api.CodeInvalidMetadata, Err: err, Message: fmt.Sprintf("%s is not valid %s metadata: %v", file, role, err)}
+	return wrapf(err, api.CodeInvalidMetadata, "%s is not valid %s metadata: %v", file, role, err)
 }
 
-func checkFloor(v Versions, f Floor) *Error {
-	check := func(code, role string, got, floor int64) *Error {
+func checkFloor(v Versions, f Floor) *fault.Error {
+	check := func(code, role string, got, floor int64) *fault.Error {
 		if got < floor {
 			return errf(code, "%s version %d is older than version %d already accepted from this trust root; "+
 				"refusing a rollback (upload a newer release)", role, got, floor)
 		}
 		return nil
 	}
-	for _, c := range []*Error{
+	for _, c := range []*fault.Error{
 		check(api.CodeRootRollback, "root", v.Root, f.Root),
 		check(api.CodeTimestampRollback, "timestamp", v.Timestamp, f.Timestamp),
 		check(api.CodeSnapshotRollback, "snapshot", v.Snapshot, f.Snapshot),
@@ -442,12 +439,12 @@ func (v *Verified) TargetPath(name string) string {
 	return repoDir + "targets/" + dir + hex.EncodeToString(v.targets[name].sha256) + "." + base
 }
 
-func asError(err error) *Error {
-	var e *Error
+func asError(err error) *fault.Error {
+	var e *fault.Error
 	if errors.As(err, &e) {
 		return e
 	}
-	return &Error{Code: api.CodeCorruptEntry, Message: err.Error(), Err: err}
+	return wrapf(err, api.CodeCorruptEntry, "%s", err.Error())
 }
 
 func sha256Hex(b []byte) string {

@@ -12,6 +12,7 @@ import (
 	"slices"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 )
 
 // archive/zip believes the central directory alone: it never looks at a
@@ -76,8 +77,8 @@ func le64(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
 // readDirectory finds the end record, which must end exactly where the
 // file does, and reads the directory it names. zipMagic says whether the
 // file starts like a zip; it only picks the most telling refusal.
-func readDirectory(r io.ReaderAt, size int64, zipMagic bool, maxDir int64) (*zipDir, *Error) {
-	classify := func() *Error {
+func readDirectory(r io.ReaderAt, size int64, zipMagic bool, maxDir int64) (*zipDir, *fault.Error) {
+	classify := func() *fault.Error {
 		switch {
 		case !zipMagic && !hasEOCD(r, size):
 			return errf(api.CodeNotAZip, "the upload is not a zip archive; upload the repository zip as it was released")
@@ -182,8 +183,8 @@ type zip64End struct {
 // readZip64End reads the zip64 end record the locator (just before the
 // end record at pos) points to. The record must end where the locator
 // starts.
-func readZip64End(r io.ReaderAt, pos int64, loc []byte) (*zip64End, *Error) {
-	bad := func(format string, args ...any) *Error {
+func readZip64End(r io.ReaderAt, pos int64, loc []byte) (*zip64End, *fault.Error) {
+	bad := func(format string, args ...any) *fault.Error {
 		return errf(api.CodeMalformedDirectory, "the archive's zip64 end records are damaged: "+format, args...)
 	}
 	if le32(loc[4:]) != 0 || le32(loc[16:]) != 1 {
@@ -217,8 +218,8 @@ func readZip64End(r io.ReaderAt, pos int64, loc []byte) (*zip64End, *Error) {
 
 // readRecords parses exactly count directory records, which must fill
 // the directory.
-func (d *zipDir) readRecords(r io.ReaderAt, count int) *Error {
-	bad := func(format string, args ...any) *Error {
+func (d *zipDir) readRecords(r io.ReaderAt, count int) *fault.Error {
+	bad := func(format string, args ...any) *fault.Error {
 		return errf(api.CodeMalformedDirectory, "the archive's central directory is damaged: "+format, args...)
 	}
 	sr := io.NewSectionReader(r, d.cdOffset, d.cdSize)
@@ -322,7 +323,7 @@ func zip64Values(field []byte, need ...bool) ([]uint64, error) {
 
 // matches checks that archive/zip read the directory as this package did,
 // so that what was checked is what will be read.
-func (d *zipDir) matches(files []*zip.File) *Error {
+func (d *zipDir) matches(files []*zip.File) *fault.Error {
 	if len(files) != len(d.entries) {
 		return errf(api.CodeSecondDirectory, "the archive's central directory holds %d records but its end record "+
 			"declares %d; zip readers would disagree on the archive's contents", len(files), len(d.entries))
@@ -341,7 +342,7 @@ func (d *zipDir) matches(files []*zip.File) *Error {
 // descriptor) with its directory record and checks that the entries,
 // the directory and the end records tile the file with no gap and no
 // overlap.
-func (d *zipDir) checkLocalHeaders(r io.ReaderAt, files []*zip.File) *Error {
+func (d *zipDir) checkLocalHeaders(r io.ReaderAt, files []*zip.File) *fault.Error {
 	order := make([]*dirEntry, len(d.entries))
 	for i := range d.entries {
 		order[i] = &d.entries[i]
@@ -365,7 +366,7 @@ func (d *zipDir) checkLocalHeaders(r io.ReaderAt, files []*zip.File) *Error {
 		if i+1 < len(order) {
 			next = min(order[i+1].offset, d.cdOffset)
 		}
-		noHeader := func() *Error {
+		noHeader := func() *fault.Error {
 			return errf(api.CodeLocalHeaderMismatch, "the central directory places entry %q at byte %d, "+
 				"but there is no local file header there", e.name, e.offset)
 		}
@@ -430,8 +431,8 @@ func (d *zipDir) checkLocalHeaders(r io.ReaderAt, files []*zip.File) *Error {
 }
 
 // compareLocal checks a local header against the directory record.
-func (e *dirEntry) compareLocal(hdr, name, extra []byte) *Error {
-	mismatch := func(what string, local, central any) *Error {
+func (e *dirEntry) compareLocal(hdr, name, extra []byte) *fault.Error {
+	mismatch := func(what string, local, central any) *fault.Error {
 		return errf(api.CodeLocalHeaderMismatch, "entry %q: its local header says %s %v, the central directory %v; "+
 			"zip readers would disagree on the archive's contents", e.name, what, local, central)
 	}
@@ -486,7 +487,7 @@ func (e *dirEntry) compareLocal(hdr, name, extra []byte) *Error {
 // data) and returns its length. It may be 12 to 24 bytes (with or
 // without its signature, with 32- or 64-bit sizes); the form that agrees
 // with the directory and ends where the next entry starts is the one.
-func (e *dirEntry) descriptor(r io.ReaderAt, off, next, limit int64) (int64, *Error) {
+func (e *dirEntry) descriptor(r io.ReaderAt, off, next, limit int64) (int64, *fault.Error) {
 	b := make([]byte, min(24, limit-off))
 	if _, err := r.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
 		return 0, errf(api.CodeDataDescriptorMismatch, "entry %q: its data descriptor cannot be read: %v", e.name, err)
@@ -532,7 +533,7 @@ func (e *dirEntry) descriptor(r io.ReaderAt, off, next, limit int64) (int64, *Er
 // unaccounted refuses the bytes [from, to) that belong to no entry. When
 // they start like a directory or an end record, they are most likely a
 // second central directory.
-func unaccounted(r io.ReaderAt, from, to int64, where string) *Error {
+func unaccounted(r io.ReaderAt, from, to int64, where string) *fault.Error {
 	head := make([]byte, 4)
 	if to-from >= 4 {
 		if _, err := r.ReadAt(head, from); err == nil {

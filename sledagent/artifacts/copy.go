@@ -18,7 +18,7 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/internal/backoff"
-	"github.com/rackplane/rackplane/internal/httpx"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/reqid"
 )
 
@@ -163,7 +163,7 @@ func (c *copier) inFlight(gen uint64) map[string]string {
 }
 
 // ErrStopped is why StartCopy refuses a copy once the store has stopped
-// (wrapped in a 503).
+// (the cause of an Unavailable fault).
 var ErrStopped = errors.New("artifacts: the store has stopped")
 
 // Copy returns the latest copy of sha, if one is remembered.
@@ -174,7 +174,7 @@ func (s *Store) Copy(sha string) (api.ArtifactCopy, bool) { return s.copies.get(
 // already holds it; the copy already queued or running for sha, if any
 // (no second copy starts); or a new queued copy. The copy itself runs
 // after the reply; Copy and Copies show its progress and outcome. Once the
-// store has stopped it refuses with ErrStopped (a 503).
+// store has stopped it refuses with ErrStopped (in an Unavailable fault).
 func (s *Store) StartCopy(ctx context.Context, sha string, gen uint64, req api.ArtifactCopyRequest) (api.ArtifactCopy, bool, error) {
 	devs, err := s.admit(sha, gen)
 	if err != nil {
@@ -186,7 +186,7 @@ func (s *Store) StartCopy(ctx context.Context, sha string, gen uint64, req api.A
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
-		return api.ArtifactCopy{}, false, httpx.Unavailable(ErrStopped,
+		return api.ArtifactCopy{}, false, fault.Wrap(ErrStopped, fault.Unavailable, api.CodeServiceUnavailable,
 			"the sled agent is stopping; ask again once it is back")
 	}
 	c.pruneLocked()

@@ -11,13 +11,12 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog"
-	"github.com/rs/zerolog/hlog"
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/gen/depot"
 	"github.com/rackplane/rackplane/api/gen/sled"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/httpx"
-	"github.com/rackplane/rackplane/internal/reqid"
 )
 
 // bodyIdleTimeout aborts an artifact upload that sends nothing for this
@@ -91,28 +90,17 @@ type apiHandlers struct{ s *Store }
 // depotHandlers implements the store's part of depot.ServerInterface.
 type depotHandlers struct{ s *Store }
 
-// fail writes a handler's error, if any: generation conflicts with the
-// generation the sled holds, every other error the standard way.
+// fail writes a handler's error, if any. A generation conflict's fault
+// carries held_generation, so its body is an api.GenerationConflict.
 func fail(w http.ResponseWriter, r *http.Request, err error) {
-	if err == nil {
-		return
+	if err != nil {
+		httpx.WriteError(w, r, err)
 	}
-	var gc *genConflictError
-	if errors.As(err, &gc) {
-		hlog.FromRequest(r).Info().Int("status", gc.he.Status).Str("error_code", gc.he.Code).
-			Str("message", gc.he.Message).Uint64("held_generation", gc.held).Msg("request failed")
-		httpx.WriteJSON(w, gc.he.Status, api.GenerationConflict{
-			Error:          api.Error{ErrorCode: gc.he.Code, Message: gc.he.Message, RequestID: reqid.From(r.Context())},
-			HeldGeneration: gc.held,
-		})
-		return
-	}
-	httpx.WriteError(w, r, err)
 }
 
 func checkPathSHA(sha string) error {
 	if err := api.CheckSHA256(sha); err != nil {
-		return httpx.BadRequest(api.CodeInvalidSHA256, "path: %v", err)
+		return fault.Invalidf(api.CodeInvalidSHA256, "path: %v", err)
 	}
 	return nil
 }
@@ -198,7 +186,7 @@ func (s *Store) Put(ctx context.Context, sha string, gen uint64, body io.Reader,
 	holders, lacking := split(devs, sha)
 	sp := s.openSpool(sha, "put", lacking)
 	if len(lacking) > 0 && sp.live() == 0 {
-		return api.ArtifactPutResult{}, (&allFailedError{sp.failures()}).httpError()
+		return api.ArtifactPutResult{}, (&allFailedError{sp.failures()}).asFault()
 	}
 	body = &readTracker{r: body}
 	n, err := sp.readFrom(body)
@@ -207,12 +195,12 @@ func (s *Store) Put(ctx context.Context, sha string, gen uint64, body io.Reader,
 		var allFailed *allFailedError
 		switch {
 		case errors.As(err, &allFailed):
-			return api.ArtifactPutResult{}, allFailed.httpError()
+			return api.ArtifactPutResult{}, allFailed.asFault()
 		case body.(*readTracker).err != nil && length > 0 && n < length:
-			return api.ArtifactPutResult{}, httpx.BadRequest(api.CodeLengthMismatch,
+			return api.ArtifactPutResult{}, fault.Invalidf(api.CodeLengthMismatch,
 				"the body ended after %d of the %d bytes its Content-Length announced; nothing was kept", n, length)
 		case body.(*readTracker).err != nil:
-			return api.ArtifactPutResult{}, httpx.BadRequest(api.CodeInvalidBody,
+			return api.ArtifactPutResult{}, fault.Invalidf(api.CodeInvalidBody,
 				"reading the body failed after %d bytes (%v); nothing was kept", n, err)
 		}
 		return api.ArtifactPutResult{}, err
@@ -222,11 +210,11 @@ func (s *Store) Put(ctx context.Context, sha string, gen uint64, body io.Reader,
 	var allFailed *allFailedError
 	switch {
 	case errors.As(err, &mismatch):
-		return api.ArtifactPutResult{}, httpx.BadRequest(api.CodeHashMismatch,
+		return api.ArtifactPutResult{}, fault.Invalidf(api.CodeHashMismatch,
 			"the body (%d bytes) has sha256 %s, not %s: it is truncated, too long or not this artifact; nothing was kept",
 			mismatch.n, mismatch.got, sha)
 	case errors.As(err, &allFailed):
-		return api.ArtifactPutResult{}, allFailed.httpError()
+		return api.ArtifactPutResult{}, allFailed.asFault()
 	case err != nil:
 		return api.ArtifactPutResult{}, err
 	}
@@ -287,7 +275,7 @@ func (s *Store) handleCopy(w http.ResponseWriter, r *http.Request, sha string) e
 	}
 	st, ok := s.Copy(sha)
 	if !ok {
-		return httpx.NotFound("no copy of %s was requested recently (finished copies are kept for %s)",
+		return fault.NotFoundf(api.CodeNotFound, "no copy of %s was requested recently (finished copies are kept for %s)",
 			sha, s.opts.CopyRetention)
 	}
 	httpx.WriteJSON(w, http.StatusOK, st)
@@ -331,7 +319,7 @@ func (s *Store) handleDepotGet(w http.ResponseWriter, r *http.Request, sha strin
 		}
 	}
 	if f == nil {
-		return httpx.NotFound("this sled holds no copy of artifact %s", sha)
+		return fault.NotFoundf(api.CodeNotFound, "this sled holds no copy of artifact %s", sha)
 	}
 	defer f.Close()
 	h := w.Header()
@@ -355,7 +343,7 @@ type depotWriter struct {
 func (d *depotWriter) WriteHeader(code int) {
 	if code == http.StatusRequestedRangeNotSatisfiable {
 		d.swallow = true
-		httpx.WriteError(d.ResponseWriter, d.r, httpx.Errorf(code, api.CodeInvalidRange,
+		httpx.WriteError(d.ResponseWriter, d.r, fault.New(fault.RangeNotSatisfiable, api.CodeInvalidRange,
 			"Range %q cannot be served: %s", d.r.Header.Get("Range"), describeRange(d.Header().Get("Content-Range"))))
 		return
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -15,8 +14,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/fsutil"
-	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/sledagent/m2"
 )
 
@@ -241,17 +240,17 @@ func (e *allFailedError) Error() string {
 	return "no M.2 could store the artifact (" + strings.Join(parts, "; ") + ")"
 }
 
-// httpError is the answer for a write no device took: 507 when every
-// device was full, 503 otherwise.
-func (e *allFailedError) httpError() *httpx.Error {
+// asFault is the answer for a write no device took: insufficient storage
+// when every device was full, unavailable otherwise.
+func (e *allFailedError) asFault() *fault.Error {
 	full := len(e.failed) > 0
 	for _, f := range e.failed {
 		full = full && f.Full
 	}
 	if full {
-		return &httpx.Error{Status: http.StatusInsufficientStorage, Code: api.CodeInsufficientStorage, Message: e.Error(), Err: e}
+		return fault.Wrap(e, fault.InsufficientStorage, api.CodeInsufficientStorage, "%s", e.Error())
 	}
-	return &httpx.Error{Status: http.StatusServiceUnavailable, Code: api.CodeM2WriteFailed, Message: e.Error(), Err: e}
+	return fault.Wrap(e, fault.Unavailable, api.CodeM2WriteFailed, "%s", e.Error())
 }
 
 // commitResult is what a commit stored.

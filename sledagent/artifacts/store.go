@@ -35,7 +35,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/clock"
-	"github.com/rackplane/rackplane/internal/httpx"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/sledagent/ledger"
 )
 
@@ -392,7 +392,7 @@ func (s *Store) reconcileLedgerLocked(devs []*device, must *device) error {
 // PutConfig applies a config Nexus pushed: a higher generation replaces
 // the current one once it is ledgered on every present M.2 (at least one
 // must take it); the same generation with the same contents is a no-op;
-// anything else is a 409 config_generation. It returns the config held
+// anything else is a config_generation conflict. It returns the config held
 // afterwards and whether it changed.
 func (s *Store) PutConfig(ctx context.Context, cfg api.ArtifactConfig) (api.ArtifactConfig, bool, error) {
 	cfg = cfg.Sorted()
@@ -416,18 +416,16 @@ func (s *Store) PutConfig(ctx context.Context, cfg api.ArtifactConfig) (api.Arti
 	devs := s.activeLocked()
 	if len(devs) == 0 {
 		s.mu.Unlock()
-		return held, false, httpx.Errorf(http.StatusServiceUnavailable, api.CodeNoM2,
+		return held, false, fault.New(fault.Unavailable, api.CodeNoM2,
 			"no M.2 device is present, so artifact config generation %d cannot be ledgered; the sled still holds generation %d",
 			cfg.Generation, s.gen)
 	}
 	w, err := s.ledger.Write(updateDirs(devs), ledger.Record[[]string]{Generation: cfg.Generation, Value: cfg.Artifacts})
 	if err != nil {
 		s.mu.Unlock()
-		e := httpx.Errorf(http.StatusServiceUnavailable, api.CodeM2WriteFailed,
+		return held, false, fault.Wrap(err, fault.Unavailable, api.CodeM2WriteFailed,
 			"artifact config generation %d could not be ledgered on any M.2: %v; the sled still holds generation %d",
 			cfg.Generation, errors.Join(dirErrors(w.Failed)...), s.gen)
-		e.Err = err
-		return held, false, e
 	}
 	added, removed := diffCounts(s.list, cfg.Artifacts)
 	prev := s.gen
@@ -534,12 +532,12 @@ func (s *Store) admit(sha string, gen uint64) ([]*device, error) {
 			"the request carries artifact config generation %d but the sled holds generation %d", gen, s.gen)
 	}
 	if !s.wanted[sha] {
-		return nil, httpx.BadRequest(api.CodeArtifactNotInConfig,
+		return nil, fault.Invalidf(api.CodeArtifactNotInConfig,
 			"artifact %s is not in the sled's artifact config (generation %d, %d artifacts); put a config listing it first",
 			sha, s.gen, len(s.list))
 	}
 	if len(s.active) == 0 {
-		return nil, httpx.Errorf(http.StatusServiceUnavailable, api.CodeNoM2,
+		return nil, fault.New(fault.Unavailable, api.CodeNoM2,
 			"no M.2 device is present on this sled; nothing can be stored until one appears")
 	}
 	return s.activeLocked(), nil
@@ -572,15 +570,9 @@ func (s *Store) TriggerReconcile() {
 	}
 }
 
-// genConflictError is a 409 whose body also carries the held generation.
-type genConflictError struct {
-	he   *httpx.Error
-	held uint64
-}
-
-func (e *genConflictError) Error() string { return e.he.Error() }
-func (e *genConflictError) Unwrap() error { return e.he }
-
-func generationConflict(code string, held uint64, format string, args ...any) error {
-	return &genConflictError{he: httpx.Conflict(code, format, args...), held: held}
+// generationConflict is a conflict about artifact config generations: its
+// body also carries the generation the sled holds (held_generation, as in
+// api.GenerationConflict), which Nexus and the replication task read.
+func generationConflict(code string, held uint64, format string, args ...any) *fault.Error {
+	return fault.Conflictf(code, format, args...).With("held_generation", held)
 }
