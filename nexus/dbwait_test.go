@@ -13,6 +13,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/internal/clock"
+	"github.com/rackplane/rackplane/internal/rackpki"
+	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/nexus/app"
 )
@@ -34,8 +36,9 @@ func refusedURL(t *testing.T) string {
 func startWithoutDatabase(t *testing.T, seed uint64, wait time.Duration) ([]time.Duration, error) {
 	t.Helper()
 	fake := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	id := uuid.New()
 	_, err := nexus.New(context.Background(), nexus.Config{
-		ID: uuid.New(), DataDir: t.TempDir(), DatabaseURL: refusedURL(t), DatabaseWait: wait,
+		ID: id, TLS: sledtest.Bundle(t, rackpki.Nexus(id.String())), DataDir: t.TempDir(), DatabaseURL: refusedURL(t), DatabaseWait: wait,
 		Clock: fake, Rand: rand.NewPCG(seed, seed),
 		Tasks: func(*app.App) error { t.Error("tasks registered without a database"); return nil },
 	}, zerolog.Nop())
@@ -102,8 +105,10 @@ func TestStartUpWaitIsCancellable(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clk := &cancelOnSleep{Fake: clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)), cancel: cancel}
+	id := uuid.New()
 	_, err := nexus.New(ctx, nexus.Config{
-		ID: uuid.New(), DataDir: t.TempDir(), DatabaseURL: refusedURL(t), DatabaseWait: time.Hour, Clock: clk,
+		ID: id, TLS: sledtest.Bundle(t, rackpki.Nexus(id.String())), DataDir: t.TempDir(), DatabaseURL: refusedURL(t),
+		DatabaseWait: time.Hour, Clock: clk,
 		Tasks: func(*app.App) error { return nil },
 	}, zerolog.Nop())
 	if err != context.Canceled || clk.n != 3 || len(clk.Sleeps()) != 2 {
