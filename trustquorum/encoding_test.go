@@ -324,3 +324,57 @@ func FuzzDecodeMsg(f *testing.F) {
 		}
 	})
 }
+
+// TestLrtqSetupLedger checks that the initiator's record of an LRTQ setup in
+// progress survives the ledger, and that a record which does not belong to
+// the node's own LRTQ secret is refused.
+func TestLrtqSetupLedger(t *testing.T) {
+	c := newCluster(t, "a", "b", "c", "d")
+	a := uid("a")
+	if err := c.nodes[a].InitLrtq(c.ctxs[a], c.rack, c.ids); err != nil {
+		t.Fatal(err)
+	}
+	st := c.state(a)
+	if ls := st.LrtqSetup; ls == nil || len(ls.Pending) != 3 || !c.ctxs[a].PersistentStateChanged() {
+		t.Fatalf("setup not recorded before sending: %+v", ls)
+	}
+	b, err := tq.EncodeState(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tq.DecodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b2, _ := tq.EncodeState(&got); !bytes.Equal(b, b2) {
+		t.Fatal("setup record does not round-trip")
+	}
+	for id, p := range st.LrtqSetup.Pending {
+		if !got.LrtqSetup.Pending[id].Share.Equal(p.Share) {
+			t.Fatalf("pending package of %s differs", id)
+		}
+	}
+	// A pending package from another LRTQ secret, or for someone outside
+	// the membership, is refused.
+	other, err := tq.NewLrtqPackages(rand.NewChaCha8([32]byte{77}), c.rack, c.ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mixed := got
+	mixed.LrtqSetup = &tq.LrtqSetup{RackID: c.rack, Members: got.LrtqSetup.Members,
+		Pending: map[tq.BaseboardID]*tq.LrtqSharePkg{uid("b"): other[uid("b")]}}
+	stray := got
+	stray.LrtqSetup = &tq.LrtqSetup{RackID: c.rack, Members: got.LrtqSetup.Members,
+		Pending: map[tq.BaseboardID]*tq.LrtqSharePkg{uid("z"): got.LrtqSetup.Pending[uid("b")]}}
+	orphan := tq.NewPersistentState()
+	orphan.LrtqSetup = got.LrtqSetup
+	for name, s := range map[string]*tq.PersistentState{"other secret": &mixed, "non-member": &stray, "no own package": &orphan} {
+		b, err := tq.EncodeState(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tq.DecodeState(b); !errors.Is(err, tq.ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

@@ -41,11 +41,7 @@ func (n *Node) HandleMessage(ctx *NodeCtx, from BaseboardID, msg PeerMsg) {
 	case LrtqInitMsg:
 		n.handleLrtqInit(ctx, from, msg.RackID, b)
 	case LrtqInitAckMsg:
-		if li := n.lrtqInit; li != nil {
-			if _, ok := li.pkgs[from]; ok {
-				li.acked[from] = true
-			}
-		}
+		n.handleLrtqInitAck(ctx, from)
 	case LrtqLearnMsg:
 		n.handleLrtqLearn(ctx, from)
 	case LrtqLearnPkgMsg:
@@ -219,7 +215,6 @@ func (n *Node) stopEverything() {
 		delete(n.secrets, e)
 	}
 	n.learning = nil
-	n.lrtqInit = nil
 	clear(n.pendingLearners)
 	clear(n.retries)
 }

@@ -79,7 +79,7 @@ type Node struct {
 	// learners waiting for the LRTQ secret so a spare can be handed out.
 	pendingLearners map[BaseboardID]bool
 	learning        *learnState
-	lrtqInit        *lrtqInitState
+	lrtqInit        lrtqInitStatus
 
 	secrets map[Epoch]*tqcrypto.Secret
 	retries map[BaseboardID]*retryState
@@ -102,11 +102,6 @@ type learnState struct {
 	peer BaseboardID // the member currently asked
 }
 
-type lrtqInitState struct {
-	pkgs  map[BaseboardID]*LrtqSharePkg
-	acked map[BaseboardID]bool
-}
-
 type retryState struct {
 	next    Instant
 	backoff Duration
@@ -114,7 +109,8 @@ type retryState struct {
 
 // NewNode returns a node for the state in ctx. A node restarted from its
 // ledger resumes what the ledger implies (rebuilding a share of an epoch it
-// knows is committed) and nothing else: coordination, secret loading and
+// knows is committed, handing out unacknowledged LRTQ setup packages) and
+// nothing else: coordination, secret loading and
 // learning are volatile and must be asked for again.
 func NewNode(ctx *NodeCtx, cfg Config) *Node {
 	if cfg.RetryBase <= 0 {
@@ -133,6 +129,8 @@ func NewNode(ctx *NodeCtx, cfg Config) *Node {
 		retries:         map[BaseboardID]*retryState{},
 	}
 	st := &ctx.state
+	// Unacknowledged LRTQ packages are re-sent as peers connect.
+	n.lrtqInit = lrtqInitStatusOf(st)
 	for e := range st.Commits {
 		if !st.Prepared(e) {
 			ctx.raise(Alarm{Kind: AlarmCommittedConfigurationLost, Epoch: e, Detail: "commit without configuration or share"})
@@ -744,9 +742,9 @@ func (n *Node) outstanding(ctx *NodeCtx, peer BaseboardID) []PeerMsg {
 			add(GetShareMsg{Epoch: l.epoch})
 		}
 	}
-	if li := n.lrtqInit; li != nil && !li.acked[peer] {
-		if p, ok := li.pkgs[peer]; ok {
-			add(LrtqInitMsg{Pkg: p})
+	if ls := st.LrtqSetup; ls != nil && st.Expunged == nil {
+		if p, ok := ls.Pending[peer]; ok {
+			out = append(out, PeerMsg{RackID: ls.RackID, Body: LrtqInitMsg{Pkg: clonePkg(p)}})
 		}
 	}
 	if le := n.learning; le != nil && le.peer == peer && st.Lrtq == nil {
