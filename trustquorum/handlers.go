@@ -165,12 +165,13 @@ func (n *Node) handleShare(ctx *NodeCtx, from BaseboardID, m ShareMsg) {
 
 func (n *Node) handleGetLrtqShare(ctx *NodeCtx, from BaseboardID, rack RackID) {
 	st := &ctx.state
-	if st.Lrtq == nil {
+	if st.LatestCommittedEpoch() != 0 {
+		// Already on the trust quorum: the asker is behind. A member
+		// added since LRTQ holds no LRTQ share but knows this as well.
+		n.replyNewer(ctx, from, rack)
 		return
 	}
-	if st.LatestCommittedEpoch() != 0 {
-		// Already on the trust quorum: the asker is behind.
-		n.replyNewer(ctx, from, rack)
+	if st.Lrtq == nil {
 		return
 	}
 	ctx.send(from, PeerMsg{RackID: rack, Body: LrtqShareMsg{Share: st.Lrtq.Share}})

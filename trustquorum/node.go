@@ -229,7 +229,10 @@ func (n *Node) CoordinateUpgradeFromLrtq(ctx *NodeCtx, msg LrtqUpgradeMsg) error
 	if err := n.maybeFinishCollect(ctx); err != nil {
 		return err
 	}
-	for _, peer := range rm.Members {
+	// LRTQ shares are held by every initial member and learner, and the
+	// new membership may include fewer than K of them (or none but this
+	// node); LRTQ records no membership, so ask every peer.
+	for _, peer := range ctx.ConnectedPeers() {
 		n.request(ctx, peer, GetLrtqShareMsg{})
 	}
 	return nil
@@ -719,7 +722,7 @@ func (n *Node) outstanding(ctx *NodeCtx, peer BaseboardID) []PeerMsg {
 	if c := n.coord; c != nil {
 		switch {
 		case c.collect != nil && c.upgrade:
-			if slices.Contains(c.msg.Members, peer) && !c.collect.has(peer) {
+			if !c.collect.has(peer) {
 				add(GetLrtqShareMsg{})
 			}
 		case c.collect != nil:
