@@ -160,7 +160,7 @@ func EncodeMsg(m PeerMsg) ([]byte, error) {
 	case CommitAdvanceMsg:
 		w.Config = b.Config
 	case ExpungedMsg:
-		w.Epoch = ep(b.Epoch)
+		w.Epoch, w.Config = ep(b.Epoch), b.Config
 	case LrtqInitMsg:
 		w.Pkg = pkgToWire(b.Pkg)
 	case LrtqLearnPkgMsg:
@@ -201,8 +201,13 @@ func DecodeMsg(b []byte) (PeerMsg, error) {
 	switch w.Type {
 	case "prepare":
 		need = fields{config: true, share: true}
-	case "prepare_ack", "get_share", "expunged":
+	case "prepare_ack", "get_share":
 		need = fields{epoch: true}
+	case "expunged":
+		// The configuration is optional on the wire (nodes ignore an
+		// Expunged without one) so that every frame decodes to what was
+		// encoded.
+		need = fields{epoch: true, config: w.Config != nil}
 	case "share":
 		need = fields{epoch: true, share: true}
 	case "lrtq_share":
@@ -237,6 +242,9 @@ func DecodeMsg(b []byte) (PeerMsg, error) {
 		if w.Config.RackID != w.RackID {
 			return PeerMsg{}, fmt.Errorf("%w: configuration for another rack", ErrMalformed)
 		}
+		if w.Type == "expunged" && w.Config.Epoch != *w.Epoch {
+			return PeerMsg{}, fmt.Errorf("%w: expunged epoch differs from its configuration's", ErrMalformed)
+		}
 	}
 	var pkg *LrtqSharePkg
 	if need.pkg {
@@ -262,7 +270,7 @@ func DecodeMsg(b []byte) (PeerMsg, error) {
 	case "commit_advance":
 		m.Body = CommitAdvanceMsg{Config: w.Config}
 	case "expunged":
-		m.Body = ExpungedMsg{Epoch: *w.Epoch}
+		m.Body = ExpungedMsg{Epoch: *w.Epoch, Config: w.Config}
 	case "lrtq_init":
 		m.Body = LrtqInitMsg{Pkg: pkg}
 	case "lrtq_init_ack":

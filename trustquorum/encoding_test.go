@@ -58,7 +58,7 @@ func sampleMessages(t testing.TB) []tq.PeerMsg {
 		tq.GetLrtqShareMsg{},
 		tq.LrtqShareMsg{Share: init.Share},
 		tq.CommitAdvanceMsg{Config: cfg},
-		tq.ExpungedMsg{Epoch: 3},
+		tq.ExpungedMsg{Epoch: 2, Config: cfg},
 		tq.LrtqInitMsg{Pkg: init},
 		tq.LrtqInitAckMsg{},
 		tq.LrtqLearnMsg{},
@@ -158,6 +158,22 @@ func TestDecodeMsgRejects(t *testing.T) {
 			t.Errorf("%s: not a decode error: %v", tc.name, err)
 		}
 	}
+	// An Expunged whose configuration is of another epoch has two
+	// meanings; it is refused.
+	for _, m := range sampleMessages(t) {
+		x, ok := m.Body.(tq.ExpungedMsg)
+		if !ok {
+			continue
+		}
+		x.Epoch++
+		b, err := tq.EncodeMsg(tq.PeerMsg{RackID: m.RackID, Body: x})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tq.DecodeMsg(b); !errors.Is(err, tq.ErrMalformed) {
+			t.Errorf("expunged with a mismatched configuration: %v", err)
+		}
+	}
 	// Epoch zero is never valid on the wire.
 	b, _ := tq.EncodeMsg(tq.PeerMsg{Body: tq.GetShareMsg{Epoch: 0}})
 	if _, err := tq.DecodeMsg(b); !errors.Is(err, tq.ErrMalformed) {
@@ -245,6 +261,9 @@ func TestFuzzCorpusIsCurrent(t *testing.T) {
 		seeds := map[string][]byte{
 			"garbage":   []byte("\x00\xff{\"version\""),
 			"version-2": []byte(`{"version":2,"rack_id":"00000000-0000-0000-0000-000000000000","type":"lrtq_learn"}`),
+			// The shape before Expunged carried its configuration; it
+			// still decodes (and is ignored by nodes).
+			"expunged-without-config": []byte(`{"version":1,"rack_id":"656e636f-6469-6e67-2d72-61636b2d3031","type":"expunged","epoch":3}`),
 		}
 		for _, m := range sampleMessages(t) {
 			b, err := tq.EncodeMsg(m)

@@ -37,7 +37,7 @@ func (n *Node) HandleMessage(ctx *NodeCtx, from BaseboardID, msg PeerMsg) {
 		}
 		_, _ = n.commitAdvance(ctx, b.Config)
 	case ExpungedMsg:
-		n.handleExpunged(ctx, from, b)
+		n.handleExpunged(ctx, from, msg.RackID, b)
 	case LrtqInitMsg:
 		n.handleLrtqInit(ctx, from, msg.RackID, b)
 	case LrtqInitAckMsg:
@@ -113,9 +113,9 @@ func (n *Node) replyNewer(ctx *NodeCtx, to BaseboardID, rack RackID) {
 		return
 	}
 	if cfg.IsMember(to) {
-		ctx.send(to, PeerMsg{RackID: rack, Body: CommitAdvanceMsg{Config: cfg}})
+		ctx.send(to, PeerMsg{RackID: rack, Body: CommitAdvanceMsg{Config: cfg.Clone()}})
 	} else {
-		ctx.send(to, PeerMsg{RackID: rack, Body: ExpungedMsg{Epoch: cfg.Epoch}})
+		ctx.send(to, PeerMsg{RackID: rack, Body: ExpungedMsg{Epoch: cfg.Epoch, Config: cfg.Clone()}})
 	}
 }
 
@@ -190,10 +190,20 @@ func (n *Node) handleLrtqShare(ctx *NodeCtx, from BaseboardID, m LrtqShareMsg) {
 	}
 }
 
-func (n *Node) handleExpunged(ctx *NodeCtx, from BaseboardID, m ExpungedMsg) {
+// handleExpunged accepts Expunged only when it is news and comes from the
+// right sled: the node must hold some configuration (LRTQ counts as epoch
+// 1) — a sled with none was never part of the rack and cannot be removed
+// from it — and the message must carry a configuration newer than anything
+// the node has seen, that lists the sender and not the node. Anything else
+// is a stale or confused reply and must not lock the node out for good.
+func (n *Node) handleExpunged(ctx *NodeCtx, from BaseboardID, rack RackID, m ExpungedMsg) {
 	st := &ctx.state
-	if m.Epoch < st.LatestEpochSeen() {
-		// Older than what we know: a stale reply, not news.
+	seen := n.latestEpochSeen(ctx)
+	cfg := m.Config
+	if seen == 0 || cfg == nil || cfg.Epoch != m.Epoch || cfg.RackID != rack || cfg.Validate() != nil {
+		return
+	}
+	if cfg.Epoch <= seen || !cfg.IsMember(from) || cfg.IsMember(n.id) {
 		return
 	}
 	st.Expunged = &ExpungedMarker{Epoch: m.Epoch, From: from}

@@ -43,7 +43,13 @@ type (
 	// includes it has been committed.
 	CommitAdvanceMsg struct{ Config *Configuration }
 	// ExpungedMsg tells a node it is not a member of a committed epoch.
-	ExpungedMsg struct{ Epoch Epoch }
+	// Config is that epoch's configuration, which names the sender and
+	// not the receiver; a node ignores Expunged without it (see
+	// HandleMessage).
+	ExpungedMsg struct {
+		Epoch  Epoch
+		Config *Configuration
+	}
 )
 
 // LRTQ rack-setup and learner messages.

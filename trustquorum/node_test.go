@@ -301,19 +301,46 @@ func TestCommitAdvanceAndExpunged(t *testing.T) {
 	if al := c.ctxs[d].Alarms(); len(al) != 1 || al[0].Kind != tq.AlarmMismatchedConfigurations {
 		t.Fatalf("alarms %v", al)
 	}
-	// Expunged for an epoch older than the latest configuration: ignored.
+	// A node with no configuration was never part of the rack: nobody
+	// can expunge it, it ignores Expunged.
 	c.handle(e, a, msg(c.rack, tq.ExpungedMsg{Epoch: 1}))
-	if c.state(e).Expunged == nil {
-		// e has no configuration at all, so epoch 1 is not older: it
-		// is persisted. Check the "older" case on d instead.
-		t.Fatal("expunged marker not persisted on a node without configurations")
+	if c.state(e).Expunged != nil || c.ctxs[e].PersistentStateChanged() {
+		t.Fatal("a node without configurations accepted Expunged")
 	}
-	c.commitEpoch(a, 2, 1, c.ids[:4])
-	c.handle(d, a, msg(c.rack, tq.ExpungedMsg{Epoch: 1}))
-	if c.state(d).Expunged != nil {
-		t.Fatal("stale Expunged accepted")
+	// The rack commits epoch 2 without d. Expunged reaches d only when
+	// it is news (newer than d's epoch 1) from a member of the epoch that
+	// left d out, with that epoch's configuration to show it.
+	cfg2 := c.commitEpoch(a, 2, 1, []tq.BaseboardID{a, uid("b"), uid("c"), e})
+	withD := cfg1.Clone()
+	withD.Epoch = 2
+	otherRack := cfg2.Clone()
+	otherRack.RackID[0] ^= 1
+	for _, tc := range []struct {
+		name string
+		from tq.BaseboardID
+		m    tq.ExpungedMsg
+	}{
+		{"stale", a, tq.ExpungedMsg{Epoch: 1, Config: cfg1}},
+		{"without configuration", a, tq.ExpungedMsg{Epoch: 2}},
+		{"from a non-member", uid("z"), tq.ExpungedMsg{Epoch: 2, Config: cfg2}},
+		{"naming the node a member", a, tq.ExpungedMsg{Epoch: 2, Config: withD}},
+		{"epoch differs from the configuration", a, tq.ExpungedMsg{Epoch: 3, Config: cfg2}},
+		{"configuration of another rack", a, tq.ExpungedMsg{Epoch: 2, Config: otherRack}},
+	} {
+		c.handle(d, tc.from, msg(c.rack, tc.m))
+		if c.state(d).Expunged != nil {
+			t.Fatalf("%s: Expunged accepted", tc.name)
+		}
 	}
-	c.handle(d, a, msg(c.rack, tq.ExpungedMsg{Epoch: 2}))
+	// A fresh node told about epoch 2 by a member still ignores it.
+	f := uid("f")
+	fctx := tq.NewNodeCtx(f, tq.NewPersistentState())
+	fn := tq.NewNode(fctx, tq.Config{Rand: rand.NewChaCha8([32]byte{})})
+	fn.HandleMessage(fctx, a, msg(c.rack, tq.ExpungedMsg{Epoch: 2, Config: cfg2}))
+	if fctx.PersistentState().Expunged != nil || fctx.PersistentStateChanged() {
+		t.Fatal("fresh node accepted Expunged")
+	}
+	c.handle(d, a, msg(c.rack, tq.ExpungedMsg{Epoch: 2, Config: cfg2}))
 	if x := c.state(d).Expunged; x == nil || x.Epoch != 2 || x.From != a {
 		t.Fatalf("expunged %+v", x)
 	}
