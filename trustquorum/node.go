@@ -138,13 +138,28 @@ func NewNode(ctx *NodeCtx, cfg Config) *Node {
 	}
 	// A configuration without a share is only ever stored when the node
 	// learnt that the epoch committed (CommitAdvance, PrepareAndCommit), so
-	// the rebuild can resume without waiting for Nexus to ask again.
+	// the rebuild can resume without waiting for Nexus to ask again. The
+	// newest such epoch is the one to rebuild, even if a later epoch has
+	// been prepared since (that one may yet be aborted).
 	if st.Expunged == nil {
-		if c := st.LatestConfig(); c != nil && !st.Prepared(c.Epoch) && c.Epoch > st.LatestCommittedEpoch() {
-			n.rebuild = newCollector(c)
+		if e := pendingRebuild(st); e != 0 {
+			n.rebuild = newCollector(st.Configs[e])
 		}
 	}
 	return n
+}
+
+// pendingRebuild returns the newest epoch above the latest commit whose
+// configuration the node holds without its share, 0 if none.
+func pendingRebuild(st *PersistentState) Epoch {
+	lc := st.LatestCommittedEpoch()
+	var best Epoch
+	for e := range st.Configs {
+		if _, ok := st.Shares[e]; !ok && e > lc && e > best {
+			best = e
+		}
+	}
+	return best
 }
 
 // ID returns the node's identity.
@@ -476,7 +491,10 @@ func (n *Node) commitAdvance(ctx *NodeCtx, cfg *Configuration) (CommitStatus, er
 		n.commit(ctx, cfg.Epoch)
 		return CommitCommitted, nil
 	}
-	if n.rebuild != nil && n.rebuild.epoch == cfg.Epoch {
+	if n.rebuild != nil && n.rebuild.epoch >= cfg.Epoch {
+		// Already rebuilding this epoch, or a newer committed one (a
+		// late CommitAdvance or a Nexus behind us): a rebuild never
+		// goes back to an older epoch.
 		return CommitPending, nil
 	}
 	if st.Configs[cfg.Epoch] == nil {

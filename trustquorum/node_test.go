@@ -594,3 +594,81 @@ func TestCommittedConfigurationLostAlarm(t *testing.T) {
 		t.Fatalf("alarms %v", al)
 	}
 }
+
+// TestRebuildNeverRegresses: a node rebuilding its share of a committed
+// epoch is not moved back to an older one by a late CommitAdvance or
+// PrepareAndCommit, and a restart resumes the newest pending rebuild even
+// when a newer epoch has been prepared meanwhile.
+func TestRebuildNeverRegresses(t *testing.T) {
+	c, _ := preparedCluster(t)
+	a, b, d := uid("a"), uid("b"), uid("d")
+	members := c.ids[:4]
+	ledger1, err := tq.EncodeState(c.state(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2 := c.commitEpoch(a, 2, 1, members)
+	cfg3 := c.commitEpoch(b, 3, 2, members)
+	// d comes back from its epoch-1 ledger: it slept through 2 and 3.
+	boot := func(ledger []byte) (*tq.NodeCtx, *tq.Node) {
+		st, err := tq.DecodeState(ledger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := tq.NewNodeCtx(d, st)
+		n := tq.NewNode(ctx, tq.Config{Rand: rand.NewChaCha8([32]byte{4})})
+		c.ctxs[d], c.nodes[d] = ctx, n
+		for _, p := range c.ids {
+			if p != d {
+				n.OnConnect(ctx, p)
+			}
+		}
+		return ctx, n
+	}
+	ctx, n := boot(ledger1)
+	rebuilding := func(want tq.Epoch, what string) {
+		t.Helper()
+		if got := n.Status(ctx).RebuildingShare; got != want {
+			t.Fatalf("%s: rebuilding %d, want %d", what, got, want)
+		}
+	}
+	if st, err := n.PrepareAndCommit(ctx, cfg3); err != nil || st != tq.CommitPending {
+		t.Fatalf("prepare-and-commit 3: %v %v", st, err)
+	}
+	rebuilding(3, "prepare-and-commit 3")
+	// Drop d's share requests so that the rebuild stays pending.
+	c.sent(d)
+	if st, err := n.PrepareAndCommit(ctx, cfg2); err != nil || st != tq.CommitPending {
+		t.Fatalf("prepare-and-commit 2: %v %v", st, err)
+	}
+	rebuilding(3, "late prepare-and-commit 2")
+	n.HandleMessage(ctx, a, msg(c.rack, tq.CommitAdvanceMsg{Config: cfg2}))
+	rebuilding(3, "late commit advance 2")
+	if ctx.PersistentState().Configs[2] != nil {
+		t.Fatal("stored the configuration of an epoch older than the rebuild")
+	}
+	c.sent(d)
+	// a coordinates epoch 4 on 3; d, still rebuilding 3, prepares 4.
+	if err := c.nodes[a].CoordinateReconfiguration(c.ctxs[a], tq.ReconfigureMsg{RackID: c.rack, Epoch: 4, LastCommittedEpoch: 3, Members: members, Threshold: 3}); err != nil {
+		t.Fatal(err)
+	}
+	c.flush()
+	c.deliverAll()
+	if st := ctx.PersistentState(); !st.Prepared(4) || st.Prepared(3) || st.Configs[3] == nil {
+		t.Fatal("d should hold epoch 4 prepared and epoch 3 without its share")
+	}
+	rebuilding(3, "after preparing 4")
+	ledger, err := tq.EncodeState(ctx.PersistentState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, n = boot(ledger)
+	rebuilding(3, "after restart")
+	n.Tick(ctx, tq.Instant(10*tq.Second))
+	c.flush()
+	c.deliverAll()
+	if st := ctx.PersistentState(); !st.Commits[3] || st.LatestCommittedEpoch() != 3 || !st.Prepared(4) {
+		t.Fatalf("rebuild of 3 did not finish: commits %v", st.CommittedEpochs())
+	}
+	rebuilding(0, "after the rebuild")
+}
