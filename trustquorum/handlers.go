@@ -32,10 +32,17 @@ func (n *Node) HandleMessage(ctx *NodeCtx, from BaseboardID, msg PeerMsg) {
 	case LrtqShareMsg:
 		n.handleLrtqShare(ctx, from, b)
 	case CommitAdvanceMsg:
-		if b.Config == nil || b.Config.Validate() != nil || b.Config.RackID != msg.RackID || !b.Config.IsMember(n.id) {
+		cfg := b.Config
+		if cfg == nil || cfg.Validate() != nil || cfg.RackID != msg.RackID || !cfg.IsMember(from) {
 			return
 		}
-		_, _ = n.commitAdvance(ctx, b.Config)
+		if !cfg.IsMember(n.id) {
+			// Not ours to commit, but news: a newer epoch exists,
+			// so an older coordination of ours was aborted.
+			n.supersededBy(cfg.Epoch)
+			return
+		}
+		_, _ = n.commitAdvance(ctx, cfg)
 	case ExpungedMsg:
 		n.handleExpunged(ctx, from, msg.RackID, b)
 	case LrtqInitMsg:
@@ -72,13 +79,15 @@ func (n *Node) handlePrepare(ctx *NodeCtx, from BaseboardID, rack RackID, m Prep
 	}
 	if lc := st.LatestCommittedEpoch(); cfg.Epoch < lc || (cfg.Epoch == lc && existing == nil) {
 		// A prepare for an epoch older than our commit: the coordinator
-		// is behind. If it is a member of our commit, tell it. If not,
-		// say nothing: a coordinator of an aborted epoch may never have
-		// been a committed member, and Expunged would lock it out of a
-		// rack it was never part of. It learns its fate, if it has one,
-		// when it asks for shares.
-		if c := st.LatestCommittedConfig(); c != nil && c.IsMember(from) {
-			n.replyNewer(ctx, from, cfg.RackID)
+		// is behind, resending the prepare of an aborted (or already
+		// superseded) epoch. Tell it about our commit so that it stops.
+		// Always with CommitAdvance, even if it is not a member: a
+		// coordinator of an aborted epoch may never have been a
+		// committed member, and Expunged would lock it out of a rack
+		// it was never part of. It learns its fate, if it has one, when
+		// it asks for shares.
+		if c := st.LatestCommittedConfig(); c != nil {
+			ctx.send(from, PeerMsg{RackID: cfg.RackID, Body: CommitAdvanceMsg{Config: c.Clone()}})
 		}
 		return
 	}
@@ -103,6 +112,15 @@ func (n *Node) handlePrepare(ctx *NodeCtx, from BaseboardID, rack RackID, m Prep
 	st.Shares[cfg.Epoch] = m.Share.Clone()
 	ctx.changed = true
 	ctx.send(from, ack)
+}
+
+// supersededBy cancels a coordination of an epoch older than e: Nexus
+// starts a new epoch only after giving up the previous one, so there is no
+// point in resending its prepares or collecting for it.
+func (n *Node) supersededBy(e Epoch) {
+	if n.coord != nil && n.coord.epoch() < e {
+		n.cancelCoordination()
+	}
 }
 
 // replyNewer tells a peer that asked about an old epoch about our latest

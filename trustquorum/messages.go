@@ -40,7 +40,8 @@ type (
 	// LrtqShareMsg answers GetLrtqShareMsg.
 	LrtqShareMsg struct{ Share tqcrypto.Share }
 	// CommitAdvanceMsg tells a member that a newer configuration that
-	// includes it has been committed.
+	// includes it has been committed. Sent to a non-member it only says
+	// that the receiver's older coordination is superseded.
 	CommitAdvanceMsg struct{ Config *Configuration }
 	// ExpungedMsg tells a node it is not a member of a committed epoch.
 	// Config is that epoch's configuration, which names the sender and
