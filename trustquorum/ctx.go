@@ -110,7 +110,9 @@ func (c *NodeCtx) raise(a Alarm) {
 
 // send queues a message for a connected peer. Messages for a peer that is not
 // connected are not queued: whatever is still outstanding is re-sent when it
-// connects.
+// connects. m must share no memory with the persistent state (clone shares,
+// packages and configurations taken from it): the driver may zero or reuse
+// what it sent.
 func (c *NodeCtx) send(to BaseboardID, m PeerMsg) {
 	if to == c.id || !c.connected[to] {
 		return

@@ -30,6 +30,11 @@
 // trustworthy: a PrepareAck, a commit reported to Nexus or an LRTQ share
 // handed to a learner always refers to state that survives a crash.
 //
+// Envelopes share no memory with the persistent state: every share,
+// package and configuration in a message is a copy. A driver may (and
+// should) zero an encoded frame, or the shares in a message, once it is
+// sent, without touching the ledger state it will persist next.
+//
 // The driver reports connections with OnConnect/OnDisconnect, using the
 // peer identity from the connection's TLS certificate (never a message
 // field) also as HandleMessage's from argument. The node sends only to

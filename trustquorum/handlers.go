@@ -159,7 +159,7 @@ func (n *Node) handleGetShare(ctx *NodeCtx, from BaseboardID, rack RackID, m Get
 	if s, ok := st.Shares[m.Epoch]; ok {
 		// Shares of prepared but not yet committed epochs are sent too:
 		// a requester only asks for an epoch it knows is committed.
-		ctx.send(from, PeerMsg{RackID: rack, Body: ShareMsg{Epoch: m.Epoch, Share: s}})
+		ctx.send(from, PeerMsg{RackID: rack, Body: ShareMsg{Epoch: m.Epoch, Share: s.Clone()}})
 	}
 }
 
@@ -192,7 +192,7 @@ func (n *Node) handleGetLrtqShare(ctx *NodeCtx, from BaseboardID, rack RackID) {
 	if st.Lrtq == nil {
 		return
 	}
-	ctx.send(from, PeerMsg{RackID: rack, Body: LrtqShareMsg{Share: st.Lrtq.Share}})
+	ctx.send(from, PeerMsg{RackID: rack, Body: LrtqShareMsg{Share: st.Lrtq.Share.Clone()}})
 }
 
 func (n *Node) handleLrtqShare(ctx *NodeCtx, from BaseboardID, m LrtqShareMsg) {

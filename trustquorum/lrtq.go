@@ -282,7 +282,7 @@ func (n *Node) serveLearners(ctx *NodeCtx) {
 			RackID:       pkg.RackID,
 			Threshold:    pkg.Threshold,
 			Share:        share.Clone(),
-			ShareDigests: pkg.ShareDigests,
+			ShareDigests: slices.Clone(pkg.ShareDigests),
 			Handouts:     map[BaseboardID]uint8{},
 		}}})
 	}

@@ -749,7 +749,7 @@ func (n *Node) outstanding(ctx *NodeCtx, peer BaseboardID) []PeerMsg {
 			}
 		case c.config != nil:
 			if s, ok := c.shares[peer]; ok && !c.acked[peer] {
-				add(PrepareMsg{Config: c.config, Share: s.Clone()})
+				add(PrepareMsg{Config: c.config.Clone(), Share: s.Clone()})
 			}
 		}
 	}
