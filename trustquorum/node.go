@@ -439,6 +439,7 @@ func (n *Node) Commit(ctx *NodeCtx, rack RackID, epoch Epoch) (CommitStatus, err
 func (n *Node) commit(ctx *NodeCtx, epoch Epoch) {
 	ctx.state.Commits[epoch] = true
 	ctx.changed = true
+	pruneAborted(&ctx.state, epoch)
 	if n.coord != nil && n.coord.epoch() <= epoch {
 		n.cancelCoordination()
 	}
@@ -451,6 +452,26 @@ func (n *Node) commit(ctx *NodeCtx, epoch Epoch) {
 		// LoadRackSecret starts on the new one.
 		n.load.zero()
 		n.load = nil
+	}
+}
+
+// pruneAborted drops the configurations and shares of epochs below the
+// newly committed one that this node never committed: they were aborted
+// (or committed without this node, which moved past them), so they can
+// never commit here, and the node answers every request for an epoch below
+// its latest commit from that commit alone. Without this the ledger would
+// grow by an epoch for every aborted attempt. Committed epochs stay: the
+// ledger's commits must stay prepared.
+func pruneAborted(st *PersistentState, committed Epoch) {
+	for _, e := range sortedKeys(st.Configs) {
+		if e >= committed || st.Commits[e] {
+			continue
+		}
+		delete(st.Configs, e)
+		if s, ok := st.Shares[e]; ok {
+			s.Zero()
+			delete(st.Shares, e)
+		}
 	}
 }
 

@@ -845,7 +845,7 @@ func (s *sim) checkInvariants() {
 		}
 		if cs.State == tq.Preparing {
 			for _, id := range cs.Acked {
-				if !s.nodes[s.index(id)].state.Prepared(cs.Epoch) {
+				if !s.holdsPrepare(s.index(id), cs.Epoch) {
 					s.failf("%s counts %s as acked for %d but its ledger lacks the prepare", n.id, id, cs.Epoch)
 				}
 			}
@@ -860,11 +860,27 @@ func (s *sim) checkInvariants() {
 			}
 		}
 		for id := range c.prepared {
-			if st := &s.nodes[s.index(id)].state; !st.Prepared(c.epoch) {
+			if !s.holdsPrepare(s.index(id), c.epoch) {
 				s.failf("Nexus counts %s prepared at %d but its ledger lacks it", id, c.epoch)
 			}
 		}
 	}
+}
+
+// holdsPrepare reports whether node i still holds what it acknowledged for
+// epoch e: its configuration and share. The only excuse is pruning: once
+// the node commits a newer epoch without having committed e, e can never
+// commit there and is dropped from the ledger. That cannot happen while e
+// is the epoch Nexus is preparing or committing (nothing newer exists).
+func (s *sim) holdsPrepare(i int, e tq.Epoch) bool {
+	st := &s.nodes[i].state
+	if st.Prepared(e) {
+		return true
+	}
+	if a := s.nx.active(); a != nil && a.epoch == e {
+		return false
+	}
+	return st.LatestCommittedEpoch() > e && !st.Commits[e]
 }
 
 // everCommittedMember reports whether id was a member of an epoch Nexus

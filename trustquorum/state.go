@@ -60,7 +60,9 @@ type LrtqSetup struct {
 
 // PersistentState is everything a node must find again after a restart. The
 // driver stores it (on every M.2) whenever NodeCtx.PersistentStateChanged
-// reports true, before sending anything or replying.
+// reports true, before sending anything or replying. Configurations and
+// shares of epochs the node never committed are dropped once it commits a
+// newer epoch, so aborted attempts do not accumulate.
 type PersistentState struct {
 	Lrtq *LrtqSharePkg
 	// LrtqSetup is set only on the sled that performed LRTQ rack setup.
