@@ -158,7 +158,7 @@ func (n *Node) learnTick(ctx *NodeCtx) {
 			return
 		}
 	}
-	peers := ctx.ConnectedPeers()
+	peers := ctx.connectedPeers()
 	if len(peers) == 0 {
 		le.peer = BaseboardID{}
 		return
@@ -228,7 +228,7 @@ func (n *Node) handleLrtqLearn(ctx *NodeCtx, from BaseboardID) {
 	if n.load == nil {
 		n.load = newLrtqCollector(st.Lrtq)
 		n.load.add(n.id, st.Lrtq.Share)
-		for _, peer := range ctx.ConnectedPeers() {
+		for _, peer := range ctx.connectedPeers() {
 			n.request(ctx, peer, GetLrtqShareMsg{})
 		}
 	}

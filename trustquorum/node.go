@@ -247,7 +247,7 @@ func (n *Node) CoordinateUpgradeFromLrtq(ctx *NodeCtx, msg LrtqUpgradeMsg) error
 	// LRTQ shares are held by every initial member and learner, and the
 	// new membership may include fewer than K of them (or none but this
 	// node); LRTQ records no membership, so ask every peer.
-	for _, peer := range ctx.ConnectedPeers() {
+	for _, peer := range ctx.connectedPeers() {
 		n.request(ctx, peer, GetLrtqShareMsg{})
 	}
 	return nil
@@ -625,7 +625,7 @@ func (n *Node) loadPeers(ctx *NodeCtx) []BaseboardID {
 	if n.load.config != nil {
 		return n.load.config.MemberIDs()
 	}
-	return ctx.ConnectedPeers()
+	return ctx.connectedPeers()
 }
 
 func (n *Node) maybeFinishLoad(ctx *NodeCtx) error {
@@ -675,13 +675,13 @@ func (n *Node) OnConnect(ctx *NodeCtx, peer BaseboardID) {
 	if peer == n.id {
 		return
 	}
-	ctx.connected[peer] = true
+	ctx.connect(peer)
 	n.sendOutstanding(ctx, peer, true)
 }
 
 // OnDisconnect records that peer is gone.
 func (n *Node) OnDisconnect(ctx *NodeCtx, peer BaseboardID) {
-	delete(ctx.connected, peer)
+	ctx.disconnect(peer)
 	delete(n.retries, peer)
 }
 
@@ -695,7 +695,7 @@ func (n *Node) Tick(ctx *NodeCtx, now Instant) {
 	if n.learning != nil {
 		n.learnTick(ctx)
 	}
-	for _, peer := range ctx.ConnectedPeers() {
+	for _, peer := range ctx.connectedPeers() {
 		r := n.retries[peer]
 		if r == nil || n.now < r.next {
 			continue
