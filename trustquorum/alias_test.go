@@ -108,7 +108,9 @@ func scrubPkg(p *tq.LrtqSharePkg) {
 	clear(p.Handouts)
 }
 
-func scrubMsg(m tq.PeerMsg) {
+// scrubMsg zeroes everything mutable in m and reports whether there was
+// anything (a share, package or configuration).
+func scrubMsg(m tq.PeerMsg) bool {
 	switch b := m.Body.(type) {
 	case tq.PrepareMsg:
 		b.Share.Zero()
@@ -125,7 +127,10 @@ func scrubMsg(m tq.PeerMsg) {
 		scrubPkg(b.Pkg)
 	case tq.LrtqLearnPkgMsg:
 		scrubPkg(b.Pkg)
+	default:
+		return false
 	}
+	return true
 }
 
 func (d *scrubbingDriver) deliverAll() {
