@@ -102,11 +102,19 @@ func (n *Node) handlePrepare(ctx *NodeCtx, from BaseboardID, rack RackID, m Prep
 		ctx.send(from, ack)
 		return
 	}
-	if n.coord != nil {
-		if n.coord.epoch() >= cfg.Epoch {
+	if c := n.coord; c != nil {
+		switch {
+		case c.epoch() == cfg.Epoch:
+			// Someone else's configuration for the epoch we were
+			// asked to coordinate: not ours to accept.
 			return
+		case c.epoch() < cfg.Epoch:
+			n.cancelCoordination()
 		}
-		n.cancelCoordination()
+		// A prepare of an older epoch than ours is persisted and acked
+		// like any other (we have committed nothing newer): its
+		// coordinator, which has not heard of our epoch, would
+		// otherwise resend it to us for good.
 	}
 	st.Configs[cfg.Epoch] = cfg.Clone()
 	st.Shares[cfg.Epoch] = m.Share.Clone()

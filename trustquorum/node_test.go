@@ -672,3 +672,40 @@ func TestRebuildNeverRegresses(t *testing.T) {
 	}
 	rebuilding(0, "after the rebuild")
 }
+
+// TestOlderPrepareToANewerCoordinatorIsAcked: a node coordinating epoch 2
+// still persists and acknowledges the late prepare of an aborted epoch 1.
+// Silence would leave epoch 1's coordinator, which may never hear of
+// epoch 2, resending that prepare to it for good.
+func TestOlderPrepareToANewerCoordinatorIsAcked(t *testing.T) {
+	c := newCluster(t, "a", "b", "c", "d")
+	a, b := uid("a"), uid("b")
+	if err := c.nodes[a].CoordinateReconfiguration(c.ctxs[a], tq.ReconfigureMsg{RackID: c.rack, Epoch: 1, Members: c.ids[:3], Threshold: 2}); err != nil {
+		t.Fatal(err)
+	}
+	var late tq.Envelope
+	for _, env := range c.sent(a) {
+		if env.To == b {
+			late = env
+		}
+	}
+	if late.Msg.Body == nil {
+		t.Fatal("no prepare for b")
+	}
+	// Nexus gives epoch 1 up and asks b to coordinate epoch 2.
+	if err := c.nodes[b].CoordinateReconfiguration(c.ctxs[b], tq.ReconfigureMsg{RackID: c.rack, Epoch: 2, Members: c.ids[1:], Threshold: 2}); err != nil {
+		t.Fatal(err)
+	}
+	c.sent(b)
+	c.ctxs[b].ClearPersistentStateChanged()
+	c.nodes[b].HandleMessage(c.ctxs[b], a, roundTrip(t, late.Msg))
+	if !c.ctxs[b].PersistentStateChanged() || !c.state(b).Prepared(1) {
+		t.Fatal("b did not persist the prepare of epoch 1")
+	}
+	if got := kinds(c.sent(b)); !slices.Equal(got, []string{"a:prepare_ack epoch=1"}) {
+		t.Fatalf("b answered %v", got)
+	}
+	if cs := c.nodes[b].CoordinatorStatus(c.ctxs[b]); cs.State != tq.Preparing || cs.Epoch != 2 {
+		t.Fatalf("b's own coordination changed: %+v", cs)
+	}
+}
