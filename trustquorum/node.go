@@ -110,8 +110,8 @@ type retryState struct {
 // NewNode returns a node for the state in ctx. A node restarted from its
 // ledger resumes what the ledger implies (rebuilding a share of an epoch it
 // knows is committed, handing out unacknowledged LRTQ setup packages) and
-// nothing else: coordination, secret loading and
-// learning are volatile and must be asked for again.
+// nothing else: coordination, secret loading and learning are volatile and
+// must be asked for again.
 func NewNode(ctx *NodeCtx, cfg Config) *Node {
 	if cfg.RetryBase <= 0 {
 		cfg.RetryBase = Second
