@@ -387,6 +387,20 @@ func TestLrtqSetupLedger(t *testing.T) {
 		Pending: map[tq.BaseboardID]*tq.LrtqSharePkg{uid("z"): got.LrtqSetup.Pending[uid("b")]}}
 	orphan := tq.NewPersistentState()
 	orphan.LrtqSetup = got.LrtqSetup
+	// A restarted initiator takes a repeated InitLrtq as a no-op, unless
+	// it has been expunged since.
+	ctx := tq.NewNodeCtx(a, got)
+	n := tq.NewNode(ctx, tq.Config{Rand: rand.NewChaCha8([32]byte{5})})
+	if err := n.InitLrtq(ctx, c.rack, c.ids); err != nil || ctx.PersistentStateChanged() {
+		t.Fatalf("repeated InitLrtq: %v", err)
+	}
+	gone := got
+	gone.Expunged = &tq.ExpungedMarker{Epoch: 2, From: uid("b")}
+	ctx = tq.NewNodeCtx(a, gone)
+	n = tq.NewNode(ctx, tq.Config{Rand: rand.NewChaCha8([32]byte{5})})
+	if err := n.InitLrtq(ctx, c.rack, c.ids); !errors.Is(err, tq.ErrExpunged) {
+		t.Fatalf("InitLrtq on an expunged initiator: %v", err)
+	}
 	for name, s := range map[string]*tq.PersistentState{"other secret": &mixed, "non-member": &stray, "no own package": &orphan} {
 		b, err := tq.EncodeState(s)
 		if err != nil {

@@ -62,11 +62,14 @@ func NewLrtqPackages(rand io.Reader, rack RackID, members []BaseboardID) (map[Ba
 // members is a no-op, so the rack-setup service may retry after a restart.
 func (n *Node) InitLrtq(ctx *NodeCtx, rack RackID, members []BaseboardID) error {
 	st := &ctx.state
+	if st.Expunged != nil {
+		return epochErr(ErrExpunged, LrtqEpoch, st.Expunged.Epoch)
+	}
 	members = normaliseMembers(members)
 	if ls := st.LrtqSetup; ls != nil && ls.RackID == rack && slices.Equal(ls.Members, members) {
 		return nil
 	}
-	if st.Lrtq != nil || st.LatestConfig() != nil || n.coord != nil || st.Expunged != nil {
+	if st.Lrtq != nil || st.LatestConfig() != nil || n.coord != nil {
 		return ErrAlreadyInitialized
 	}
 	if _, ok := slices.BinarySearchFunc(members, n.id, BaseboardID.Compare); !ok {
