@@ -53,6 +53,7 @@ type NodeCtx struct {
 	changed   bool
 	outbox    []Envelope
 	connected map[BaseboardID]bool
+	peers     []BaseboardID // the keys of connected, sorted
 	alarms    []Alarm
 }
 
@@ -90,7 +91,31 @@ func (c *NodeCtx) DrainEnvelopes() []Envelope {
 
 // ConnectedPeers returns the connected peers in sorted order.
 func (c *NodeCtx) ConnectedPeers() []BaseboardID {
-	return sortedKeys(c.connected)
+	return slices.Clone(c.peers)
+}
+
+// connectedPeers is ConnectedPeers without the copy, for the node's own
+// loops (which never change the connections while iterating). Kept sorted
+// as peers come and go, since Tick walks it every second.
+func (c *NodeCtx) connectedPeers() []BaseboardID { return c.peers }
+
+func (c *NodeCtx) connect(peer BaseboardID) {
+	if c.connected[peer] {
+		return
+	}
+	c.connected[peer] = true
+	i, _ := slices.BinarySearchFunc(c.peers, peer, BaseboardID.Compare)
+	c.peers = slices.Insert(c.peers, i, peer)
+}
+
+func (c *NodeCtx) disconnect(peer BaseboardID) {
+	if !c.connected[peer] {
+		return
+	}
+	delete(c.connected, peer)
+	if i, ok := slices.BinarySearchFunc(c.peers, peer, BaseboardID.Compare); ok {
+		c.peers = slices.Delete(c.peers, i, i+1)
+	}
 }
 
 // IsConnected reports whether peer is connected.
@@ -110,7 +135,9 @@ func (c *NodeCtx) raise(a Alarm) {
 
 // send queues a message for a connected peer. Messages for a peer that is not
 // connected are not queued: whatever is still outstanding is re-sent when it
-// connects.
+// connects. m must share no memory with the persistent state (clone shares,
+// packages and configurations taken from it): the driver may zero or reuse
+// what it sent.
 func (c *NodeCtx) send(to BaseboardID, m PeerMsg) {
 	if to == c.id || !c.connected[to] {
 		return

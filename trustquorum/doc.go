@@ -30,12 +30,21 @@
 // trustworthy: a PrepareAck, a commit reported to Nexus or an LRTQ share
 // handed to a learner always refers to state that survives a crash.
 //
+// Envelopes share no memory with the persistent state: every share,
+// package and configuration in a message is a copy. A driver may (and
+// should) zero an encoded frame, or the shares in a message, once it is
+// sent, without touching the ledger state it will persist next.
+//
 // The driver reports connections with OnConnect/OnDisconnect, using the
 // peer identity from the connection's TLS certificate (never a message
 // field) also as HandleMessage's from argument. The node sends only to
 // connected peers; whatever is still outstanding toward a peer is re-sent
 // when it connects and again on Tick with exponential back-off, so a
-// message lost on a live connection does not stall the protocol.
+// message lost on a live connection does not stall the protocol. A newer
+// connection that replaces a peer's older one is reported with OnConnect
+// alone (the node re-sends everything, as the older connection's queue is
+// lost); the older connection's late disconnect must not be reported, or
+// the node would think a live peer gone.
 //
 // # Protocol summary
 //
@@ -47,11 +56,24 @@
 // (PrepareAckMsg); Nexus polls CoordinatorStatus, decides the commit, and
 // calls Commit on prepared members and PrepareAndCommit on the others,
 // which rebuild their share from K members. Members that fell behind learn
-// newer commits from CommitAdvanceMsg; removed members learn that they are
-// expunged from ExpungedMsg. CoordinateUpgradeFromLrtq does the same for
-// an LRTQ rack, collecting LRTQ shares instead. LoadRackSecret collects K
-// shares of the latest committed epoch and returns any committed epoch's
-// secret, decrypting older ones from the chain.
+// newer commits from CommitAdvanceMsg, and a coordinator of an epoch that
+// Nexus gave up stops when a CommitAdvanceMsg tells it of a newer one.
+// Removed members learn that they are expunged from ExpungedMsg, which
+// carries the configuration that left them out; it is accepted only as
+// news from a member of that configuration, never by a sled that holds no
+// configuration at all. A node rebuilding its share never goes back to an
+// older epoch, and a restarted node resumes the newest pending rebuild.
+// Committing an epoch prunes the node's older epochs that it never
+// committed.
+//
+// CoordinateUpgradeFromLrtq does the same for an LRTQ rack, collecting
+// LRTQ shares (from every peer: LRTQ records no membership, and the new
+// membership may hold fewer than K of them) instead. InitLrtq sets LRTQ up
+// from one sled, which persists every initial member's package before it
+// sends any and resends what is unacknowledged after a restart.
+// LoadRackSecret collects K shares of the latest committed epoch and
+// returns any committed epoch's secret, decrypting older ones from the
+// chain.
 //
 // Errors returned to API callers are sentinels (ErrStaleEpoch, ...) or
 // *EpochError values wrapping them; match them with errors.Is and

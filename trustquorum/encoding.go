@@ -160,7 +160,7 @@ func EncodeMsg(m PeerMsg) ([]byte, error) {
 	case CommitAdvanceMsg:
 		w.Config = b.Config
 	case ExpungedMsg:
-		w.Epoch = ep(b.Epoch)
+		w.Epoch, w.Config = ep(b.Epoch), b.Config
 	case LrtqInitMsg:
 		w.Pkg = pkgToWire(b.Pkg)
 	case LrtqLearnPkgMsg:
@@ -201,8 +201,13 @@ func DecodeMsg(b []byte) (PeerMsg, error) {
 	switch w.Type {
 	case "prepare":
 		need = fields{config: true, share: true}
-	case "prepare_ack", "get_share", "expunged":
+	case "prepare_ack", "get_share":
 		need = fields{epoch: true}
+	case "expunged":
+		// The configuration is optional on the wire (nodes ignore an
+		// Expunged without one) so that every frame decodes to what was
+		// encoded.
+		need = fields{epoch: true, config: w.Config != nil}
 	case "share":
 		need = fields{epoch: true, share: true}
 	case "lrtq_share":
@@ -237,6 +242,9 @@ func DecodeMsg(b []byte) (PeerMsg, error) {
 		if w.Config.RackID != w.RackID {
 			return PeerMsg{}, fmt.Errorf("%w: configuration for another rack", ErrMalformed)
 		}
+		if w.Type == "expunged" && w.Config.Epoch != *w.Epoch {
+			return PeerMsg{}, fmt.Errorf("%w: expunged epoch differs from its configuration's", ErrMalformed)
+		}
 	}
 	var pkg *LrtqSharePkg
 	if need.pkg {
@@ -262,7 +270,7 @@ func DecodeMsg(b []byte) (PeerMsg, error) {
 	case "commit_advance":
 		m.Body = CommitAdvanceMsg{Config: w.Config}
 	case "expunged":
-		m.Body = ExpungedMsg{Epoch: *w.Epoch}
+		m.Body = ExpungedMsg{Epoch: *w.Epoch, Config: w.Config}
 	case "lrtq_init":
 		m.Body = LrtqInitMsg{Pkg: pkg}
 	case "lrtq_init_ack":
@@ -292,12 +300,26 @@ func checkVersion(b []byte, want int) error {
 }
 
 type wireState struct {
-	Version  int              `json:"version"`
-	Lrtq     *wireLrtqPkg     `json:"lrtq,omitempty"`
-	Configs  []*Configuration `json:"configs"`
-	Shares   []wireShare      `json:"shares"`
-	Commits  []Epoch          `json:"commits"`
-	Expunged *wireExpunged    `json:"expunged,omitempty"`
+	Version   int              `json:"version"`
+	Lrtq      *wireLrtqPkg     `json:"lrtq,omitempty"`
+	LrtqSetup *wireLrtqSetup   `json:"lrtq_setup,omitempty"`
+	Configs   []*Configuration `json:"configs"`
+	Shares    []wireShare      `json:"shares"`
+	Commits   []Epoch          `json:"commits"`
+	Expunged  *wireExpunged    `json:"expunged,omitempty"`
+}
+
+// wireLrtqSetup is optional in version 1: only the sled that performed LRTQ
+// rack setup has one, and a ledger without it reads as before.
+type wireLrtqSetup struct {
+	RackID  RackID           `json:"rack_id"`
+	Members []BaseboardID    `json:"members"`
+	Pending []wirePendingPkg `json:"pending"`
+}
+
+type wirePendingPkg struct {
+	Member BaseboardID  `json:"member"`
+	Pkg    *wireLrtqPkg `json:"pkg"`
 }
 
 type wireShare struct {
@@ -317,6 +339,14 @@ func EncodeState(s *PersistentState) ([]byte, error) {
 	if s.Lrtq != nil {
 		w.Lrtq = pkgToWire(s.Lrtq)
 		defer clear(w.Lrtq.Share)
+	}
+	if ls := s.LrtqSetup; ls != nil {
+		w.LrtqSetup = &wireLrtqSetup{RackID: ls.RackID, Members: ls.Members, Pending: []wirePendingPkg{}}
+		for _, m := range sortedKeys(ls.Pending) {
+			p := pkgToWire(ls.Pending[m])
+			defer clear(p.Share)
+			w.LrtqSetup.Pending = append(w.LrtqSetup.Pending, wirePendingPkg{Member: m, Pkg: p})
+		}
 	}
 	for _, e := range sortedKeys(s.Configs) {
 		w.Configs = append(w.Configs, s.Configs[e])
@@ -357,6 +387,13 @@ func DecodeState(b []byte) (PersistentState, error) {
 		}
 		s.Lrtq = p
 	}
+	if w.LrtqSetup != nil {
+		ls, err := lrtqSetupFromWire(w.LrtqSetup, s.Lrtq)
+		if err != nil {
+			return PersistentState{}, err
+		}
+		s.LrtqSetup = ls
+	}
 	for _, c := range w.Configs {
 		if c == nil {
 			return PersistentState{}, fmt.Errorf("%w: null configuration", ErrMalformed)
@@ -390,6 +427,42 @@ func DecodeState(b []byte) (PersistentState, error) {
 		s.Expunged = &ExpungedMarker{Epoch: w.Expunged.Epoch, From: w.Expunged.From}
 	}
 	return s, nil
+}
+
+// lrtqSetupFromWire checks a setup record against the node's own package:
+// every pending package must be a share of the same LRTQ secret (the same
+// 255 digests) for a member of the recorded membership.
+func lrtqSetupFromWire(w *wireLrtqSetup, own *LrtqSharePkg) (*LrtqSetup, error) {
+	if own == nil || own.Spares == nil || own.RackID != w.RackID {
+		return nil, fmt.Errorf("%w: lrtq setup without the matching own package", ErrMalformed)
+	}
+	if len(w.Members) < MinMembers || len(w.Members) > MaxMembers {
+		return nil, fmt.Errorf("%w: lrtq setup with %d members", ErrMalformed, len(w.Members))
+	}
+	for i, m := range w.Members {
+		if !m.valid() || (i > 0 && w.Members[i-1].Compare(m) >= 0) {
+			return nil, fmt.Errorf("%w: lrtq setup members not sorted or repeated", ErrMalformed)
+		}
+	}
+	ls := &LrtqSetup{RackID: w.RackID, Members: w.Members, Pending: map[BaseboardID]*LrtqSharePkg{}}
+	for _, pp := range w.Pending {
+		if pp.Pkg == nil {
+			return nil, fmt.Errorf("%w: null lrtq setup package", ErrMalformed)
+		}
+		p, err := pkgFromWire(pp.Pkg)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := slices.BinarySearchFunc(w.Members, pp.Member, BaseboardID.Compare); !ok || ls.Pending[pp.Member] != nil {
+			return nil, fmt.Errorf("%w: lrtq setup package for a non-member or repeated", ErrMalformed)
+		}
+		if p.RackID != own.RackID || p.Threshold != own.Threshold || p.Spares == nil || len(p.Handouts) != 0 ||
+			!slices.Equal(p.ShareDigests, own.ShareDigests) || p.Share.Equal(own.Share) {
+			return nil, fmt.Errorf("%w: lrtq setup package does not belong to this setup", ErrMalformed)
+		}
+		ls.Pending[pp.Member] = p
+	}
+	return ls, nil
 }
 
 // IsDecodeError reports whether err came from decoding untrusted bytes.

@@ -58,7 +58,7 @@ func sampleMessages(t testing.TB) []tq.PeerMsg {
 		tq.GetLrtqShareMsg{},
 		tq.LrtqShareMsg{Share: init.Share},
 		tq.CommitAdvanceMsg{Config: cfg},
-		tq.ExpungedMsg{Epoch: 3},
+		tq.ExpungedMsg{Epoch: 2, Config: cfg},
 		tq.LrtqInitMsg{Pkg: init},
 		tq.LrtqInitAckMsg{},
 		tq.LrtqLearnMsg{},
@@ -158,6 +158,22 @@ func TestDecodeMsgRejects(t *testing.T) {
 			t.Errorf("%s: not a decode error: %v", tc.name, err)
 		}
 	}
+	// An Expunged whose configuration is of another epoch has two
+	// meanings; it is refused.
+	for _, m := range sampleMessages(t) {
+		x, ok := m.Body.(tq.ExpungedMsg)
+		if !ok {
+			continue
+		}
+		x.Epoch++
+		b, err := tq.EncodeMsg(tq.PeerMsg{RackID: m.RackID, Body: x})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tq.DecodeMsg(b); !errors.Is(err, tq.ErrMalformed) {
+			t.Errorf("expunged with a mismatched configuration: %v", err)
+		}
+	}
 	// Epoch zero is never valid on the wire.
 	b, _ := tq.EncodeMsg(tq.PeerMsg{Body: tq.GetShareMsg{Epoch: 0}})
 	if _, err := tq.DecodeMsg(b); !errors.Is(err, tq.ErrMalformed) {
@@ -245,6 +261,9 @@ func TestFuzzCorpusIsCurrent(t *testing.T) {
 		seeds := map[string][]byte{
 			"garbage":   []byte("\x00\xff{\"version\""),
 			"version-2": []byte(`{"version":2,"rack_id":"00000000-0000-0000-0000-000000000000","type":"lrtq_learn"}`),
+			// The shape before Expunged carried its configuration; it
+			// still decodes (and is ignored by nodes).
+			"expunged-without-config": []byte(`{"version":1,"rack_id":"656e636f-6469-6e67-2d72-61636b2d3031","type":"expunged","epoch":3}`),
 		}
 		for _, m := range sampleMessages(t) {
 			b, err := tq.EncodeMsg(m)
@@ -323,4 +342,72 @@ func FuzzDecodeMsg(f *testing.F) {
 			t.Fatal("encoding is not stable")
 		}
 	})
+}
+
+// TestLrtqSetupLedger checks that the initiator's record of an LRTQ setup in
+// progress survives the ledger, and that a record which does not belong to
+// the node's own LRTQ secret is refused.
+func TestLrtqSetupLedger(t *testing.T) {
+	c := newCluster(t, "a", "b", "c", "d")
+	a := uid("a")
+	if err := c.nodes[a].InitLrtq(c.ctxs[a], c.rack, c.ids); err != nil {
+		t.Fatal(err)
+	}
+	st := c.state(a)
+	if ls := st.LrtqSetup; ls == nil || len(ls.Pending) != 3 || !c.ctxs[a].PersistentStateChanged() {
+		t.Fatalf("setup not recorded before sending: %+v", ls)
+	}
+	b, err := tq.EncodeState(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tq.DecodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b2, _ := tq.EncodeState(&got); !bytes.Equal(b, b2) {
+		t.Fatal("setup record does not round-trip")
+	}
+	for id, p := range st.LrtqSetup.Pending {
+		if !got.LrtqSetup.Pending[id].Share.Equal(p.Share) {
+			t.Fatalf("pending package of %s differs", id)
+		}
+	}
+	// A pending package from another LRTQ secret, or for someone outside
+	// the membership, is refused.
+	other, err := tq.NewLrtqPackages(rand.NewChaCha8([32]byte{77}), c.rack, c.ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mixed := got
+	mixed.LrtqSetup = &tq.LrtqSetup{RackID: c.rack, Members: got.LrtqSetup.Members,
+		Pending: map[tq.BaseboardID]*tq.LrtqSharePkg{uid("b"): other[uid("b")]}}
+	stray := got
+	stray.LrtqSetup = &tq.LrtqSetup{RackID: c.rack, Members: got.LrtqSetup.Members,
+		Pending: map[tq.BaseboardID]*tq.LrtqSharePkg{uid("z"): got.LrtqSetup.Pending[uid("b")]}}
+	orphan := tq.NewPersistentState()
+	orphan.LrtqSetup = got.LrtqSetup
+	// A restarted initiator takes a repeated InitLrtq as a no-op, unless
+	// it has been expunged since.
+	ctx := tq.NewNodeCtx(a, got)
+	n := tq.NewNode(ctx, tq.Config{Rand: rand.NewChaCha8([32]byte{5})})
+	if err := n.InitLrtq(ctx, c.rack, c.ids); err != nil || ctx.PersistentStateChanged() {
+		t.Fatalf("repeated InitLrtq: %v", err)
+	}
+	gone := got
+	gone.Expunged = &tq.ExpungedMarker{Epoch: 2, From: uid("b")}
+	ctx = tq.NewNodeCtx(a, gone)
+	n = tq.NewNode(ctx, tq.Config{Rand: rand.NewChaCha8([32]byte{5})})
+	if err := n.InitLrtq(ctx, c.rack, c.ids); !errors.Is(err, tq.ErrExpunged) {
+		t.Fatalf("InitLrtq on an expunged initiator: %v", err)
+	}
+	for name, s := range map[string]*tq.PersistentState{"other secret": &mixed, "non-member": &stray, "no own package": &orphan} {
+		b, err := tq.EncodeState(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tq.DecodeState(b); !errors.Is(err, tq.ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }

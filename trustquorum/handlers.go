@@ -32,20 +32,23 @@ func (n *Node) HandleMessage(ctx *NodeCtx, from BaseboardID, msg PeerMsg) {
 	case LrtqShareMsg:
 		n.handleLrtqShare(ctx, from, b)
 	case CommitAdvanceMsg:
-		if b.Config == nil || b.Config.Validate() != nil || b.Config.RackID != msg.RackID || !b.Config.IsMember(n.id) {
+		cfg := b.Config
+		if cfg == nil || cfg.Validate() != nil || cfg.RackID != msg.RackID || !cfg.IsMember(from) {
 			return
 		}
-		_, _ = n.commitAdvance(ctx, b.Config)
+		if !cfg.IsMember(n.id) {
+			// Not ours to commit, but news: a newer epoch exists,
+			// so an older coordination of ours was aborted.
+			n.supersededBy(cfg.Epoch)
+			return
+		}
+		_, _ = n.commitAdvance(ctx, cfg)
 	case ExpungedMsg:
-		n.handleExpunged(ctx, from, b)
+		n.handleExpunged(ctx, from, msg.RackID, b)
 	case LrtqInitMsg:
 		n.handleLrtqInit(ctx, from, msg.RackID, b)
 	case LrtqInitAckMsg:
-		if li := n.lrtqInit; li != nil {
-			if _, ok := li.pkgs[from]; ok {
-				li.acked[from] = true
-			}
-		}
+		n.handleLrtqInitAck(ctx, from)
 	case LrtqLearnMsg:
 		n.handleLrtqLearn(ctx, from)
 	case LrtqLearnPkgMsg:
@@ -76,13 +79,15 @@ func (n *Node) handlePrepare(ctx *NodeCtx, from BaseboardID, rack RackID, m Prep
 	}
 	if lc := st.LatestCommittedEpoch(); cfg.Epoch < lc || (cfg.Epoch == lc && existing == nil) {
 		// A prepare for an epoch older than our commit: the coordinator
-		// is behind. If it is a member of our commit, tell it. If not,
-		// say nothing: a coordinator of an aborted epoch may never have
-		// been a committed member, and Expunged would lock it out of a
-		// rack it was never part of. It learns its fate, if it has one,
-		// when it asks for shares.
-		if c := st.LatestCommittedConfig(); c != nil && c.IsMember(from) {
-			n.replyNewer(ctx, from, cfg.RackID)
+		// is behind, resending the prepare of an aborted (or already
+		// superseded) epoch. Tell it about our commit so that it stops.
+		// Always with CommitAdvance, even if it is not a member: a
+		// coordinator of an aborted epoch may never have been a
+		// committed member, and Expunged would lock it out of a rack
+		// it was never part of. It learns its fate, if it has one, when
+		// it asks for shares.
+		if c := st.LatestCommittedConfig(); c != nil {
+			ctx.send(from, PeerMsg{RackID: cfg.RackID, Body: CommitAdvanceMsg{Config: c.Clone()}})
 		}
 		return
 	}
@@ -97,16 +102,33 @@ func (n *Node) handlePrepare(ctx *NodeCtx, from BaseboardID, rack RackID, m Prep
 		ctx.send(from, ack)
 		return
 	}
-	if n.coord != nil {
-		if n.coord.epoch() >= cfg.Epoch {
+	if c := n.coord; c != nil {
+		switch {
+		case c.epoch() == cfg.Epoch:
+			// Someone else's configuration for the epoch we were
+			// asked to coordinate: not ours to accept.
 			return
+		case c.epoch() < cfg.Epoch:
+			n.cancelCoordination()
 		}
-		n.cancelCoordination()
+		// A prepare of an older epoch than ours is persisted and acked
+		// like any other (we have committed nothing newer): its
+		// coordinator, which has not heard of our epoch, would
+		// otherwise resend it to us for good.
 	}
 	st.Configs[cfg.Epoch] = cfg.Clone()
 	st.Shares[cfg.Epoch] = m.Share.Clone()
 	ctx.changed = true
 	ctx.send(from, ack)
+}
+
+// supersededBy cancels a coordination of an epoch older than e: Nexus
+// starts a new epoch only after giving up the previous one, so there is no
+// point in resending its prepares or collecting for it.
+func (n *Node) supersededBy(e Epoch) {
+	if n.coord != nil && n.coord.epoch() < e {
+		n.cancelCoordination()
+	}
 }
 
 // replyNewer tells a peer that asked about an old epoch about our latest
@@ -117,9 +139,9 @@ func (n *Node) replyNewer(ctx *NodeCtx, to BaseboardID, rack RackID) {
 		return
 	}
 	if cfg.IsMember(to) {
-		ctx.send(to, PeerMsg{RackID: rack, Body: CommitAdvanceMsg{Config: cfg}})
+		ctx.send(to, PeerMsg{RackID: rack, Body: CommitAdvanceMsg{Config: cfg.Clone()}})
 	} else {
-		ctx.send(to, PeerMsg{RackID: rack, Body: ExpungedMsg{Epoch: cfg.Epoch}})
+		ctx.send(to, PeerMsg{RackID: rack, Body: ExpungedMsg{Epoch: cfg.Epoch, Config: cfg.Clone()}})
 	}
 }
 
@@ -145,7 +167,7 @@ func (n *Node) handleGetShare(ctx *NodeCtx, from BaseboardID, rack RackID, m Get
 	if s, ok := st.Shares[m.Epoch]; ok {
 		// Shares of prepared but not yet committed epochs are sent too:
 		// a requester only asks for an epoch it knows is committed.
-		ctx.send(from, PeerMsg{RackID: rack, Body: ShareMsg{Epoch: m.Epoch, Share: s}})
+		ctx.send(from, PeerMsg{RackID: rack, Body: ShareMsg{Epoch: m.Epoch, Share: s.Clone()}})
 	}
 }
 
@@ -169,15 +191,16 @@ func (n *Node) handleShare(ctx *NodeCtx, from BaseboardID, m ShareMsg) {
 
 func (n *Node) handleGetLrtqShare(ctx *NodeCtx, from BaseboardID, rack RackID) {
 	st := &ctx.state
-	if st.Lrtq == nil {
-		return
-	}
 	if st.LatestCommittedEpoch() != 0 {
-		// Already on the trust quorum: the asker is behind.
+		// Already on the trust quorum: the asker is behind. A member
+		// added since LRTQ holds no LRTQ share but knows this as well.
 		n.replyNewer(ctx, from, rack)
 		return
 	}
-	ctx.send(from, PeerMsg{RackID: rack, Body: LrtqShareMsg{Share: st.Lrtq.Share}})
+	if st.Lrtq == nil {
+		return
+	}
+	ctx.send(from, PeerMsg{RackID: rack, Body: LrtqShareMsg{Share: st.Lrtq.Share.Clone()}})
 }
 
 func (n *Node) handleLrtqShare(ctx *NodeCtx, from BaseboardID, m LrtqShareMsg) {
@@ -193,10 +216,20 @@ func (n *Node) handleLrtqShare(ctx *NodeCtx, from BaseboardID, m LrtqShareMsg) {
 	}
 }
 
-func (n *Node) handleExpunged(ctx *NodeCtx, from BaseboardID, m ExpungedMsg) {
+// handleExpunged accepts Expunged only when it is news and comes from the
+// right sled: the node must hold some configuration (LRTQ counts as epoch
+// 1) — a sled with none was never part of the rack and cannot be removed
+// from it — and the message must carry a configuration newer than anything
+// the node has seen, that lists the sender and not the node. Anything else
+// is a stale or confused reply and must not lock the node out for good.
+func (n *Node) handleExpunged(ctx *NodeCtx, from BaseboardID, rack RackID, m ExpungedMsg) {
 	st := &ctx.state
-	if m.Epoch < st.LatestEpochSeen() {
-		// Older than what we know: a stale reply, not news.
+	seen := n.latestEpochSeen(ctx)
+	cfg := m.Config
+	if seen == 0 || cfg == nil || cfg.Epoch != m.Epoch || cfg.RackID != rack || cfg.Validate() != nil {
+		return
+	}
+	if cfg.Epoch <= seen || !cfg.IsMember(from) || cfg.IsMember(n.id) {
 		return
 	}
 	st.Expunged = &ExpungedMarker{Epoch: m.Epoch, From: from}
@@ -219,7 +252,6 @@ func (n *Node) stopEverything() {
 		delete(n.secrets, e)
 	}
 	n.learning = nil
-	n.lrtqInit = nil
 	clear(n.pendingLearners)
 	clear(n.retries)
 }

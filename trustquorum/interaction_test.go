@@ -206,6 +206,9 @@ func (e *ddEnv) run(t *testing.T, d *datadriven.TestData) string {
 		n := e.node(t, d, "node")
 		e.printf("%s\n", errString(n.node.InitLrtq(n.ctx, e.rack, e.ids(t, d, "members"))))
 		e.after(t, n)
+	case "lrtq-init-done":
+		n := e.node(t, d, "node")
+		e.printf("%t\n", n.node.LrtqInitDone())
 	case "lrtq-learn":
 		n := e.node(t, d, "node")
 		e.printf("%s\n", errString(n.node.LearnLrtq(n.ctx, e.rack)))
@@ -317,6 +320,13 @@ func (e *ddEnv) run(t *testing.T, d *datadriven.TestData) string {
 		e.printf("configs=%v shares=%v commits=%v", slices.Sorted(mapKeys(st.Configs)), slices.Sorted(mapKeys(st.Shares)), st.CommittedEpochs())
 		if st.Lrtq != nil {
 			e.printf(" lrtq(spares=%t handouts=%d)", st.Lrtq.Spares != nil, len(st.Lrtq.Handouts))
+		}
+		if ls := st.LrtqSetup; ls != nil && len(ls.Pending) > 0 {
+			var pending []string
+			for _, id := range slices.SortedFunc(mapKeys(ls.Pending), tq.BaseboardID.Compare) {
+				pending = append(pending, e.name(id))
+			}
+			e.printf(" lrtq-setup(pending=%v)", pending)
 		}
 		if st.Expunged != nil {
 			e.printf(" expunged=%d", st.Expunged.Epoch)

@@ -56,13 +56,22 @@ func NewLrtqPackages(rand io.Reader, rack RackID, members []BaseboardID) (map[Ba
 
 // InitLrtq performs LRTQ rack setup from this node (the rack-setup sled):
 // it keeps its own package and sends every other initial member its
-// package, re-sending until each acknowledges.
+// package, re-sending until each acknowledges. All packages are persisted
+// (PersistentState.LrtqSetup) before any is sent, and a node restarted from
+// that ledger resumes sending by itself. Asking again with the same rack and
+// members is a no-op, so the rack-setup service may retry after a restart.
 func (n *Node) InitLrtq(ctx *NodeCtx, rack RackID, members []BaseboardID) error {
 	st := &ctx.state
+	if st.Expunged != nil {
+		return epochErr(ErrExpunged, LrtqEpoch, st.Expunged.Epoch)
+	}
+	members = normaliseMembers(members)
+	if ls := st.LrtqSetup; ls != nil && ls.RackID == rack && slices.Equal(ls.Members, members) {
+		return nil
+	}
 	if st.Lrtq != nil || st.LatestConfig() != nil || n.coord != nil {
 		return ErrAlreadyInitialized
 	}
-	members = normaliseMembers(members)
 	if _, ok := slices.BinarySearchFunc(members, n.id, BaseboardID.Compare); !ok {
 		return ErrNotAMember
 	}
@@ -71,18 +80,57 @@ func (n *Node) InitLrtq(ctx *NodeCtx, rack RackID, members []BaseboardID) error 
 		return err
 	}
 	st.Lrtq = pkgs[n.id]
-	ctx.changed = true
 	delete(pkgs, n.id)
-	n.lrtqInit = &lrtqInitState{pkgs: pkgs, acked: map[BaseboardID]bool{}}
+	st.LrtqSetup = &LrtqSetup{RackID: rack, Members: members, Pending: pkgs}
+	ctx.changed = true
+	n.lrtqInit = lrtqInitPending
 	for _, m := range members {
 		n.request(ctx, m, LrtqInitMsg{})
 	}
 	return nil
 }
 
-// LrtqInitDone reports whether every initial member acknowledged its package.
+// lrtqInitStatus mirrors the persisted LrtqSetup for LrtqInitDone, which
+// has no context to read it from.
+type lrtqInitStatus int
+
+const (
+	lrtqInitNone lrtqInitStatus = iota
+	lrtqInitPending
+	lrtqInitDone
+)
+
+func lrtqInitStatusOf(st *PersistentState) lrtqInitStatus {
+	switch {
+	case st.LrtqSetup == nil:
+		return lrtqInitNone
+	case len(st.LrtqSetup.Pending) > 0:
+		return lrtqInitPending
+	}
+	return lrtqInitDone
+}
+
+// LrtqInitDone reports whether this node performed LRTQ rack setup and every
+// initial member acknowledged its package (also after a restart).
 func (n *Node) LrtqInitDone() bool {
-	return n.lrtqInit != nil && len(n.lrtqInit.acked) == len(n.lrtqInit.pkgs)
+	return n.lrtqInit == lrtqInitDone
+}
+
+func (n *Node) handleLrtqInitAck(ctx *NodeCtx, from BaseboardID) {
+	ls := ctx.state.LrtqSetup
+	if ls == nil {
+		return
+	}
+	p, ok := ls.Pending[from]
+	if !ok {
+		return
+	}
+	// The member persisted its package before acking; this copy of its
+	// share is no longer needed and must not outlive the setup.
+	delete(ls.Pending, from)
+	p.Share.Zero()
+	ctx.changed = true
+	n.lrtqInit = lrtqInitStatusOf(&ctx.state)
 }
 
 // LearnLrtq makes a sled added to an LRTQ rack ask initial members, one at
@@ -113,7 +161,7 @@ func (n *Node) learnTick(ctx *NodeCtx) {
 			return
 		}
 	}
-	peers := ctx.ConnectedPeers()
+	peers := ctx.connectedPeers()
 	if len(peers) == 0 {
 		le.peer = BaseboardID{}
 		return
@@ -183,7 +231,7 @@ func (n *Node) handleLrtqLearn(ctx *NodeCtx, from BaseboardID) {
 	if n.load == nil {
 		n.load = newLrtqCollector(st.Lrtq)
 		n.load.add(n.id, st.Lrtq.Share)
-		for _, peer := range ctx.ConnectedPeers() {
+		for _, peer := range ctx.connectedPeers() {
 			n.request(ctx, peer, GetLrtqShareMsg{})
 		}
 	}
@@ -237,7 +285,7 @@ func (n *Node) serveLearners(ctx *NodeCtx) {
 			RackID:       pkg.RackID,
 			Threshold:    pkg.Threshold,
 			Share:        share.Clone(),
-			ShareDigests: pkg.ShareDigests,
+			ShareDigests: slices.Clone(pkg.ShareDigests),
 			Handouts:     map[BaseboardID]uint8{},
 		}}})
 	}

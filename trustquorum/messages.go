@@ -40,10 +40,17 @@ type (
 	// LrtqShareMsg answers GetLrtqShareMsg.
 	LrtqShareMsg struct{ Share tqcrypto.Share }
 	// CommitAdvanceMsg tells a member that a newer configuration that
-	// includes it has been committed.
+	// includes it has been committed. Sent to a non-member it only says
+	// that the receiver's older coordination is superseded.
 	CommitAdvanceMsg struct{ Config *Configuration }
 	// ExpungedMsg tells a node it is not a member of a committed epoch.
-	ExpungedMsg struct{ Epoch Epoch }
+	// Config is that epoch's configuration, which names the sender and
+	// not the receiver; a node ignores Expunged without it (see
+	// HandleMessage).
+	ExpungedMsg struct {
+		Epoch  Epoch
+		Config *Configuration
+	}
 )
 
 // LRTQ rack-setup and learner messages.

@@ -79,7 +79,7 @@ type Node struct {
 	// learners waiting for the LRTQ secret so a spare can be handed out.
 	pendingLearners map[BaseboardID]bool
 	learning        *learnState
-	lrtqInit        *lrtqInitState
+	lrtqInit        lrtqInitStatus
 
 	secrets map[Epoch]*tqcrypto.Secret
 	retries map[BaseboardID]*retryState
@@ -102,11 +102,6 @@ type learnState struct {
 	peer BaseboardID // the member currently asked
 }
 
-type lrtqInitState struct {
-	pkgs  map[BaseboardID]*LrtqSharePkg
-	acked map[BaseboardID]bool
-}
-
 type retryState struct {
 	next    Instant
 	backoff Duration
@@ -114,8 +109,9 @@ type retryState struct {
 
 // NewNode returns a node for the state in ctx. A node restarted from its
 // ledger resumes what the ledger implies (rebuilding a share of an epoch it
-// knows is committed) and nothing else: coordination, secret loading and
-// learning are volatile and must be asked for again.
+// knows is committed, handing out unacknowledged LRTQ setup packages) and
+// nothing else: coordination, secret loading and learning are volatile and
+// must be asked for again.
 func NewNode(ctx *NodeCtx, cfg Config) *Node {
 	if cfg.RetryBase <= 0 {
 		cfg.RetryBase = Second
@@ -133,6 +129,8 @@ func NewNode(ctx *NodeCtx, cfg Config) *Node {
 		retries:         map[BaseboardID]*retryState{},
 	}
 	st := &ctx.state
+	// Unacknowledged LRTQ packages are re-sent as peers connect.
+	n.lrtqInit = lrtqInitStatusOf(st)
 	for e := range st.Commits {
 		if !st.Prepared(e) {
 			ctx.raise(Alarm{Kind: AlarmCommittedConfigurationLost, Epoch: e, Detail: "commit without configuration or share"})
@@ -140,13 +138,28 @@ func NewNode(ctx *NodeCtx, cfg Config) *Node {
 	}
 	// A configuration without a share is only ever stored when the node
 	// learnt that the epoch committed (CommitAdvance, PrepareAndCommit), so
-	// the rebuild can resume without waiting for Nexus to ask again.
+	// the rebuild can resume without waiting for Nexus to ask again. The
+	// newest such epoch is the one to rebuild, even if a later epoch has
+	// been prepared since (that one may yet be aborted).
 	if st.Expunged == nil {
-		if c := st.LatestConfig(); c != nil && !st.Prepared(c.Epoch) && c.Epoch > st.LatestCommittedEpoch() {
-			n.rebuild = newCollector(c)
+		if e := pendingRebuild(st); e != 0 {
+			n.rebuild = newCollector(st.Configs[e])
 		}
 	}
 	return n
+}
+
+// pendingRebuild returns the newest epoch above the latest commit whose
+// configuration the node holds without its share, 0 if none.
+func pendingRebuild(st *PersistentState) Epoch {
+	lc := st.LatestCommittedEpoch()
+	var best Epoch
+	for e := range st.Configs {
+		if _, ok := st.Shares[e]; !ok && e > lc && e > best {
+			best = e
+		}
+	}
+	return best
 }
 
 // ID returns the node's identity.
@@ -231,7 +244,10 @@ func (n *Node) CoordinateUpgradeFromLrtq(ctx *NodeCtx, msg LrtqUpgradeMsg) error
 	if err := n.maybeFinishCollect(ctx); err != nil {
 		return err
 	}
-	for _, peer := range rm.Members {
+	// LRTQ shares are held by every initial member and learner, and the
+	// new membership may include fewer than K of them (or none but this
+	// node); LRTQ records no membership, so ask every peer.
+	for _, peer := range ctx.connectedPeers() {
 		n.request(ctx, peer, GetLrtqShareMsg{})
 	}
 	return nil
@@ -423,6 +439,7 @@ func (n *Node) Commit(ctx *NodeCtx, rack RackID, epoch Epoch) (CommitStatus, err
 func (n *Node) commit(ctx *NodeCtx, epoch Epoch) {
 	ctx.state.Commits[epoch] = true
 	ctx.changed = true
+	pruneAborted(&ctx.state, epoch)
 	if n.coord != nil && n.coord.epoch() <= epoch {
 		n.cancelCoordination()
 	}
@@ -435,6 +452,26 @@ func (n *Node) commit(ctx *NodeCtx, epoch Epoch) {
 		// LoadRackSecret starts on the new one.
 		n.load.zero()
 		n.load = nil
+	}
+}
+
+// pruneAborted drops the configurations and shares of epochs below the
+// newly committed one that this node never committed: they were aborted
+// (or committed without this node, which moved past them), so they can
+// never commit here, and the node answers every request for an epoch below
+// its latest commit from that commit alone. Without this the ledger would
+// grow by an epoch for every aborted attempt. Committed epochs stay: the
+// ledger's commits must stay prepared.
+func pruneAborted(st *PersistentState, committed Epoch) {
+	for _, e := range sortedKeys(st.Configs) {
+		if e >= committed || st.Commits[e] {
+			continue
+		}
+		delete(st.Configs, e)
+		if s, ok := st.Shares[e]; ok {
+			s.Zero()
+			delete(st.Shares, e)
+		}
 	}
 }
 
@@ -475,7 +512,10 @@ func (n *Node) commitAdvance(ctx *NodeCtx, cfg *Configuration) (CommitStatus, er
 		n.commit(ctx, cfg.Epoch)
 		return CommitCommitted, nil
 	}
-	if n.rebuild != nil && n.rebuild.epoch == cfg.Epoch {
+	if n.rebuild != nil && n.rebuild.epoch >= cfg.Epoch {
+		// Already rebuilding this epoch, or a newer committed one (a
+		// late CommitAdvance or a Nexus behind us): a rebuild never
+		// goes back to an older epoch.
 		return CommitPending, nil
 	}
 	if st.Configs[cfg.Epoch] == nil {
@@ -585,7 +625,7 @@ func (n *Node) loadPeers(ctx *NodeCtx) []BaseboardID {
 	if n.load.config != nil {
 		return n.load.config.MemberIDs()
 	}
-	return ctx.ConnectedPeers()
+	return ctx.connectedPeers()
 }
 
 func (n *Node) maybeFinishLoad(ctx *NodeCtx) error {
@@ -635,13 +675,13 @@ func (n *Node) OnConnect(ctx *NodeCtx, peer BaseboardID) {
 	if peer == n.id {
 		return
 	}
-	ctx.connected[peer] = true
+	ctx.connect(peer)
 	n.sendOutstanding(ctx, peer, true)
 }
 
 // OnDisconnect records that peer is gone.
 func (n *Node) OnDisconnect(ctx *NodeCtx, peer BaseboardID) {
-	delete(ctx.connected, peer)
+	ctx.disconnect(peer)
 	delete(n.retries, peer)
 }
 
@@ -655,7 +695,7 @@ func (n *Node) Tick(ctx *NodeCtx, now Instant) {
 	if n.learning != nil {
 		n.learnTick(ctx)
 	}
-	for _, peer := range ctx.ConnectedPeers() {
+	for _, peer := range ctx.connectedPeers() {
 		r := n.retries[peer]
 		if r == nil || n.now < r.next {
 			continue
@@ -721,7 +761,7 @@ func (n *Node) outstanding(ctx *NodeCtx, peer BaseboardID) []PeerMsg {
 	if c := n.coord; c != nil {
 		switch {
 		case c.collect != nil && c.upgrade:
-			if slices.Contains(c.msg.Members, peer) && !c.collect.has(peer) {
+			if !c.collect.has(peer) {
 				add(GetLrtqShareMsg{})
 			}
 		case c.collect != nil:
@@ -730,7 +770,7 @@ func (n *Node) outstanding(ctx *NodeCtx, peer BaseboardID) []PeerMsg {
 			}
 		case c.config != nil:
 			if s, ok := c.shares[peer]; ok && !c.acked[peer] {
-				add(PrepareMsg{Config: c.config, Share: s.Clone()})
+				add(PrepareMsg{Config: c.config.Clone(), Share: s.Clone()})
 			}
 		}
 	}
@@ -744,9 +784,9 @@ func (n *Node) outstanding(ctx *NodeCtx, peer BaseboardID) []PeerMsg {
 			add(GetShareMsg{Epoch: l.epoch})
 		}
 	}
-	if li := n.lrtqInit; li != nil && !li.acked[peer] {
-		if p, ok := li.pkgs[peer]; ok {
-			add(LrtqInitMsg{Pkg: p})
+	if ls := st.LrtqSetup; ls != nil && st.Expunged == nil {
+		if p, ok := ls.Pending[peer]; ok {
+			out = append(out, PeerMsg{RackID: ls.RackID, Body: LrtqInitMsg{Pkg: clonePkg(p)}})
 		}
 	}
 	if le := n.learning; le != nil && le.peer == peer && st.Lrtq == nil {

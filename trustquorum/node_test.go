@@ -301,19 +301,46 @@ func TestCommitAdvanceAndExpunged(t *testing.T) {
 	if al := c.ctxs[d].Alarms(); len(al) != 1 || al[0].Kind != tq.AlarmMismatchedConfigurations {
 		t.Fatalf("alarms %v", al)
 	}
-	// Expunged for an epoch older than the latest configuration: ignored.
+	// A node with no configuration was never part of the rack: nobody
+	// can expunge it, it ignores Expunged.
 	c.handle(e, a, msg(c.rack, tq.ExpungedMsg{Epoch: 1}))
-	if c.state(e).Expunged == nil {
-		// e has no configuration at all, so epoch 1 is not older: it
-		// is persisted. Check the "older" case on d instead.
-		t.Fatal("expunged marker not persisted on a node without configurations")
+	if c.state(e).Expunged != nil || c.ctxs[e].PersistentStateChanged() {
+		t.Fatal("a node without configurations accepted Expunged")
 	}
-	c.commitEpoch(a, 2, 1, c.ids[:4])
-	c.handle(d, a, msg(c.rack, tq.ExpungedMsg{Epoch: 1}))
-	if c.state(d).Expunged != nil {
-		t.Fatal("stale Expunged accepted")
+	// The rack commits epoch 2 without d. Expunged reaches d only when
+	// it is news (newer than d's epoch 1) from a member of the epoch that
+	// left d out, with that epoch's configuration to show it.
+	cfg2 := c.commitEpoch(a, 2, 1, []tq.BaseboardID{a, uid("b"), uid("c"), e})
+	withD := cfg1.Clone()
+	withD.Epoch = 2
+	otherRack := cfg2.Clone()
+	otherRack.RackID[0] ^= 1
+	for _, tc := range []struct {
+		name string
+		from tq.BaseboardID
+		m    tq.ExpungedMsg
+	}{
+		{"stale", a, tq.ExpungedMsg{Epoch: 1, Config: cfg1}},
+		{"without configuration", a, tq.ExpungedMsg{Epoch: 2}},
+		{"from a non-member", uid("z"), tq.ExpungedMsg{Epoch: 2, Config: cfg2}},
+		{"naming the node a member", a, tq.ExpungedMsg{Epoch: 2, Config: withD}},
+		{"epoch differs from the configuration", a, tq.ExpungedMsg{Epoch: 3, Config: cfg2}},
+		{"configuration of another rack", a, tq.ExpungedMsg{Epoch: 2, Config: otherRack}},
+	} {
+		c.handle(d, tc.from, msg(c.rack, tc.m))
+		if c.state(d).Expunged != nil {
+			t.Fatalf("%s: Expunged accepted", tc.name)
+		}
 	}
-	c.handle(d, a, msg(c.rack, tq.ExpungedMsg{Epoch: 2}))
+	// A fresh node told about epoch 2 by a member still ignores it.
+	f := uid("f")
+	fctx := tq.NewNodeCtx(f, tq.NewPersistentState())
+	fn := tq.NewNode(fctx, tq.Config{Rand: rand.NewChaCha8([32]byte{})})
+	fn.HandleMessage(fctx, a, msg(c.rack, tq.ExpungedMsg{Epoch: 2, Config: cfg2}))
+	if fctx.PersistentState().Expunged != nil || fctx.PersistentStateChanged() {
+		t.Fatal("fresh node accepted Expunged")
+	}
+	c.handle(d, a, msg(c.rack, tq.ExpungedMsg{Epoch: 2, Config: cfg2}))
 	if x := c.state(d).Expunged; x == nil || x.Epoch != 2 || x.From != a {
 		t.Fatalf("expunged %+v", x)
 	}
@@ -565,5 +592,120 @@ func TestCommittedConfigurationLostAlarm(t *testing.T) {
 	tq.NewNode(ctx, tq.Config{})
 	if al := ctx.Alarms(); len(al) != 1 || al[0].Kind != tq.AlarmCommittedConfigurationLost {
 		t.Fatalf("alarms %v", al)
+	}
+}
+
+// TestRebuildNeverRegresses: a node rebuilding its share of a committed
+// epoch is not moved back to an older one by a late CommitAdvance or
+// PrepareAndCommit, and a restart resumes the newest pending rebuild even
+// when a newer epoch has been prepared meanwhile.
+func TestRebuildNeverRegresses(t *testing.T) {
+	c, _ := preparedCluster(t)
+	a, b, d := uid("a"), uid("b"), uid("d")
+	members := c.ids[:4]
+	ledger1, err := tq.EncodeState(c.state(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2 := c.commitEpoch(a, 2, 1, members)
+	cfg3 := c.commitEpoch(b, 3, 2, members)
+	// d comes back from its epoch-1 ledger: it slept through 2 and 3.
+	boot := func(ledger []byte) (*tq.NodeCtx, *tq.Node) {
+		st, err := tq.DecodeState(ledger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := tq.NewNodeCtx(d, st)
+		n := tq.NewNode(ctx, tq.Config{Rand: rand.NewChaCha8([32]byte{4})})
+		c.ctxs[d], c.nodes[d] = ctx, n
+		for _, p := range c.ids {
+			if p != d {
+				n.OnConnect(ctx, p)
+			}
+		}
+		return ctx, n
+	}
+	ctx, n := boot(ledger1)
+	rebuilding := func(want tq.Epoch, what string) {
+		t.Helper()
+		if got := n.Status(ctx).RebuildingShare; got != want {
+			t.Fatalf("%s: rebuilding %d, want %d", what, got, want)
+		}
+	}
+	if st, err := n.PrepareAndCommit(ctx, cfg3); err != nil || st != tq.CommitPending {
+		t.Fatalf("prepare-and-commit 3: %v %v", st, err)
+	}
+	rebuilding(3, "prepare-and-commit 3")
+	// Drop d's share requests so that the rebuild stays pending.
+	c.sent(d)
+	if st, err := n.PrepareAndCommit(ctx, cfg2); err != nil || st != tq.CommitPending {
+		t.Fatalf("prepare-and-commit 2: %v %v", st, err)
+	}
+	rebuilding(3, "late prepare-and-commit 2")
+	n.HandleMessage(ctx, a, msg(c.rack, tq.CommitAdvanceMsg{Config: cfg2}))
+	rebuilding(3, "late commit advance 2")
+	if ctx.PersistentState().Configs[2] != nil {
+		t.Fatal("stored the configuration of an epoch older than the rebuild")
+	}
+	c.sent(d)
+	// a coordinates epoch 4 on 3; d, still rebuilding 3, prepares 4.
+	if err := c.nodes[a].CoordinateReconfiguration(c.ctxs[a], tq.ReconfigureMsg{RackID: c.rack, Epoch: 4, LastCommittedEpoch: 3, Members: members, Threshold: 3}); err != nil {
+		t.Fatal(err)
+	}
+	c.flush()
+	c.deliverAll()
+	if st := ctx.PersistentState(); !st.Prepared(4) || st.Prepared(3) || st.Configs[3] == nil {
+		t.Fatal("d should hold epoch 4 prepared and epoch 3 without its share")
+	}
+	rebuilding(3, "after preparing 4")
+	ledger, err := tq.EncodeState(ctx.PersistentState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, n = boot(ledger)
+	rebuilding(3, "after restart")
+	n.Tick(ctx, tq.Instant(10*tq.Second))
+	c.flush()
+	c.deliverAll()
+	if st := ctx.PersistentState(); !st.Commits[3] || st.LatestCommittedEpoch() != 3 || !st.Prepared(4) {
+		t.Fatalf("rebuild of 3 did not finish: commits %v", st.CommittedEpochs())
+	}
+	rebuilding(0, "after the rebuild")
+}
+
+// TestOlderPrepareToANewerCoordinatorIsAcked: a node coordinating epoch 2
+// still persists and acknowledges the late prepare of an aborted epoch 1.
+// Silence would leave epoch 1's coordinator, which may never hear of
+// epoch 2, resending that prepare to it for good.
+func TestOlderPrepareToANewerCoordinatorIsAcked(t *testing.T) {
+	c := newCluster(t, "a", "b", "c", "d")
+	a, b := uid("a"), uid("b")
+	if err := c.nodes[a].CoordinateReconfiguration(c.ctxs[a], tq.ReconfigureMsg{RackID: c.rack, Epoch: 1, Members: c.ids[:3], Threshold: 2}); err != nil {
+		t.Fatal(err)
+	}
+	var late tq.Envelope
+	for _, env := range c.sent(a) {
+		if env.To == b {
+			late = env
+		}
+	}
+	if late.Msg.Body == nil {
+		t.Fatal("no prepare for b")
+	}
+	// Nexus gives epoch 1 up and asks b to coordinate epoch 2.
+	if err := c.nodes[b].CoordinateReconfiguration(c.ctxs[b], tq.ReconfigureMsg{RackID: c.rack, Epoch: 2, Members: c.ids[1:], Threshold: 2}); err != nil {
+		t.Fatal(err)
+	}
+	c.sent(b)
+	c.ctxs[b].ClearPersistentStateChanged()
+	c.nodes[b].HandleMessage(c.ctxs[b], a, roundTrip(t, late.Msg))
+	if !c.ctxs[b].PersistentStateChanged() || !c.state(b).Prepared(1) {
+		t.Fatal("b did not persist the prepare of epoch 1")
+	}
+	if got := kinds(c.sent(b)); !slices.Equal(got, []string{"a:prepare_ack epoch=1"}) {
+		t.Fatalf("b answered %v", got)
+	}
+	if cs := c.nodes[b].CoordinatorStatus(c.ctxs[b]); cs.State != tq.Preparing || cs.Epoch != 2 {
+		t.Fatalf("b's own coordination changed: %+v", cs)
 	}
 }

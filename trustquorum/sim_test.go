@@ -1,6 +1,7 @@
 package trustquorum_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,17 @@ import (
 // bytes and x coordinates differ between runs; nothing in the node or in the
 // simulator branches on them (shares are ordered by member, never by value),
 // which is why a replay reproduces the same events and outcomes.
+//
+// Besides deliveries, drops, ticks, partitions and crashes (some of them
+// long), the events include what review found the protocol mishandling:
+// LRTQ rack setup through InitLrtq with the initiator crashing part-way,
+// LRTQ upgrades to memberships that leave out LRTQ holders (down to fewer
+// than the LRTQ threshold), thresholds other than N/2+1, connections
+// replaced by newer ones whose disconnects then arrive stale (and must be
+// dropped by the driver, as the runtime does), Expunged messages delivered
+// to sleds with no configuration or from non-members, and CommitAdvance
+// replies that arrive late, after newer epochs committed. The driver zeroes
+// every frame and message it sends, as the runtime should.
 
 // Event is one step of a simulation run, as written to the event log.
 type Event struct {
@@ -31,8 +43,11 @@ type Event struct {
 	Dup         bool   `json:"dup,omitempty"`
 	Members     []int  `json:"members,omitempty"`
 	Coordinator int    `json:"coordinator,omitempty"`
-	Delta       int64  `json:"delta,omitempty"`
-	// Setup fields (first event only).
+	// Threshold is the K Nexus asks for (0: N/2+1).
+	Threshold int   `json:"threshold,omitempty"`
+	Delta     int64 `json:"delta,omitempty"`
+	// Setup fields (first event only). An LRTQ rack is set up by the
+	// node Coordinator, through InitLrtq.
 	Seed     uint64 `json:"seed,omitempty"`
 	Pool     int    `json:"pool,omitempty"`
 	Lrtq     []int  `json:"lrtq,omitempty"`
@@ -53,11 +68,37 @@ type simNode struct {
 	removed bool // Nexus removed it from the rack
 	fresh   bool // never part of any configuration or LRTQ
 	learner bool // an LRTQ learner
+	// maxRebuild is the newest epoch the node was ever seen rebuilding
+	// (across incarnations): a rebuild never goes back.
+	maxRebuild tq.Epoch
+	// told is the newest epoch the node was told about by a CommitAdvance
+	// (member or not): its coordinations of older epochs must stop.
+	told tq.Epoch
+	// sleepUntil: a long crash keeps the node down until this many
+	// events are in the log.
+	sleepUntil int
 }
 
 type inflight struct {
 	from, to int
+	conn     uint64 // the connection it travels on
 	frame    []byte
+}
+
+// staleConn is a replaced connection whose disconnect has not been
+// reported yet: the runtime sees it late and must drop it.
+type staleConn struct {
+	a, b int
+	conn uint64
+}
+
+// rssModel is the rack-setup service of an LRTQ rack: it asked the
+// initiator to set LRTQ up and waits until the initiator reports every
+// package acknowledged.
+type rssModel struct {
+	initiator int
+	members   []int
+	done      bool
 }
 
 type sim struct {
@@ -66,11 +107,20 @@ type sim struct {
 	ids      []tq.BaseboardID
 	nodes    []*simNode
 	cut      map[[2]int]bool // partitioned pairs (lower index first)
+	conns    map[[2]int]uint64
+	nextConn uint64
+	stale    []staleConn
 	net      []inflight
 	now      tq.Instant
 	nx       *nexusModel
-	log      []Event
-	messages int // envelopes put on the network
+	rss      *rssModel
+	// lrtqDigests are the 255 digests of the LRTQ secret, as first seen.
+	lrtqDigests []tqcrypto.Digest
+	log         []Event
+	messages    int // envelopes put on the network
+	// quiescing is set for the final rounds, when every prepare still
+	// sent for an epoch older than the final commit is a failure.
+	quiescing bool
 	// stats counts what happened (messages sent by kind, outcomes), so
 	// the test can insist that the random runs exercise every path.
 	stats map[string]int
@@ -85,7 +135,8 @@ func (s *sim) failf(format string, args ...any) {
 }
 
 func newSim(seed uint64) *sim {
-	return &sim{seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), cut: map[[2]int]bool{}, stats: map[string]int{}}
+	return &sim{seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), cut: map[[2]int]bool{},
+		conns: map[[2]int]uint64{}, stats: map[string]int{}}
 }
 
 // nodeRand gives each node incarnation its own deterministic stream.
@@ -156,6 +207,7 @@ func (s *sim) step(i int) {
 		}
 		n.disk, n.state = b, st
 		n.ctx.ClearPersistentStateChanged()
+		s.checkLrtqPackages(i)
 		if old.Expunged == nil && st.Expunged != nil {
 			s.stats["expunged"]++
 		}
@@ -171,6 +223,7 @@ func (s *sim) step(i int) {
 			}
 		}
 	}
+	scrubbed := false
 	for _, env := range n.ctx.DrainEnvelopes() {
 		if env.From != n.id {
 			s.failf("%s: envelope from %s", n.id, env.From)
@@ -179,13 +232,92 @@ func (s *sim) step(i int) {
 		if !s.linked(i, to) {
 			s.failf("%s: sent %s to unconnected %s", n.id, env.Msg, env.To)
 		}
+		if p, ok := env.Msg.Body.(tq.PrepareMsg); ok {
+			s.checkPrepareSent(i, to, p.Config.Epoch)
+		}
 		frame, err := tq.EncodeMsg(env.Msg)
 		if err != nil {
 			s.failf("%s: encode %s: %v", n.id, env.Msg, err)
 		}
-		s.net = append(s.net, inflight{from: i, to: to, frame: frame})
+		s.net = append(s.net, inflight{from: i, to: to, conn: s.conns[pair(i, to)], frame: slices.Clone(frame)})
 		s.messages++
 		s.stats["msg:"+env.Msg.Body.Kind()]++
+		// Like a careful runtime, destroy what was sent: the frame and
+		// every share, digest and ciphertext in the message.
+		clear(frame)
+		if scrubMsg(env.Msg) {
+			scrubbed = true
+		}
+	}
+	if scrubbed && !sameState(n.ctx.PersistentState(), &n.state) {
+		s.failf("%s: zeroing sent envelopes changed the state it persisted", n.id)
+	}
+}
+
+// sameState compares the parts of two states that an envelope could alias:
+// shares, configurations and LRTQ packages. (Cheaper than encoding.)
+func sameState(a, b *tq.PersistentState) bool {
+	if len(a.Configs) != len(b.Configs) || len(a.Shares) != len(b.Shares) {
+		return false
+	}
+	for e, c := range a.Configs {
+		if o := b.Configs[e]; o == nil || !o.Equal(c) {
+			return false
+		}
+	}
+	for e, sh := range a.Shares {
+		if !sh.Equal(b.Shares[e]) {
+			return false
+		}
+	}
+	samePkg := func(p, q *tq.LrtqSharePkg) bool {
+		if p == nil || q == nil {
+			return p == q
+		}
+		if !p.Share.Equal(q.Share) || !slices.Equal(p.ShareDigests, q.ShareDigests) || len(p.Handouts) != len(q.Handouts) {
+			return false
+		}
+		if (p.Spares == nil) != (q.Spares == nil) || (p.Spares != nil && !bytes.Equal(p.Spares.Ciphertext, q.Spares.Ciphertext)) {
+			return false
+		}
+		for l, x := range p.Handouts {
+			if y, ok := q.Handouts[l]; !ok || x != y {
+				return false
+			}
+		}
+		return true
+	}
+	if !samePkg(a.Lrtq, b.Lrtq) {
+		return false
+	}
+	if (a.LrtqSetup == nil) != (b.LrtqSetup == nil) {
+		return false
+	}
+	if a.LrtqSetup != nil {
+		if len(a.LrtqSetup.Pending) != len(b.LrtqSetup.Pending) {
+			return false
+		}
+		for m, p := range a.LrtqSetup.Pending {
+			if !samePkg(p, b.LrtqSetup.Pending[m]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkPrepareSent: a coordinator never sends the prepare of an epoch
+// older than one it knows of (from its ledger, or told by a CommitAdvance).
+// During the final quiescence a prepare of an epoch older than the final
+// commit may only go to expunged sleds, which never answer.
+func (s *sim) checkPrepareSent(i, to int, e tq.Epoch) {
+	n := s.nodes[i]
+	if known := max(n.told, n.state.LatestEpochSeen(), n.state.LatestCommittedEpoch()); e < known {
+		s.failf("%s sends the prepare of epoch %d although it knows of epoch %d", n.id, e, known)
+	}
+	if s.quiescing && e < s.nx.latestCommitted().epoch && s.nodes[to].state.Expunged == nil {
+		s.failf("%s still resends the prepare of aborted epoch %d to %s after epoch %d committed",
+			n.id, e, s.ids[to], s.nx.latestCommitted().epoch)
 	}
 }
 
@@ -212,11 +344,42 @@ func (s *sim) boot(i int) {
 	s.step(i)
 }
 
+// connectPair reports a new connection between a and b to both. If they
+// were connected already, the new connection replaces the old one: the old
+// one's frames are lost, and its disconnect, when the runtime sees it, is
+// stale.
 func (s *sim) connectPair(a, b int) {
+	p := pair(a, b)
+	if old, ok := s.conns[p]; ok {
+		s.net = slices.DeleteFunc(s.net, func(m inflight) bool { return m.conn == old })
+		s.stale = append(s.stale, staleConn{a: p[0], b: p[1], conn: old})
+	}
+	s.nextConn++
+	s.conns[p] = s.nextConn
 	s.nodes[a].node.OnConnect(s.nodes[a].ctx, s.ids[b])
 	s.step(a)
 	s.nodes[b].node.OnConnect(s.nodes[b].ctx, s.ids[a])
 	s.step(b)
+}
+
+// reportDisconnect is the runtime's handling of a closed connection: it
+// reaches the nodes only if it is the pair's current connection. A
+// replaced connection's late disconnect must be dropped, or the nodes would
+// think a live peer gone.
+func (s *sim) reportDisconnect(a, b int, conn uint64) {
+	p := pair(a, b)
+	if cur, ok := s.conns[p]; !ok || cur != conn {
+		s.stats["stale_disconnect_dropped"]++
+		return
+	}
+	delete(s.conns, p)
+	s.dropBetween(a, b)
+	for _, x := range [][2]int{{a, b}, {b, a}} {
+		if n := s.nodes[x[0]]; n.up {
+			n.node.OnDisconnect(n.ctx, s.ids[x[1]])
+			s.step(x[0])
+		}
+	}
 }
 
 // dropBetween loses every message in flight between a and b: a connection
@@ -245,6 +408,7 @@ func (s *sim) setupEvent(p simParams) Event {
 		for i := range n0 {
 			ev.Lrtq = append(ev.Lrtq, i)
 		}
+		ev.Coordinator = s.rng.IntN(n0)
 		for i := n0; i < min(p.pool, n0+s.rng.IntN(3)); i++ {
 			ev.Learners = append(ev.Learners, i)
 		}
@@ -261,19 +425,14 @@ func (s *sim) applySetup(ev Event) {
 		s.ids = append(s.ids, simID(i))
 		s.nodes = append(s.nodes, &simNode{id: simID(i), fresh: true})
 	}
+	for i := range s.nodes {
+		s.boot(i)
+	}
 	if len(ev.Lrtq) > 0 {
-		pkgs, err := tq.NewLrtqPackages(s.nodeRand(-1, 0), s.nx.rack, s.idsOf(ev.Lrtq))
-		if err != nil {
-			s.failf("lrtq setup: %v", err)
-		}
+		// The rack-setup service asks one initial member to set LRTQ
+		// up; it may crash at any point after this step.
+		s.rss = &rssModel{initiator: ev.Coordinator, members: ev.Lrtq}
 		for _, i := range ev.Lrtq {
-			st := tq.NewPersistentState()
-			st.Lrtq = pkgs[s.ids[i]]
-			b, err := tq.EncodeState(&st)
-			if err != nil {
-				s.failf("encode: %v", err)
-			}
-			s.nodes[i].disk = b
 			s.nodes[i].fresh = false
 		}
 		for _, i := range ev.Learners {
@@ -282,9 +441,11 @@ func (s *sim) applySetup(ev Event) {
 		}
 		s.nx.lrtqMembers = s.idsOf(ev.Lrtq)
 		s.nx.nextEpoch = 2
-	}
-	for i := range s.nodes {
-		s.boot(i)
+		n := s.nodes[ev.Coordinator]
+		if err := n.node.InitLrtq(n.ctx, s.nx.rack, s.nx.lrtqMembers); err != nil {
+			s.failf("lrtq setup: %v", err)
+		}
+		s.step(ev.Coordinator)
 	}
 	for _, i := range ev.Learners {
 		if err := s.nodes[i].node.LearnLrtq(s.nodes[i].ctx, s.nx.rack); err != nil {
@@ -293,6 +454,27 @@ func (s *sim) applySetup(ev Event) {
 		s.step(i)
 	}
 }
+
+// rssPoll is the rack-setup service checking on the initiator: done once
+// it reports every package acknowledged; until then it asks again, which
+// must be a no-op (the service cannot know whether the initiator restarted).
+func (s *sim) rssPoll() {
+	r := s.rss
+	n := s.nodes[r.initiator]
+	if r.done || !n.up {
+		return
+	}
+	if n.node.LrtqInitDone() {
+		r.done = true
+		return
+	}
+	if err := n.node.InitLrtq(n.ctx, s.nx.rack, s.nx.lrtqMembers); err != nil {
+		s.failf("%s: repeated lrtq setup: %v", n.id, err)
+	}
+	s.step(r.initiator)
+}
+
+func (s *sim) rssPending() bool { return s.rss != nil && !s.rss.done }
 
 // ---------------------------------------------------------------------------
 // Event generation: pick a kind by weight among those that apply now, then
@@ -311,6 +493,8 @@ func (s *sim) nextEvent() Event {
 		{8, func() (Event, bool) { return Event{Kind: "tick", Delta: int64(1 + s.rng.IntN(4000))}, true }},
 		{3, s.genDisconnect},
 		{5, s.genConnect},
+		{2, s.genReplace},
+		{2, s.genStaleDisconnect},
 		{2, s.genCrash},
 		{5, s.genRestart},
 		{8, func() (Event, bool) { return Event{Kind: "nexus_poll"}, s.nx.active() != nil }},
@@ -323,6 +507,9 @@ func (s *sim) nextEvent() Event {
 			return Event{Kind: "abort"}, a != nil && a.state == nxPreparing
 		}},
 		{2, s.genLearn},
+		{3, func() (Event, bool) { return Event{Kind: "rss_poll"}, s.rssPending() }},
+		{2, s.genInjectExpunged},
+		{2, s.genLateCommitAdvance},
 	}
 	total := 0
 	for _, c := range choices {
@@ -361,6 +548,55 @@ func (s *sim) genDisconnect() (Event, bool) {
 	return Event{Kind: "disconnect", Node: a, Peer: b}, a != b && !s.cut[pair(a, b)]
 }
 
+// genReplace makes a new connection replace a live one (a redial after a
+// suspected failure); the old one's disconnect is reported later, stale.
+func (s *sim) genReplace() (Event, bool) {
+	a, b := s.rng.IntN(len(s.nodes)), s.rng.IntN(len(s.nodes))
+	return Event{Kind: "replace", Node: a, Peer: b}, s.linked(a, b)
+}
+
+func (s *sim) genStaleDisconnect() (Event, bool) {
+	if len(s.stale) == 0 {
+		return Event{}, false
+	}
+	return Event{Kind: "stale_disconnect", Index: s.rng.IntN(len(s.stale))}, true
+}
+
+// genInjectExpunged delivers an Expunged for the latest committed epoch,
+// with its configuration, from a node to any other: mostly to nodes that
+// hold no configuration at all (which must ignore it), sometimes claiming
+// a sender that is not a member (Dup), which everyone must ignore.
+func (s *sim) genInjectExpunged() (Event, bool) {
+	last := s.nx.latestCommitted()
+	if last == nil || last.config == nil {
+		return Event{}, false
+	}
+	forged := s.rng.IntN(4) == 0
+	var senders, fresh, others []int
+	for i, n := range s.nodes {
+		if !n.up {
+			continue
+		}
+		if slices.Contains(last.members, n.id) != forged {
+			senders = append(senders, i)
+		}
+		if n.state.LatestEpochSeen() == 0 {
+			fresh = append(fresh, i)
+		} else {
+			others = append(others, i)
+		}
+	}
+	to := fresh
+	if len(to) == 0 || s.rng.IntN(3) == 0 {
+		to = others
+	}
+	if len(senders) == 0 || len(to) == 0 {
+		return Event{}, false
+	}
+	ev := Event{Kind: "inject_expunged", Node: s.pick(to), Peer: s.pick(senders), Dup: forged}
+	return ev, ev.Node != ev.Peer && s.linked(ev.Node, ev.Peer)
+}
+
 func (s *sim) genConnect() (Event, bool) {
 	var cuts [][2]int
 	for p := range s.cut {
@@ -394,15 +630,78 @@ func (s *sim) genCrash() (Event, bool) {
 	if len(up) == 0 {
 		return Event{}, false
 	}
-	return Event{Kind: "crash", Node: s.pick(up)}, true
+	// The initiator of an LRTQ setup is the interesting node to crash
+	// while the setup is in progress.
+	if s.rssPending() && s.nodes[s.rss.initiator].up && s.rng.IntN(2) == 0 {
+		return Event{Kind: "crash", Node: s.rss.initiator}, true
+	}
+	// Now and then a sled stays down for a long while (Delta events),
+	// so that it comes back behind by several epochs.
+	ev := Event{Kind: "crash", Node: s.pick(up)}
+	if s.rng.IntN(4) == 0 {
+		ev.Delta = int64(50 + s.rng.IntN(250))
+	}
+	return ev, true
 }
 
 func (s *sim) genRestart() (Event, bool) {
-	down := s.upNodes(false)
+	var down []int
+	for _, i := range s.upNodes(false) {
+		if s.nodes[i].sleepUntil <= len(s.log) {
+			down = append(down, i)
+		}
+	}
 	if len(down) == 0 {
 		return Event{}, false
 	}
 	return Event{Kind: "restart", Node: s.pick(down)}, true
+}
+
+// genLateCommitAdvance delivers, late, a CommitAdvance that a member sent
+// when its latest commit was an older epoch: a reply that sat in a slow
+// queue while newer epochs committed. The receiver may be rebuilding its
+// share of a newer epoch by now, and must not go back.
+func (s *sim) genLateCommitAdvance() (Event, bool) {
+	committed := s.nx.committedEpochs()
+	if len(committed) == 0 {
+		return Event{}, false
+	}
+	// The case that matters: a sled rebuilding epoch R that is also a
+	// member of a committed epoch between its own commit and R. Aim at
+	// it when there is one; otherwise any member of any committed epoch.
+	to, c := -1, committed[s.rng.IntN(len(committed))]
+	for i, n := range s.nodes {
+		if !n.up {
+			continue
+		}
+		r := n.node.Status(n.ctx).RebuildingShare
+		for _, o := range committed {
+			if r != 0 && o.epoch > n.state.LatestCommittedEpoch() && o.epoch < r && slices.Contains(o.members, s.ids[i]) {
+				to, c = i, o
+			}
+		}
+	}
+	if c.config == nil {
+		return Event{}, false
+	}
+	var from, members []int
+	for _, id := range c.members {
+		i := s.index(id)
+		if n := s.nodes[i]; n.up && n.state.Commits[c.epoch] {
+			from = append(from, i)
+		}
+		if s.nodes[i].up {
+			members = append(members, i)
+		}
+	}
+	if len(from) == 0 || len(members) == 0 {
+		return Event{}, false
+	}
+	if to < 0 {
+		to = s.pick(members)
+	}
+	ev := Event{Kind: "late_commit_advance", Node: to, Peer: s.pick(from), Index: int(c.epoch)}
+	return ev, ev.Node != ev.Peer && s.linked(ev.Node, ev.Peer)
 }
 
 func (s *sim) genCommit() (Event, bool) {
@@ -448,12 +747,64 @@ func (s *sim) genLearn() (Event, bool) {
 	return Event{Kind: "lrtq_learn", Node: s.pick(cand)}, true
 }
 
+// genUpgrade starts the LRTQ upgrade once rack setup is done. The new
+// membership is any non-empty subset of the LRTQ holders (so it may hold
+// fewer than the LRTQ threshold of them) plus up to three new sleds; the
+// coordinator holds an LRTQ package.
 func (s *sim) genUpgrade() (Event, bool) {
-	if s.nx.lrtqMembers == nil || s.nx.latestCommitted() != nil || s.nx.active() != nil {
+	if s.nx.lrtqMembers == nil || s.rssPending() || s.nx.latestCommitted() != nil || s.nx.active() != nil {
 		return Event{}, false
 	}
-	members := s.lrtqHolders()
-	return Event{Kind: "lrtq_upgrade", Members: members, Coordinator: s.pick(members)}, true
+	holders := s.lrtqHolders()
+	members := slices.Clone(holders)
+	if s.rng.IntN(3) != 0 {
+		s.rng.Shuffle(len(members), func(a, b int) { members[a], members[b] = members[b], members[a] })
+		members = members[:1+s.rng.IntN(len(members))]
+	}
+	coordinator := s.pick(members)
+	fresh := s.freshNodes(nil)
+	for add := s.rng.IntN(4); (add > 0 || len(members) < tq.MinMembers) && len(fresh) > 0; add-- {
+		members = append(members, fresh[0])
+		fresh = fresh[1:]
+	}
+	for _, h := range holders {
+		if len(members) >= tq.MinMembers {
+			break
+		}
+		if !slices.Contains(members, h) {
+			members = append(members, h)
+		}
+	}
+	if len(members) < tq.MinMembers {
+		return Event{}, false
+	}
+	slices.Sort(members)
+	return Event{Kind: "lrtq_upgrade", Members: members, Coordinator: coordinator, Threshold: s.pickThreshold(len(members))}, true
+}
+
+// pickThreshold is K for n members: Nexus's N/2+1 half the time, otherwise
+// anything the protocol allows (2 <= K < N, K <= 31).
+func (s *sim) pickThreshold(n int) int {
+	if s.rng.IntN(2) == 0 {
+		return n/2 + 1
+	}
+	return 2 + s.rng.IntN(min(n-1, tq.MaxThreshold)-1)
+}
+
+// freshNodes are the candidates for adding: sleds that never committed
+// anything, hold no LRTQ package and are no learners, were never removed
+// (an expunged sled needs a factory reset before it may rejoin) and are not
+// in last. Members of aborted epochs count. The order is random.
+func (s *sim) freshNodes(last *nexusConfig) []int {
+	var fresh []int
+	for i, n := range s.nodes {
+		if !n.removed && !n.learner && n.state.Lrtq == nil && len(n.state.Commits) == 0 &&
+			(last == nil || !slices.Contains(last.members, s.ids[i])) {
+			fresh = append(fresh, i)
+		}
+	}
+	s.rng.Shuffle(len(fresh), func(a, b int) { fresh[a], fresh[b] = fresh[b], fresh[a] })
+	return fresh
 }
 
 // lrtqHolders are the initial members plus learners that hold a package.
@@ -473,24 +824,14 @@ func (s *sim) genReconfigure() (Event, bool) {
 		return Event{}, false
 	}
 	last := s.nx.latestCommitted()
-	// Candidates for adding: sleds that never committed anything, hold
-	// no LRTQ package, and were never removed (an expunged sled needs a
-	// factory reset before it may rejoin). Members of aborted epochs count.
-	var fresh []int
-	for i, n := range s.nodes {
-		if !n.removed && !n.learner && n.state.Lrtq == nil && len(n.state.Commits) == 0 &&
-			(last == nil || !slices.Contains(last.members, s.ids[i])) {
-			fresh = append(fresh, i)
-		}
-	}
-	s.rng.Shuffle(len(fresh), func(a, b int) { fresh[a], fresh[b] = fresh[b], fresh[a] })
+	fresh := s.freshNodes(last)
 	if last == nil {
 		if s.nx.lrtqMembers != nil || len(fresh) < 3 {
 			return Event{}, false
 		}
 		members := fresh[:3+s.rng.IntN(min(6, len(fresh)-2))]
 		slices.Sort(members)
-		return Event{Kind: "reconfigure", Members: members, Coordinator: s.pick(members)}, true
+		return Event{Kind: "reconfigure", Members: members, Coordinator: s.pick(members), Threshold: s.pickThreshold(len(members))}, true
 	}
 	members := s.idxs(last.members)
 	// Remove up to two, add up to two fresh nodes, stay within 3..16.
@@ -511,7 +852,7 @@ func (s *sim) genReconfigure() (Event, bool) {
 	if len(coords) == 0 || slices.Equal(members, s.idxs(last.members)) {
 		return Event{}, false
 	}
-	return Event{Kind: "reconfigure", Members: members, Coordinator: s.pick(coords)}, true
+	return Event{Kind: "reconfigure", Members: members, Coordinator: s.pick(coords), Threshold: s.pickThreshold(len(members))}, true
 }
 
 // removeRandom drops up to two members while keeping at least three.
@@ -540,9 +881,7 @@ func (s *sim) apply(ev Event) {
 		if err != nil {
 			s.failf("decode frame: %v", err)
 		}
-		n := s.nodes[m.to]
-		n.node.HandleMessage(n.ctx, s.ids[m.from], msg)
-		s.step(m.to)
+		s.handle(m.from, m.to, msg)
 	case "drop":
 		s.net = slices.Delete(s.net, ev.Index, ev.Index+1)
 	case "tick":
@@ -552,16 +891,27 @@ func (s *sim) apply(ev Event) {
 			s.step(i)
 		}
 	case "disconnect":
-		wasLinked := s.linked(ev.Node, ev.Peer)
 		s.cut[pair(ev.Node, ev.Peer)] = true
-		s.dropBetween(ev.Node, ev.Peer)
-		if wasLinked {
-			for _, x := range [][2]int{{ev.Node, ev.Peer}, {ev.Peer, ev.Node}} {
-				n := s.nodes[x[0]]
-				n.node.OnDisconnect(n.ctx, s.ids[x[1]])
-				s.step(x[0])
-			}
+		if conn, ok := s.conns[pair(ev.Node, ev.Peer)]; ok {
+			s.reportDisconnect(ev.Node, ev.Peer, conn)
 		}
+		s.dropBetween(ev.Node, ev.Peer)
+	case "replace":
+		if s.linked(ev.Node, ev.Peer) {
+			s.connectPair(ev.Node, ev.Peer)
+			s.stats["connection_replaced"]++
+		}
+	case "stale_disconnect":
+		sc := s.stale[ev.Index]
+		s.stale = slices.Delete(s.stale, ev.Index, ev.Index+1)
+		s.reportDisconnect(sc.a, sc.b, sc.conn)
+	case "inject_expunged":
+		s.injectExpunged(ev)
+	case "late_commit_advance":
+		c := s.nx.byEpoch(tq.Epoch(ev.Index))
+		s.deliverDirect(ev.Peer, ev.Node, tq.PeerMsg{RackID: s.nx.rack, Body: tq.CommitAdvanceMsg{Config: c.config.Clone()}})
+	case "rss_poll":
+		s.rssPoll()
 	case "connect":
 		delete(s.cut, pair(ev.Node, ev.Peer))
 		if s.linked(ev.Node, ev.Peer) {
@@ -569,16 +919,20 @@ func (s *sim) apply(ev Event) {
 		}
 	case "crash":
 		n := s.nodes[ev.Node]
+		n.sleepUntil = len(s.log) + int(ev.Delta)
 		if n.node.CoordinatorStatus(n.ctx).State != tq.NotCoordinating {
 			s.stats["coordinator_crash"]++
 		}
+		if ls := n.state.LrtqSetup; ls != nil && len(ls.Pending) > 0 {
+			s.stats["lrtq_setup_crash"]++
+		}
+		n.up = false
 		for j := range s.nodes {
-			if s.linked(ev.Node, j) {
-				s.nodes[j].node.OnDisconnect(s.nodes[j].ctx, n.id)
-				s.step(j)
+			if conn, ok := s.conns[pair(ev.Node, j)]; ok {
+				s.reportDisconnect(ev.Node, j, conn)
 			}
 		}
-		n.up, n.node, n.ctx = false, nil, nil
+		n.node, n.ctx = nil, nil
 		s.dropNode(ev.Node)
 	case "restart":
 		s.boot(ev.Node)
@@ -605,10 +959,79 @@ func (s *sim) apply(ev Event) {
 	}
 }
 
+// handle gives node to the message msg from from, as its runtime would.
+func (s *sim) handle(from, to int, msg tq.PeerMsg) {
+	n := s.nodes[to]
+	if ca, ok := msg.Body.(tq.CommitAdvanceMsg); ok && ca.Config.IsMember(s.ids[from]) {
+		n.told = max(n.told, ca.Config.Epoch)
+		if r := n.node.Status(n.ctx).RebuildingShare; r > ca.Config.Epoch && ca.Config.Epoch > n.state.LatestCommittedEpoch() {
+			s.stats["commit_advance_older_than_rebuild"]++
+		}
+	}
+	n.node.HandleMessage(n.ctx, s.ids[from], msg)
+	s.step(to)
+}
+
+// deliverDirect puts msg through the encoding and hands it to node to, as
+// if it had just arrived from from.
+func (s *sim) deliverDirect(from, to int, msg tq.PeerMsg) {
+	frame, err := tq.EncodeMsg(msg)
+	if err != nil {
+		s.failf("encode: %v", err)
+	}
+	if msg, err = tq.DecodeMsg(frame); err != nil {
+		s.failf("decode: %v", err)
+	}
+	s.handle(from, to, msg)
+}
+
+// injectExpunged hands node ev.Node an Expunged for the latest committed
+// epoch from ev.Peer, as ev.Peer would send it. The node must ignore it
+// unless it is real news from a member: it holds a configuration, none as
+// new, is not a member, and the sender is.
+func (s *sim) injectExpunged(ev Event) {
+	last := s.nx.latestCommitted()
+	n, from := s.nodes[ev.Node], s.ids[ev.Peer]
+	msg := tq.PeerMsg{RackID: s.nx.rack, Body: tq.ExpungedMsg{Epoch: last.epoch, Config: last.config.Clone()}}
+	seen := max(n.state.LatestEpochSeen(), n.node.CoordinatorStatus(n.ctx).Epoch)
+	mustIgnore := seen == 0 || seen >= last.epoch || last.config.IsMember(n.id) || !last.config.IsMember(from)
+	if !mustIgnore && !s.everCommittedMember(n.id) {
+		// A sled whose only configurations are of aborted epochs would
+		// take this as news, but no member ever sends it one: it asks
+		// nobody for shares. Not a case to inject.
+		return
+	}
+	if seen == 0 {
+		s.stats["expunged_to_fresh"]++
+	}
+	was := n.state.Expunged
+	s.deliverDirect(ev.Peer, ev.Node, msg)
+	if mustIgnore && was == nil && n.state.Expunged != nil {
+		s.failf("%s accepted an Expunged for epoch %d from %s it must ignore (seen %d)", n.id, last.epoch, from, seen)
+	}
+}
+
 func (s *sim) startConfig(ev Event) {
 	members := s.idsOf(ev.Members)
 	coord := s.ids[ev.Coordinator]
-	c := s.nx.begin(members, coord, ev.Kind == "lrtq_upgrade")
+	c := s.nx.begin(members, coord, ev.Kind == "lrtq_upgrade", ev.Threshold)
+	if int(c.threshold) != len(members)/2+1 {
+		s.stats["threshold_varied"]++
+	}
+	if c.upgrade {
+		inside := 0
+		for _, h := range s.lrtqHolders() {
+			if slices.Contains(ev.Members, h) {
+				inside++
+			}
+		}
+		if inside < len(s.lrtqHolders()) {
+			s.stats["lrtq_upgrade_partial"]++
+		}
+		if inside < int(tq.LrtqThreshold(len(s.nx.lrtqMembers))) {
+			s.stats["lrtq_upgrade_below_k"]++
+		}
+	}
 	if s.nx.rack == (tq.RackID{}) {
 		s.failf("no rack id")
 	}
@@ -675,12 +1098,18 @@ func (s *sim) nexusPoll() {
 	}
 	if len(a.prepared) >= int(a.threshold)+a.z {
 		a.state = nxCommitting
-		// From here on the sleds left out are removed for good.
+		// From here on the sleds left out are removed for good: the
+		// members of the last committed epoch, or for an upgrade every
+		// LRTQ holder.
+		var before []tq.BaseboardID
 		if last := s.nx.byEpoch(a.lastCommitted); last != nil {
-			for _, m := range last.members {
-				if !slices.Contains(a.members, m) {
-					s.nodes[s.index(m)].removed = true
-				}
+			before = last.members
+		} else if a.upgrade {
+			before = s.idsOf(s.lrtqHolders())
+		}
+		for _, m := range before {
+			if !slices.Contains(a.members, m) {
+				s.nodes[s.index(m)].removed = true
 			}
 		}
 	}
@@ -826,8 +1255,27 @@ func (s *sim) checkInvariants() {
 		if latest != nil && st.Expunged != nil && slices.Contains(latest.members, n.id) {
 			s.failf("member %s of the latest committed epoch is expunged", n.id)
 		}
+		// Aborted epochs are pruned: nothing below the latest commit
+		// that the node did not commit stays in its ledger.
+		lc := st.LatestCommittedEpoch()
+		for e := range st.Configs {
+			if e < lc && !st.Commits[e] {
+				s.failf("%s still holds epoch %d below its commit %d", n.id, e, lc)
+			}
+		}
 		if !n.up {
 			continue
+		}
+		// The node's view of its connections is the network's: a stale
+		// disconnect never reached it.
+		for j := range s.nodes {
+			linked := s.linked(i, j)
+			if _, ok := s.conns[pair(i, j)]; ok != linked {
+				s.failf("sim: connection table out of step for %d-%d", i, j)
+			}
+			if n.ctx.IsConnected(s.ids[j]) != linked {
+				s.failf("%s thinks its connection to %s is %t, the network says %t", n.id, s.ids[j], !linked, linked)
+			}
 		}
 		if len(n.ctx.Alarms()) > 0 {
 			s.failf("%s raised alarms: %v", n.id, n.ctx.Alarms())
@@ -839,19 +1287,34 @@ func (s *sim) checkInvariants() {
 		if status.Coordinating != 0 && status.RebuildingShare != 0 {
 			s.failf("%s coordinates %d while rebuilding %d", n.id, status.Coordinating, status.RebuildingShare)
 		}
+		// A node rebuilds exactly the newest epoch above its commit
+		// whose configuration it holds without a share (also right
+		// after a restart), and never goes back to an older one.
+		if st.Expunged == nil {
+			if r, want := status.RebuildingShare, pendingRebuild(st); r != want {
+				s.failf("%s rebuilds epoch %d, its ledger says %d", n.id, r, want)
+			}
+		}
+		if r := status.RebuildingShare; r != 0 {
+			if r <= lc || r < n.maxRebuild {
+				s.failf("%s rebuilds epoch %d (committed %d, rebuilt up to %d before)", n.id, r, lc, n.maxRebuild)
+			}
+			n.maxRebuild = r
+		}
 		cs := n.node.CoordinatorStatus(n.ctx)
 		if cs.State == "" {
 			s.failf("%s: empty coordinator state", n.id)
 		}
 		if cs.State == tq.Preparing {
 			for _, id := range cs.Acked {
-				if !s.nodes[s.index(id)].state.Prepared(cs.Epoch) {
+				if !s.holdsPrepare(s.index(id), cs.Epoch) {
 					s.failf("%s counts %s as acked for %d but its ledger lacks the prepare", n.id, id, cs.Epoch)
 				}
 			}
 		}
 		_ = i
 	}
+	s.checkLrtq()
 	for _, c := range s.nx.configs {
 		for id := range c.committed {
 			st := &s.nodes[s.index(id)].state
@@ -860,11 +1323,84 @@ func (s *sim) checkInvariants() {
 			}
 		}
 		for id := range c.prepared {
-			if st := &s.nodes[s.index(id)].state; !st.Prepared(c.epoch) {
+			if !s.holdsPrepare(s.index(id), c.epoch) {
 				s.failf("Nexus counts %s prepared at %d but its ledger lacks it", id, c.epoch)
 			}
 		}
 	}
+}
+
+// pendingRebuild is the newest epoch above st's latest commit whose
+// configuration st holds without its share, 0 if none.
+func pendingRebuild(st *tq.PersistentState) tq.Epoch {
+	var best tq.Epoch
+	for e := range st.Configs {
+		if _, ok := st.Shares[e]; !ok && e > st.LatestCommittedEpoch() {
+			best = max(best, e)
+		}
+	}
+	return best
+}
+
+// checkLrtqPackages runs whenever node i persists: every LRTQ package in
+// any ledger is a share of the one LRTQ secret (the same 255 digests), and
+// only the initiator keeps a setup record.
+func (s *sim) checkLrtqPackages(i int) {
+	n := s.nodes[i]
+	one := func(p *tq.LrtqSharePkg) {
+		if s.lrtqDigests == nil {
+			s.lrtqDigests = slices.Clone(p.ShareDigests)
+		} else if !slices.Equal(s.lrtqDigests, p.ShareDigests) {
+			s.failf("%s holds a package of another LRTQ secret", n.id)
+		}
+	}
+	if n.state.Lrtq != nil {
+		one(n.state.Lrtq)
+	}
+	if ls := n.state.LrtqSetup; ls != nil {
+		if s.rss == nil || i != s.rss.initiator {
+			s.failf("%s holds an LRTQ setup record; only the initiator may", n.id)
+		}
+		for _, p := range ls.Pending {
+			one(p)
+		}
+	}
+}
+
+// checkLrtq: from the moment setup starts every initial member's package is
+// durable, in the member's ledger or in the initiator's, and once the
+// initiator reports the setup done every member holds its own.
+func (s *sim) checkLrtq() {
+	if s.rss == nil {
+		return
+	}
+	init := &s.nodes[s.rss.initiator].state
+	for _, i := range s.rss.members {
+		_, pending := init.LrtqSetup.Pending[s.ids[i]]
+		has := s.nodes[i].state.Lrtq != nil
+		if !has && !pending {
+			s.failf("the LRTQ package of %s is in no ledger", s.ids[i])
+		}
+		if s.rss.done && (!has || pending) {
+			s.failf("LRTQ setup reported done but %s has no package or it is still pending", s.ids[i])
+		}
+	}
+}
+
+// holdsPrepare reports whether node i still holds what it acknowledged for
+// epoch e: its configuration and share. The only excuse is pruning: once
+// the node commits a newer epoch without having committed e, e can never
+// commit there and is dropped from the ledger. That cannot happen while e
+// is the epoch Nexus is preparing or committing (nothing newer exists).
+func (s *sim) holdsPrepare(i int, e tq.Epoch) bool {
+	st := &s.nodes[i].state
+	if st.Prepared(e) {
+		return true
+	}
+	if a := s.nx.active(); a != nil && a.epoch == e {
+		return false
+	}
+	return st.LatestCommittedEpoch() > e && !st.Commits[e]
 }
 
 // everCommittedMember reports whether id was a member of an epoch Nexus
@@ -1012,6 +1548,12 @@ func (s *sim) liveness() error {
 			}
 			continue
 		}
+		if s.rssPending() {
+			if err := run(Event{Kind: "rss_poll"}); err != nil {
+				return err
+			}
+			continue
+		}
 		if s.nx.latestCommitted() == nil {
 			// Nothing ever committed: run the first configuration (or
 			// the LRTQ upgrade) now.
@@ -1042,7 +1584,12 @@ func (s *sim) restartAborted(a *nexusConfig, run func(Event) error) error {
 			}
 		}
 	} else {
-		coords = members
+		for _, i := range members {
+			// An upgrade's coordinator must hold an LRTQ package.
+			if !a.upgrade || s.nodes[i].state.Lrtq != nil {
+				coords = append(coords, i)
+			}
+		}
 	}
 	if len(coords) == 0 {
 		return fmt.Errorf("liveness: no coordinator for retry")
@@ -1053,7 +1600,7 @@ func (s *sim) restartAborted(a *nexusConfig, run func(Event) error) error {
 	}
 	// Pick deterministically but not always the same node.
 	c := coords[int(a.epoch)%len(coords)]
-	return run(Event{Kind: kind, Members: members, Coordinator: c})
+	return run(Event{Kind: kind, Members: members, Coordinator: c, Threshold: int(a.threshold)})
 }
 
 // checkFinal is the "final" event. Its own deliveries and ticks are
@@ -1112,6 +1659,25 @@ func (s *sim) checkFinal() {
 	}
 	for _, e := range older {
 		s.checkSecret(e, load(loader, e))
+	}
+	// Quiescence: with everyone up and connected, coordinators of epochs
+	// older than the final commit hear of it within a retry or two and
+	// stop. After that grace, a prepare of such an epoch may only still
+	// go to an expunged sled (which never answers), and nobody may still
+	// be collecting shares for one.
+	s.now += tq.Instant(8 * tq.Second)
+	for round := range 6 {
+		s.quiescing = round >= 2
+		s.apply(Event{Kind: "tick", Delta: 8000})
+		s.checkInvariants()
+		drain()
+	}
+	s.quiescing = false
+	for _, n := range s.nodes {
+		cs := n.node.CoordinatorStatus(n.ctx)
+		if cs.State != tq.NotCoordinating && cs.State != tq.Preparing && cs.Epoch < final.epoch {
+			s.failf("final: %s still %s for epoch %d after epoch %d committed", n.id, cs.State, cs.Epoch, final.epoch)
+		}
 	}
 }
 

@@ -131,7 +131,10 @@ func (nx *nexusModel) canStart() (bool, *nexusConfig) {
 	return false, nil
 }
 
-func (nx *nexusModel) begin(members []tq.BaseboardID, coordinator tq.BaseboardID, upgrade bool) *nexusConfig {
+// begin starts a configuration with threshold k (0: N/2+1). Nexus commits
+// at K+Z prepare acks; with a threshold other than N/2+1, K+Z may exceed N,
+// so Z is capped at N-K (a commit cannot wait for more members than exist).
+func (nx *nexusModel) begin(members []tq.BaseboardID, coordinator tq.BaseboardID, upgrade bool, k int) *nexusConfig {
 	if ok, sup := nx.canStart(); !ok {
 		panic("sim: begin while a configuration is active")
 	} else if sup != nil {
@@ -140,6 +143,9 @@ func (nx *nexusModel) begin(members []tq.BaseboardID, coordinator tq.BaseboardID
 	}
 	members = slices.Clone(members)
 	slices.SortFunc(members, tq.BaseboardID.Compare)
+	if k == 0 {
+		k = len(members)/2 + 1
+	}
 	var last tq.Epoch
 	if lc := nx.latestCommitted(); lc != nil {
 		last = lc.epoch
@@ -148,8 +154,8 @@ func (nx *nexusModel) begin(members []tq.BaseboardID, coordinator tq.BaseboardID
 		epoch:         nx.nextEpoch,
 		lastCommitted: last,
 		members:       members,
-		threshold:     uint8(len(members)/2 + 1),
-		z:             commitTolerance(len(members)),
+		threshold:     uint8(k),
+		z:             min(commitTolerance(len(members)), len(members)-k),
 		coordinator:   coordinator,
 		upgrade:       upgrade,
 		state:         nxPreparing,

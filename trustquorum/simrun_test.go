@@ -13,14 +13,15 @@ import (
 )
 
 var (
-	simCases   = flag.Int("tq.cases", 300, "number of random cluster-simulation cases")
-	simSteps   = flag.Int("tq.steps", 320, "random events per simulation case")
-	simSeed    = flag.Uint64("tq.seed", 0, "run only this simulation seed (0: seeds 1..tq.cases)")
-	simSoak    = flag.Int("tq.soak", 0, "run this many extra, longer simulation cases (a soak)")
-	simReplay  = flag.String("tq.replay", "", "replay this simulation event log step by step")
-	simLogDir  = flag.String("tq.logdir", "", "directory for event logs of failed runs (default: the OS temp dir)")
-	simWrite   = flag.String("tq.writelog", "", "with -tq.seed: write the run's event log here even if it passes")
-	simMaxPool = 16
+	simCases     = flag.Int("tq.cases", 300, "number of random cluster-simulation cases")
+	simSteps     = flag.Int("tq.steps", 320, "random events per simulation case")
+	simSeed      = flag.Uint64("tq.seed", 0, "run only this simulation seed (0: seeds 1..tq.cases)")
+	simSoak      = flag.Int("tq.soak", 0, "run this many extra, longer simulation cases (a soak)")
+	simSoakSteps = flag.Int("tq.soaksteps", 2000, "random events per soak case")
+	simReplay    = flag.String("tq.replay", "", "replay this simulation event log step by step")
+	simLogDir    = flag.String("tq.logdir", "", "directory for event logs of failed runs (default: the OS temp dir)")
+	simWrite     = flag.String("tq.writelog", "", "with -tq.seed: write the run's event log here even if it passes")
+	simMaxPool   = 16
 )
 
 // simTotals aggregates the statistics of many runs.
@@ -93,7 +94,7 @@ func TestSimulation(t *testing.T) {
 		}
 		keys := slices.Sorted(maps.Keys(totals.stats))
 		for _, k := range keys {
-			t.Logf("%-28s %d", k, totals.stats[k])
+			t.Logf("%-34s %d", k, totals.stats[k])
 		}
 		// A generator that stopped reaching a path would let these
 		// runs pass without testing it; insist on every one.
@@ -102,6 +103,9 @@ func TestSimulation(t *testing.T) {
 			"nexus_aborts", "nexus_superseded", "lrtq_upgrades_committed",
 			"msg:prepare", "msg:prepare_ack", "msg:get_share", "msg:share", "msg:get_lrtq_share",
 			"msg:lrtq_share", "msg:commit_advance", "msg:expunged", "msg:lrtq_learn", "msg:lrtq_learn_pkg",
+			"msg:lrtq_init", "msg:lrtq_init_ack", "lrtq_setup_crash", "lrtq_upgrade_partial", "lrtq_upgrade_below_k",
+			"connection_replaced", "stale_disconnect_dropped", "expunged_to_fresh", "threshold_varied",
+			"commit_advance_older_than_rebuild",
 		} {
 			if totals.stats[k] == 0 && *simCases >= 100 {
 				t.Errorf("no run exercised %s", k)
@@ -121,16 +125,30 @@ func TestSimulation(t *testing.T) {
 	}
 }
 
-// TestSimulationSoak runs -tq.soak extra cases of 2000 events from seeds
-// above the CI range. Without the flag it runs a single short case, so it
-// never passes by doing nothing.
+// TestSimulationSoak runs -tq.soak extra cases of -tq.soaksteps events
+// from seeds above the CI range, in parallel groups like TestSimulation,
+// and logs the run statistics. Without the flag it runs a single short
+// case, so it never passes by doing nothing.
 func TestSimulationSoak(t *testing.T) {
-	n, steps := *simSoak, 2000
+	n, steps := *simSoak, *simSoakSteps
 	if n == 0 {
-		n, steps = 1, 600
+		runSeed(t, 1_000_000, 600, nil)
+		return
 	}
-	for i := range n {
-		runSeed(t, uint64(1_000_000+i), steps, nil)
+	totals := &simTotals{stats: map[string]int{}}
+	t.Cleanup(func() {
+		for _, k := range slices.Sorted(maps.Keys(totals.stats)) {
+			t.Logf("%-34s %d", k, totals.stats[k])
+		}
+	})
+	groups := runtime.GOMAXPROCS(0)
+	for g := range groups {
+		t.Run(fmt.Sprintf("group%d", g), func(t *testing.T) {
+			t.Parallel()
+			for i := g; i < n; i += groups {
+				runSeed(t, uint64(1_000_000+i), steps, totals)
+			}
+		})
 	}
 }
 

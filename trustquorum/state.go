@@ -44,15 +44,33 @@ type ExpungedMarker struct {
 	From  BaseboardID
 }
 
+// LrtqSetup is what the sled that performed LRTQ rack setup keeps of it.
+// Every initial member's package is in Pending, persisted before the first
+// LrtqInitMsg goes out, until that member acknowledges it; so an initiator
+// that crashes half-way resends the same packages when it comes back
+// instead of leaving the rack split between two secrets. Once Pending is
+// empty only the membership remains.
+type LrtqSetup struct {
+	RackID RackID
+	// Members are all initial members, this sled included, sorted.
+	Members []BaseboardID
+	// Pending holds the packages not yet acknowledged, by member.
+	Pending map[BaseboardID]*LrtqSharePkg
+}
+
 // PersistentState is everything a node must find again after a restart. The
 // driver stores it (on every M.2) whenever NodeCtx.PersistentStateChanged
-// reports true, before sending anything or replying.
+// reports true, before sending anything or replying. Configurations and
+// shares of epochs the node never committed are dropped once it commits a
+// newer epoch, so aborted attempts do not accumulate.
 type PersistentState struct {
-	Lrtq     *LrtqSharePkg
-	Configs  map[Epoch]*Configuration
-	Shares   map[Epoch]tqcrypto.Share
-	Commits  map[Epoch]bool
-	Expunged *ExpungedMarker
+	Lrtq *LrtqSharePkg
+	// LrtqSetup is set only on the sled that performed LRTQ rack setup.
+	LrtqSetup *LrtqSetup
+	Configs   map[Epoch]*Configuration
+	Shares    map[Epoch]tqcrypto.Share
+	Commits   map[Epoch]bool
+	Expunged  *ExpungedMarker
 }
 
 // NewPersistentState returns an empty state, that of a sled fresh from the
