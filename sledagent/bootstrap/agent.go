@@ -355,7 +355,11 @@ func (a *Agent) stoppedErr() error { return fmt.Errorf("%w: %w", ErrStopped, a.s
 func (a *Agent) handleNet(ev netEvent) {
 	switch ev.kind {
 	case evConnected:
-		use, replaced := a.peers.connected(ev.peer, ev.conn)
+		// A connection that replaces an older one is reported with
+		// OnConnect alone (the node re-sends everything outstanding, as
+		// the older one's queue is lost); the older one's late disconnect
+		// is dropped below.
+		use, _ := a.peers.connected(ev.peer, ev.conn)
 		if !use {
 			a.log.Debug().Uint64("conn", ev.conn.ID()).Str("peer", ev.peer.String()).Msg("stale connect dropped")
 			return
@@ -363,11 +367,6 @@ func (a *Agent) handleNet(ev netEvent) {
 		a.metrics.peers.Set(float64(len(a.peers.conns)))
 		if a.stopped != nil {
 			return
-		}
-		if replaced {
-			// Whatever was queued on the old connection may be lost;
-			// a fresh connect re-sends everything outstanding.
-			a.node.OnDisconnect(a.nctx, ev.peer)
 		}
 		a.node.OnConnect(a.nctx, ev.peer)
 	case evDisconnected:
