@@ -20,6 +20,15 @@ const (
 	// The root lists one public key under two key ids.
 	CodeTrustRootDuplicateKey = "trust_root_duplicate_key"
 
+	// Upload limits. Too many uploads at once, or their temp files
+	// would exceed the temp-space budget: 429 with Retry-After.
+	CodeTooManyUploads = "too_many_uploads"
+	CodeUploadBudget   = "upload_budget"
+	// The client sent nothing for the idle timeout: 408, temp file gone.
+	CodeUploadStalled = "upload_stalled"
+	// The depot's filesystem cannot hold the upload (507).
+	CodeDepotFull = "depot_full"
+
 	// Archive hygiene.
 	CodeNotAZip                = "not_a_zip"
 	CodeTruncatedArchive       = "truncated_archive"

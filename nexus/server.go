@@ -75,6 +75,15 @@ type Config struct {
 
 	// UploadMaxBytes bounds a TUF repo upload's body (413 above it).
 	UploadMaxBytes int64
+	// UploadConcurrency is how many uploads run at once (429 with
+	// Retry-After beyond it; 0: app.DefaultUploadConcurrency).
+	UploadConcurrency int
+	// UploadTempBudget bounds the temp-file bytes the uploads in progress
+	// hold together (0: twice UploadMaxBytes).
+	UploadTempBudget int64
+	// UploadIdleTimeout cuts off an upload whose client sends nothing for
+	// this long, removing its temp file (0: app.DefaultUploadIdleTimeout).
+	UploadIdleTimeout time.Duration
 	// TufMaxExpansion bounds the total uncompressed size of an uploaded
 	// archive's entries (zip bombs).
 	TufMaxExpansion int64
@@ -366,7 +375,8 @@ func (s *Server) setupApp(d *depot.Depot) error {
 	})
 	s.app = app.New(app.Config{
 		NexusID: s.cfg.ID, UploadMaxBytes: s.cfg.UploadMaxBytes, TufMaxExpansion: s.cfg.TufMaxExpansion,
-		TufEnforceExpiry: s.cfg.TufEnforceExpiry,
+		TufEnforceExpiry: s.cfg.TufEnforceExpiry, UploadConcurrency: s.cfg.UploadConcurrency,
+		UploadTempBudget: s.cfg.UploadTempBudget, UploadIdleTimeout: s.cfg.UploadIdleTimeout,
 	}, app.Deps{DS: s.ds, Depot: d, Tasks: s.tasks, TaskDB: tdb, Log: s.log, Identity: s.cfg.TLS})
 	if err := s.cfg.Tasks(s.app); err != nil {
 		return fmt.Errorf("nexus: %w", err)

@@ -26,6 +26,7 @@ import (
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/migrations"
 	"github.com/rackplane/rackplane/nexus"
+	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/datastore"
 )
 
@@ -54,6 +55,7 @@ const defaultDatabaseURL = "postgres://postgres@localhost:5432/rackplane?sslmode
 type options struct {
 	nexus.Config
 	uploadMax    int
+	uploadBudget int
 	maxExpansion int
 	id           string
 	logLevel     string
@@ -107,6 +109,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		sledliveness.DefaultThreshold, "how long a sled may go unseen before it is marked unreachable")
 	fs.Int(&o.uploadMax, "upload-max-bytes", "RACKPLANE_UPLOAD_MAX_BYTES", nexus.DefaultUploadMaxBytes,
 		"largest TUF repo upload accepted, in bytes (larger ones get 413)")
+	fs.Int(&o.UploadConcurrency, "upload-concurrency", "RACKPLANE_UPLOAD_CONCURRENCY", app.DefaultUploadConcurrency,
+		"uploads run at once; more get 429 with Retry-After")
+	fs.Int(&o.uploadBudget, "upload-temp-budget", "RACKPLANE_UPLOAD_TEMP_BUDGET", 0,
+		"bytes of temp files all uploads in progress may hold together (default: twice --upload-max-bytes)")
+	fs.Duration(&o.UploadIdleTimeout, "upload-idle-timeout", "RACKPLANE_UPLOAD_IDLE_TIMEOUT", app.DefaultUploadIdleTimeout,
+		"cut off an upload whose client sends nothing for this long")
 	fs.Int(&o.maxExpansion, "tuf-max-expansion", "RACKPLANE_TUF_MAX_EXPANSION", nexus.DefaultTufMaxExpansion,
 		"largest total uncompressed size of an uploaded archive's entries, in bytes (zip bombs)")
 	fs.Bool(&o.TufEnforceExpiry, "tuf-enforce-expiry", "RACKPLANE_TUF_ENFORCE_EXPIRY", false,
@@ -142,6 +150,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// The composition root: this Nexus runs every task of nexustasks.
 	o.Tasks = nexustasks.Registrar(o.tasks)
 	o.UploadMaxBytes, o.TufMaxExpansion = int64(o.uploadMax), int64(o.maxExpansion)
+	o.UploadTempBudget = int64(o.uploadBudget)
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "nexus: unexpected argument %q (see --help)\n", fs.Arg(0))
 		return 2

@@ -13,6 +13,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -104,6 +106,9 @@ type uploadOptions struct {
 	artifacts int
 	nexusBin  string
 	dir       string
+	// externalTLS is how the external API is reached: "http", "https",
+	// or "both" (one upload each, to measure what TLS costs).
+	externalTLS string
 }
 
 func runUpload(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -114,6 +119,8 @@ func runUpload(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.IntVar(&o.artifacts, "artifacts", 48, "number of artifacts")
 	fs.StringVar(&o.nexusBin, "nexus-bin", "", "nexus binary (default: go build ./cmd/nexus)")
 	fs.StringVar(&o.dir, "dir", "", "work directory (default: a new temp dir, removed afterwards)")
+	fs.StringVar(&o.externalTLS, "external-tls", "both",
+		"upload over http, https, or both (one upload each, to measure what TLS costs)")
 	if code := parseFlags(fs, args, &o.size, stderr); code >= 0 {
 		return code
 	}
@@ -173,62 +180,10 @@ func benchUpload(ctx context.Context, o uploadOptions, w io.Writer) error {
 		return err
 	}
 
-	fmt.Fprintln(w, "starting nexus ...")
-	dbURL, err := createDatabase(ctx, pg, "rackplane")
+	modes, err := tlsModes(o.externalTLS)
 	if err != nil {
 		return err
 	}
-	addr, err := freeAddr()
-	if err != nil {
-		return err
-	}
-	logFile, err := os.Create(filepath.Join(dir, "nexus.log"))
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	// The Nexus certificate is made as a deployment makes it.
-	nexusID := uuid.New().String()
-	for _, args := range [][]string{
-		{"pki", "init", "--dir", filepath.Join(dir, "pki-ca")},
-		{"pki", "issue", "--ca-dir", filepath.Join(dir, "pki-ca"), "--out", filepath.Join(dir, "pki-nexus"), "--nexus", nexusID},
-	} {
-		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("nexus %v: %w\n%s", args, err, out)
-		}
-	}
-	cmd := exec.Command(bin, "--id", nexusID, "--tls-dir", filepath.Join(dir, "pki-nexus"),
-		"--database-url", dbURL, "--auto-migrate", "--data-dir", filepath.Join(dir, "nexus-data"),
-		"--external-addr", addr, "--internal-addr", "127.0.0.1:0", "--upload-max-bytes", strconv.FormatInt(2*built.Size+(1<<20), 10),
-		"--tuf-max-expansion", strconv.FormatInt(2*built.Size+(1<<20), 10), "--log-level", "info")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	}()
-	nx, err := client.NewNexus("http://"+addr, &http.Client{})
-	if err != nil {
-		return err
-	}
-	if err := waitHealthy(ctx, nx, 30*time.Second); err != nil {
-		return err
-	}
-	// The benchmark authenticates as an operator would, with a token made
-	// at the console.
-	tok, err := exec.Command(bin, "token", "create", "--database-url", dbURL, "--name", "rackbench").Output()
-	if err != nil {
-		return fmt.Errorf("nexus token create: %w", err)
-	}
-	nx = nx.WithToken(strings.TrimSpace(string(tok)))
-	if _, _, err := nx.TrustRootAdd(ctx, l.TrustRoot()); err != nil {
-		return err
-	}
-
 	// Flush the generated archive (and anything else dirty) first, so the
 	// kernel's writeback of it does not compete with what is measured.
 	syscall.Sync()
@@ -237,30 +192,16 @@ func benchUpload(ctx context.Context, o uploadOptions, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	syscall.Sync()
-	fmt.Fprintln(w, "uploading ...")
-	f, err := os.Open(zipPath)
-	if err != nil {
-		return err
+	var runs []uploadRun
+	for i, useTLS := range modes {
+		syscall.Sync()
+		run, err := uploadOnce(ctx, w, uploadTarget{bin: bin, dir: filepath.Join(dir, fmt.Sprintf("run%d", i)), pg: pg,
+			lineage: l, zipPath: zipPath, size: built.Size, tls: useTLS})
+		if err != nil {
+			return err
+		}
+		runs = append(runs, run)
 	}
-	start := time.Now()
-	res, err := nx.RepoUpload(ctx, "repo.zip", f, built.Size, nil)
-	took := time.Since(start)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("upload: %w", err)
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return err
-	}
-	if err := cmd.Wait(); err != nil {
-		return fmt.Errorf("nexus exited: %w (log in %s)", err, logFile.Name())
-	}
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return errors.New("no rusage for the nexus process")
-	}
-	peakRSS := ru.Maxrss << 10 // Linux reports KiB
 
 	syscall.Sync()
 	fmt.Fprintln(w, "measuring this machine's read+SHA-256+write, twice, after the upload ...")
@@ -271,14 +212,169 @@ func benchUpload(ctx context.Context, o uploadOptions, w io.Writer) error {
 	// The disk's speed wanders between runs; the limit is the mean of the
 	// measurements either side of the upload.
 	limit := (limitBefore + limitAfter) / 2
-	ratio := took.Seconds() / limit.Seconds()
-	fmt.Fprintf(w, "\nTUF upload of %d MiB (%d artifacts, status %s)\n", built.Size>>20, res.Repo.ArtifactCount, res.Status)
-	fmt.Fprintf(w, "  upload                   %8.2f s  %8.1f MB/s\n", took.Seconds(), iolimit.MBps(built.Size, took))
+	fmt.Fprintf(w, "\nTUF upload of %d MiB (%d artifacts)\n", built.Size>>20, o.artifacts)
 	fmt.Fprintf(w, "  machine limit (2 passes) %8.2f s  %8.1f MB/s  (before %.2f s, after %.2f s)\n", limit.Seconds(),
 		iolimit.MBps(built.Size, limit), limitBefore.Seconds(), limitAfter.Seconds())
-	fmt.Fprintf(w, "  ratio                    %8.2f    (target <= 1.5)\n", ratio)
-	fmt.Fprintf(w, "  nexus peak RSS           %8.1f MiB (target < 128)\n", float64(peakRSS)/(1<<20))
+	for _, r := range runs {
+		fmt.Fprintf(w, "  upload over %-12s %8.2f s  %8.1f MB/s  ratio %5.2f (target <= 1.5)  nexus peak RSS %6.1f MiB (target < 128)  status %s\n",
+			r.transport(), r.took.Seconds(), iolimit.MBps(built.Size, r.took), r.took.Seconds()/limit.Seconds(),
+			float64(r.peakRSS)/(1<<20), r.status)
+	}
+	if len(runs) == 2 {
+		fmt.Fprintf(w, "  cost of TLS              %8.2f×   (HTTPS upload time ÷ HTTP upload time, same run)\n",
+			runs[1].took.Seconds()/runs[0].took.Seconds())
+	}
 	return nil
+}
+
+// tlsModes reads --external-tls: whether each upload uses TLS.
+func tlsModes(s string) ([]bool, error) {
+	switch s {
+	case "http":
+		return []bool{false}, nil
+	case "https":
+		return []bool{true}, nil
+	case "both":
+		return []bool{false, true}, nil
+	}
+	return nil, fmt.Errorf("--external-tls %q: want http, https or both", s)
+}
+
+// uploadTarget is one Nexus to start and upload to.
+type uploadTarget struct {
+	bin     string
+	dir     string
+	pg      *pgtemp.Cluster
+	lineage *tufgen.Lineage
+	zipPath string
+	size    int64
+	tls     bool
+}
+
+// uploadRun is what one upload measured.
+type uploadRun struct {
+	tls     bool
+	took    time.Duration
+	peakRSS int64
+	status  string
+}
+
+func (r uploadRun) transport() string {
+	if r.tls {
+		return "HTTPS"
+	}
+	return "HTTP"
+}
+
+// uploadOnce starts a Nexus child process on a database of its own,
+// uploads the archive to it once, stops it and reports the time and the
+// process's peak memory.
+func uploadOnce(ctx context.Context, w io.Writer, t uploadTarget) (uploadRun, error) {
+	run := uploadRun{tls: t.tls}
+	if err := os.MkdirAll(t.dir, 0o755); err != nil {
+		return run, err
+	}
+	fmt.Fprintf(w, "starting nexus (external API over %s) ...\n", run.transport())
+	dbURL, err := createDatabase(ctx, t.pg, "rackplane_"+strings.ToLower(run.transport()))
+	if err != nil {
+		return run, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return run, err
+	}
+	logFile, err := os.Create(filepath.Join(t.dir, "nexus.log"))
+	if err != nil {
+		return run, err
+	}
+	defer logFile.Close()
+	// The Nexus certificate is made as a deployment makes it; it names
+	// 127.0.0.1 too, so it serves the external API when TLS is measured.
+	nexusID := uuid.New().String()
+	pkiDir := filepath.Join(t.dir, "pki-nexus")
+	for _, args := range [][]string{
+		{"pki", "init", "--dir", filepath.Join(t.dir, "pki-ca")},
+		{"pki", "issue", "--ca-dir", filepath.Join(t.dir, "pki-ca"), "--out", pkiDir, "--nexus", nexusID, "--host", "127.0.0.1"},
+	} {
+		if out, err := exec.Command(t.bin, args...).CombinedOutput(); err != nil {
+			return run, fmt.Errorf("nexus %v: %w\n%s", args, err, out)
+		}
+	}
+	limit := strconv.FormatInt(2*t.size+(1<<20), 10)
+	args := []string{"--id", nexusID, "--tls-dir", pkiDir,
+		"--database-url", dbURL, "--auto-migrate", "--data-dir", filepath.Join(t.dir, "nexus-data"),
+		"--external-addr", addr, "--internal-addr", "127.0.0.1:0", "--upload-max-bytes", limit,
+		"--tuf-max-expansion", limit, "--log-level", "info"}
+	hc := &http.Client{}
+	base := "http://" + addr
+	if t.tls {
+		args = append(args, "--external-tls-cert", filepath.Join(pkiDir, "nexus.crt"),
+			"--external-tls-key", filepath.Join(pkiDir, "nexus.key"))
+		pem, err := os.ReadFile(filepath.Join(pkiDir, "ca.crt"))
+		if err != nil {
+			return run, err
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return run, errors.New("no certificate in ca.crt")
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}}
+		base = "https://" + addr
+	}
+	cmd := exec.Command(t.bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return run, err
+	}
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+	nx, err := client.NewNexus(base, hc)
+	if err != nil {
+		return run, err
+	}
+	if err := waitHealthy(ctx, nx, 30*time.Second); err != nil {
+		return run, err
+	}
+	// The benchmark authenticates as an operator would, with a token made
+	// at the console.
+	tok, err := exec.Command(t.bin, "token", "create", "--database-url", dbURL, "--name", "rackbench").Output()
+	if err != nil {
+		return run, fmt.Errorf("nexus token create: %w", err)
+	}
+	nx = nx.WithToken(strings.TrimSpace(string(tok)))
+	if _, _, err := nx.TrustRootAdd(ctx, t.lineage.TrustRoot()); err != nil {
+		return run, err
+	}
+	fmt.Fprintf(w, "uploading over %s ...\n", run.transport())
+	f, err := os.Open(t.zipPath)
+	if err != nil {
+		return run, err
+	}
+	start := time.Now()
+	res, err := nx.RepoUpload(ctx, "repo.zip", f, t.size, nil)
+	run.took = time.Since(start)
+	f.Close()
+	if err != nil {
+		return run, fmt.Errorf("upload: %w", err)
+	}
+	run.status = res.Status
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return run, err
+	}
+	if err := cmd.Wait(); err != nil {
+		return run, fmt.Errorf("nexus exited: %w (log in %s)", err, logFile.Name())
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return run, errors.New("no rusage for the nexus process")
+	}
+	run.peakRSS = ru.Maxrss << 10 // Linux reports KiB
+	// The next run starts from a quiet disk: this one's depot goes.
+	return run, os.RemoveAll(filepath.Join(t.dir, "nexus-data"))
 }
 
 // workDir returns dir, or when it is empty a new temp dir that cleanup

@@ -10,6 +10,7 @@ package fault
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind classifies a fault the way a caller must react to it.
@@ -49,6 +50,9 @@ const (
 	// InsufficientStorage: there is no room left for what the request
 	// would store.
 	InsufficientStorage
+	// Stalled: the caller stopped sending its request before it was
+	// complete.
+	Stalled
 )
 
 var kindNames = map[Kind]string{
@@ -56,6 +60,7 @@ var kindNames = map[Kind]string{
 	TooLarge: "too_large", Unavailable: "unavailable", Busy: "busy", Unauthenticated: "unauthenticated",
 	Forbidden: "forbidden", RangeNotSatisfiable: "range_not_satisfiable", MethodNotAllowed: "method_not_allowed",
 	Canceled: "canceled", Timeout: "timeout", InsufficientStorage: "insufficient_storage",
+	Stalled: "stalled",
 }
 
 func (k Kind) String() string {
@@ -80,6 +85,9 @@ type Error struct {
 	// Extra holds additional machine-readable fields for the error body
 	// (a sled's held generation, say); nil for most errors.
 	Extra map[string]any
+	// RetryAfter, when positive, is how long the caller should wait
+	// before trying again (a Busy fault: the Retry-After header).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -111,6 +119,13 @@ func (e *Error) With(key string, value any) *Error {
 		c.Extra[k] = v
 	}
 	c.Extra[key] = value
+	return &c
+}
+
+// After returns a copy of e that tells the caller to retry after d.
+func (e *Error) After(d time.Duration) *Error {
+	c := *e
+	c.RetryAfter = d
 	return &c
 }
 

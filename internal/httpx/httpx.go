@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -70,6 +71,7 @@ var statusOf = map[fault.Kind]int{
 	fault.Canceled:            499,
 	fault.Timeout:             http.StatusGatewayTimeout,
 	fault.InsufficientStorage: http.StatusInsufficientStorage,
+	fault.Stalled:             http.StatusRequestTimeout,
 }
 
 // StatusOf is the HTTP status a fault of kind k answers with.
@@ -105,6 +107,11 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	ev.Int("status", status).Str("error_code", f.Code).Str("message", f.Message).AnErr("cause", f.Err).
 		Fields(f.Extra).Msg("request failed")
+	if f.RetryAfter > 0 {
+		// Whole seconds, rounded up: a client waiting the header's time
+		// never comes back early.
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((f.RetryAfter+time.Second-1)/time.Second), 10))
+	}
 	body := api.Error{ErrorCode: f.Code, Message: f.Message, RequestID: reqid.From(r.Context())}
 	if len(f.Extra) == 0 {
 		WriteJSON(w, status, body)
@@ -300,9 +307,15 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Dura
 		// The server's own complaints (a client's failed TLS handshake,
 		// say) are the client's problem: debug level, with the logger's
 		// fields, not lines on stderr.
-		ErrorLog:          stdlog.New(debugWriter{log}, "", 0),
+		ErrorLog: stdlog.New(debugWriter{log}, "", 0),
+		// A client gets 10 s to send its headers, at most MaxHeaderBytes
+		// of them, and an idle keep-alive connection is closed after two
+		// minutes. There is no whole-request deadline: uploads and
+		// artifact transfers take as long as their bytes need; handlers
+		// that read long bodies use IdleBody instead.
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return log.WithContext(context.WithoutCancel(ctx)) },
 	}
 	errc := make(chan error, 1)
@@ -320,6 +333,32 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Dura
 	}
 	<-errc
 	return nil
+}
+
+// MaxHeaderBytes bounds a request's header block (431 above it); bearer
+// tokens, session cookies and request ids fit many times over.
+const MaxHeaderBytes = 64 << 10
+
+// IdleBody returns body with a read deadline that moves with progress:
+// before every read the connection's deadline is set idle ahead, so a
+// client that keeps sending is never cut off however long its body, and
+// one that sends nothing for idle gets a read error that satisfies
+// errors.Is(err, os.ErrDeadlineExceeded) (the handler then answers and
+// cleans up). Behind a writer that cannot set deadlines the body is read
+// without one.
+func IdleBody(w http.ResponseWriter, body io.Reader, idle time.Duration) io.Reader {
+	return &idleBody{r: body, rc: http.NewResponseController(w), idle: idle}
+}
+
+type idleBody struct {
+	r    io.Reader
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	return b.r.Read(p)
 }
 
 // debugWriter logs each line written to it at debug level.

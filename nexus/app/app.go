@@ -44,6 +44,16 @@ type Config struct {
 	TufEnforceExpiry bool
 	// Now is the clock expiry is judged against (nil: time.Now).
 	Now func() time.Time
+
+	// UploadConcurrency is how many uploads run at once; the rest are
+	// refused with 429 and Retry-After (0: DefaultUploadConcurrency).
+	UploadConcurrency int
+	// UploadTempBudget bounds the temp-file bytes all uploads in progress
+	// hold together (0: twice UploadMaxBytes).
+	UploadTempBudget int64
+	// UploadIdleTimeout cuts off an upload whose client sends nothing for
+	// this long (0: DefaultUploadIdleTimeout).
+	UploadIdleTimeout time.Duration
 }
 
 // Deps are the parts the application layer works with.
@@ -96,6 +106,8 @@ type App struct {
 	replicationTask string
 	// heartbeatTask is the task writing this Nexus's heartbeat.
 	heartbeatTask string
+
+	uploads *uploadGate
 }
 
 // New returns the application layer.
@@ -103,9 +115,19 @@ func New(cfg Config, deps Deps) *App {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.UploadConcurrency <= 0 {
+		cfg.UploadConcurrency = DefaultUploadConcurrency
+	}
+	if cfg.UploadTempBudget <= 0 {
+		cfg.UploadTempBudget = 2 * cfg.UploadMaxBytes
+	}
+	if cfg.UploadIdleTimeout <= 0 {
+		cfg.UploadIdleTimeout = DefaultUploadIdleTimeout
+	}
 	return &App{cfg: cfg, log: deps.Log, ds: deps.DS, depot: deps.Depot, tasks: deps.Tasks, taskdb: deps.TaskDB,
 		identity:    deps.Identity,
-		subscribers: map[Event][]func(string){}}
+		subscribers: map[Event][]func(string){},
+		uploads:     newUploadGate(cfg.UploadConcurrency, cfg.UploadTempBudget)}
 }
 
 // NexusID is this instance's id.

@@ -95,6 +95,17 @@ func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, er
 			"no trust roots are registered; add the release's root.json with `rackctl trust-root add FILE` first")
 	}
 
+	leave, err := a.uploads.enter()
+	if err != nil {
+		return res, err
+	}
+	defer leave()
+	resv, err := a.admitUpload(up.ContentLength)
+	if err != nil {
+		return res, err
+	}
+	defer resv.release()
+
 	start := time.Now()
 	tmp, err := a.depot.CreateTemp("upload")
 	if err != nil {
@@ -106,8 +117,9 @@ func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, er
 	}()
 	buf := make([]byte, copyBufferSize)
 	h := sha256.New()
-	// One byte past the limit tells "exactly at the limit" from "over".
-	body := io.LimitReader(up.Body, a.cfg.UploadMaxBytes+1)
+	// One byte past the limit tells "exactly at the limit" from "over";
+	// no byte reaches the temp file before the budget grants it.
+	body := &budgetedReader{r: io.LimitReader(up.Body, a.cfg.UploadMaxBytes+1), res: resv}
 	// A body that does not start as a repository archive is refused
 	// after its first few KiB, not after all of it is on disk.
 	first := buf[:tufrepo.PrefixLen]
@@ -116,27 +128,23 @@ func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, er
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		err = nil
 	case err != nil:
-		if ctx.Err() != nil {
-			return res, ctx.Err()
-		}
-		return res, fault.Wrap(err, fault.Invalid, api.CodeInvalidBody,
-			"the upload ended early after %d bytes (%v); send it again", n, err)
+		return res, a.bodyError(ctx, err, int64(n))
 	}
 	if perr := tufrepo.CheckPrefix(first[:n]); perr != nil {
 		return res, perr
 	}
 	if _, err := tmp.Write(first[:n]); err != nil {
-		return res, fmt.Errorf("write upload file: %w", err)
+		return res, diskError(err, "write upload file")
 	}
 	h.Write(first[:n])
-	rest, err := io.CopyBuffer(io.MultiWriter(tmp, h), body, buf)
+	rest, err := io.CopyBuffer(io.MultiWriter(writeErrors{tmp}, h), body, buf)
 	size := int64(n) + rest
 	if err != nil {
-		if ctx.Err() != nil {
-			return res, ctx.Err()
+		var werr *writeError
+		if errors.As(err, &werr) {
+			return res, diskError(werr.err, "write upload file")
 		}
-		return res, fault.Wrap(err, fault.Invalid, api.CodeInvalidBody,
-			"the upload ended early after %d bytes (%v); send it again", size, err)
+		return res, a.bodyError(ctx, err, size)
 	}
 	if size > a.cfg.UploadMaxBytes {
 		return res, a.tooLarge()

@@ -22,6 +22,7 @@ import (
 	"sync"
 
 	"github.com/rackplane/rackplane/internal/fsutil"
+	"golang.org/x/sys/unix"
 )
 
 // Depot is a directory of artifacts.
@@ -257,4 +258,13 @@ func (b *Batch) Abort() {
 		_ = b.d.Remove(sha)
 	}
 	_ = b.d.Sync()
+}
+
+// Free is how many bytes the depot's filesystem has free for it.
+func (d *Depot) Free() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(d.dir, &st); err != nil {
+		return 0, fmt.Errorf("depot: statfs: %w", err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }

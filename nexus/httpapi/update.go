@@ -66,14 +66,17 @@ func (s *API) trustRootDelete(w http.ResponseWriter, r *http.Request) error {
 }
 
 // repoUpload streams the body into the application layer, which verifies
-// and records it; nothing here buffers it.
+// and records it; nothing here buffers it. A client that stops sending is
+// cut off after the idle timeout (the read deadline moves with progress,
+// so a slow but steady upload is never cut off).
 func (s *API) repoUpload(w http.ResponseWriter, r *http.Request) error {
 	length := r.ContentLength
 	if length < 0 {
 		length = -1
 	}
+	body := httpx.IdleBody(w, r.Body, s.app.UploadIdleTimeout())
 	res, err := s.app.UploadRepo(r.Context(), app.Upload{FileName: r.URL.Query().Get("file_name"),
-		Body: r.Body, ContentLength: length})
+		Body: body, ContentLength: length})
 	if err != nil {
 		return err
 	}

@@ -138,26 +138,13 @@ func (s *Store) handlePut(w http.ResponseWriter, r *http.Request, sha string, ge
 	if err := checkPathSHA(sha); err != nil {
 		return err
 	}
-	body := &idleBody{r: r.Body, rc: http.NewResponseController(w), idle: bodyIdleTimeout}
+	body := httpx.IdleBody(w, r.Body, bodyIdleTimeout)
 	res, err := s.Put(r.Context(), sha, gen, body, r.ContentLength)
 	if err != nil {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusOK, res)
 	return nil
-}
-
-// idleBody extends the connection's read deadline before every read, so
-// an upload may take as long as it needs while it keeps moving.
-type idleBody struct {
-	r    io.Reader
-	rc   *http.ResponseController
-	idle time.Duration
-}
-
-func (b *idleBody) Read(p []byte) (int, error) {
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle)) // unsupported writers just keep no deadline
-	return b.r.Read(p)
 }
 
 // readTracker remembers a body read error, to tell it from a write error.

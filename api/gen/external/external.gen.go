@@ -456,7 +456,7 @@ type ClientInterface interface {
 
 	// RepoUploadWithBody Upload a TUF repo
 	//
-	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once.
+	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once. Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -853,7 +853,7 @@ func (c *Client) RepoList(ctx context.Context, params *RepoListParams, reqEditor
 
 // RepoUploadWithBody Upload a TUF repo
 //
-// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once.
+// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once. Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2257,7 +2257,7 @@ type ClientWithResponsesInterface interface {
 
 	// RepoUploadWithBodyWithResponse Upload a TUF repo
 	//
-	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once.
+	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once. Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3414,6 +3414,11 @@ func (r RepoListResponse) ContentType() string {
 	return ""
 }
 
+// RepoUploadResponse429Headers the declared response headers of an HTTP 429 response for RepoUpload
+type RepoUploadResponse429Headers struct {
+	RetryAfter *int
+}
+
 type RepoUploadResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3425,14 +3430,22 @@ type RepoUploadResponse struct {
 	JSON401 *Unauthenticated
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
+	// JSON408 the response for an HTTP 408 `application/json` response
+	JSON408 *Error
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Error
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
+	// JSON507 the response for an HTTP 507 `application/json` response
+	JSON507 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RepoUploadResponse429Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3455,6 +3468,11 @@ func (r RepoUploadResponse) GetJSON403() *Forbidden {
 	return r.JSON403
 }
 
+// GetJSON408 returns the response for an HTTP 408 `application/json` response
+func (r RepoUploadResponse) GetJSON408() *Error {
+	return r.JSON408
+}
+
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r RepoUploadResponse) GetJSON409() *Error {
 	return r.JSON409
@@ -3465,9 +3483,19 @@ func (r RepoUploadResponse) GetJSON413() *BodyTooLarge {
 	return r.JSON413
 }
 
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r RepoUploadResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
 func (r RepoUploadResponse) GetJSON503() *Unavailable {
 	return r.JSON503
+}
+
+// GetJSON507 returns the response for an HTTP 507 `application/json` response
+func (r RepoUploadResponse) GetJSON507() *Error {
+	return r.JSON507
 }
 
 // GetJSONDefault returns the response for an HTTP default `application/json` response
@@ -4336,7 +4364,7 @@ func (c *ClientWithResponses) RepoListWithResponse(ctx context.Context, params *
 
 // RepoUploadWithBodyWithResponse Upload a TUF repo
 //
-// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once.
+// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once. Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -5369,6 +5397,13 @@ func ParseRepoUploadResponse(rsp *http.Response) (*RepoUploadResponse, error) {
 		}
 		response.JSON403 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 408:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON408 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
 		var dest Error
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5383,12 +5418,26 @@ func ParseRepoUploadResponse(rsp *http.Response) (*RepoUploadResponse, error) {
 		}
 		response.JSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 507:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON507 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error
@@ -5397,6 +5446,19 @@ func ParseRepoUploadResponse(rsp *http.Response) (*RepoUploadResponse, error) {
 		}
 		response.JSONDefault = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 429:
+		var headers RepoUploadResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
 	}
 
 	return response, nil
