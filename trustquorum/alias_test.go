@@ -213,6 +213,10 @@ func TestEnvelopesNeverAliasTheLedger(t *testing.T) {
 		return nd.CoordinateUpgradeFromLrtq(ctx, tq.LrtqUpgradeMsg{RackID: d.rack, Epoch: 2, Members: up, Threshold: 3})
 	})
 	d.commitAll(2, up)
+	// Kept for a late prepare of epoch 2 below: a's ledger drops epoch 2
+	// once epoch 3 commits.
+	ast := d.ctxs[a].PersistentState()
+	stale := tq.PrepareMsg{Config: ast.Configs[2].Clone(), Share: ast.Shares[2].Clone()}
 	// Shares of a committed epoch, a reconfiguration that removes c and
 	// adds n, and the CommitAdvance and Expunged that follow.
 	d.load(a, 2)
@@ -241,8 +245,9 @@ func TestEnvelopesNeverAliasTheLedger(t *testing.T) {
 	}
 	// A late prepare of epoch 2 (its coordinator b resending) is answered
 	// with a CommitAdvance of epoch 3 from a's ledger.
-	ast := d.ctxs[a].PersistentState()
-	stale := tq.PrepareMsg{Config: ast.Configs[2].Clone(), Share: ast.Shares[2].Clone()}
+	if ast.Configs[2] != nil {
+		t.Fatal("a still holds epoch 2 after committing 3")
+	}
 	before := d.sent
 	d.nodes[a].HandleMessage(d.ctxs[a], b, msg(d.rack, stale))
 	d.step(a)

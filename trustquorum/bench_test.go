@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"syscall"
 	"testing"
+	"time"
 
 	tq "github.com/rackplane/rackplane/trustquorum"
 	"github.com/rackplane/rackplane/trustquorum/tqcrypto"
@@ -123,4 +124,67 @@ func BenchmarkShareVerify255(b *testing.B) {
 		}
 	}
 	_ = tqcrypto.ShareSize
+}
+
+// BenchmarkLedgerGrowth32 measures what one persist and one load of a
+// member's state cost after the second and after the 30th epoch of a
+// 32-member rack (EncodeState, then DecodeState of the result), timed
+// alternately in the same run. The second epoch's figure is the floor. With
+// the state pruned to what the protocol still uses, the state grows only by
+// the encrypted chain of older secrets (40 bytes an epoch, 54 in base64)
+// and one commit number an epoch, so late/early follows late-bytes /
+// early-bytes (about 1.35 at the 30th epoch), where before pruning every
+// configuration and share ever committed was written and parsed again.
+//
+//	go test ./trustquorum -run '^$' -bench LedgerGrowth32 -benchtime 2000x
+func BenchmarkLedgerGrowth32(b *testing.B) {
+	const n, epochs = 32, 30
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("m%02d", i)
+	}
+	c := newCluster(b, names...)
+	member := c.ids[n-1]
+	var early, late []byte
+	for e := tq.Epoch(1); e <= epochs; e++ {
+		c.commitEpoch(c.ids[int(e)%(n-1)], e, e-1, c.ids)
+		l, err := tq.EncodeState(c.state(member))
+		if err != nil {
+			b.Fatal(err)
+		}
+		switch e {
+		case 2:
+			early = l
+		case epochs:
+			late = l
+		}
+	}
+	states := [2]tq.PersistentState{}
+	for i, l := range [][]byte{early, late} {
+		st, err := tq.DecodeState(l)
+		if err != nil {
+			b.Fatal(err)
+		}
+		states[i] = st
+	}
+	var spent [2]time.Duration
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		which := i % 2
+		start := time.Now()
+		l, err := tq.EncodeState(&states[which])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := tq.DecodeState(l); err != nil {
+			b.Fatal(err)
+		}
+		spent[which] += time.Since(start)
+	}
+	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 / float64((b.N+1)/2) }
+	b.ReportMetric(per(spent[0]), "early-µs")
+	b.ReportMetric(per(spent[1]), "late-µs")
+	b.ReportMetric(float64(spent[1])/float64(spent[0]), "late/early")
+	b.ReportMetric(float64(len(early)), "early-bytes")
+	b.ReportMetric(float64(len(late)), "late-bytes")
 }

@@ -18,12 +18,21 @@ import (
 const (
 	// MsgVersion is the only peer-message version this code speaks.
 	MsgVersion = 1
-	// StateVersion is the only persistent-state version this code reads.
-	StateVersion = 1
+	// StateVersion is the persistent-state version this code writes. It
+	// also reads stateVersion1.
+	StateVersion = 2
+	// stateVersion1 is the ledger written before pruning: it keeps every
+	// configuration and share ever committed, each commit with both. A
+	// node loads it and prunes it (NewNode); the next persist writes the
+	// current version. Version 2 may hold commits of epochs whose
+	// configuration and share were pruned, which a version-1 reader would
+	// take for a damaged ledger; the new number makes older code refuse it
+	// cleanly instead.
+	stateVersion1 = 1
 	// MaxFrameSize bounds a peer frame, matching the bootstrap network.
 	MaxFrameSize = 1 << 20
-	// maxStateSize bounds a ledger; generous, since it grows by about 2 KiB
-	// per epoch and holds the 255 LRTQ digests.
+	// maxStateSize bounds a ledger. A pruned one stays small, but a
+	// version-1 ledger grew by about 2 KiB per epoch.
 	maxStateSize = 64 << 20
 )
 
@@ -185,14 +194,12 @@ func DecodeMsg(b []byte) (PeerMsg, error) {
 	if len(b) > MaxFrameSize {
 		return PeerMsg{}, ErrFrameTooLarge
 	}
-	if err := checkVersion(b, MsgVersion); err != nil {
-		return PeerMsg{}, err
-	}
 	var w wireMsg
-	if err := strictUnmarshal(b, &w); err != nil {
-		return PeerMsg{}, err
-	}
+	err := strictUnmarshal(b, &w)
 	defer clear(w.Share)
+	if err != nil || w.Version != MsgVersion {
+		return PeerMsg{}, versionOr(b, err, MsgVersion)
+	}
 	m := PeerMsg{RackID: w.RackID}
 	// need lists the fields a type must carry; every other field must be
 	// absent, so a frame has exactly one meaning.
@@ -283,30 +290,42 @@ func DecodeMsg(b []byte) (PeerMsg, error) {
 	return m, nil
 }
 
-func checkVersion(b []byte, want int) error {
+// versionOr explains why a frame or ledger did not decode as one of the
+// accepted versions (err, or nil when it decoded but named another
+// version): ErrUnsupportedVersion when it names a version this code does
+// not read, so that a newer format is refused as such and never reported as
+// damage; otherwise err. Only failures pay for this second, lenient parse:
+// a good frame is parsed once.
+func versionOr(b []byte, err error, accepted ...int) error {
 	var v struct {
 		Version *int `json:"version"`
 	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	if jerr := json.Unmarshal(b, &v); jerr != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, jerr)
 	}
 	if v.Version == nil {
 		return fmt.Errorf("%w: no version", ErrMalformed)
 	}
-	if *v.Version != want {
+	if !slices.Contains(accepted, *v.Version) {
 		return fmt.Errorf("%w: version %d", ErrUnsupportedVersion, *v.Version)
 	}
-	return nil
+	if err == nil {
+		// It decoded, with an accepted version after all.
+		return fmt.Errorf("%w: inconsistent version", ErrMalformed)
+	}
+	return err
 }
 
 type wireState struct {
-	Version   int              `json:"version"`
-	Lrtq      *wireLrtqPkg     `json:"lrtq,omitempty"`
-	LrtqSetup *wireLrtqSetup   `json:"lrtq_setup,omitempty"`
-	Configs   []*Configuration `json:"configs"`
-	Shares    []wireShare      `json:"shares"`
-	Commits   []Epoch          `json:"commits"`
-	Expunged  *wireExpunged    `json:"expunged,omitempty"`
+	Version int          `json:"version"`
+	Lrtq    *wireLrtqPkg `json:"lrtq,omitempty"`
+	// LrtqRetired is new in version 2.
+	LrtqRetired bool             `json:"lrtq_retired,omitempty"`
+	LrtqSetup   *wireLrtqSetup   `json:"lrtq_setup,omitempty"`
+	Configs     []*Configuration `json:"configs"`
+	Shares      []wireShare      `json:"shares"`
+	Commits     []Epoch          `json:"commits"`
+	Expunged    *wireExpunged    `json:"expunged,omitempty"`
 }
 
 // wireLrtqSetup is optional in version 1: only the sled that performed LRTQ
@@ -335,7 +354,8 @@ type wireExpunged struct {
 // EncodeState encodes the persistent state for the ledger. The output is
 // deterministic (sorted by epoch) so that equal states give equal bytes.
 func EncodeState(s *PersistentState) ([]byte, error) {
-	w := wireState{Version: StateVersion, Configs: []*Configuration{}, Shares: []wireShare{}, Commits: s.CommittedEpochs()}
+	w := wireState{Version: StateVersion, LrtqRetired: s.LrtqRetired, Configs: []*Configuration{}, Shares: []wireShare{},
+		Commits: s.CommittedEpochs()}
 	if s.Lrtq != nil {
 		w.Lrtq = pkgToWire(s.Lrtq)
 		defer clear(w.Lrtq.Share)
@@ -365,21 +385,28 @@ func EncodeState(s *PersistentState) ([]byte, error) {
 	return json.Marshal(w)
 }
 
-// DecodeState decodes a ledger written by EncodeState, checking it as
-// carefully as a peer frame: a corrupt ledger must not become a node that
-// believes wrong things.
+// DecodeState decodes a ledger written by EncodeState, now or before
+// pruning (version 1), checking it as carefully as a peer frame: a corrupt
+// ledger must not become a node that believes wrong things.
 func DecodeState(b []byte) (PersistentState, error) {
 	if len(b) > maxStateSize {
 		return PersistentState{}, ErrFrameTooLarge
 	}
-	if err := checkVersion(b, StateVersion); err != nil {
-		return PersistentState{}, err
-	}
 	var w wireState
-	if err := strictUnmarshal(b, &w); err != nil {
-		return PersistentState{}, err
+	err := strictUnmarshal(b, &w)
+	defer func() {
+		for _, ws := range w.Shares {
+			clear(ws.Share)
+		}
+	}()
+	if err != nil || (w.Version != StateVersion && w.Version != stateVersion1) {
+		return PersistentState{}, versionOr(b, err, StateVersion, stateVersion1)
+	}
+	if w.Version == stateVersion1 && w.LrtqRetired {
+		return PersistentState{}, fmt.Errorf("%w: lrtq_retired in a version-1 ledger", ErrMalformed)
 	}
 	s := NewPersistentState()
+	s.LrtqRetired = w.LrtqRetired
 	if w.Lrtq != nil {
 		p, err := pkgFromWire(w.Lrtq)
 		if err != nil {
@@ -388,7 +415,7 @@ func DecodeState(b []byte) (PersistentState, error) {
 		s.Lrtq = p
 	}
 	if w.LrtqSetup != nil {
-		ls, err := lrtqSetupFromWire(w.LrtqSetup, s.Lrtq)
+		ls, err := lrtqSetupFromWire(w.LrtqSetup, s.Lrtq, s.LrtqRetired)
 		if err != nil {
 			return PersistentState{}, err
 		}
@@ -408,7 +435,6 @@ func DecodeState(b []byte) (PersistentState, error) {
 	}
 	for _, ws := range w.Shares {
 		sh, err := tqcrypto.ShareFromBytes(ws.Share)
-		clear(ws.Share)
 		if err != nil {
 			return PersistentState{}, fmt.Errorf("%w: share of epoch %d", ErrMalformed, ws.Epoch)
 		}
@@ -418,10 +444,13 @@ func DecodeState(b []byte) (PersistentState, error) {
 		s.Shares[ws.Epoch] = sh
 	}
 	for _, e := range w.Commits {
-		if !s.Prepared(e) {
-			return PersistentState{}, fmt.Errorf("%w: commit of unprepared epoch %d", ErrMalformed, e)
+		if e == 0 {
+			return PersistentState{}, fmt.Errorf("%w: commit of epoch 0", ErrMalformed)
 		}
 		s.Commits[e] = true
+	}
+	if err := checkCommits(&s, w.Version); err != nil {
+		return PersistentState{}, err
 	}
 	if w.Expunged != nil {
 		s.Expunged = &ExpungedMarker{Epoch: w.Expunged.Epoch, From: w.Expunged.From}
@@ -429,11 +458,52 @@ func DecodeState(b []byte) (PersistentState, error) {
 	return s, nil
 }
 
+// checkCommits checks the commits against what a ledger of that version
+// keeps. Version 1 kept every committed epoch prepared. Version 2 keeps the
+// latest commit prepared and, being pruned (see PersistentState), nothing
+// below it: no configuration or share of an older epoch, and no LRTQ share
+// once an epoch is committed.
+func checkCommits(s *PersistentState, version int) error {
+	lc := s.LatestCommittedEpoch()
+	if version == stateVersion1 {
+		for e := range s.Commits {
+			if !s.Prepared(e) {
+				return fmt.Errorf("%w: commit of unprepared epoch %d", ErrMalformed, e)
+			}
+		}
+		return nil
+	}
+	if lc == 0 {
+		if s.LrtqRetired {
+			return fmt.Errorf("%w: lrtq retired without a commit", ErrMalformed)
+		}
+		return nil
+	}
+	if !s.Prepared(lc) {
+		return fmt.Errorf("%w: commit of unprepared epoch %d", ErrMalformed, lc)
+	}
+	for e := range s.Configs {
+		if e < lc {
+			return fmt.Errorf("%w: configuration %d below the latest commit %d", ErrMalformed, e, lc)
+		}
+	}
+	if s.Lrtq != nil || (s.LrtqSetup != nil && len(s.LrtqSetup.Pending) > 0) {
+		return fmt.Errorf("%w: lrtq shares kept after commit %d", ErrMalformed, lc)
+	}
+	return nil
+}
+
 // lrtqSetupFromWire checks a setup record against the node's own package:
 // every pending package must be a share of the same LRTQ secret (the same
 // 255 digests) for a member of the recorded membership.
-func lrtqSetupFromWire(w *wireLrtqSetup, own *LrtqSharePkg) (*LrtqSetup, error) {
-	if own == nil || own.Spares == nil || own.RackID != w.RackID {
+func lrtqSetupFromWire(w *wireLrtqSetup, own *LrtqSharePkg, retired bool) (*LrtqSetup, error) {
+	// Once the rack moved to the trust quorum the initiator keeps only
+	// the membership, without its own package or any pending one.
+	if own == nil && retired {
+		if len(w.Pending) > 0 {
+			return nil, fmt.Errorf("%w: lrtq setup packages kept after the lrtq package was dropped", ErrMalformed)
+		}
+	} else if own == nil || own.Spares == nil || own.RackID != w.RackID {
 		return nil, fmt.Errorf("%w: lrtq setup without the matching own package", ErrMalformed)
 	}
 	if len(w.Members) < MinMembers || len(w.Members) > MaxMembers {

@@ -217,8 +217,15 @@ func TestStateRoundTripAndRejects(t *testing.T) {
 		in   string
 		want error
 	}{
-		{"version", strings.Replace(string(b), `"version":1`, `"version":9`, 1), tq.ErrUnsupportedVersion},
+		{"version", strings.Replace(string(b), `"version":2`, `"version":9`, 1), tq.ErrUnsupportedVersion},
+		{"version and an unknown field", strings.Replace(string(b), `"version":2`, `"version":3,"later":true`, 1), tq.ErrUnsupportedVersion},
+		{"no version", strings.Replace(string(b), `"version":2,`, ``, 1), tq.ErrMalformed},
 		{"commit without prepare", strings.Replace(string(b), `"commits":[1]`, `"commits":[1,4]`, 1), tq.ErrMalformed},
+		{"commit of epoch 0", strings.Replace(string(b), `"commits":[1]`, `"commits":[0,1]`, 1), tq.ErrMalformed},
+		{"retired lrtq in version 1", strings.Replace(strings.Replace(string(b), `"version":2`, `"version":1`, 1),
+			`"configs"`, `"lrtq_retired":true,"configs"`, 1), tq.ErrMalformed},
+		{"retired lrtq without a commit", strings.Replace(strings.Replace(string(b), `"commits":[1]`, `"commits":[]`, 1),
+			`"configs"`, `"lrtq_retired":true,"configs"`, 1), tq.ErrMalformed},
 		{"truncated", string(b[:len(b)/2]), tq.ErrMalformed},
 	}
 	for _, tc := range bad {

@@ -321,6 +321,9 @@ func (e *ddEnv) run(t *testing.T, d *datadriven.TestData) string {
 		if st.Lrtq != nil {
 			e.printf(" lrtq(spares=%t handouts=%d)", st.Lrtq.Spares != nil, len(st.Lrtq.Handouts))
 		}
+		if st.LrtqRetired {
+			e.printf(" lrtq-retired")
+		}
 		if ls := st.LrtqSetup; ls != nil && len(ls.Pending) > 0 {
 			var pending []string
 			for _, id := range slices.SortedFunc(mapKeys(ls.Pending), tq.BaseboardID.Compare) {

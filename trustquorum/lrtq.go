@@ -111,7 +111,8 @@ func lrtqInitStatusOf(st *PersistentState) lrtqInitStatus {
 }
 
 // LrtqInitDone reports whether this node performed LRTQ rack setup and every
-// initial member acknowledged its package (also after a restart).
+// initial member acknowledged its package, or the rack has since moved to
+// the trust quorum, which makes the packages moot (also after a restart).
 func (n *Node) LrtqInitDone() bool {
 	return n.lrtqInit == lrtqInitDone
 }

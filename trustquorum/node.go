@@ -129,12 +129,16 @@ func NewNode(ctx *NodeCtx, cfg Config) *Node {
 		retries:         map[BaseboardID]*retryState{},
 	}
 	st := &ctx.state
+	// A ledger written before pruning (state version 1) still holds the
+	// whole history; it is pruned now and stored pruned by the next
+	// persist.
+	if prune(st) {
+		ctx.changed = true
+	}
 	// Unacknowledged LRTQ packages are re-sent as peers connect.
 	n.lrtqInit = lrtqInitStatusOf(st)
-	for e := range st.Commits {
-		if !st.Prepared(e) {
-			ctx.raise(Alarm{Kind: AlarmCommittedConfigurationLost, Epoch: e, Detail: "commit without configuration or share"})
-		}
+	if e := st.LatestCommittedEpoch(); e != 0 && !st.Prepared(e) {
+		ctx.raise(Alarm{Kind: AlarmCommittedConfigurationLost, Epoch: e, Detail: "commit without configuration or share"})
 	}
 	// A configuration without a share is only ever stored when the node
 	// learnt that the epoch committed (CommitAdvance, PrepareAndCommit), so
@@ -226,7 +230,7 @@ func (n *Node) CoordinateUpgradeFromLrtq(ctx *NodeCtx, msg LrtqUpgradeMsg) error
 	if done, err := n.sameCoordination(ctx, rm, true); done || err != nil {
 		return err
 	}
-	if st.Lrtq == nil {
+	if st.Lrtq == nil && !st.LrtqRetired {
 		return ErrNoLrtq
 	}
 	if lc := st.LatestCommittedEpoch(); lc != 0 {
@@ -439,7 +443,8 @@ func (n *Node) Commit(ctx *NodeCtx, rack RackID, epoch Epoch) (CommitStatus, err
 func (n *Node) commit(ctx *NodeCtx, epoch Epoch) {
 	ctx.state.Commits[epoch] = true
 	ctx.changed = true
-	pruneAborted(&ctx.state, epoch)
+	prune(&ctx.state)
+	n.lrtqInit = lrtqInitStatusOf(&ctx.state)
 	if n.coord != nil && n.coord.epoch() <= epoch {
 		n.cancelCoordination()
 	}
@@ -455,24 +460,52 @@ func (n *Node) commit(ctx *NodeCtx, epoch Epoch) {
 	}
 }
 
-// pruneAborted drops the configurations and shares of epochs below the
-// newly committed one that this node never committed: they were aborted
-// (or committed without this node, which moved past them), so they can
-// never commit here, and the node answers every request for an epoch below
-// its latest commit from that commit alone. Without this the ledger would
-// grow by an epoch for every aborted attempt. Committed epochs stay: the
-// ledger's commits must stay prepared.
-func pruneAborted(st *PersistentState, committed Epoch) {
-	for _, e := range sortedKeys(st.Configs) {
-		if e >= committed || st.Commits[e] {
-			continue
-		}
-		delete(st.Configs, e)
-		if s, ok := st.Shares[e]; ok {
-			s.Zero()
-			delete(st.Shares, e)
+// prune drops from st what the protocol can no longer use once its latest
+// commit L is in (see PersistentState): every configuration and share of an
+// epoch below L, whether committed or aborted, and all LRTQ shares. It
+// reports whether it dropped anything.
+//
+// Nothing dropped is ever asked for again. A GetShare or GetLrtqShare for
+// an epoch below L is answered from L alone (CommitAdvance to a member of
+// L, which then commits L or rebuilds its share of L from L's members;
+// Expunged to anyone else), and a Prepare or CommitAdvance of an older
+// epoch is stale by the same comparison; a coordinator of the next epoch
+// collects shares of L itself, and the secrets of every epoch up to L
+// travel encrypted in L's configuration. Epochs above L stay: one may be
+// committed by Nexus already and asked for by the next coordinator.
+func prune(st *PersistentState) bool {
+	lc := st.LatestCommittedEpoch()
+	if lc == 0 {
+		return false
+	}
+	dropped := false
+	for e := range st.Configs {
+		if e < lc {
+			delete(st.Configs, e)
+			dropped = true
 		}
 	}
+	for e, s := range st.Shares {
+		if e < lc {
+			s.Zero()
+			delete(st.Shares, e)
+			dropped = true
+		}
+	}
+	if p := st.Lrtq; p != nil {
+		p.Share.Zero()
+		st.Lrtq = nil
+		st.LrtqRetired = true
+		dropped = true
+	}
+	if ls := st.LrtqSetup; ls != nil && len(ls.Pending) > 0 {
+		for _, p := range ls.Pending {
+			p.Share.Zero()
+		}
+		clear(ls.Pending)
+		dropped = true
+	}
+	return dropped
 }
 
 // PrepareAndCommit commits cfg at a member that never saw its Prepare: the

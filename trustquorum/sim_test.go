@@ -116,8 +116,13 @@ type sim struct {
 	rss      *rssModel
 	// lrtqDigests are the 255 digests of the LRTQ secret, as first seen.
 	lrtqDigests []tqcrypto.Digest
-	log         []Event
-	messages    int // envelopes put on the network
+	// truths holds each committed epoch's secret (and LRTQ's), combined
+	// from the ledgers as soon as K shares are in them: pruning removes
+	// the shares of older epochs from the ledgers later, and a secret
+	// loaded then is checked against what the ledgers held.
+	truths   map[tq.Epoch]*tqcrypto.Secret
+	log      []Event
+	messages int // envelopes put on the network
 	// quiescing is set for the final rounds, when every prepare still
 	// sent for an epoch older than the final commit is a failure.
 	quiescing bool
@@ -136,7 +141,7 @@ func (s *sim) failf(format string, args ...any) {
 
 func newSim(seed uint64) *sim {
 	return &sim{seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), cut: map[[2]int]bool{},
-		conns: map[[2]int]uint64{}, stats: map[string]int{}}
+		conns: map[[2]int]uint64{}, stats: map[string]int{}, truths: map[tq.Epoch]*tqcrypto.Secret{}}
 }
 
 // nodeRand gives each node incarnation its own deterministic stream.
@@ -219,6 +224,9 @@ func (s *sim) step(i int) {
 				s.stats["commit"]++
 				if _, ok := old.Shares[e]; !ok {
 					s.stats["commit_by_rebuild"]++
+				}
+				if s.sleptThrough(i, old.LatestCommittedEpoch(), e) {
+					s.stats["commit_across_pruned_epochs"]++
 				}
 			}
 		}
@@ -944,6 +952,8 @@ func (s *sim) apply(ev Event) {
 		s.nexusCommit(ev.Node)
 	case "load_secret":
 		s.loadSecret(ev.Node)
+	case "catch_up":
+		s.catchUpWithoutNexus()
 	case "lrtq_learn":
 		n := s.nodes[ev.Node]
 		if err := n.node.LearnLrtq(n.ctx, s.nx.rack); err != nil {
@@ -1172,44 +1182,93 @@ func (s *sim) loadSecret(i int) {
 // ---------------------------------------------------------------------------
 // Ground truth and invariants.
 
-// truth recomputes an epoch's secret from the ledgers: K shares persisted by
-// distinct members, each verified against the recorded digest.
+// truth is an epoch's secret as recorded by recordTruths.
 func (s *sim) truth(e tq.Epoch) *tqcrypto.Secret {
-	if e == tq.LrtqEpoch && s.nx.lrtqMembers != nil {
+	sec, ok := s.truths[e]
+	if !ok {
+		s.failf("ground truth of epoch %d was never recorded", e)
+	}
+	return sec
+}
+
+// recordTruths combines the secret of every epoch Nexus committed (and
+// LRTQ's) that has none recorded yet, from the ledgers: K shares persisted
+// by distinct members, each verified against the recorded digest. It runs
+// after every step, so it sees each epoch while K+Z members hold its share,
+// before any of them can have pruned it (that takes a newer commit).
+func (s *sim) recordTruths() {
+	if s.nx.lrtqMembers != nil && s.truths[tq.LrtqEpoch] == nil {
 		var shares []tqcrypto.Share
 		var k int
 		seen := map[uint8]bool{}
-		for _, n := range s.nodes {
-			if p := n.state.Lrtq; p != nil && p.VerifyShare(p.Share) == nil && !seen[p.Share.X()] {
+		add := func(p *tq.LrtqSharePkg) {
+			if p != nil && p.VerifyShare(p.Share) == nil && !seen[p.Share.X()] {
 				seen[p.Share.X()] = true
 				shares = append(shares, p.Share)
 				k = int(p.Threshold)
 			}
 		}
-		sec, err := tqcrypto.Combine(shares, k)
-		if err != nil {
-			s.failf("ground truth lrtq: %v", err)
+		for _, n := range s.nodes {
+			add(n.state.Lrtq)
+			if ls := n.state.LrtqSetup; ls != nil {
+				for _, p := range ls.Pending {
+					add(p)
+				}
+			}
 		}
-		return sec
+		if k > 0 && len(shares) >= k {
+			sec, err := tqcrypto.Combine(shares, k)
+			if err != nil {
+				s.failf("ground truth lrtq: %v", err)
+			}
+			s.truths[tq.LrtqEpoch] = sec
+		}
 	}
-	c := s.nx.byEpoch(e)
-	if c == nil || c.config == nil {
-		s.failf("ground truth: nexus has no configuration %d", e)
+	for _, c := range s.nx.committedEpochs() {
+		if s.truths[c.epoch] != nil {
+			continue
+		}
+		if c.config == nil {
+			s.failf("ground truth: nexus has no configuration %d", c.epoch)
+		}
+		shares := s.sharesHeld(c.config)
+		if len(shares) < int(c.config.Threshold) {
+			s.failf("ground truth %d: only %d shares in the ledgers when it committed", c.epoch, len(shares))
+		}
+		sec, err := tqcrypto.Combine(shares, int(c.config.Threshold))
+		if err != nil {
+			s.failf("ground truth %d: %v (%d shares)", c.epoch, err, len(shares))
+		}
+		s.truths[c.epoch] = sec
 	}
+}
+
+// sharesHeld returns the shares of cfg's epoch that its members hold in
+// their ledgers, each verified against the digest cfg records.
+func (s *sim) sharesHeld(cfg *tq.Configuration) []tqcrypto.Share {
 	var shares []tqcrypto.Share
-	for _, m := range c.config.Members {
-		if sh, ok := s.nodes[s.index(m.ID)].state.Shares[e]; ok {
+	for _, m := range cfg.Members {
+		if sh, ok := s.nodes[s.index(m.ID)].state.Shares[cfg.Epoch]; ok {
 			if err := tqcrypto.VerifyShare(sh, m.ShareDigest); err != nil {
-				s.failf("ledger of %s holds a bad share of %d", m.ID, e)
+				s.failf("ledger of %s holds a bad share of %d", m.ID, cfg.Epoch)
 			}
 			shares = append(shares, sh)
 		}
 	}
-	sec, err := tqcrypto.Combine(shares, int(c.config.Threshold))
-	if err != nil {
-		s.failf("ground truth %d: %v (%d shares)", e, err, len(shares))
+	return shares
+}
+
+// sleptThrough reports whether node i, committing epoch e after its
+// previous latest commit prev, was a member of an epoch Nexus committed
+// in between but never committed it: it lagged, and caught up with peers
+// that had pruned everything older than their own commits.
+func (s *sim) sleptThrough(i int, prev, e tq.Epoch) bool {
+	for _, c := range s.nx.committedEpochs() {
+		if c.epoch > prev && c.epoch < e && slices.Contains(c.members, s.ids[i]) {
+			return true
+		}
 	}
-	return sec
+	return false
 }
 
 func (s *sim) checkSecret(e tq.Epoch, got *tqcrypto.Secret) {
@@ -1240,7 +1299,8 @@ func (s *sim) checkInvariants() {
 			if nc == nil || nc.state == nxAborted || nc.state == nxPreparing {
 				s.failf("%s committed epoch %d that Nexus did not commit", n.id, e)
 			}
-			if !st.Configs[e].IsMember(n.id) {
+			// Nexus's configuration: the node's own may be pruned.
+			if !slices.Contains(nc.members, n.id) {
 				s.failf("%s committed epoch %d it is not a member of", n.id, e)
 			}
 		}
@@ -1255,13 +1315,31 @@ func (s *sim) checkInvariants() {
 		if latest != nil && st.Expunged != nil && slices.Contains(latest.members, n.id) {
 			s.failf("member %s of the latest committed epoch is expunged", n.id)
 		}
-		// Aborted epochs are pruned: nothing below the latest commit
-		// that the node did not commit stays in its ledger.
+		// The ledger is pruned to what the protocol can still use: the
+		// latest commit, prepared, and nothing older (committed or
+		// aborted), and no LRTQ share once the node committed. LRTQ is
+		// retired only after Nexus committed the upgrade.
 		lc := st.LatestCommittedEpoch()
-		for e := range st.Configs {
-			if e < lc && !st.Commits[e] {
-				s.failf("%s still holds epoch %d below its commit %d", n.id, e, lc)
+		if lc != 0 {
+			if !st.Prepared(lc) {
+				s.failf("%s lost the configuration or share of its latest commit %d", n.id, lc)
 			}
+			for e := range st.Configs {
+				if e < lc {
+					s.failf("%s still holds the configuration of epoch %d below its commit %d", n.id, e, lc)
+				}
+			}
+			for e := range st.Shares {
+				if e < lc {
+					s.failf("%s still holds its share of epoch %d below its commit %d", n.id, e, lc)
+				}
+			}
+			if st.Lrtq != nil || (st.LrtqSetup != nil && len(st.LrtqSetup.Pending) > 0) {
+				s.failf("%s still holds LRTQ shares after committing epoch %d", n.id, lc)
+			}
+		}
+		if st.LrtqRetired && (lc == 0 || !s.upgradeCommitted()) {
+			s.failf("%s retired LRTQ before the upgrade committed", n.id)
 		}
 		if !n.up {
 			continue
@@ -1315,6 +1393,8 @@ func (s *sim) checkInvariants() {
 		_ = i
 	}
 	s.checkLrtq()
+	s.recordTruths()
+	s.checkCatchUp()
 	for _, c := range s.nx.configs {
 		for id := range c.committed {
 			st := &s.nodes[s.index(id)].state
@@ -1328,6 +1408,35 @@ func (s *sim) checkInvariants() {
 			}
 		}
 	}
+}
+
+// checkCatchUp: pruning never leaves a lagging member without a way to
+// catch up. Every node prunes an epoch only once it committed a newer one,
+// and answers any request about an older epoch from its latest commit
+// (whose configuration and share its ledger keeps, see above); that reply
+// leads a lagging member, one commit at a time, to the newest epoch Nexus
+// committed, whose share it then rebuilds from K members. So that epoch's
+// secret must stay recoverable from the ledgers: at least K of its members
+// hold a verified share of it, whatever the others pruned.
+func (s *sim) checkCatchUp() {
+	c := s.nx.latestCommitted()
+	if c == nil || c.config == nil {
+		return
+	}
+	if got := len(s.sharesHeld(c.config)); got < int(c.config.Threshold) {
+		s.failf("only %d members hold a share of the newest committed epoch %d (K=%d): a lagging member could not catch up",
+			got, c.epoch, c.config.Threshold)
+	}
+}
+
+// upgradeCommitted reports whether Nexus committed an LRTQ upgrade.
+func (s *sim) upgradeCommitted() bool {
+	for _, c := range s.nx.committedEpochs() {
+		if c.upgrade {
+			return true
+		}
+	}
+	return false
 }
 
 // pendingRebuild is the newest epoch above st's latest commit whose
@@ -1369,29 +1478,38 @@ func (s *sim) checkLrtqPackages(i int) {
 
 // checkLrtq: from the moment setup starts every initial member's package is
 // durable, in the member's ledger or in the initiator's, and once the
-// initiator reports the setup done every member holds its own.
+// initiator reports the setup done every member holds its own. The only
+// exception is retirement: once the upgrade committed (checkInvariants
+// makes sure of that), a ledger that committed a trust-quorum epoch drops
+// the LRTQ shares it held, the member's own package or the initiator's
+// pending ones.
 func (s *sim) checkLrtq() {
 	if s.rss == nil {
 		return
 	}
 	init := &s.nodes[s.rss.initiator].state
 	for _, i := range s.rss.members {
+		st := &s.nodes[i].state
 		_, pending := init.LrtqSetup.Pending[s.ids[i]]
-		has := s.nodes[i].state.Lrtq != nil
-		if !has && !pending {
+		has := st.Lrtq != nil
+		retired := st.LrtqRetired || init.LrtqRetired
+		if !has && !pending && !retired {
 			s.failf("the LRTQ package of %s is in no ledger", s.ids[i])
 		}
-		if s.rss.done && (!has || pending) {
-			s.failf("LRTQ setup reported done but %s has no package or it is still pending", s.ids[i])
+		if s.rss.done && pending {
+			s.failf("LRTQ setup reported done but the package of %s is still pending", s.ids[i])
+		}
+		if s.rss.done && !has && !retired {
+			s.failf("LRTQ setup reported done but %s has no package", s.ids[i])
 		}
 	}
 }
 
 // holdsPrepare reports whether node i still holds what it acknowledged for
 // epoch e: its configuration and share. The only excuse is pruning: once
-// the node commits a newer epoch without having committed e, e can never
-// commit there and is dropped from the ledger. That cannot happen while e
-// is the epoch Nexus is preparing or committing (nothing newer exists).
+// the node commits a newer epoch, e (committed there or not) is dropped
+// from the ledger. That cannot happen while e is the epoch Nexus is
+// preparing or committing (nothing newer exists).
 func (s *sim) holdsPrepare(i int, e tq.Epoch) bool {
 	st := &s.nodes[i].state
 	if st.Prepared(e) {
@@ -1400,13 +1518,13 @@ func (s *sim) holdsPrepare(i int, e tq.Epoch) bool {
 	if a := s.nx.active(); a != nil && a.epoch == e {
 		return false
 	}
-	return st.LatestCommittedEpoch() > e && !st.Commits[e]
+	return st.LatestCommittedEpoch() > e
 }
 
 // everCommittedMember reports whether id was a member of an epoch Nexus
 // committed, or held an LRTQ package.
 func (s *sim) everCommittedMember(id tq.BaseboardID) bool {
-	if s.nodes[s.index(id)].state.Lrtq != nil {
+	if st := &s.nodes[s.index(id)].state; st.Lrtq != nil || st.LrtqRetired {
 		return true
 	}
 	for _, c := range s.nx.committedEpochs() {
@@ -1508,6 +1626,11 @@ func (s *sim) liveness() error {
 			return err
 		}
 	}
+	// Before Nexus does anything more, the members that fell behind the
+	// newest commit unlock by themselves from the peers' pruned ledgers.
+	if err := run(Event{Kind: "catch_up"}); err != nil {
+		return err
+	}
 	// drain delivers everything in flight (in order) and ticks once.
 	drain := func() error {
 		for len(s.net) > 0 {
@@ -1572,6 +1695,67 @@ func (s *sim) liveness() error {
 		break
 	}
 	return run(Event{Kind: "final"})
+}
+
+// catchUpWithoutNexus is the "catch_up" event of liveness, run once every
+// node is up and connected: every member of the newest epoch Nexus
+// committed that lags behind it (its latest commit is older, or it still
+// runs LRTQ) unlocks without Nexus, as in a cold boot (design §7). It asks
+// the members of its own latest commit for shares; peers that pruned that
+// epoch long ago answer with their own latest commit, which it follows
+// (committing, or rebuilding its share from K members) until it holds a
+// share it can use. Its load must finish, never stay pending for want of
+// an answer, and give the true secret of the epoch it asked for. Its own
+// deliveries and ticks are applied directly, as in checkFinal.
+func (s *sim) catchUpWithoutNexus() {
+	c := s.nx.latestCommitted()
+	if c == nil {
+		return
+	}
+	drain := func() {
+		for len(s.net) > 0 {
+			s.apply(Event{Kind: "deliver"})
+			s.checkInvariants()
+		}
+		s.apply(Event{Kind: "tick", Delta: 1000})
+		s.checkInvariants()
+	}
+	for _, m := range c.members {
+		i := s.index(m)
+		n := s.nodes[i]
+		st := &n.state
+		e := st.LatestCommittedEpoch()
+		switch {
+		case st.Expunged != nil || e >= c.epoch:
+			continue
+		case e == 0 && st.Lrtq == nil:
+			// Never committed anything: only Nexus can bring it in.
+			continue
+		case e == 0:
+			e = tq.LrtqEpoch
+		}
+		s.stats["lagging_member_unlocked"]++
+		for try := 0; ; try++ {
+			if try == 50 {
+				s.failf("%s, behind at epoch %d, cannot unlock without Nexus (newest commit %d): %s", n.id, e, c.epoch, s.summary())
+			}
+			secret, pending, err := n.node.LoadRackSecret(n.ctx, e)
+			s.step(i)
+			if err != nil {
+				s.failf("%s, behind at epoch %d: load: %v", n.id, e, err)
+			}
+			if !pending {
+				s.checkSecret(e, secret)
+				break
+			}
+			drain()
+		}
+		if n.state.LatestCommittedEpoch() > e {
+			// It learnt of a newer commit from a peer and committed
+			// it: the path through pruned ledgers.
+			s.stats["lagging_member_caught_up"]++
+		}
+	}
 }
 
 func (s *sim) restartAborted(a *nexusConfig, run func(Event) error) error {

@@ -105,7 +105,8 @@ func TestSimulation(t *testing.T) {
 			"msg:lrtq_share", "msg:commit_advance", "msg:expunged", "msg:lrtq_learn", "msg:lrtq_learn_pkg",
 			"msg:lrtq_init", "msg:lrtq_init_ack", "lrtq_setup_crash", "lrtq_upgrade_partial", "lrtq_upgrade_below_k",
 			"connection_replaced", "stale_disconnect_dropped", "expunged_to_fresh", "threshold_varied",
-			"commit_advance_older_than_rebuild",
+			"commit_advance_older_than_rebuild", "commit_across_pruned_epochs",
+			"lagging_member_unlocked", "lagging_member_caught_up",
 		} {
 			if totals.stats[k] == 0 && *simCases >= 100 {
 				t.Errorf("no run exercised %s", k)

@@ -49,22 +49,42 @@ type ExpungedMarker struct {
 // LrtqInitMsg goes out, until that member acknowledges it; so an initiator
 // that crashes half-way resends the same packages when it comes back
 // instead of leaving the rack split between two secrets. Once Pending is
-// empty only the membership remains.
+// empty only the membership remains (a bounded record that keeps a repeated
+// InitLrtq from the rack-setup service a no-op).
 type LrtqSetup struct {
 	RackID RackID
 	// Members are all initial members, this sled included, sorted.
 	Members []BaseboardID
-	// Pending holds the packages not yet acknowledged, by member.
+	// Pending holds the packages not yet acknowledged, by member. They
+	// are dropped when the initiator commits a trust-quorum epoch: the
+	// rack no longer uses LRTQ, and they hold shares of its secret.
 	Pending map[BaseboardID]*LrtqSharePkg
 }
 
 // PersistentState is everything a node must find again after a restart. The
 // driver stores it (on every M.2) whenever NodeCtx.PersistentStateChanged
-// reports true, before sending anything or replying. Configurations and
-// shares of epochs the node never committed are dropped once it commits a
-// newer epoch, so aborted attempts do not accumulate.
+// reports true, before sending anything or replying.
+//
+// It holds only what the protocol can still use, so that its size (and the
+// cost of every persist) does not grow with the rack's history. Once the
+// node has committed epoch L, it keeps L's configuration and share (peers
+// collect shares of L to coordinate the next epoch, to load the rack
+// secret, and members of L that missed its Prepare rebuild their share from
+// them) and every configuration and share of an epoch above L (prepared,
+// or learnt committed and waiting for its share to be rebuilt). Everything
+// below L is dropped when L commits: the node answers any request about an
+// older epoch from L alone (CommitAdvance or Expunged), and the secrets of
+// older epochs travel encrypted in L's configuration. The LRTQ package,
+// and the initiator's unacknowledged setup packages, are dropped as well
+// once a trust-quorum epoch commits: from then on the node never hands out
+// or uses an LRTQ share. Commits keeps every epoch committed here (numbers
+// only, which status reports); of those only L's configuration remains.
 type PersistentState struct {
 	Lrtq *LrtqSharePkg
+	// LrtqRetired records that the node held an LRTQ package and dropped
+	// it when the rack moved to the trust quorum, so that a late upgrade
+	// request is refused as "already upgraded" rather than "no LRTQ".
+	LrtqRetired bool
 	// LrtqSetup is set only on the sled that performed LRTQ rack setup.
 	LrtqSetup *LrtqSetup
 	Configs   map[Epoch]*Configuration

@@ -1,7 +1,6 @@
 package bootstrap
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,7 +98,6 @@ func (a *Agent) load() error {
 	if res.Found {
 		nodeState, err = trustquorum.DecodeState(res.Value.State)
 		a.setPersisted(res.Value.State)
-		clear(res.Value.State)
 		if err != nil {
 			return fmt.Errorf("bootstrap: the trust-quorum ledger (generation %d, from %s) does not decode: %w",
 				res.Generation, res.Source, err)
@@ -135,22 +133,32 @@ func (a *Agent) load() error {
 
 // persist writes the state and alarms as the next generation to every
 // present M.2; it fails only when none took it.
+//
+// The encoded state is copied once, into the ledger value around it, and
+// not parsed again on the way to the disk (ledger.WriteEncoded); it is then
+// kept as the last persisted state rather than copied for that.
 func (a *Agent) persist() error {
 	dirs := a.presentDirs()
 	enc, err := trustquorum.EncodeState(a.nctx.PersistentState())
 	if err != nil {
 		return fmt.Errorf("encode trust-quorum state: %w", err)
 	}
-	defer clear(enc)
+	value, err := encodeLedgerValue(enc, a.alarms)
+	if err != nil {
+		clear(enc)
+		return fmt.Errorf("encode trust-quorum ledger: %w", err)
+	}
+	defer clear(value)
 	start := time.Now()
 	gen := a.gen + 1
-	res, err := a.ledger.Write(dirs, ledger.Record[ledgerValue]{Generation: gen, Value: ledgerValue{State: enc, Alarms: a.alarms}})
+	res, err := a.ledger.WriteEncoded(dirs, gen, value)
 	a.metrics.persistSeconds.Observe(time.Since(start).Seconds())
 	for _, f := range res.Failed {
 		a.devErr[f.Dir] = f.Err.Error()
 		a.log.Error().Err(f.Err).Str("dir", f.Dir).Uint64("generation", gen).Msg("trust-quorum ledger write failed on this M.2")
 	}
 	if err != nil {
+		clear(enc)
 		a.persistFailures++
 		a.lastPersistErr = err.Error()
 		a.metrics.persistFailures.Inc()
@@ -166,11 +174,30 @@ func (a *Agent) persist() error {
 	return nil
 }
 
-// setPersisted keeps a copy of what was stored last (for status should the
-// node stop), zeroing the copy it replaces: it holds shares.
+// encodeLedgerValue encodes what json.Marshal(ledgerValue{state, alarms})
+// would, byte for byte, without what Marshal does to a json.RawMessage:
+// validate it and copy it into its output. state is EncodeState's output,
+// compact JSON already, and the bulk of the value.
+func encodeLedgerValue(state []byte, alarms []AlarmRecord) ([]byte, error) {
+	al, err := json.Marshal(alarms)
+	if err != nil {
+		return nil, err
+	}
+	const head, mid = `{"state":`, `,"alarms":`
+	out := make([]byte, 0, len(head)+len(state)+len(mid)+len(al)+1)
+	out = append(out, head...)
+	out = append(out, state...)
+	out = append(out, mid...)
+	out = append(out, al...)
+	return append(out, '}'), nil
+}
+
+// setPersisted keeps enc, the state as stored last (for status should the
+// node stop), zeroing the one it replaces: it holds shares. enc becomes
+// the agent's; the caller must not use it again.
 func (a *Agent) setPersisted(enc []byte) {
 	clear(a.persistedEnc)
-	a.persistedEnc = bytes.Clone(enc)
+	a.persistedEnc = enc
 }
 
 // reconcile runs on the node goroutine when an M.2 arrives: a stopped node

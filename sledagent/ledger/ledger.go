@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -104,7 +105,11 @@ func (l *Ledger[T]) readOne(dir string) (rec Record[T], found bool, err error) {
 	if err != nil {
 		return rec, false, err
 	}
+	// Decoding copies what it keeps; the file's bytes (and the value's)
+	// may hold secrets and are zeroed once decoded.
+	defer clear(b)
 	var env envelope
+	defer func() { clear(env.Value) }()
 	if err := json.Unmarshal(b, &env); err != nil {
 		return rec, false, fmt.Errorf("damaged ledger %s: %w", l.name, err)
 	}
@@ -176,19 +181,30 @@ func dirErrs(ds []DirError) []error {
 // when at least one took it. Directories are not created: a device whose
 // directory is gone is reported as failed.
 func (l *Ledger[T]) Write(dirs []string, rec Record[T]) (WriteResult, error) {
+	if len(dirs) == 0 {
+		return WriteResult{}, fmt.Errorf("ledger %s: %w", l.name, ErrNoDevices)
+	}
+	value, err := json.Marshal(rec.Value)
+	if err != nil {
+		return WriteResult{}, fmt.Errorf("ledger %s: encode value: %w", l.name, err)
+	}
+	defer clear(value)
+	return l.WriteEncoded(dirs, rec.Generation, value)
+}
+
+// WriteEncoded is Write for a caller that already holds the value's JSON
+// encoding: value must be what json.Marshal makes of a T (compact, valid
+// JSON), and is stored as given, neither parsed nor copied more than once.
+// The file is the same as Write's for that value. Both zero the encoded
+// file once it is written (ledgers may hold secrets); value stays the
+// caller's.
+func (l *Ledger[T]) WriteEncoded(dirs []string, gen uint64, value []byte) (WriteResult, error) {
 	var res WriteResult
 	if len(dirs) == 0 {
 		return res, fmt.Errorf("ledger %s: %w", l.name, ErrNoDevices)
 	}
-	value, err := json.Marshal(rec.Value)
-	if err != nil {
-		return res, fmt.Errorf("ledger %s: encode value: %w", l.name, err)
-	}
-	data, err := json.Marshal(envelope{Generation: rec.Generation, Value: value, Checksum: checksum(rec.Generation, value)})
-	if err != nil {
-		return res, fmt.Errorf("ledger %s: encode: %w", l.name, err)
-	}
-	data = append(data, '\n')
+	data := encodeEnvelope(gen, value)
+	defer clear(data)
 	errs := make([]error, len(dirs))
 	var wg sync.WaitGroup
 	for i, dir := range dirs {
@@ -207,10 +223,31 @@ func (l *Ledger[T]) Write(dirs []string, rec Record[T]) (WriteResult, error) {
 		}
 	}
 	if len(res.Written) == 0 {
-		return res, fmt.Errorf("ledger %s: no device took generation %d: %w", l.name, rec.Generation,
+		return res, fmt.Errorf("ledger %s: no device took generation %d: %w", l.name, gen,
 			errors.Join(dirErrs(res.Failed)...))
 	}
 	return res, nil
+}
+
+// encodeEnvelope lays out the file: the bytes json.Marshal makes of an
+// envelope, and a newline. Appended by hand because json.Marshal would
+// re-validate and copy the value, which is already JSON (and the bulk of
+// the file), twice.
+func encodeEnvelope(gen uint64, value []byte) []byte {
+	const (
+		head = `{"generation":`
+		mid  = `,"value":`
+		tail = `,"checksum":"`
+	)
+	sum := checksum(gen, value)
+	data := make([]byte, 0, len(head)+20+len(mid)+len(value)+len(tail)+len(sum)+3)
+	data = append(data, head...)
+	data = strconv.AppendUint(data, gen, 10)
+	data = append(data, mid...)
+	data = append(data, value...)
+	data = append(data, tail...)
+	data = append(data, sum...)
+	return append(data, '"', '}', '\n')
 }
 
 // RemoveTemps deletes the leftovers of interrupted writes of this ledger in

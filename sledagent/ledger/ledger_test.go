@@ -1,6 +1,9 @@
 package ledger_test
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -248,5 +251,52 @@ func TestTornTempFileIsIgnoredAndCleaned(t *testing.T) {
 	}
 	if g, ok := onDisk(t, l, dirs[0]); !ok || g != 3 {
 		t.Fatal("RemoveTemps touched the ledger")
+	}
+}
+
+// The file format is fixed (ledgers written by older code must still read):
+// the envelope as encoding/json lays it out, and a newline. WriteEncoded,
+// given the value's JSON, writes the same file as Write.
+func TestFileFormatAndWriteEncoded(t *testing.T) {
+	t.Parallel()
+	dirs := devices(t, 2)
+	l := ledger.New[config]("test-ledger.json")
+	v := config{Name: "<x> & \"y\"", Items: []string{"a", "ü"}}
+	if _, err := l.Write(dirs[:1], ledger.Record[config]{Generation: 18446744073709551615, Value: v}); err != nil {
+		t.Fatal(err)
+	}
+	value, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(append([]byte("18446744073709551615\n"), value...))
+	want, err := json.Marshal(struct {
+		Generation uint64          `json:"generation"`
+		Value      json.RawMessage `json:"value"`
+		Checksum   string          `json:"checksum"`
+	}{18446744073709551615, value, hex.EncodeToString(sum[:])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, '\n')
+	got, err := os.ReadFile(l.Path(dirs[0]))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("Write's file:\n%s\nwant\n%s (%v)", got, want, err)
+	}
+	if _, err := l.WriteEncoded(dirs[1:], 18446744073709551615, value); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(l.Path(dirs[1])); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("WriteEncoded's file:\n%s\nwant\n%s (%v)", got, want, err)
+	}
+	if string(value) != `{"name":"\u003cx\u003e \u0026 \"y\"","items":["a","ü"]}` {
+		t.Fatalf("WriteEncoded changed the caller's value: %s", value)
+	}
+	r, err := l.Read(dirs)
+	if err != nil || !r.Found || r.Value.Name != v.Name || !slices.Equal(r.Value.Items, v.Items) || len(r.Rewritten) != 0 {
+		t.Fatalf("read: %+v %v", r, err)
+	}
+	if _, err := l.WriteEncoded(nil, 1, value); !errors.Is(err, ledger.ErrNoDevices) {
+		t.Fatalf("WriteEncoded to no device: %v", err)
 	}
 }
