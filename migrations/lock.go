@@ -339,3 +339,35 @@ func defaultHolder() string {
 	}
 	return fmt.Sprintf("%s pid %d", host, os.Getpid())
 }
+
+// dbRetry paces WaitForDatabase's attempts.
+var dbRetry = backoff.Policy{Initial: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.5}
+
+// WaitForDatabase tries to connect until the database answers or wait has
+// passed, pacing attempts on o's clock: a one-shot `nexus migrate up` may
+// start before the database does.
+func WaitForDatabase(ctx context.Context, connConfig *pgx.ConnConfig, wait time.Duration, o Options) error {
+	o.setDefaults()
+	deadline := o.Clock.Now().Add(wait)
+	retry := backoff.New(dbRetry, backoff.NewRand(o.Rand))
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		conn, err := pgx.ConnectConfig(cctx, connConfig)
+		cancel()
+		if err == nil {
+			return conn.Close(ctx)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		left := deadline.Sub(o.Clock.Now())
+		if left <= 0 {
+			return fmt.Errorf("database did not answer within %s: %w", wait, err)
+		}
+		delay := min(retry.NextBackOff(), left)
+		o.Log.Warn().Err(err).Dur("retry_in", delay).Msg("waiting for the database")
+		if err := o.Clock.Sleep(ctx, delay); err != nil {
+			return err
+		}
+	}
+}
