@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"io"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -304,5 +306,24 @@ func TestAmbiguousUploadReportsWhatItDid(t *testing.T) {
 	}
 	if g, err := ds.TufGeneration(ctx); err != nil || g != 4 {
 		t.Fatalf("generation %d, %v; want 4 (insert, prune, un-prune)", g, err)
+	}
+}
+
+// Which failed commits may have committed.
+func TestCommitOutcomeUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"ambiguous result", ambiguous, true},
+		{"connection lost mid-commit", fmt.Errorf("commit: %w", io.ErrUnexpectedEOF), true},
+		{"serialization failure", &pgconn.PgError{Code: "40001"}, false},
+		{"constraint at commit", &pgconn.PgError{Code: "23505"}, false},
+		{"commit answered with rollback", pgx.ErrTxCommitRollback, false},
+	} {
+		if got := commitOutcomeUnknown(tc.err); got != tc.want {
+			t.Errorf("%s (%v): unknown = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
 	}
 }

@@ -332,16 +332,17 @@ func (d *Datastore) runOnce(ctx context.Context, fn TxFunc, cfg txConfig) (at at
 }
 
 // commitOutcomeUnknown reports whether a failed COMMIT may nevertheless
-// have committed: CockroachDB says so with 40003; a connection that broke
-// after COMMIT was sent says nothing either way. A request that never left
-// (pgconn.SafeToRetry) did not commit.
+// have committed: CockroachDB says so with 40003; a connection that broke,
+// or a context that ended, after COMMIT was sent says nothing either way.
+// A request that never left (pgconn.SafeToRetry, which covers a context
+// already done) did not commit, and any other answer from the server is
+// definite, a COMMIT answered with ROLLBACK among them.
 func commitOutcomeUnknown(err error) bool {
 	if SQLState(err) == "40003" {
 		return true
 	}
 	var pgErr *pgconn.PgError
-	return !errors.As(err, &pgErr) && !pgconn.SafeToRetry(err) && !errors.Is(err, context.Canceled) &&
-		!errors.Is(err, context.DeadlineExceeded)
+	return !errors.As(err, &pgErr) && !pgconn.SafeToRetry(err) && !errors.Is(err, pgx.ErrTxCommitRollback)
 }
 
 // resolveTimeout bounds finding out an unknown commit's outcome, which
