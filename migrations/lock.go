@@ -113,6 +113,10 @@ type lease struct {
 	lost bool
 	stop chan struct{}
 	done chan struct{}
+	// renewing is held by a renewal, and by a transaction that checks the
+	// claim (holds): that transaction locks the claim's row, and a
+	// renewal committed under it would make it fail to serialize.
+	renewing sync.Mutex
 }
 
 // lockRetry paces attempts to take a held lock, and retries of the
@@ -211,7 +215,9 @@ func (l *lease) keepAlive(ctx context.Context, onLost func()) {
 			return
 		case <-t.C():
 		}
+		l.renewing.Lock()
 		ok, err := l.renew(ctx)
+		l.renewing.Unlock()
 		switch {
 		case err != nil:
 			// The next renewal may get through; the claim lasts three
@@ -245,6 +251,23 @@ func (l *lease) isLost() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.lost
+}
+
+// withoutRenewals runs fn, a transaction that will check the claim with
+// holds, with renewals held off; it renews the claim first, so fn has a
+// whole lease before anyone may take the claim over (and if fn outlasts
+// it, holds sees the take-over).
+func (l *lease) withoutRenewals(ctx context.Context, fn func() error) error {
+	l.renewing.Lock()
+	defer l.renewing.Unlock()
+	ok, err := l.renew(ctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("renew the migration lock: %w", err)
+	case !ok:
+		return fmt.Errorf("%w: its claim ran out and another migrator took the lock over", ErrLockLost)
+	}
+	return fn()
 }
 
 // holds checks, inside tx, that the claim is still this process's, and

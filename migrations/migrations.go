@@ -473,7 +473,7 @@ func (s *session) initFresh(ctx context.Context) error {
 		if err != nil || st.Initialised {
 			return err
 		}
-		err = s.freshOnce(ctx)
+		err = s.lease.withoutRenewals(ctx, func() error { return s.freshOnce(ctx) })
 		var unknown commitUnknownError
 		if err == nil || !(freshStates[sqlState(err)] || errors.As(err, &unknown)) {
 			return err
