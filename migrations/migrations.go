@@ -340,8 +340,8 @@ func openSession(ctx context.Context, connConfig *pgx.ConnConfig, o *Options) (*
 // it is sent in. From CockroachDB v25.1 the session default is on: each DDL
 // in an explicit transaction first commits what came before it, so the
 // fresh-schema transaction would no longer be all or nothing. Versions
-// before the setting existed (v24.1) never did that, so an unknown
-// variable (42704) is fine.
+// from before the setting (it came in v24.1, off by default) never did
+// that, so an unknown variable (42704) is fine.
 func disableAutocommitBeforeDDL(ctx context.Context, conn *pgx.Conn) error {
 	_, err := conn.Exec(ctx, "SET autocommit_before_ddl = off")
 	if sqlState(err) == "42704" {

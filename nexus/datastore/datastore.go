@@ -175,10 +175,11 @@ type txConfig struct {
 func ReadOnly(c *txConfig) { c.readOnly = true }
 
 // Idempotent declares that running the body again after an attempt that
-// did commit leaves the database as that attempt left it, and returns
-// results as true of it: the body reads what it changes and writes absolute
-// values (upserts, "set to", deletes by key), never increments. An unknown
-// commit outcome then simply runs it again.
+// did commit leaves the database as that attempt left it: the body reads
+// what it changes and writes absolute values (upserts, "set to", deletes
+// by key or age), never increments. What it returns must stay true on a
+// second run, or be a figure only logged (the call site says which). An
+// unknown commit outcome then simply runs it again.
 func Idempotent(c *txConfig) { c.idempotent = true }
 
 // AppliedIf gives the check that tells, after an unknown commit outcome,
