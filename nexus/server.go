@@ -291,7 +291,7 @@ func ensureSchema(ctx context.Context, pool *pgxpool.Pool, autoMigrate bool, log
 	}
 	if autoMigrate && (errors.Is(serr, migrations.ErrNotInitialised) || errors.Is(serr, migrations.ErrTooOld)) {
 		log.Info().Uint("from", st.Current).Uint("to", st.Latest).Msg("migrating database schema")
-		if _, err := migrations.Up(ctx, pool.Config().ConnConfig); err != nil {
+		if _, err := migrations.UpWith(ctx, pool.Config().ConnConfig, migrations.Options{Log: log}); err != nil {
 			return fmt.Errorf("nexus: auto-migrate: %w", err)
 		}
 		st, err = migrations.Check(ctx, pool)

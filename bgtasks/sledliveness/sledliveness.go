@@ -120,7 +120,22 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 			return nil
 		})
 		return err
-	})
+	}, datastore.AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
+		// Run again after it committed, the flips would find nothing to
+		// flip and the changes would go unreported. Each flip stamped
+		// time_modified with the attempt's now(), st.DatabaseTime.
+		var changed []uuid.UUID
+		for _, c := range append(append([]SledChange(nil), st.MarkedUnreachable...), st.MarkedActive...) {
+			changed = append(changed, c.ID)
+		}
+		if len(changed) == 0 {
+			return true, nil
+		}
+		var n int
+		err := tx.QueryRow(ctx, `SELECT count(*) FROM sled WHERE id = ANY($1::UUID[]) AND time_modified = $2::TIMESTAMPTZ`,
+			changed, st.DatabaseTime).Scan(&n)
+		return n == len(changed), err
+	}))
 	if err != nil {
 		return nil, err
 	}

@@ -3,8 +3,10 @@
 // Nexus's heartbeat of its tasks' statuses.
 //
 // Every statement runs through datastore.InTx, so unreachable-database
-// errors come back as datastore.ErrUnavailable (503 at the API) and
-// serialization failures are retried.
+// errors come back as datastore.ErrUnavailable (503 at the API),
+// serialization failures are retried, and a commit with an unknown outcome
+// is handled as each transaction declares (reads are ReadOnly; the writes
+// are upserts and deletes by age, Idempotent).
 package taskdb
 
 import (
@@ -38,7 +40,7 @@ func (s *Store) Enabled(ctx context.Context, name string) (bool, error) {
 			return nil
 		}
 		return err
-	})
+	}, datastore.ReadOnly)
 	if err != nil {
 		return false, fmt.Errorf("read switch of %s: %w", name, err)
 	}
@@ -61,7 +63,7 @@ func (s *Store) Switches(ctx context.Context) (map[string]bool, error) {
 			return nil
 		})
 		return err
-	})
+	}, datastore.ReadOnly)
 	if err != nil {
 		return nil, fmt.Errorf("read background-task switches: %w", err)
 	}
@@ -78,7 +80,7 @@ func (s *Store) SetEnabled(ctx context.Context, name string, enabled bool, by st
 				time_modified = excluded.time_modified, modified_by = excluded.modified_by`,
 			name, enabled, by)
 		return err
-	})
+	}, datastore.Idempotent) // an upsert of absolute values
 	if err != nil {
 		return fmt.Errorf("set switch of %s: %w", name, err)
 	}
@@ -101,7 +103,7 @@ func (s *Store) WriteHeartbeat(ctx context.Context, nexusID uuid.UUID, tasks []a
 			ON CONFLICT (nexus_id) DO UPDATE SET time_written = excluded.time_written, tasks = excluded.tasks`,
 			nexusID, b)
 		return err
-	})
+	}, datastore.Idempotent) // an upsert of absolute values
 	if err != nil {
 		return fmt.Errorf("write heartbeat: %w", err)
 	}
@@ -132,7 +134,7 @@ func (s *Store) Heartbeats(ctx context.Context, staleAfter time.Duration) ([]api
 			return nil
 		})
 		return err
-	})
+	}, datastore.ReadOnly)
 	if err != nil {
 		return nil, fmt.Errorf("read heartbeats: %w", err)
 	}
@@ -143,12 +145,15 @@ func (s *Store) Heartbeats(ctx context.Context, staleAfter time.Duration) ([]api
 // long gone) and returns how many went.
 func (s *Store) PruneHeartbeats(ctx context.Context, olderThan time.Duration) (int64, error) {
 	var n int64
+	// Deleting what is older than a cutoff converges, so Idempotent: a
+	// second run after an unknown outcome deletes what is left (and may
+	// count 0 for rows the first run took, a figure only logged).
 	err := s.ds.InTx(ctx, "bgtask_heartbeat_prune", func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM bgtask_heartbeat WHERE time_written < now() - $1::FLOAT8 * INTERVAL '1 second'`,
 			olderThan.Seconds())
 		n = tag.RowsAffected()
 		return err
-	})
+	}, datastore.Idempotent)
 	if err != nil {
 		return 0, fmt.Errorf("prune heartbeats: %w", err)
 	}

@@ -34,9 +34,13 @@ const usage = `nexus: the rackplane control-plane server.
 
 Usage:
   nexus [flags]                  run the server
-  nexus migrate up [flags]       bring the database schema to this build's version
-  nexus migrate status [flags]   show the schema version; exit 0 when current,
-                                 3 when it needs 'migrate up', 1 on any other problem
+  nexus migrate up [flags]       bring the database schema to this build's version (a one-shot
+                                 step a deployment runs before starting Nexus; concurrent
+                                 runs wait for each other)
+  nexus migrate status [flags]   show the schema version and the migration lock; exit 0 when
+                                 current, 3 when it needs 'migrate up', 1 on any other problem
+  nexus healthcheck [--url URL]  exit 0 when the Nexus at URL answers /healthz with ok
+                                 (for container health checks)
   nexus pki init --dir DIR       make the rack CA (a real deployment's; rackdev makes its own)
   nexus pki issue --ca-dir DIR --out DIR --nexus ID|--sled PART:SERIAL|--rss
                                  issue a certificate under it
@@ -83,6 +87,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == "token" {
 		return runToken(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return runHealthcheck(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "pki" {
 		return runPKI(args[1:], stdout, stderr)
@@ -214,21 +221,47 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	verb := args[0]
 	var o options
+	var mo migrations.Options
 	fs := flags("nexus migrate "+verb, &o)
 	fs.SetOutput(stderr)
+	fs.Duration(&o.DatabaseWait, "database-wait", "RACKPLANE_DATABASE_WAIT", time.Minute,
+		"how long to wait for the database to answer")
+	if verb == "up" {
+		fs.Duration(&mo.LockWait, "lock-wait", "RACKPLANE_MIGRATE_LOCK_WAIT", migrations.DefaultLockWait,
+			"how long to wait for another migrator holding the migration lock")
+		fs.Duration(&mo.Lease, "lock-lease", "RACKPLANE_MIGRATE_LOCK_LEASE", migrations.DefaultLease,
+			"how long this migrator's claim on the lock lasts unrenewed: a migrator that dies holding the lock\n"+
+				"delays the next one by at most this")
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitUsage(err, stderr)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "nexus: unexpected argument %q (see --help)\n", fs.Arg(0))
+		return 2
+	}
+	log, err := logging.New(stderr, "nexus-migrate", logging.Options{Level: o.logLevel, Format: o.logFormat})
+	if err != nil {
+		fmt.Fprintln(stderr, "nexus:", err)
+		return 2
 	}
 	cfg, err := datastore.PoolConfig(o.DatabaseURL)
 	if err != nil {
 		fmt.Fprintln(stderr, "nexus:", err)
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
+	cfg.ConnConfig.RuntimeParams["application_name"] = "rackplane-migrate"
+	// No overall deadline: waiting for the database and for the lock are
+	// bounded by their flags, and a migration cut off half-way would
+	// leave the schema dirty.
+	mo.Log = log
+	if err := migrations.WaitForDatabase(ctx, cfg.ConnConfig, o.DatabaseWait, mo); err != nil {
+		fmt.Fprintln(stderr, "nexus: migrate "+verb+":", err)
+		return 1
+	}
 	if verb == "up" {
 		before, _ := checkStatus(ctx, cfg)
-		st, err := migrations.Up(ctx, cfg.ConnConfig)
+		st, err := migrations.UpWith(ctx, cfg.ConnConfig, mo)
 		if err != nil {
 			fmt.Fprintln(stderr, "nexus: migrate up:", err)
 			return 1
@@ -242,12 +275,20 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 		return 0
 	}
-	st, err := checkStatus(ctx, cfg)
+	st, holder, err := checkStatusAndLock(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "nexus: migrate status:", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "schema version: %d (this build: %d)\n", st.Current, st.Latest)
+	switch {
+	case holder == nil:
+		fmt.Fprintln(stdout, "migration lock: free")
+	case holder.Stale:
+		fmt.Fprintf(stdout, "migration lock: stale claim by %s; the next `nexus migrate up` takes it over\n", holder)
+	default:
+		fmt.Fprintf(stdout, "migration lock: held by %s\n", holder)
+	}
 	switch serr := st.Err(); {
 	case serr == nil:
 		fmt.Fprintln(stdout, "status: up to date")
@@ -259,6 +300,20 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stdout, "status:", serr)
 		return 1
 	}
+}
+
+func checkStatusAndLock(ctx context.Context, cfg *pgxpool.Config) (migrations.Status, *migrations.LockHolder, error) {
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return migrations.Status{}, nil, err
+	}
+	defer pool.Close()
+	st, err := migrations.Check(ctx, pool)
+	if err != nil {
+		return st, nil, err
+	}
+	holder, err := migrations.LockStatus(ctx, pool)
+	return st, holder, err
 }
 
 func checkStatus(ctx context.Context, cfg *pgxpool.Config) (migrations.Status, error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,8 +83,11 @@ func TestTokenCreate(t *testing.T) {
 		t.Fatalf("token create: exit %d\n%s%s", code, out, errOut)
 	}
 	var n int
+	// The hash is computed here: CockroachDB's sha256() returns hex text,
+	// PostgreSQL's bytes.
+	hash := sha256.Sum256([]byte(tok))
 	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM operator_token
-		WHERE name = 'first-admin' AND role = 'admin' AND token_sha256 = sha256($1::BYTEA)`, []byte(tok)).Scan(&n); err != nil || n != 1 {
+		WHERE name = 'first-admin' AND role = 'admin' AND token_sha256 = $1`, hash[:]).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("stored tokens matching: %d (%v)", n, err)
 	}
 	if db.Count(t, `SELECT count(*) FROM operator_token WHERE position($1 in encode(token_sha256, 'escape')) > 0`, tok) != 0 {

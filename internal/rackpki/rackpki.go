@@ -299,8 +299,28 @@ func (ca *CA) Issue(id Identity, opts IssueOptions) (*Bundle, error) {
 	if err := id.Valid(); err != nil {
 		return nil, fmt.Errorf("rackpki: %w", err)
 	}
+	u, err := url.Parse(id.URI())
+	if err != nil {
+		return nil, fmt.Errorf("rackpki: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: id.URI()},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:        []*url.URL{u},
+	}
+	cert, err := ca.sign(tmpl, opts)
+	if err != nil {
+		return nil, fmt.Errorf("rackpki: issue %s: %w", id, err)
+	}
+	return &Bundle{Identity: id, Cert: cert, Leaf: cert.Leaf, CACert: ca.Cert}, nil
+}
+
+// sign makes a key and signs a certificate for it from tmpl, filling in
+// the serial number, the validity (never beyond the CA's), the key usage
+// and opts.Hosts.
+func (ca *CA) sign(tmpl *x509.Certificate, opts IssueOptions) (tls.Certificate, error) {
 	if ca.Key == nil {
-		return nil, errors.New("rackpki: this CA has no private key here; issue on the machine that holds it")
+		return tls.Certificate{}, errors.New("this CA has no private key here; issue on the machine that holds it")
 	}
 	if opts.Validity <= 0 {
 		opts.Validity = DefaultValidity
@@ -311,25 +331,15 @@ func (ca *CA) Issue(id Identity, opts IssueOptions) (*Bundle, error) {
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("rackpki: %w", err)
-	}
-	u, err := url.Parse(id.URI())
-	if err != nil {
-		return nil, fmt.Errorf("rackpki: %w", err)
+		return tls.Certificate{}, err
 	}
 	notAfter := now.Add(opts.Validity)
 	if notAfter.After(ca.Cert.NotAfter) {
 		notAfter = ca.Cert.NotAfter
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: randomSerial(),
-		Subject:      pkix.Name{CommonName: id.URI()},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{u},
-	}
+	tmpl.SerialNumber = randomSerial()
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), notAfter
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	for _, h := range opts.Hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
@@ -339,18 +349,13 @@ func (ca *CA) Issue(id Identity, opts IssueOptions) (*Bundle, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
-		return nil, fmt.Errorf("rackpki: issue %s: %w", id, err)
+		return tls.Certificate{}, err
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("rackpki: %w", err)
+		return tls.Certificate{}, err
 	}
-	return &Bundle{
-		Identity: id,
-		Cert:     tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf},
-		Leaf:     leaf,
-		CACert:   ca.Cert,
-	}, nil
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // IssueFiles issues a certificate for id and writes it as
@@ -362,20 +367,8 @@ func (ca *CA) IssueFiles(dir, name string, id Identity, opts IssueOptions) (*Bun
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("rackpki: %w", err)
-	}
-	if err := writeKey(filepath.Join(dir, KeyFile(name)), b.Cert.PrivateKey.(*ecdsa.PrivateKey)); err != nil {
+	if err := writeFiles(dir, CertFile(name), KeyFile(name), b.Cert, ca); err != nil {
 		return nil, err
-	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(dir, CertFile(name)), pemCert(b.Leaf.Raw), 0o644); err != nil {
-		return nil, fmt.Errorf("rackpki: %w", err)
-	}
-	caPath := filepath.Join(dir, CACertFile)
-	if _, err := os.Stat(caPath); errors.Is(err, os.ErrNotExist) {
-		if err := fsutil.WriteFileAtomic(caPath, pemCert(ca.Cert.Raw), 0o644); err != nil {
-			return nil, fmt.Errorf("rackpki: %w", err)
-		}
 	}
 	return b, nil
 }

@@ -1,10 +1,19 @@
-// Package testdb gives each test its own real PostgreSQL database.
+// Package testdb gives each test its own real database: PostgreSQL, or the
+// CockroachDB (or PostgreSQL) server RACKPLANE_TEST_DATABASE_URL names.
 //
-// One throwaway cluster (see internal/pgtemp) is started per test binary on
-// first use, a template database is brought to the current schema once, and
-// every New clones the template (a fraction of a second) and drops the clone
-// when the test ends. Set RACKPLANE_TEST_DATABASE_URL to use an existing
-// server instead (the URL's database is used to create and drop others).
+// Without the variable, one throwaway PostgreSQL cluster (see
+// internal/pgtemp) is started per test binary on first use, a template
+// database is brought to the current schema once, and every New clones the
+// template (a fraction of a second). With it, databases are made on that
+// server (the URL's database is used to create and drop others); on
+// CockroachDB, which has no template databases, every New runs the
+// migrations into a new database instead. Every database is dropped when
+// its test ends, and a failure to drop it fails the test: on a shared
+// server a leak would otherwise go unnoticed.
+//
+// Tests that depend on something only PostgreSQL has say so with
+// PostgresOnly, which skips them (with the reason) on CockroachDB runs only;
+// .ci/cockroach runs the suite on CockroachDB when a binary is at hand.
 //
 // A test binary that uses this package must have
 //
@@ -15,6 +24,7 @@ package testdb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -25,6 +35,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rackplane/rackplane/internal/pgtemp"
@@ -48,7 +59,9 @@ type server struct {
 	cluster  *pgtemp.Cluster // nil when EnvURL is used
 	adminURL string
 	admin    *pgxpool.Pool
-	template string
+	// template is the migrated database New clones; empty on CockroachDB.
+	template  string
+	cockroach bool
 }
 
 // Main runs the tests and then removes the shared cluster (or, with
@@ -81,7 +94,6 @@ func (d *DB) ConnConfig(t testing.TB) *pgx.ConnConfig {
 	return cfg
 }
 
-// New returns a fresh database with the current schema.
 // Count runs a query returning one integer (a SELECT count(*) ...), for
 // tests that assert what a request left behind.
 func (d *DB) Count(t testing.TB, query string, args ...any) int {
@@ -93,10 +105,21 @@ func (d *DB) Count(t testing.TB, query string, args ...any) int {
 	return n
 }
 
+// New returns a fresh database with the current schema.
 func New(t testing.TB) *DB {
 	t.Helper()
 	s := get(t)
 	name := "t_" + reqid.New()
+	if s.cockroach {
+		// No TEMPLATE on CockroachDB (only template0 exists, for
+		// PostgreSQL compatibility): build the schema the way a
+		// deployment does.
+		db := NewEmpty(t)
+		if _, err := migrations.Up(context.Background(), db.ConnConfig(t)); err != nil {
+			t.Fatalf("testdb: migrate %s: %v", db.Name, err)
+		}
+		return db
+	}
 	cloneMu.Lock()
 	_, err := s.admin.Exec(context.Background(),
 		fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", ident(name), ident(s.template)))
@@ -128,13 +151,83 @@ func (s *server) open(t testing.TB, name string) *DB {
 	}
 	t.Cleanup(func() {
 		pool.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := s.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)"); err != nil {
-			t.Logf("testdb: drop %s: %v", name, err)
+		if err := s.drop(name); err != nil {
+			t.Errorf("testdb: %v", err)
 		}
 	})
 	return &DB{Name: name, URL: u, Pool: pool}
+}
+
+// drop removes a database, cutting off connections a test left open
+// (PostgreSQL's FORCE; CockroachDB drops under open sessions and needs
+// CASCADE for a database that still holds tables). A failed drop is tried
+// again a few times: CockroachDB may refuse one while a schema change job
+// on the database finishes.
+func (s *server) drop(name string) error {
+	stmt := "DROP DATABASE IF EXISTS " + ident(name) + " WITH (FORCE)"
+	if s.cockroach {
+		stmt = "DROP DATABASE IF EXISTS " + ident(name) + " CASCADE"
+	}
+	var err error
+	for attempt := range 5 {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err = s.admin.Exec(ctx, stmt)
+		cancel()
+		if err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("drop database %s (it is left on the server): %w", name, err)
+}
+
+// Cockroach reports whether this run's databases are on CockroachDB.
+func Cockroach(t testing.TB) bool {
+	t.Helper()
+	return get(t).cockroach
+}
+
+// PostgresOnly marks a test that needs what only PostgreSQL has (named by
+// why): on a CockroachDB run it is skipped with that reason; on PostgreSQL
+// it runs, so it is never counted as passing without having run.
+func PostgresOnly(t testing.TB, why string) {
+	t.Helper()
+	if Cockroach(t) {
+		t.Skipf("PostgreSQL only, not run on CockroachDB: %s", why)
+	}
+}
+
+// Execer is what ForceSerializationFailure needs: a transaction.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ForceSerializationFailure makes the server fail tx's current statement
+// with a real serialization failure (SQLSTATE 40001) and returns that
+// error, on PostgreSQL (a PL/pgSQL block raising it) and CockroachDB
+// (crdb_internal.force_retry, which fails every statement of a transaction
+// younger than its argument). On CockroachDB a statement's result must
+// have reached the client first, or the server retries the transaction
+// by itself instead of reporting the failure; the version() query that
+// picks the dialect does that.
+func ForceSerializationFailure(ctx context.Context, tx Execer) error {
+	var v string
+	if err := tx.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+		return err
+	}
+	var err error
+	if strings.Contains(v, "CockroachDB") {
+		_, err = tx.Exec(ctx, "SELECT crdb_internal.force_retry('1h'::INTERVAL)")
+	} else {
+		_, err = tx.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'forced by the test' USING ERRCODE = 'serialization_failure'; END $$`)
+	}
+	if err == nil {
+		return errors.New("testdb: the server did not raise the serialization failure")
+	}
+	return err
 }
 
 func get(t testing.TB) *server {
@@ -168,6 +261,15 @@ func start() (*server, error) {
 		s.close()
 		return nil, err
 	}
+	var version string
+	if err := s.admin.QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.cockroach = strings.Contains(version, "CockroachDB"); s.cockroach {
+		s.template = ""
+		return s, nil
+	}
 	if _, err := s.admin.Exec(ctx, "CREATE DATABASE "+ident(s.template)); err != nil {
 		s.close()
 		return nil, fmt.Errorf("create template: %w", err)
@@ -186,10 +288,10 @@ func start() (*server, error) {
 
 func (s *server) close() {
 	if s.admin != nil {
-		if s.cluster == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_, _ = s.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(s.template)+" WITH (FORCE)")
-			cancel()
+		if s.cluster == nil && s.template != "" {
+			if err := s.drop(s.template); err != nil {
+				fmt.Fprintln(os.Stderr, "testdb:", err)
+			}
 		}
 		s.admin.Close()
 	}
@@ -198,12 +300,14 @@ func (s *server) close() {
 	}
 }
 
-// NewCluster starts a private cluster for a test that needs to stop and
-// restart the database under a running server, and returns it with the URL
-// of a database holding the current schema. The cluster is removed when the
-// test ends.
+// NewCluster starts a private PostgreSQL cluster for a test that needs to
+// stop and restart the database under a running server, and returns it
+// with the URL of a database holding the current schema. The cluster is
+// removed when the test ends. Such a test is PostgreSQL only: a CockroachDB
+// run skips it rather than quietly testing PostgreSQL.
 func NewCluster(t testing.TB) (*pgtemp.Cluster, string) {
 	t.Helper()
+	PostgresOnly(t, "stops and restarts a private PostgreSQL cluster under a running server")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := pgtemp.Start(ctx, pgtemp.Options{})

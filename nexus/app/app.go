@@ -214,6 +214,12 @@ func translate(err error) error {
 		return err
 	}
 	switch {
+	case errors.Is(err, datastore.ErrAmbiguous):
+		// Before ErrUnavailable: the database may have gone away while
+		// the commit was in flight, and the operator must know the change
+		// may have been made.
+		return fault.Wrap(err, fault.Unavailable, api.CodeServiceUnavailable,
+			"the database could not confirm whether the change was made; look before trying again")
 	case errors.Is(err, datastore.ErrUnavailable):
 		return fault.Wrap(err, fault.Unavailable, api.CodeServiceUnavailable, "the database is unavailable; try again shortly")
 	case errors.Is(err, datastore.ErrNotFound):

@@ -27,6 +27,9 @@ func scanToken(row pgx.Row) (model.OperatorToken, error) {
 // OperatorTokenCreate records a token by the SHA-256 of its secret.
 func (d *Datastore) OperatorTokenCreate(ctx context.Context, t model.OperatorToken, hash []byte) (model.OperatorToken, error) {
 	var out model.OperatorToken
+	if t.ID == uuid.Nil {
+		t.ID = uuid.New()
+	}
 	err := d.InTx(ctx, "operator_token_create", func(ctx context.Context, tx pgx.Tx) error {
 		var err error
 		out, err = scanToken(tx.QueryRow(ctx, `INSERT INTO operator_token
@@ -34,7 +37,11 @@ func (d *Datastore) OperatorTokenCreate(ctx context.Context, t model.OperatorTok
 			VALUES ($1, $2, $3, $4, now(), $5, $6) RETURNING `+tokenColumns,
 			t.ID, t.Name, string(t.Role), hash, t.TimeExpires, t.CreatedBy))
 		return err
-	})
+	}, AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
+		// Run again after it committed, the insert would fail on the
+		// token's unique hash: look for the row by its id instead.
+		return exists(ctx, tx, `SELECT EXISTS (SELECT 1 FROM operator_token WHERE id = $1::UUID)`, t.ID)
+	}))
 	return out, err
 }
 
@@ -53,10 +60,10 @@ func (d *Datastore) OperatorTokenByHash(ctx context.Context, hash []byte) (model
 // interval, so that authenticating every request does not write a row
 // every time.
 func (d *Datastore) OperatorTokenUsed(ctx context.Context, id uuid.UUID, interval time.Duration) error {
-	_, err := d.pool.Exec(ctx, `UPDATE operator_token SET time_last_used = now()
-		WHERE id = $1 AND (time_last_used IS NULL OR time_last_used < now() - $2::INTERVAL)`,
+	// Idempotent (it sets a time), so Exec1 may run it twice.
+	return d.Exec1(ctx, "operator_token_used", nil, `UPDATE operator_token SET time_last_used = now()
+		WHERE id = $1::UUID AND (time_last_used IS NULL OR time_last_used < now() - $2::INTERVAL)`,
 		id, fmt.Sprintf("%d milliseconds", interval.Milliseconds()))
-	return classify(err)
 }
 
 // OperatorTokenList returns up to limit tokens with ids after `after`.
@@ -82,7 +89,7 @@ func (d *Datastore) OperatorTokenRevoke(ctx context.Context, id uuid.UUID) (mode
 			return fmt.Errorf("%w: no token with id %s", ErrNotFound, id)
 		}
 		return err
-	})
+	}, Idempotent) // a revoked token keeps its first revocation time: a second run returns the same row
 	return out, err
 }
 
@@ -129,15 +136,24 @@ func AuditWritten(ctx context.Context) bool {
 }
 
 // writePendingAudit inserts ctx's pending audit entry in tx, if any is
-// still waiting; it is marked written only once tx commits.
-func writePendingAudit(ctx context.Context, tx pgx.Tx) (*pendingAudit, error) {
+// still waiting, under a new id for this attempt (returned: it tells, after
+// an unknown commit outcome, whether the attempt committed); it is marked
+// written only once tx commits.
+func writePendingAudit(ctx context.Context, tx pgx.Tx) (*pendingAudit, uuid.UUID, error) {
 	p, _ := ctx.Value(auditKey{}).(*pendingAudit)
 	if p == nil || p.written {
-		return nil, nil
+		return nil, uuid.Nil, nil
 	}
 	e := p.entry
 	e.Outcome = model.AuditOK
-	return p, insertAudit(ctx, tx, e)
+	e.ID = uuid.New()
+	return p, e.ID, insertAudit(ctx, tx, e)
+}
+
+// withoutAudit returns ctx with no pending audit entry: a transaction in
+// it neither carries nor waits for one.
+func withoutAudit(ctx context.Context) context.Context {
+	return context.WithValue(ctx, auditKey{}, (*pendingAudit)(nil))
 }
 
 func insertAudit(ctx context.Context, tx pgx.Tx, e model.AuditEntry) error {
@@ -157,10 +173,16 @@ func (d *Datastore) AuditInsert(ctx context.Context, e model.AuditEntry) error {
 	// A plain background context: the entry must not join (or wait for)
 	// the request's pending audit, and must be written even when the
 	// request's context was cancelled.
-	ctx = context.WithoutCancel(context.WithValue(ctx, auditKey{}, (*pendingAudit)(nil)))
+	ctx = context.WithoutCancel(withoutAudit(ctx))
+	if e.ID == uuid.Nil {
+		e.ID = uuid.New()
+	}
 	return d.InTx(ctx, "audit_insert", func(ctx context.Context, tx pgx.Tx) error {
 		return insertAudit(ctx, tx, e)
-	})
+	}, AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
+		// The entry's id is chosen once, before the first attempt.
+		return exists(ctx, tx, `SELECT EXISTS (SELECT 1 FROM audit_log WHERE id = $1::UUID)`, e.ID)
+	}))
 }
 
 // AuditCursor is a position in the newest-first audit listing.
@@ -174,7 +196,7 @@ func (d *Datastore) AuditList(ctx context.Context, before *AuditCursor, limit in
 	q := `SELECT ` + auditColumns + ` FROM audit_log`
 	args := []any{limit}
 	if before != nil {
-		q += ` WHERE (time, id) < ($2, $3)`
+		q += ` WHERE (time, id) < ($2::TIMESTAMPTZ, $3::UUID)`
 		args = append(args, before.TimeCreated, before.ID)
 	}
 	q += ` ORDER BY time DESC, id DESC LIMIT $1`

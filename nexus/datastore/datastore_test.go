@@ -104,9 +104,8 @@ func TestInTxGivesUpAfterMaxAttempts(t *testing.T) {
 	calls := 0
 	err := ds.InTx(context.Background(), "always_conflicts", func(ctx context.Context, tx pgx.Tx) error {
 		calls++
-		// Raise a real serialization failure from the server.
-		_, err := tx.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END $$`)
-		return err
+		// A real serialization failure from the server.
+		return testdb.ForceSerializationFailure(ctx, tx)
 	})
 	if calls != 3 || !IsRetryable(err) || SQLState(err) != "40001" {
 		t.Fatalf("after %d calls got %v; want 3 calls and a wrapped 40001", calls, err)

@@ -12,13 +12,13 @@ import (
 // NexusInstanceUpsert records that this Nexus runs and where sleds reach
 // its internal API.
 func (d *Datastore) NexusInstanceUpsert(ctx context.Context, id uuid.UUID, internalURL string) error {
-	_, err := d.pool.Exec(ctx, `
+	// An upsert of absolute values: running it twice is running it once.
+	return d.Exec1(ctx, "nexus_instance_upsert", nil, `
 		INSERT INTO nexus_instance (id, internal_url, time_started, time_modified)
 		VALUES ($1, $2, now(), now())
 		ON CONFLICT (id) DO UPDATE SET internal_url = excluded.internal_url,
 			time_started = excluded.time_started, time_modified = excluded.time_modified`,
 		id, internalURL)
-	return classify(err)
 }
 
 // WantedArtifact is one artifact sleds should hold.
@@ -95,7 +95,7 @@ func (d *Datastore) ReplicationSnapshot(ctx context.Context) (ReplicationSnapsho
 			return err
 		})
 		return tx.SendBatch(ctx, b).Close()
-	})
+	}, ReadOnly)
 	return snap, err
 }
 
@@ -106,9 +106,9 @@ func (d *Datastore) NexusArtifactCopiesDrop(ctx context.Context, nexusID uuid.UU
 	if len(hashes) == 0 {
 		return nil
 	}
-	_, err := d.pool.Exec(ctx, `DELETE FROM nexus_artifact_copy WHERE nexus_id = $1 AND sha256 = ANY($2)`,
-		nexusID, hashes)
-	return classify(err)
+	// A delete by key: a second run deletes nothing more.
+	return d.Exec1(ctx, "nexus_artifact_copies_drop", nil,
+		`DELETE FROM nexus_artifact_copy WHERE nexus_id = $1 AND sha256 = ANY($2::TEXT[])`, nexusID, hashes)
 }
 
 // RepoStateChange is a repo whose state the replication task changed.
@@ -124,25 +124,32 @@ type RepoStateChange struct {
 func (d *Datastore) TufRepoStatesFromHolders(ctx context.Context, unheld []string) ([]RepoStateChange, error) {
 	if len(unheld) == 0 {
 		// Everything has a holder (the usual case, on every run): the
-		// only possible change is degraded repos recovering.
-		rows, err := d.pool.Query(ctx, `UPDATE tuf_repo SET state = 'active', state_reason = ''
+		// only possible change is degraded repos recovering, one
+		// statement. If its outcome is unknown and it runs again, a
+		// second run finds nothing degraded and reports no change, so
+		// this run may under-report the recoveries it made (the log line
+		// of a change; the states themselves are right).
+		var changes []RepoStateChange
+		err := d.Exec1(ctx, "tuf_repo_states_recover", func(rows pgx.Rows) error {
+			var err error
+			changes, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (RepoStateChange, error) {
+				c := RepoStateChange{State: "active"}
+				return c, r.Scan(&c.SystemVersion)
+			})
+			return err
+		}, `UPDATE tuf_repo SET state = 'active', state_reason = ''
 			WHERE time_pruned IS NULL AND state = 'degraded' RETURNING system_version`)
-		if err != nil {
-			return nil, classify(err)
-		}
-		changes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RepoStateChange, error) {
-			c := RepoStateChange{State: "active"}
-			return c, r.Scan(&c.SystemVersion)
-		})
-		return changes, classify(err)
+		return changes, err
 	}
 	var changes []RepoStateChange
+	var ids []uuid.UUID
+	var states, reasons []string
 	err := d.InTx(ctx, "tuf_repo_states", func(ctx context.Context, tx pgx.Tx) error {
-		changes = nil
+		changes, ids, states, reasons = nil, nil, nil, nil
 		rows, err := tx.Query(ctx, `
 			SELECT r.id, r.system_version, r.state::TEXT,
 				coalesce(array_agg(a.name || ' ' || a.version || ' (' || substr(a.sha256, 1, 12) || ')'
-					ORDER BY a.name) FILTER (WHERE a.sha256 = ANY($1)), '{}')
+					ORDER BY a.name) FILTER (WHERE a.sha256 = ANY($1::TEXT[])), '{}')
 			FROM tuf_repo r
 			JOIN tuf_repo_artifact ra ON ra.repo_id = r.id
 			JOIN tuf_artifact a ON a.id = ra.artifact_id
@@ -164,8 +171,6 @@ func (d *Datastore) TufRepoStatesFromHolders(ctx context.Context, unheld []strin
 		if err != nil {
 			return err
 		}
-		var ids []uuid.UUID
-		var states, reasons []string
 		for _, r := range all {
 			want, reason := "active", ""
 			if len(r.missing) > 0 {
@@ -190,6 +195,19 @@ func (d *Datastore) TufRepoStatesFromHolders(ctx context.Context, unheld []strin
 			WHERE tuf_repo.id = u.id AND (tuf_repo.state::TEXT <> u.state OR tuf_repo.state_reason <> u.reason)`,
 			ids, states, reasons)
 		return err
-	})
+	}, AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
+		// Applied when every repo the attempt set holds what it set; a
+		// second run would find nothing to change and lose the list of
+		// changes.
+		if len(ids) == 0 {
+			return true, nil
+		}
+		var n int
+		err := tx.QueryRow(ctx, `SELECT count(*) FROM tuf_repo r
+			JOIN (SELECT unnest($1::UUID[]) AS id, unnest($2::TEXT[]) AS state, unnest($3::TEXT[]) AS reason) AS u
+				ON r.id = u.id
+			WHERE r.state::TEXT = u.state AND r.state_reason = u.reason`, ids, states, reasons).Scan(&n)
+		return n == len(ids), err
+	}))
 	return changes, err
 }

@@ -26,8 +26,7 @@ func TestInTxWaitsJitteredDelaysUnderTheCeiling(t *testing.T) {
 		ds := New(db.Pool, zerolog.Nop(), Options{Retry: policy, Rand: rand.New(rand.NewPCG(uint64(i), 9)),
 			Sleep: func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }})
 		err := ds.InTx(context.Background(), "always_conflicts", func(ctx context.Context, tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END $$`)
-			return err
+			return testdb.ForceSerializationFailure(ctx, tx)
 		})
 		if SQLState(err) != "40001" || len(waits) != policy.MaxAttempts-1 {
 			t.Fatalf("got %v after %d waits; want a 40001 after %d", err, len(waits), policy.MaxAttempts-1)

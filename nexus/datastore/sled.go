@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -153,7 +154,7 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg model.Sled
 			UPDATE sled SET
 				part_number = $2, serial_number = $3, sled_agent_address = $4, repo_depot_port = $5,
 				time_last_seen = now(),
-				time_modified = CASE WHEN $6 THEN now() ELSE time_modified END,
+				time_modified = CASE WHEN $6::BOOL THEN now() ELSE time_modified END,
 				state = CASE WHEN state = 'unreachable' THEN 'active' ELSE state END,
 				artifact_generation = COALESCE($7::INT8, artifact_generation),
 				m2_devices = COALESCE($8::JSONB, m2_devices),
@@ -163,7 +164,18 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg model.Sled
 			id, reg.Baseboard.Part, reg.Baseboard.Serial, reg.SledAgentAddress, reg.RepoDepotPort, res.Changed,
 			gen, m2s, reg.ArtifactsComplete))
 		return err
-	})
+	}, AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
+		// Every attempt stamps time_last_seen with its own transaction's
+		// now(): the row carries this attempt's stamp only if it committed.
+		// (A later registration may have stamped it since; the body then
+		// runs again, harmlessly, against that state.)
+		var seen time.Time
+		err := tx.QueryRow(ctx, `SELECT time_last_seen FROM sled WHERE id = $1::UUID`, id).Scan(&seen)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, nil
+		}
+		return err == nil && seen.Equal(res.Sled.TimeLastSeen), err
+	}))
 	return res, err
 }
 

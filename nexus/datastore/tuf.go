@@ -61,7 +61,15 @@ func (d *Datastore) TrustRootCreate(ctx context.Context, t model.TrustRoot) (mod
 			(id, time_created, sha256, root_version, expires, root_json) VALUES ($1, now(), $2, $3, $4, $5)
 			RETURNING `+trustRootColumns, t.ID, t.SHA256, t.Version, t.Expires, string(t.JSON)))
 		return err
-	})
+	}, AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
+		// An attempt that found the root wrote nothing; one that inserted
+		// it committed if its row (the id is the caller's) is there. A
+		// second run would report created false.
+		if !created {
+			return true, nil
+		}
+		return exists(ctx, tx, `SELECT EXISTS (SELECT 1 FROM tuf_trust_root WHERE id = $1::UUID)`, out.ID)
+	}))
 	return out, created, err
 }
 
@@ -117,7 +125,12 @@ func (d *Datastore) TrustRootDelete(ctx context.Context, id uuid.UUID) error {
 			return fmt.Errorf("%w: no trust root with id %s", ErrNotFound, id)
 		}
 		return nil
-	})
+	}, AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
+		// The attempt found the root live and deleted it; run again, it
+		// would say "not found".
+		return exists(ctx, tx, `SELECT EXISTS (SELECT 1 FROM tuf_trust_root
+			WHERE id = $1::UUID AND time_deleted IS NOT NULL)`, id)
+	}))
 }
 
 // TufVersions are metadata versions: a repo's, or a lineage's floors.
@@ -200,10 +213,17 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 	var res model.UploadResult
 	err := d.InTx(ctx, "tuf_repo_insert", func(ctx context.Context, tx pgx.Tx) error {
 		res = model.UploadResult{}
+		// Every upload may change the generation: take its row first, so
+		// that concurrent uploads queue here instead of all doing their
+		// work and then failing on it.
+		generation, err := lockGeneration(ctx, tx)
+		if err != nil {
+			return err
+		}
 		existing, err := scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.sha256 = $1`, in.SHA256))
 		switch {
 		case err == nil:
-			return reupload(ctx, tx, in, existing, &res)
+			return reupload(ctx, tx, in, existing, generation, &res)
 		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
@@ -246,9 +266,7 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 			return err
 		}
 		res.Status = model.UploadInserted
-		if res.Generation, err = readGeneration(ctx, tx); err != nil {
-			return err
-		}
+		res.Generation = generation
 		if newToSleds > 0 {
 			if res.Generation, err = bumpGeneration(ctx, tx, res.Generation); err != nil {
 				return err
@@ -257,18 +275,34 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 		}
 		res.Repo, err = scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.id = $1`, repoID))
 		return err
-	})
+	}, AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
+		// Run again after it committed, an insert would find the archive
+		// and report a re-upload, and a re-upload would not report its
+		// generation bump.
+		if res.Status == model.UploadInserted {
+			return exists(ctx, tx, `SELECT EXISTS (SELECT 1 FROM tuf_repo WHERE id = $1::UUID)`, res.Repo.ID)
+		}
+		// A re-upload un-pruned the repo (when it was pruned) and recorded
+		// this Nexus's copies; with both in place its result holds.
+		var n int
+		err := tx.QueryRow(ctx, `SELECT count(*) FROM nexus_artifact_copy WHERE nexus_id = $1::UUID
+			AND sha256 = ANY($2::TEXT[])`, in.NexusID, distinctHashes(in.Artifacts)).Scan(&n)
+		if err != nil || n < len(distinctHashes(in.Artifacts)) {
+			return false, err
+		}
+		return exists(ctx, tx, `SELECT EXISTS (SELECT 1 FROM tuf_repo WHERE id = $1::UUID AND time_pruned IS NULL)`,
+			res.Repo.ID)
+	}))
 	return res, err
 }
 
 // reupload handles an archive already recorded: it is un-pruned if it was
 // pruned, and this Nexus's copies are recorded again.
-func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing model.TufRepo, res *model.UploadResult) error {
+func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing model.TufRepo, generation int64,
+	res *model.UploadResult) error {
 	res.Status = model.UploadAlreadyExists
+	res.Generation = generation
 	var err error
-	if res.Generation, err = readGeneration(ctx, tx); err != nil {
-		return err
-	}
 	if existing.TimePruned != nil {
 		hashes, err := repoHashes(ctx, tx, existing.ID)
 		if err != nil {
@@ -458,20 +492,30 @@ func countNotWanted(ctx context.Context, tx pgx.Tx, hashes []string, except uuid
 	err := tx.QueryRow(ctx, `SELECT count(DISTINCT a.sha256) FROM tuf_artifact a
 		JOIN tuf_repo_artifact ra ON ra.artifact_id = a.id
 		JOIN tuf_repo r ON r.id = ra.repo_id
-		WHERE r.time_pruned IS NULL AND r.id <> $2 AND a.sha256 = ANY($1)`, hashes, except).Scan(&wanted)
+		WHERE r.time_pruned IS NULL AND r.id <> $2::UUID AND a.sha256 = ANY($1::TEXT[])`, hashes, except).Scan(&wanted)
 	return len(hashes) - wanted, err
 }
 
 func recordCopies(ctx context.Context, tx pgx.Tx, nexusID uuid.UUID, hashes []string) error {
+	// $1 is typed: CockroachDB infers no type for a placeholder that is a
+	// bare select-list item.
 	_, err := tx.Exec(ctx, `INSERT INTO nexus_artifact_copy (nexus_id, sha256, time_created)
-		SELECT $1, h, now() FROM unnest($2::TEXT[]) AS h
+		SELECT $1::UUID, h, now() FROM unnest($2::TEXT[]) AS h
 		ON CONFLICT (nexus_id, sha256) DO NOTHING`, nexusID, hashes)
 	return err
 }
 
-func readGeneration(ctx context.Context, tx pgx.Tx) (int64, error) {
+// lockGeneration reads the generation and locks its row until the
+// transaction ends. Every writer of the wanted set reads, then
+// compares-and-swaps, this one row; without the lock concurrent writers
+// all proceed and all but one fail at the end (a serialization failure on
+// PostgreSQL, a retry error at commit on CockroachDB) and redo their work.
+// With it the second waits for the first and, on CockroachDB, reads its
+// result without a retry. Taken first in each writer, so that they all lock
+// in one order.
+func lockGeneration(ctx context.Context, tx pgx.Tx) (int64, error) {
 	var g int64
-	err := tx.QueryRow(ctx, `SELECT generation FROM tuf_generation WHERE singleton`).Scan(&g)
+	err := tx.QueryRow(ctx, `SELECT generation FROM tuf_generation WHERE singleton FOR UPDATE`).Scan(&g)
 	return g, err
 }
 
@@ -539,10 +583,10 @@ func ParseRepoCursor(s string) (RepoCursor, error) {
 // TufRepoList returns up to limit repos, newest first, after the cursor
 // (nil for the first page). Pruned repos are included only when asked.
 func (d *Datastore) TufRepoList(ctx context.Context, includePruned bool, after *RepoCursor, limit int) ([]model.TufRepo, error) {
-	q := `SELECT ` + repoColumns + ` FROM tuf_repo r WHERE ($1 OR r.time_pruned IS NULL)`
+	q := `SELECT ` + repoColumns + ` FROM tuf_repo r WHERE ($1::BOOL OR r.time_pruned IS NULL)`
 	args := []any{includePruned, limit}
 	if after != nil {
-		q += ` AND (r.time_created, r.id) < ($3, $4)`
+		q += ` AND (r.time_created, r.id) < ($3::TIMESTAMPTZ, $4::UUID)`
 		args = append(args, after.TimeCreated, after.ID)
 	}
 	q += ` ORDER BY r.time_created DESC, r.id DESC LIMIT $2`
@@ -591,15 +635,16 @@ func (d *Datastore) TufRepoPrune(ctx context.Context, systemVersion, by string, 
 	var out model.PruneResult
 	err := d.InTx(ctx, "tuf_repo_prune", func(ctx context.Context, tx pgx.Tx) error {
 		out = model.PruneResult{}
+		var err error
+		if out.Generation, err = lockGeneration(ctx, tx); err != nil {
+			return err
+		}
 		repo, err := scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.system_version = $1`,
 			systemVersion))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("%w: no repo with system version %q", ErrNotFound, systemVersion)
 		}
 		if err != nil {
-			return err
-		}
-		if out.Generation, err = readGeneration(ctx, tx); err != nil {
 			return err
 		}
 		if expect != nil && *expect != out.Generation {
@@ -628,7 +673,15 @@ func (d *Datastore) TufRepoPrune(ctx context.Context, systemVersion, by string, 
 		}
 		out.Repo, err = scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.id = $1`, repo.ID))
 		return err
-	})
+	}, AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
+		// Run again after it committed, a prune would report "already
+		// pruned" and lose its generation bump.
+		if out.AlreadyPruned {
+			return true, nil
+		}
+		return exists(ctx, tx, `SELECT EXISTS (SELECT 1 FROM tuf_repo WHERE id = $1::UUID AND time_pruned IS NOT NULL)`,
+			out.Repo.ID)
+	}))
 	return out, err
 }
 
@@ -645,7 +698,7 @@ func (d *Datastore) TufRepoSetKept(ctx context.Context, systemVersion string, ke
 		}
 		r, err = scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.system_version = $1`, systemVersion))
 		return err
-	})
+	}, Idempotent) // it sets an absolute value
 	return r, err
 }
 
@@ -711,7 +764,7 @@ func (d *Datastore) TufArtifactLabels(ctx context.Context, hashes []string) (map
 		FROM tuf_artifact a
 		LEFT JOIN tuf_repo_artifact ra ON ra.artifact_id = a.id
 		LEFT JOIN tuf_repo r ON r.id = ra.repo_id
-		WHERE a.sha256 = ANY($1)
+		WHERE a.sha256 = ANY($1::TEXT[])
 		GROUP BY a.sha256`, hashes)
 	if err != nil {
 		return nil, classify(err)
@@ -737,7 +790,7 @@ func (d *Datastore) TufRepoHashes(ctx context.Context, repoIDs []uuid.UUID) (map
 		return out, nil
 	}
 	rows, err := d.pool.Query(ctx, `SELECT DISTINCT ra.repo_id, a.sha256 FROM tuf_repo_artifact ra
-		JOIN tuf_artifact a ON a.id = ra.artifact_id WHERE ra.repo_id = ANY($1) ORDER BY ra.repo_id, a.sha256`, repoIDs)
+		JOIN tuf_artifact a ON a.id = ra.artifact_id WHERE ra.repo_id = ANY($1::UUID[]) ORDER BY ra.repo_id, a.sha256`, repoIDs)
 	if err != nil {
 		return nil, classify(err)
 	}
