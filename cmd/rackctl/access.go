@@ -35,7 +35,7 @@ func defaultTokenFile() string {
 // readTokenFile reads a token file. A missing file at the default path is
 // no token; one named by --token-file or $RACKPLANE_TOKEN_FILE must exist.
 // A file others can read is used, with a warning.
-func readTokenFile(path string, warn io.Writer) (string, error) {
+func readTokenFile(path string, warnTo io.Writer, asJSON bool) (string, error) {
 	if path == "" {
 		return "", nil
 	}
@@ -44,14 +44,14 @@ func readTokenFile(path string, warn io.Writer) (string, error) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("--token-file: %w", err)
+		return "", fileProblem("--token-file", path, err)
 	}
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		fmt.Fprintf(warn, "rackctl: warning: %s can be read by other users (mode %o); chmod 600 it\n", path, fi.Mode().Perm())
+		warn(warnTo, asJSON, fmt.Sprintf("%s can be read by other users (mode %o); chmod 600 it", path, fi.Mode().Perm()))
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return "", fmt.Errorf("--token-file %s is empty", path)
+		return "", usageError(fmt.Sprintf("--token-file %s is empty; %s", path, noTokenHint))
 	}
 	return tok, nil
 }

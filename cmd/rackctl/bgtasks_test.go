@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func TestBgtasksCommands(t *testing.T) {
 	}
 	wait(2)
 	code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "bgtasks", "show", "sled_liveness")
-	if code != 0 || !strings.Contains(out, "description:") || !strings.Contains(out, "threshold_seconds") ||
+	if code != 0 || !strings.Contains(out, "description:") || !regexp.MustCompile(`\n  threshold +1m30s\n`).MatchString(out) || strings.Contains(out, "{") ||
 		!strings.Contains(out, "explicit (api:rackctl-") || !strings.Contains(out, "startup") {
 		t.Fatalf("show: exit %d\n%s%s", code, out, errOut)
 	}

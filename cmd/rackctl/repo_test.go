@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -49,8 +51,11 @@ func TestRepoAndTrustRootCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "system version 1.0.0 uploaded: 3 artifacts, 3.0 MiB") {
 		t.Fatalf("upload: exit %d %q %q", code, out, errOut)
 	}
-	// The progress line reached the end, with a rate.
-	if !strings.Contains(errOut, "100.0%") || !strings.Contains(errOut, "/s ETA") {
+	// Not a terminal: plain progress lines, each phase with its elapsed
+	// time, and no bar redrawn with \r.
+	if !strings.Contains(errOut, "upload: sending 3.0 MiB\n") || !strings.Contains(errOut, "upload: 50% sent (1.5 MiB of 3.0 MiB), ") ||
+		!regexp.MustCompile(`upload: all 3.0 MiB sent in \d+m?s; Nexus is verifying the release\n`).MatchString(errOut) ||
+		!regexp.MustCompile(`upload: done in \d+m?s\n$`).MatchString(errOut) || strings.Contains(errOut, "\r") {
 		t.Fatalf("progress: %q", errOut)
 	}
 	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "upload", zip)
@@ -83,7 +88,16 @@ func TestRepoAndTrustRootCommands(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &roots) != nil || len(roots) != 1 {
 		t.Fatalf("trust-root list: exit %d %q", code, out)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "trust-root", "delete", roots[0].ID.String())
+	// The last root goes only with --force: without one, no upload can
+	// be verified.
+	code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "trust-root", "delete", roots[0].ID.String())
+	if code != 1 || !strings.Contains(errOut, "is the last one") || !strings.Contains(errOut, "--force") {
+		t.Fatalf("trust-root delete of the last root: exit %d %q %q", code, out, errOut)
+	}
+	if got, err := nx.Client.TrustRootList(context.Background()); err != nil || len(got) != 1 {
+		t.Fatalf("after a refused delete: %d roots, %v", len(got), err)
+	}
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "trust-root", "delete", "--force", roots[0].ID.String())
 	if code != 0 || !strings.Contains(out, "deleted") {
 		t.Fatalf("trust-root delete: exit %d %q", code, out)
 	}
