@@ -395,6 +395,7 @@ func unknownCommand(c *cobra.Command, name string) error {
 // to do.
 func flagError(c *cobra.Command, err error) error {
 	path := c.CommandPath()
+	name := strings.TrimPrefix(path, "rackctl ")
 	var notExist *pflag.NotExistError
 	var needs *pflag.ValueRequiredError
 	var invalid *pflag.InvalidValueError
@@ -403,11 +404,11 @@ func flagError(c *cobra.Command, err error) error {
 		if short := notExist.GetSpecifiedShortnames(); len(short) > 1 {
 			return usageError(fmt.Sprintf("-%s is not a flag: long flags take two dashes (--%s)", short, short))
 		}
-		name := notExist.GetSpecifiedName()
-		if len(name) == 1 {
-			return usageError(fmt.Sprintf("%s has no flag -%s (see %s --help)", path, name, path))
+		flag := "--" + notExist.GetSpecifiedName()
+		if len(flag) == 3 {
+			flag = flag[1:]
 		}
-		return usageError(fmt.Sprintf("%s has no flag --%s (see %s --help)", path, name, path))
+		return usageError(fmt.Sprintf("%s has no flag %s (see %s --help)", name, flag, path))
 	case errors.As(err, &needs):
 		return usageError(fmt.Sprintf("--%s needs a value (see %s --help)", needs.GetFlag().Name, path))
 	case errors.As(err, &invalid):

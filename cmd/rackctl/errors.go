@@ -64,7 +64,9 @@ type report struct {
 // print writes r as one line, or as {"error": r} under --json.
 func (r report) print(w io.Writer, asJSON bool) {
 	if asJSON {
-		_ = json.NewEncoder(w).Encode(struct {
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(struct {
 			Error report `json:"error"`
 		}{r})
 		return
@@ -107,7 +109,7 @@ func describeAPI(ctx context.Context, e *api.Error, g *globals) report {
 	switch {
 	case e.StatusCode == 400 && strings.Contains(e.Message, "HTTP request to an HTTPS server"):
 		// Go's TLS servers answer a plain-HTTP request so.
-		return plainReport(probeReport(ctx, g, fmt.Sprintf("%s serves HTTPS, not HTTP: use --nexus %s", hostPort(g.nexusURL),
+		return plainReport(probeReport(ctx, g, "wrong_scheme", fmt.Sprintf("%s serves HTTPS, not HTTP: use --nexus %s", hostPort(g.nexusURL),
 			withScheme(g.nexusURL, "https"))))
 	case strings.HasPrefix(e.ErrorCode, "http_"):
 		// Not one of Nexus's error bodies: something else answers there.
@@ -116,7 +118,7 @@ func describeAPI(ctx context.Context, e *api.Error, g *globals) report {
 	case e.StatusCode == 401:
 		r.Message = fmt.Sprintf("Nexus refused the token from %s: %s", g.tokenSource, e.Message)
 	case e.StatusCode == 403 && e.ErrorCode == api.CodeForbidden:
-		r.Message = fmt.Sprintf("%s (the token came from %s; pass an admin token with --token or --token-file)", e.Message, g.tokenSource)
+		r.Message = fmt.Sprintf("%s; pass an admin token (this one came from %s)", e.Message, g.tokenSource)
 	}
 	return r
 }
@@ -147,14 +149,14 @@ func describeTransport(ctx context.Context, err error, g *globals) report {
 	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
 		return plainReport("wrong_scheme", fmt.Sprintf("%s serves plain HTTP, not HTTPS: use --nexus %s", hostport, withScheme(base, "http")))
 	case errors.As(err, &verifyErr):
-		return plainReport(probeReport(ctx, g, untrusted(verifyErr, hostport)))
+		return plainReport(probeReport(ctx, g, "untrusted_certificate", untrusted(verifyErr, hostport)))
 	case errors.As(err, &recordErr), strings.Contains(msg, "malformed HTTP response"):
-		return plainReport(probeReport(ctx, g, fmt.Sprintf("%s does not speak %s; check the scheme of --nexus", hostport,
+		return plainReport(probeReport(ctx, g, "wrong_scheme", fmt.Sprintf("%s does not speak %s; check the scheme of --nexus", hostport,
 			strings.ToUpper(schemeOf(base)))))
 	case errors.As(err, &alert), strings.Contains(msg, "tls: "):
-		return plainReport(probeReport(ctx, g, fmt.Sprintf("%s refused the TLS handshake; it is not Nexus's external API", hostport)))
+		return plainReport(probeReport(ctx, g, "tls_refused", fmt.Sprintf("%s refused the TLS handshake; it is not Nexus's external API", hostport)))
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return plainReport(probeReport(ctx, g, fmt.Sprintf("%s closed the connection before answering (is --nexus Nexus's external API, "+
+		return plainReport(probeReport(ctx, g, "connection_closed", fmt.Sprintf("%s closed the connection before answering (is --nexus Nexus's external API, "+
 			"and is it up?)", hostport)))
 	case errors.As(err, &syntaxErr), errors.As(err, &typeErr):
 		return plainReport("wrong_server", fmt.Sprintf("the server at %s answered with something other than Nexus's JSON; "+
@@ -187,14 +189,14 @@ func untrusted(e *tls.CertificateVerificationError, hostport string) string {
 // may point rackctl at by mistake; otherwise it returns the fallback
 // sentence. It looks at the server's certificate and whether the server
 // asks for one, and sends nothing.
-func probeReport(ctx context.Context, g *globals, fallback string) (code, msg string) {
+func probeReport(ctx context.Context, g *globals, code, fallback string) (string, string) {
 	hostport := hostPort(g.nexusURL)
 	p := probeTLS(ctx, hostport, min(g.timeout, 3*time.Second))
 	if !p.mutualTLS {
 		if p.tls && strings.HasPrefix(g.nexusURL, "http://") {
 			return "wrong_scheme", fmt.Sprintf("%s serves HTTPS, not HTTP: use --nexus %s", hostport, withScheme(g.nexusURL, "https"))
 		}
-		return "connection_failed", fallback
+		return code, fallback
 	}
 	what := "a rack-internal listener (mutual TLS, for rack components)"
 	for _, id := range p.identities {

@@ -12,6 +12,7 @@ import (
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
 
@@ -37,7 +38,9 @@ func facts(w io.Writer, rows [][2]string) error {
 // warn writes a warning to stderr: a line, or {"warning": ...} under --json.
 func warn(w io.Writer, asJSON bool, msg string) {
 	if asJSON {
-		_ = json.NewEncoder(w).Encode(map[string]map[string]string{"warning": {"message": msg}})
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(map[string]map[string]string{"warning": {"message": msg}})
 		return
 	}
 	fmt.Fprintln(w, "rackctl: warning: "+msg)

@@ -60,7 +60,11 @@ const expiringWithin = 30 * 24 * time.Hour
 // expiryText says when a TUF expiry passes: "expired 3d04h ago",
 // "expires in 12d03h".
 func expiryText(t, now time.Time) string {
-	if d := t.Sub(now); d > 0 {
+	const year = 365 * 24 * time.Hour
+	switch d := t.Sub(now); {
+	case d > 2*year:
+		return fmt.Sprintf("expires in %d years", d/year)
+	case d > 0:
 		return "expires in " + humanize.Duration(d)
 	}
 	return "expired " + humanize.Duration(now.Sub(t)) + " ago"

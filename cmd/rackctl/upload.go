@@ -44,9 +44,9 @@ func repoUpload(ctx context.Context, e *env, args []string, opt uploadOptions) e
 		return err
 	}
 	if !e.json {
-		verb := "uploaded"
-		if res.Status == api.UploadAlreadyExists {
-			verb = "was already uploaded"
+		verb := map[string]string{api.UploadInserted: "uploaded", api.UploadAlreadyExists: "was already uploaded"}[res.Status]
+		if verb == "" {
+			verb = strings.ReplaceAll(res.Status, "_", " ")
 		}
 		fmt.Fprintf(e.out, "system version %s %s: %d artifacts, %s, generation %d\n", res.Repo.SystemVersion, verb,
 			res.Repo.ArtifactCount, humanize.Bytes(res.Repo.TotalBytes), res.Generation)
