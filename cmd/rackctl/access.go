@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -123,6 +124,13 @@ func tokenList(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Oldest first, as they were made (the API lists them by id).
+	sort.SliceStable(toks, func(i, j int) bool {
+		if !toks[i].TimeCreated.Equal(toks[j].TimeCreated) {
+			return toks[i].TimeCreated.Before(toks[j].TimeCreated)
+		}
+		return toks[i].Name < toks[j].Name
+	})
 	if e.json {
 		return printJSON(e.out, toks)
 	}

@@ -100,7 +100,7 @@ func bgtasksList(ctx context.Context, e *env, args []string, all bool) error {
 	}
 	var rows [][]string
 	for _, hb := range list.Instances {
-		age := fmt.Sprintf("%s ago", (time.Duration(hb.AgeSeconds) * time.Second).String())
+		age := humanize.Duration(time.Duration(hb.AgeSeconds*float64(time.Second))) + " ago"
 		if hb.Stale {
 			age += " STALE"
 		}

@@ -90,6 +90,7 @@ func golden(t *testing.T, name, got string) {
 type masker struct {
 	literal [][2]string
 	regexps []maskRegexp
+	funcs   []func(string) string
 }
 
 type maskRegexp struct {
@@ -119,6 +120,9 @@ func (m *masker) apply(s string) string {
 	}
 	for _, r := range m.regexps {
 		s = r.re.ReplaceAllString(s, r.with)
+	}
+	for _, f := range m.funcs {
+		s = f(s)
 	}
 	return s
 }

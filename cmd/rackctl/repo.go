@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -251,6 +252,17 @@ func repoArtifacts(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// By name and version, as people look for them (the API lists them by id).
+	sort.SliceStable(arts, func(i, j int) bool {
+		a, b := arts[i], arts[j]
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		if a.Version != b.Version {
+			return a.Version < b.Version
+		}
+		return a.Kind < b.Kind
+	})
 	if len(args) == 1 {
 		// The version must exist: an empty list would hide a typo.
 		if _, err := e.nexus.RepoGet(ctx, args[0]); err != nil {

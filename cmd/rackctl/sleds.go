@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,8 @@ func sledsList(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Operators know sleds by serial; the API lists them by id.
+	sort.SliceStable(sleds, func(i, j int) bool { return sleds[i].Baseboard.Serial < sleds[j].Baseboard.Serial })
 	if e.json {
 		return printJSON(e.out, sleds)
 	}

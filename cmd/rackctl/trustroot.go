@@ -72,6 +72,7 @@ func trustRootList(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	sort.SliceStable(roots, func(i, j int) bool { return roots[i].TimeCreated.Before(roots[j].TimeCreated) })
 	if e.json {
 		return printJSON(e.out, roots)
 	}
