@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -73,7 +74,7 @@ func accessCommands() []command {
 		run: tokenList,
 	}, {
 		group: "token", verb: "revoke", args: "ID|NAME", summary: "revoke an operator token at once",
-		run: tokenRevoke,
+		run: tokenRevoke, complete: completeTokenNames,
 	}, {
 		group: "audit", verb: "list", summary: "show the audit log, newest first",
 		flags: func(fs *flag.FlagSet) { fs.IntVar(&limit, "limit", 50, "show at most this many entries (0: all)") },
@@ -134,7 +135,7 @@ func tokenList(ctx context.Context, e *env, args []string) error {
 	if e.json {
 		return printJSON(e.out, toks)
 	}
-	now := time.Now()
+	now := e.now()
 	rows := make([][]string, 0, len(toks))
 	for _, t := range toks {
 		used := "never"
@@ -202,7 +203,7 @@ func auditList(ctx context.Context, e *env, args []string, limit int) error {
 	if e.json {
 		return printJSON(e.out, entries)
 	}
-	now := time.Now()
+	now := e.now()
 	rows := make([][]string, 0, len(entries))
 	for _, a := range entries {
 		outcome := a.Outcome
@@ -216,4 +217,19 @@ func auditList(ctx context.Context, e *env, args []string, limit int) error {
 	}
 	fmt.Fprintf(e.out, "%d entr%s\n", len(entries), map[bool]string{true: "y", false: "ies"}[len(entries) == 1])
 	return nil
+}
+
+// completeTokenNames offers the names of the tokens that still work.
+func completeTokenNames(ctx context.Context, e *env, args []string) ([]string, error) {
+	if len(args) > 0 {
+		return nil, nil
+	}
+	toks, err := e.nexus.TokenList(ctx)
+	var out []string
+	for _, t := range toks {
+		if t.TimeRevoked == nil && !slices.Contains(out, t.Name) {
+			out = append(out, t.Name)
+		}
+	}
+	return out, err
 }

@@ -138,6 +138,7 @@ func TestCompletion(t *testing.T) {
 		{[]string{"__complete", "bgtasks", "show", "sled_liveness", ""}, ":4\n"},
 		{[]string{"__complete", "sleds", "show", ""}, serial + "\n:4\n"},
 		{[]string{"__complete", "repo", "upload", ""}, "zip\n:8\n"},
+		{[]string{"__complete", "token", "revoke", ""}, "racktest-admin\n:4\n"},
 		{[]string{"__complete", "trust-root", "add", ""}, "json\n:8\n"},
 		{[]string{"__complete", "sl"}, "sleds\tthe rack's sleds\n:4\n"},
 		{[]string{"__complete", "repo", "k"}, "keep\tkeep a repository from automatic pruning\n:4\n"},

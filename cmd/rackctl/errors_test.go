@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/nexus"
@@ -122,7 +124,7 @@ func TestErrorMessagesGolden(t *testing.T) {
 	sled := racktest.StartSled(t, nx.InternalURL(), sledagent.Config{})
 	viewer := nx.Token(t, "dashboards", model.RoleViewer, 0)
 	revoked := nx.Token(t, "departed", model.RoleViewer, 0)
-	expired := nx.Token(t, "shortlived", model.RoleViewer, time.Millisecond)
+	expired := nx.Token(t, "shortlived", model.RoleViewer, time.Second)
 	toks, err := nx.Client.TokenList(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -134,6 +136,16 @@ func TestErrorMessagesGolden(t *testing.T) {
 			}
 		}
 	}
+	racktest.WaitFor(t, 10*time.Second, "the short-lived token to expire", func() error {
+		c, err := client.NewNexus(nx.ExternalURL(), nil)
+		if err != nil {
+			return err
+		}
+		if _, err := c.WithToken(expired).SledList(ctx); client.ErrorCode(err) != api.CodeTokenExpired {
+			return fmt.Errorf("not expired yet: %v", err)
+		}
+		return nil
+	})
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
 		if r.URL.Path == "/v1/system/hardware/sleds" {

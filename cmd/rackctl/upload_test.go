@@ -128,10 +128,14 @@ func TestProgressShowsTimeWhileVerifying(t *testing.T) {
 		p := newProgress(e, "upload", 4<<20)
 		p.start()
 		waitWaiters(t, f, 1)
-		f.Advance(2 * time.Second)
-		p.sent(1<<20, 4<<20)
+		// A tick, then a while later (the bar is redrawn at most every
+		// 200ms) a quarter of the bytes.
+		f.Advance(1500 * time.Millisecond)
 		waitWaiters(t, f, 1)
+		f.Advance(500 * time.Millisecond)
+		p.sent(1<<20, 4<<20)
 		f.Advance(2 * time.Second)
+		waitWaiters(t, f, 1)
 		p.sent(4<<20, 4<<20)
 		for range 16 {
 			waitWaiters(t, f, 1)
