@@ -52,7 +52,7 @@ type globals struct {
 	envErr error
 	// tokenSource says where the token came from, for messages about it.
 	tokenSource string
-	// tokenFlagSet is set when --token was on the line.
+	// tokenFlag is --token, which says whether it was on the line.
 	tokenFlag *pflag.Flag
 }
 

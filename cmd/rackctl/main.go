@@ -46,12 +46,12 @@ type command struct {
 // commands lists every command; each group lives in its own file.
 func commands() []command {
 	var all []command
+	all = append(all, healthCommands()...)
 	all = append(all, sledCommands()...)
 	all = append(all, bgtaskCommands()...)
 	all = append(all, repoCommands()...)
 	all = append(all, trustRootCommands()...)
 	all = append(all, accessCommands()...)
-	all = append(all, healthCommands()...)
 	return all
 }
 
