@@ -129,12 +129,26 @@ func TestCompletion(t *testing.T) {
 		t.Fatal(sleds, err)
 	}
 	serial := sleds[0].Baseboard.Serial
+	list, err := nx.Client.BackgroundTaskList(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tasks, tufTasks string
+	for _, task := range list.Tasks {
+		tasks += task.Name + "\n"
+		if strings.HasPrefix(task.Name, "tuf_") {
+			tufTasks += task.Name + "\n"
+		}
+	}
+	if !strings.Contains(tufTasks, "tuf_artifact_replication\n") {
+		t.Fatalf("tasks: %s", tasks)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"__complete", "bgtasks", "show", ""}, "sled_liveness\ntuf_repo_pruner\ntuf_artifact_replication\nnexus_heartbeat\n:4\n"},
-		{[]string{"__complete", "bgtasks", "show", "tuf_"}, "tuf_repo_pruner\ntuf_artifact_replication\n:4\n"},
+		{[]string{"__complete", "bgtasks", "show", ""}, tasks + ":4\n"},
+		{[]string{"__complete", "bgtasks", "show", "tuf_"}, tufTasks + ":4\n"},
 		{[]string{"__complete", "bgtasks", "show", "sled_liveness", ""}, ":4\n"},
 		{[]string{"__complete", "sleds", "show", ""}, serial + "\n:4\n"},
 		{[]string{"__complete", "repo", "upload", ""}, "zip\n:8\n"},
@@ -205,13 +219,13 @@ printf '%s\n' "${COMPREPLY[@]}"`, "bash", scriptFile, line)
 		}
 		return string(out)
 	}
-	if got := complete("rackctl bgtasks show tuf_"); got != "tuf_repo_pruner\ntuf_artifact_replication\n" {
+	if got := complete("rackctl bgtasks show tuf_"); got != tufTasks {
 		t.Errorf("bash completes bgtasks show tuf_ to %q", got)
 	}
 	if got := complete("rackctl sleds show "); got != serial+"\n" {
 		t.Errorf("bash completes sleds show to %q, want %s", got, serial)
 	}
-	if got := complete("rackctl tru"); got != "trust-root\n" {
-		t.Errorf("bash completes tru to %q", got)
+	if got := complete("rackctl trust-r"); got != "trust-root\n" {
+		t.Errorf("bash completes trust-r to %q", got)
 	}
 }

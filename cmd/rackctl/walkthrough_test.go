@@ -115,7 +115,9 @@ func TestNewcomerWalkthrough(t *testing.T) {
 			}
 			code, out, errOut := rackctlMain(t, env, args...)
 			check(args, code, out, errOut)
-			if code != 0 {
+			// This rack has no rack setup (no bootstrap agents), so the
+			// trust-quorum commands can only explain why they fail.
+			if code != 0 && (args[0] != "trust-quorum" || code != 1) {
 				t.Errorf("README: %s: exit %d\n%s%s", line, code, out, errOut)
 			}
 			readme++
