@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -35,7 +37,7 @@ func defaultTokenFile() string {
 // readTokenFile reads a token file. A missing file at the default path is
 // no token; one named by --token-file or $RACKPLANE_TOKEN_FILE must exist.
 // A file others can read is used, with a warning.
-func readTokenFile(path string, warn io.Writer) (string, error) {
+func readTokenFile(path string, warnTo io.Writer, asJSON bool) (string, error) {
 	if path == "" {
 		return "", nil
 	}
@@ -44,14 +46,14 @@ func readTokenFile(path string, warn io.Writer) (string, error) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("--token-file: %w", err)
+		return "", fileProblem("--token-file", path, err)
 	}
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		fmt.Fprintf(warn, "rackctl: warning: %s can be read by other users (mode %o); chmod 600 it\n", path, fi.Mode().Perm())
+		warn(warnTo, asJSON, fmt.Sprintf("%s can be read by other users (mode %o); chmod 600 it", path, fi.Mode().Perm()))
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return "", fmt.Errorf("--token-file %s is empty", path)
+		return "", usageError(fmt.Sprintf("--token-file %s is empty; %s", path, noTokenHint))
 	}
 	return tok, nil
 }
@@ -72,7 +74,7 @@ func accessCommands() []command {
 		run: tokenList,
 	}, {
 		group: "token", verb: "revoke", args: "ID|NAME", summary: "revoke an operator token at once",
-		run: tokenRevoke,
+		run: tokenRevoke, complete: completeTokenNames,
 	}, {
 		group: "audit", verb: "list", summary: "show the audit log, newest first",
 		flags: func(fs *flag.FlagSet) { fs.IntVar(&limit, "limit", 50, "show at most this many entries (0: all)") },
@@ -123,10 +125,17 @@ func tokenList(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Oldest first, as they were made (the API lists them by id).
+	sort.SliceStable(toks, func(i, j int) bool {
+		if !toks[i].TimeCreated.Equal(toks[j].TimeCreated) {
+			return toks[i].TimeCreated.Before(toks[j].TimeCreated)
+		}
+		return toks[i].Name < toks[j].Name
+	})
 	if e.json {
 		return printJSON(e.out, toks)
 	}
-	now := time.Now()
+	now := e.now()
 	rows := make([][]string, 0, len(toks))
 	for _, t := range toks {
 		used := "never"
@@ -194,7 +203,7 @@ func auditList(ctx context.Context, e *env, args []string, limit int) error {
 	if e.json {
 		return printJSON(e.out, entries)
 	}
-	now := time.Now()
+	now := e.now()
 	rows := make([][]string, 0, len(entries))
 	for _, a := range entries {
 		outcome := a.Outcome
@@ -208,4 +217,19 @@ func auditList(ctx context.Context, e *env, args []string, limit int) error {
 	}
 	fmt.Fprintf(e.out, "%d entr%s\n", len(entries), map[bool]string{true: "y", false: "ies"}[len(entries) == 1])
 	return nil
+}
+
+// completeTokenNames offers the names of the tokens that still work.
+func completeTokenNames(ctx context.Context, e *env, args []string) ([]string, error) {
+	if len(args) > 0 {
+		return nil, nil
+	}
+	toks, err := e.nexus.TokenList(ctx)
+	var out []string
+	for _, t := range toks {
+		if t.TimeRevoked == nil && !slices.Contains(out, t.Name) {
+			out = append(out, t.Name)
+		}
+	}
+	return out, err
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/humanize"
 	"github.com/rackplane/rackplane/internal/reqid"
@@ -25,17 +27,35 @@ func bgtaskCommands() []command {
 		run: func(ctx context.Context, e *env, args []string) error { return bgtasksList(ctx, e, args, all) },
 	}, {
 		group: "bgtasks", verb: "show", args: "NAME", summary: "show one background task: state, status and history",
-		run: bgtasksShow,
+		run: bgtasksShow, complete: completeTaskNames(1),
 	}, {
 		group: "bgtasks", verb: "activate", args: "NAME...", summary: "run background tasks now",
-		run: bgtasksActivate,
+		run: bgtasksActivate, complete: completeTaskNames(-1),
 	}, {
 		group: "bgtasks", verb: "enable", args: "NAME", summary: "switch a background task on, on every Nexus",
-		run: func(ctx context.Context, e *env, args []string) error { return bgtasksSwitch(ctx, e, args, true) },
+		run:      func(ctx context.Context, e *env, args []string) error { return bgtasksSwitch(ctx, e, args, true) },
+		complete: completeTaskNames(1),
 	}, {
 		group: "bgtasks", verb: "disable", args: "NAME", summary: "switch a background task off, on every Nexus",
-		run: func(ctx context.Context, e *env, args []string) error { return bgtasksSwitch(ctx, e, args, false) },
+		run:      func(ctx context.Context, e *env, args []string) error { return bgtasksSwitch(ctx, e, args, false) },
+		complete: completeTaskNames(1),
 	}}
+}
+
+// completeTaskNames offers the task names for up to n arguments (n < 0:
+// any number).
+func completeTaskNames(n int) func(ctx context.Context, e *env, args []string) ([]string, error) {
+	return func(ctx context.Context, e *env, args []string) ([]string, error) {
+		if n >= 0 && len(args) >= n {
+			return nil, nil
+		}
+		list, err := e.nexus.BackgroundTaskList(ctx)
+		var out []string
+		for _, t := range list.Tasks {
+			out = append(out, t.Name)
+		}
+		return out, err
+	}
 }
 
 // withRequester tags the request so activation records say rackctl asked.
@@ -52,12 +72,20 @@ func bgtasksList(ctx context.Context, e *env, args []string, all bool) error {
 		return err
 	}
 	if e.json {
+		// A task's status is its last real activation's: the listing
+		// shows it once, as "status", not again under last_activation.
+		for i := range list.Tasks {
+			t := &list.Tasks[i]
+			if l := t.LastActivation; l != nil && sameJSON(l.Status, t.Status) {
+				l.Status = nil
+			}
+		}
 		return printJSON(e.out, list)
 	}
 	for _, w := range list.Warnings {
-		fmt.Fprintln(e.errOut, "warning:", w)
+		warn(e.errOut, false, w)
 	}
-	now := time.Now()
+	now := e.now()
 	header := []string{"NAME", "STATE", "ENABLED", "ITER", "LAST RUN", "DURATION", "OUTCOME", "PERIOD", "ERROR"}
 	if !all {
 		rows := make([][]string, 0, len(list.Tasks))
@@ -72,7 +100,7 @@ func bgtasksList(ctx context.Context, e *env, args []string, all bool) error {
 	}
 	var rows [][]string
 	for _, hb := range list.Instances {
-		age := fmt.Sprintf("%s ago", (time.Duration(hb.AgeSeconds) * time.Second).String())
+		age := humanize.Duration(time.Duration(hb.AgeSeconds*float64(time.Second))) + " ago"
 		if hb.Stale {
 			age += " STALE"
 		}
@@ -116,6 +144,9 @@ func summaryCells(t api.TaskSummary, now time.Time) []string {
 }
 
 func fmtMS(ms float64) string {
+	if ms < 1 {
+		return fmt.Sprintf("%.0fµs", ms*1000)
+	}
 	if ms < 1000 {
 		return fmt.Sprintf("%.1fms", ms)
 	}
@@ -141,7 +172,7 @@ func bgtasksShow(ctx context.Context, e *env, args []string) error {
 	if e.json {
 		return printJSON(e.out, t)
 	}
-	now := time.Now()
+	now := e.now()
 	enabled := "yes"
 	if !t.Enabled {
 		enabled = "NO (disabled on every Nexus)"
@@ -178,10 +209,19 @@ func bgtasksShow(ctx context.Context, e *env, args []string) error {
 	if err := table(e.out, facts[0], facts[1:]); err != nil {
 		return err
 	}
+	r := statusRenderer{now: now}
+	if raw, _ := json.Marshal(t); uuidInJSON.Match(raw) {
+		// Serials read better than ids; without the list, ids it is.
+		if sleds, err := e.nexus.SledList(ctx); err == nil {
+			r.sleds = map[uuid.UUID]string{}
+			for _, s := range sleds {
+				r.sleds[s.ID] = s.Baseboard.Serial
+			}
+		}
+	}
 	if len(t.Status) > 0 {
-		var buf bytes.Buffer
-		if json.Indent(&buf, t.Status, "  ", "  ") == nil {
-			fmt.Fprintf(e.out, "\nstatus (iteration %d):\n  %s\n", t.StatusIteration, buf.String())
+		if err := showStatus(e, t, r); err != nil {
+			return err
 		}
 	}
 	fmt.Fprintln(e.out, "\nhistory (newest first):")
@@ -189,7 +229,7 @@ func bgtasksShow(ctx context.Context, e *env, args []string) error {
 	for _, a := range t.History {
 		reason := a.Reason
 		if a.Requester != "" {
-			reason += " (" + a.Requester + ")"
+			reason += " (" + r.serials(a.Requester) + ")"
 		}
 		outcome := a.Outcome
 		if a.Changed {
@@ -234,4 +274,27 @@ func bgtasksSwitch(ctx context.Context, e *env, args []string, enabled bool) err
 	}
 	fmt.Fprintf(e.out, "%s %sd on every Nexus\n", t.Name, verb)
 	return nil
+}
+
+// showStatus writes a task's status field by field (see bgstatus.go).
+func showStatus(e *env, t api.BackgroundTask, r statusRenderer) error {
+	v, err := parseStatus(t.Status)
+	if err != nil {
+		return fail("bad_status", "task %s reported a status that is not JSON; rackctl --json bgtasks show %s shows it raw", t.Name, t.Name)
+	}
+	when := ""
+	if a, ok := t.HistoryEntry(t.StatusIteration); ok {
+		when = ", " + humanize.Ago(r.now, a.Start)
+	}
+	fmt.Fprintf(e.out, "\nstatus (iteration %d%s):\n", t.StatusIteration, when)
+	return r.render(e.out, "  ", v)
+}
+
+// sameJSON reports whether two JSON documents are equal once compacted.
+func sameJSON(a, b json.RawMessage) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return false
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }

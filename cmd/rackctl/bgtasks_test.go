@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,33 @@ func TestBgtasksCommands(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Tasks) != nTasks {
 		t.Fatalf("list --json: exit %d\n%s", code, out)
 	}
+	// Each task's status appears once: as "status", not again under
+	// "last_activation" (where the API repeats it).
+	var raw struct {
+		Tasks []map[string]json.RawMessage `json:"tasks"`
+	}
+	if err := json.Unmarshal([]byte(out), &raw); err != nil {
+		t.Fatal(err)
+	}
+	withStatus := 0
+	for _, task := range raw.Tasks {
+		var last map[string]json.RawMessage
+		if task["last_activation"] == nil {
+			continue // not run yet
+		}
+		if err := json.Unmarshal(task["last_activation"], &last); err != nil {
+			t.Fatalf("%s: last_activation %s: %v", task["name"], task["last_activation"], err)
+		}
+		if _, ok := task["status"]; ok {
+			withStatus++
+			if _, dup := last["status"]; dup {
+				t.Errorf("%s: the status is repeated under last_activation", task["name"])
+			}
+		}
+	}
+	if withStatus == 0 {
+		t.Fatal("no task with a status to check")
+	}
 	racktest.WaitFor(t, 10*time.Second, "the heartbeat in list --all", func() error {
 		code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "bgtasks", "list", "--all")
 		if code != 0 || !strings.Contains(out, nx.ID().String()[:8]) || !strings.Contains(out, "1 Nexus instance(s)") {
@@ -55,7 +83,7 @@ func TestBgtasksCommands(t *testing.T) {
 	}
 	wait(2)
 	code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "bgtasks", "show", "sled_liveness")
-	if code != 0 || !strings.Contains(out, "description:") || !strings.Contains(out, "threshold_seconds") ||
+	if code != 0 || !strings.Contains(out, "description:") || !regexp.MustCompile(`\n  threshold +1m30s\n`).MatchString(out) || strings.Contains(out, "{") ||
 		!strings.Contains(out, "explicit (api:rackctl-") || !strings.Contains(out, "startup") {
 		t.Fatalf("show: exit %d\n%s%s", code, out, errOut)
 	}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -15,15 +13,6 @@ import (
 	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/sledagent"
 )
-
-func TestMain(m *testing.M) { testdb.Main(m) }
-
-func rackctl(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	code := run(context.Background(), args, &out, &errOut)
-	return code, out.String(), errOut.String()
-}
 
 func TestSledsList(t *testing.T) {
 	db := testdb.New(t)

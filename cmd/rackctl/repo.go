@@ -4,190 +4,143 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
-	"os"
-	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rackplane/rackplane/api"
-	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/internal/humanize"
 )
 
-var repoListAll bool
-
 func repoCommands() []command {
+	var listAll bool
+	var up uploadOptions
 	return []command{{
 		group: "repo", verb: "upload", args: "FILE", summary: "upload a TUF repository archive (zip), showing progress",
-		run: repoUpload,
+		long: "The file is checked to be a zip before anything is sent. Progress goes to stderr: a bar on a\n" +
+			"terminal, a line per quarter otherwise, nothing under --json. With --wait, rackctl then follows\n" +
+			"replication until every sled holds every artifact on each of its M.2s.",
+		flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&up.wait, "wait", false, "after the upload, wait until every sled holds the release on every M.2")
+			fs.DurationVar(&up.waitTimeout, "wait-timeout", 30*time.Minute, "give up waiting for replication after this long")
+		},
+		run:   func(ctx context.Context, e *env, args []string) error { return repoUpload(ctx, e, args, up) },
+		files: []string{"zip"},
 	}, {
 		group: "repo", verb: "list", summary: "list uploaded repositories, newest first",
 		flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&repoListAll, "all", false, "include pruned repositories")
+			fs.BoolVar(&listAll, "all", false, "include pruned repositories")
 		},
-		run: repoList,
+		run: func(ctx context.Context, e *env, args []string) error { return repoList(ctx, e, args, listAll) },
 	}, {
 		group: "repo", verb: "show", args: "VERSION", summary: "show a repository and its artifacts",
-		run: repoShow,
+		run: repoShow, complete: completeRepoVersions(true),
+	}, {
+		group: "repo", verb: "artifacts", args: "[VERSION]", summary: "list recorded artifacts (of one repository, or all)",
+		run: repoArtifacts, complete: completeRepoVersions(true),
+	}, {
+		group: "repo", verb: "keep", args: "VERSION", summary: "keep a repository from automatic pruning",
+		run:      func(ctx context.Context, e *env, args []string) error { return repoKeep(ctx, e, args, true) },
+		complete: completeRepoVersions(false),
+	}, {
+		group: "repo", verb: "unkeep", args: "VERSION", summary: "let the pruner prune a repository again",
+		run:      func(ctx context.Context, e *env, args []string) error { return repoKeep(ctx, e, args, false) },
+		complete: completeRepoVersions(false),
 	}, {
 		group: "repo", verb: "delete", args: "VERSION", summary: "prune a repository: its artifacts leave the sleds",
-		run: repoDelete,
+		run: repoDelete, complete: completeRepoVersions(false),
 	}}
 }
 
-func repoUpload(ctx context.Context, e *env, args []string) error {
-	if len(args) != 1 {
-		return usageError("repo upload takes one argument: the repository zip")
+// expiringWithin is when repo list starts warning that signed metadata
+// is about to expire.
+const expiringWithin = 30 * 24 * time.Hour
+
+// expiryText says when a TUF expiry passes: "expired 3d04h ago",
+// "expires in 12d03h".
+func expiryText(t, now time.Time) string {
+	const year = 365 * 24 * time.Hour
+	switch d := t.Sub(now); {
+	case d > 2*year:
+		return fmt.Sprintf("expires in %d years", d/year)
+	case d > 0:
+		return "expires in " + humanize.Duration(d)
 	}
-	f, err := os.Open(args[0])
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	// An upload takes as long as it takes; --timeout is for small calls.
-	nx, err := client.NewNexus(e.baseURL, &http.Client{})
-	if err != nil {
-		return err
-	}
-	nx = nx.WithToken(e.token)
-	bar := newProgressBar(e.errOut, fi.Size(), time.Now)
-	res, err := nx.RepoUpload(ctx, filepath.Base(args[0]), f, fi.Size(), bar.update)
-	bar.finish()
-	if err != nil {
-		return err
-	}
-	if e.json {
-		return printJSON(e.out, res)
-	}
-	verb := "uploaded"
-	if res.Status == api.UploadAlreadyExists {
-		verb = "was already uploaded"
-	}
-	fmt.Fprintf(e.out, "system version %s %s: %d artifacts, %s, generation %d\n", res.Repo.SystemVersion, verb,
-		res.Repo.ArtifactCount, humanize.Bytes(res.Repo.TotalBytes), res.Generation)
-	return nil
+	return "expired " + humanize.Duration(now.Sub(t)) + " ago"
 }
 
-// progressBar draws bytes sent, rate and ETA on one terminal line.
-type progressBar struct {
-	w     io.Writer
-	total int64
-	now   func() time.Time
-	start time.Time
-
-	mu    sync.Mutex
-	last  time.Time
-	sent  int64
-	drawn bool
+// validCell is an expiry date for a table, marked when it has passed or
+// is within expiringWithin.
+func validCell(t, now time.Time) string {
+	date := t.UTC().Format("2006-01-02")
+	switch d := t.Sub(now); {
+	case d <= 0:
+		return date + " EXPIRED (!)"
+	case d < expiringWithin:
+		return date + " (" + expiryText(t, now) + ")"
+	}
+	return date
 }
 
-func newProgressBar(w io.Writer, total int64, now func() time.Time) *progressBar {
-	t := now()
-	return &progressBar{w: w, total: total, now: now, start: t}
-}
-
-func (p *progressBar) update(sent, _ int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.sent = sent
-	if t := p.now(); t.Sub(p.last) >= 200*time.Millisecond || sent == p.total {
-		p.last = t
-		p.draw(t)
-	}
-}
-
-func (p *progressBar) draw(t time.Time) {
-	elapsed := t.Sub(p.start).Seconds()
-	rate := 0.0
-	if elapsed > 0 {
-		rate = float64(p.sent) / elapsed
-	}
-	eta := "--"
-	if rate > 0 && p.sent < p.total {
-		eta = time.Duration(float64(p.total-p.sent) / rate * float64(time.Second)).Round(time.Second).String()
-	} else if p.sent >= p.total {
-		eta = "verifying"
-	}
-	pct := 100.0
-	if p.total > 0 {
-		pct = 100 * float64(p.sent) / float64(p.total)
-	}
-	const width = 30
-	filled := int(pct / 100 * width)
-	bar := make([]byte, width)
-	for i := range bar {
-		bar[i] = '-'
-		if i < filled {
-			bar[i] = '#'
+// repoState is a repo's state as an operator should read it: pruned
+// repos say so whatever their replication state; a state that needs
+// attention is shouted.
+func repoState(r api.TufRepo, now time.Time) string {
+	if r.TimePruned != nil {
+		s := "pruned " + humanize.Ago(now, *r.TimePruned)
+		if r.PrunedBy != "" {
+			s += " by " + r.PrunedBy
 		}
+		return s
 	}
-	fmt.Fprintf(p.w, "\r[%s] %5.1f%% %s/%s %s/s ETA %s   ", bar, pct, humanize.Bytes(p.sent), humanize.Bytes(p.total),
-		humanize.Bytes(int64(rate)), eta)
-	p.drawn = true
+	if r.State == api.RepoStateActive {
+		return r.State
+	}
+	return strings.ToUpper(r.State) + " (!)"
 }
 
-func (p *progressBar) finish() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.drawn {
-		fmt.Fprintln(p.w)
-	}
-}
-
-func repoList(ctx context.Context, e *env, args []string) error {
+func repoList(ctx context.Context, e *env, args []string, all bool) error {
 	if len(args) > 0 {
 		return usageError(fmt.Sprintf("repo list takes no arguments, got %q", args))
 	}
-	repos, err := e.nexus.RepoList(ctx, repoListAll)
+	repos, err := e.nexus.RepoList(ctx, all)
 	if err != nil {
 		return err
 	}
 	if e.json {
 		return printJSON(e.out, repos)
 	}
-	now := time.Now()
+	now := e.now()
 	rows := make([][]string, 0, len(repos))
-	var troubled []api.TufRepo
+	var notes []string
 	for _, r := range repos {
-		state := repoStateText(r)
-		if r.TimePruned != nil {
-			state = "pruned by " + r.PrunedBy
-		} else if r.State != api.RepoStateActive {
-			troubled = append(troubled, r)
+		live := r.TimePruned == nil
+		if live && r.State != api.RepoStateActive {
+			notes = append(notes, fmt.Sprintf("! %s is %s: %s", r.SystemVersion, r.State, r.StateReason))
+		}
+		if live && r.ValidUntil.Sub(now) < expiringWithin {
+			notes = append(notes, fmt.Sprintf("! %s: its signed metadata %s (Nexus accepts expired metadata; a re-signed release renews it)",
+				r.SystemVersion, expiryText(r.ValidUntil, now)))
 		}
 		kept := ""
 		if r.Kept {
 			kept = "yes"
 		}
-		rows = append(rows, []string{r.SystemVersion, strconv.Itoa(r.ArtifactCount), humanize.Bytes(r.TotalBytes), state,
-			kept, r.ValidUntil.Format("2006-01-02"), humanize.Ago(now, r.TimeCreated), r.FileName})
+		rows = append(rows, []string{r.SystemVersion, strconv.Itoa(r.ArtifactCount), humanize.Bytes(r.TotalBytes), repoState(r, now),
+			kept, validCell(r.ValidUntil, now), humanize.Ago(now, r.TimeCreated), r.FileName})
 	}
 	if err := table(e.out, []string{"VERSION", "ARTIFACTS", "SIZE", "STATE", "KEPT", "VALID UNTIL", "UPLOADED", "FILE"}, rows); err != nil {
 		return err
 	}
-	// A repo in trouble says why below the table, where a wide table
+	// What needs attention is said below the table, where a wide table
 	// cannot truncate it.
-	for _, r := range troubled {
-		fmt.Fprintf(e.out, "! %s is %s: %s\n", r.SystemVersion, r.State, r.StateReason)
+	for _, n := range notes {
+		fmt.Fprintln(e.out, n)
 	}
 	fmt.Fprintf(e.out, "%d repo(s)\n", len(repos))
 	return nil
-}
-
-// repoStateText shouts a state that needs the operator's attention.
-func repoStateText(r api.TufRepo) string {
-	if r.State == api.RepoStateActive {
-		return r.State
-	}
-	return strings.ToUpper(r.State) + " (!)"
 }
 
 func repoShow(ctx context.Context, e *env, args []string) error {
@@ -201,26 +154,45 @@ func repoShow(ctx context.Context, e *env, args []string) error {
 	if e.json {
 		return printJSON(e.out, d)
 	}
+	now := e.now()
 	r := d.Repo
-	fmt.Fprintf(e.out, "system version  %s\nfile            %s\nsha256          %s\nstate           %s\n", r.SystemVersion,
-		r.FileName, r.SHA256, repoStateText(r))
-	if r.StateReason != "" {
-		fmt.Fprintf(e.out, "reason          %s\n", r.StateReason)
+	rows := [][2]string{
+		{"system version", r.SystemVersion},
+		{"file", r.FileName},
+		{"sha256", r.SHA256},
+		{"state", repoState(r, now)},
 	}
+	if r.StateReason != "" && r.TimePruned == nil {
+		rows = append(rows, [2]string{"reason", r.StateReason})
+	}
+	kept := "no (the pruner may prune it once it is not among the newest)"
+	if r.Kept {
+		kept = "yes (never pruned automatically)"
+	}
+	rows = append(rows,
+		[2]string{"kept", kept},
+		[2]string{"uploaded", agoAt(now, r.TimeCreated)},
+		[2]string{"valid until", r.ValidUntil.UTC().Format(time.RFC3339) + " (" + expiryText(r.ValidUntil, now) + ")"},
+		[2]string{"metadata", fmt.Sprintf("root v%d, timestamp v%d, snapshot v%d, targets v%d", r.RootVersion, r.TimestampVersion,
+			r.SnapshotVersion, r.TargetsVersion)},
+		[2]string{"trust root", r.TrustRootID.String()},
+	)
 	if r.TimePruned != nil {
-		fmt.Fprintf(e.out, "pruned          %s by %s\n", r.TimePruned.Format(time.RFC3339), r.PrunedBy)
+		rows = append(rows, [2]string{"replication", "none wanted: pruned, its artifacts leave the sleds unless a live repo carries them"})
+	} else {
+		rows = append(rows, [2]string{"replication", replicationSummary(d.Artifacts, now)})
 	}
-	fmt.Fprintf(e.out, "uploaded        %s\nvalid until     %s\nmetadata        root v%d, timestamp v%d, snapshot v%d, targets v%d\n",
-		r.TimeCreated.Format(time.RFC3339), r.ValidUntil.Format(time.RFC3339), r.RootVersion, r.TimestampVersion,
-		r.SnapshotVersion, r.TargetsVersion)
-	fmt.Fprintf(e.out, "replication     %s\n\n", replicationSummary(d.Artifacts, time.Now()))
-	rows := make([][]string, 0, len(d.Artifacts))
+	if err := facts(e.out, rows); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.out)
+	tableRows := make([][]string, 0, len(d.Artifacts))
 	for _, a := range d.Artifacts {
 		holding, full := sledCounts(a.Replication)
-		rows = append(rows, []string{a.Name, a.Version, a.Kind, humanize.Bytes(a.Length), a.SHA256[:16], holding, full,
+		tableRows = append(tableRows, []string{a.Name, a.Version, a.Kind, humanize.Bytes(a.Length), a.SHA256[:16], holding, full,
 			strconv.Itoa(a.NexusCopies)})
 	}
-	return table(e.out, []string{"NAME", "VERSION", "KIND", "SIZE", "SHA256", "SLEDS HOLDING", "ON EVERY M.2", "NEXUS COPIES"}, rows)
+	return table(e.out, []string{"NAME", "VERSION", "KIND", "SIZE", "SHA256", "SLEDS HOLDING", "ON EVERY M.2", "NEXUS COPIES"}, tableRows)
 }
 
 // sledCounts renders an artifact's replication as "holding/in service"
@@ -272,6 +244,84 @@ func replicationSummary(arts []api.TufRepoArtifact, now time.Time) string {
 	return out
 }
 
+func repoArtifacts(ctx context.Context, e *env, args []string) error {
+	if len(args) > 1 {
+		return usageError("repo artifacts takes at most one argument: a system version")
+	}
+	arts, err := e.nexus.ArtifactList(ctx)
+	if err != nil {
+		return err
+	}
+	// By name and version, as people look for them (the API lists them by id).
+	sort.SliceStable(arts, func(i, j int) bool {
+		a, b := arts[i], arts[j]
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		if a.Version != b.Version {
+			return a.Version < b.Version
+		}
+		return a.Kind < b.Kind
+	})
+	if len(args) == 1 {
+		// The version must exist: an empty list would hide a typo.
+		if _, err := e.nexus.RepoGet(ctx, args[0]); err != nil {
+			return err
+		}
+		kept := arts[:0]
+		for _, a := range arts {
+			if slices.Contains(a.SystemVersions, args[0]) {
+				kept = append(kept, a)
+			}
+		}
+		arts = kept
+	}
+	if e.json {
+		if arts == nil {
+			arts = []api.ArtifactListItem{}
+		}
+		return printJSON(e.out, arts)
+	}
+	rows := make([][]string, 0, len(arts))
+	var bytes int64
+	for _, a := range arts {
+		wanted := "yes"
+		if !a.WantedOnSleds {
+			wanted = "no (only pruned repos)"
+		}
+		bytes += a.Length
+		rows = append(rows, []string{a.Name, a.Version, a.Kind, humanize.Bytes(a.Length), a.SHA256[:16],
+			strings.Join(a.SystemVersions, ","), wanted})
+	}
+	if err := table(e.out, []string{"NAME", "VERSION", "KIND", "SIZE", "SHA256", "REPOS", "ON SLEDS"}, rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out, "%d artifact(s), %s\n", len(arts), humanize.Bytes(bytes))
+	return nil
+}
+
+func repoKeep(ctx context.Context, e *env, args []string, keep bool) error {
+	verb := map[bool]string{true: "keep", false: "unkeep"}[keep]
+	if len(args) != 1 {
+		return usageError(fmt.Sprintf("repo %s takes one argument: the system version", verb))
+	}
+	r, err := e.nexus.RepoSetKept(ctx, args[0], keep)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return printJSON(e.out, r)
+	}
+	if keep {
+		fmt.Fprintf(e.out, "system version %s is kept: automatic pruning leaves it alone (rackctl repo delete still prunes it)\n",
+			r.SystemVersion)
+	} else {
+		fmt.Fprintf(e.out, "system version %s is no longer kept: the pruner may prune it once it is not among the newest\n",
+			r.SystemVersion)
+	}
+	return nil
+}
+
 func repoDelete(ctx context.Context, e *env, args []string) error {
 	if len(args) != 1 {
 		return usageError("repo delete takes one argument: the system version")
@@ -284,9 +334,26 @@ func repoDelete(ctx context.Context, e *env, args []string) error {
 		return printJSON(e.out, res)
 	}
 	if res.AlreadyPruned {
-		fmt.Fprintf(e.out, "system version %s was already pruned\n", args[0])
+		fmt.Fprintf(e.out, "system version %s was already pruned (%s)\n", args[0], repoState(res.Repo, e.now()))
 		return nil
 	}
-	fmt.Fprintf(e.out, "system version %s pruned (generation %d); upload it again to bring it back\n", args[0], res.Generation)
+	fmt.Fprintf(e.out, "system version %s pruned (generation %d): its artifacts leave the sleds unless a live repo carries them\n",
+		args[0], res.Generation)
 	return nil
+}
+
+// completeRepoVersions offers the repos' system versions (pruned ones
+// too when withPruned).
+func completeRepoVersions(withPruned bool) func(ctx context.Context, e *env, args []string) ([]string, error) {
+	return func(ctx context.Context, e *env, args []string) ([]string, error) {
+		if len(args) > 0 {
+			return nil, nil
+		}
+		repos, err := e.nexus.RepoList(ctx, withPruned)
+		var out []string
+		for _, r := range repos {
+			out = append(out, r.SystemVersion)
+		}
+		return out, err
+	}
 }

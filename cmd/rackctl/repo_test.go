@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/racktest"
@@ -49,8 +52,11 @@ func TestRepoAndTrustRootCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "system version 1.0.0 uploaded: 3 artifacts, 3.0 MiB") {
 		t.Fatalf("upload: exit %d %q %q", code, out, errOut)
 	}
-	// The progress line reached the end, with a rate.
-	if !strings.Contains(errOut, "100.0%") || !strings.Contains(errOut, "/s ETA") {
+	// Not a terminal: plain progress lines, each phase with its elapsed
+	// time, and no bar redrawn with \r.
+	if !strings.Contains(errOut, "upload: sending 3.0 MiB\n") || !strings.Contains(errOut, "upload: 50% sent (1.5 MiB of 3.0 MiB), ") ||
+		!regexp.MustCompile(`upload: all 3.0 MiB sent in \d+m?s; Nexus is verifying the release\n`).MatchString(errOut) ||
+		!regexp.MustCompile(`upload: done in \d+m?s\n$`).MatchString(errOut) || strings.Contains(errOut, "\r") {
 		t.Fatalf("progress: %q", errOut)
 	}
 	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "upload", zip)
@@ -83,7 +89,16 @@ func TestRepoAndTrustRootCommands(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &roots) != nil || len(roots) != 1 {
 		t.Fatalf("trust-root list: exit %d %q", code, out)
 	}
-	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "trust-root", "delete", roots[0].ID.String())
+	// The last root goes only with --force: without one, no upload can
+	// be verified.
+	code, out, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "trust-root", "delete", roots[0].ID.String())
+	if code != 1 || !strings.Contains(errOut, "is the last one") || !strings.Contains(errOut, "--force") {
+		t.Fatalf("trust-root delete of the last root: exit %d %q %q", code, out, errOut)
+	}
+	if got, err := nx.Client.TrustRootList(context.Background()); err != nil || len(got) != 1 {
+		t.Fatalf("after a refused delete: %d roots, %v", len(got), err)
+	}
+	code, out, _ = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "trust-root", "delete", "--force", roots[0].ID.String())
 	if code != 0 || !strings.Contains(out, "deleted") {
 		t.Fatalf("trust-root delete: exit %d %q", code, out)
 	}
@@ -94,5 +109,82 @@ func TestRepoAndTrustRootCommands(t *testing.T) {
 	code, _, errOut = rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "show", "9.9.9")
 	if code != 1 || !strings.Contains(errOut, "not_found") {
 		t.Fatalf("show missing: exit %d %q", code, errOut)
+	}
+}
+
+// repo list marks metadata that has expired or expires within 30 days
+// (below the table too, with what it means); repo show of a pruned repo
+// says pruned, though the API's state field says active.
+func TestRepoExpiryAndPrunedState(t *testing.T) {
+	t.Parallel()
+	rk := racktest.StartRack(t, racktest.RackConfig{Seed: 9})
+	nx := rk.Nexus
+	now := time.Now()
+	for v, expires := range map[string]time.Time{
+		"1.0.0": now.Add(-72 * time.Hour),     // expired
+		"2.0.0": now.Add(10 * 24 * time.Hour), // within 30 days
+		"3.0.0": now.Add(90 * 24 * time.Hour), // fine
+	} {
+		repo := tufgen.Demo(v)
+		repo.Expires = map[string]time.Time{"timestamp": expires}
+		for i := range repo.Artifacts {
+			repo.Artifacts[i].Seed += uint64(100 * v[0])
+		}
+		rk.Upload(nx, repo, "release-"+v+".zip")
+	}
+	admin := []string{"--nexus", nx.ExternalURL(), "--token", nx.AdminToken}
+	code, out, errOut := rackctl(t, append(admin, "repo", "list")...)
+	if code != 0 {
+		t.Fatalf("list: exit %d %q", code, errOut)
+	}
+	for _, re := range []string{
+		`(?m)^1\.0\.0 .*\d{4}-\d\d-\d\d EXPIRED \(!\)`,
+		`(?m)^2\.0\.0 .*\d{4}-\d\d-\d\d \(expires in (9d2\dh|10d00h)\)`,
+		`(?m)^3\.0\.0 .* \d{4}-\d\d-\d\d  `,
+		`(?m)^! 1\.0\.0: its signed metadata expired 3d00h ago \(Nexus accepts expired metadata; a re-signed release renews it\)$`,
+		`(?m)^! 2\.0\.0: its signed metadata expires in (9d2\dh|10d00h) `,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("list does not match %s:\n%s", re, out)
+		}
+	}
+	if strings.Contains(out, "! 3.0.0") || regexp.MustCompile(`(?m)^3\.0\.0 .*(EXPIRED|expires in)`).MatchString(out) {
+		t.Errorf("list marks 3.0.0:\n%s", out)
+	}
+
+	if code, out, errOut := rackctl(t, append(admin, "repo", "delete", "3.0.0")...); code != 0 {
+		t.Fatalf("delete: exit %d %q %q", code, out, errOut)
+	}
+	d, err := nx.Client.RepoGet(context.Background(), "3.0.0")
+	if err != nil || d.Repo.TimePruned == nil {
+		t.Fatalf("3.0.0 after delete: %+v %v", d.Repo, err)
+	}
+	code, out, _ = rackctl(t, append(admin, "repo", "show", "3.0.0")...)
+	if code != 0 || !regexp.MustCompile(`(?m)^state +pruned \d+m?s ago by operator$`).MatchString(out) ||
+		regexp.MustCompile(`(?m)^state +active`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^replication +none wanted: pruned`).MatchString(out) {
+		t.Fatalf("show of a pruned repo (API state %q):\n%s", d.Repo.State, out)
+	}
+	code, out, _ = rackctl(t, append(admin, "repo", "list", "--all")...)
+	if code != 0 || !regexp.MustCompile(`(?m)^3\.0\.0 .* pruned \d+m?s ago by operator `).MatchString(out) {
+		t.Fatalf("list --all:\n%s", out)
+	}
+
+	// keep and unkeep change the repo, and list shows it.
+	if code, out, _ := rackctl(t, append(admin, "repo", "keep", "2.0.0")...); code != 0 || !strings.Contains(out, "2.0.0 is kept") {
+		t.Fatalf("keep: exit %d %q", code, out)
+	}
+	if d, err := nx.Client.RepoGet(context.Background(), "2.0.0"); err != nil || !d.Repo.Kept {
+		t.Fatalf("after keep: %+v %v", d.Repo, err)
+	}
+	code, out, _ = rackctl(t, append(admin, "repo", "list")...)
+	if code != 0 || !regexp.MustCompile(`(?m)^2\.0\.0 .* active +yes `).MatchString(out) {
+		t.Fatalf("list after keep:\n%s", out)
+	}
+	if code, out, _ := rackctl(t, append(admin, "repo", "unkeep", "2.0.0")...); code != 0 || !strings.Contains(out, "no longer kept") {
+		t.Fatalf("unkeep: exit %d %q", code, out)
+	}
+	if d, err := nx.Client.RepoGet(context.Background(), "2.0.0"); err != nil || d.Repo.Kept {
+		t.Fatalf("after unkeep: %+v %v", d.Repo, err)
 	}
 }
