@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -63,6 +64,7 @@ type options struct {
 	logLevel     string
 	waitTimeout  time.Duration
 	lrtq         bool
+	tls          bool
 }
 
 func main() {
@@ -86,6 +88,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Bool(&o.smoke, "smoke", "", false, "start everything, check health and registration, then exit")
 	fs.String(&o.logLevel, "log-level", "RACKDEV_LOG_LEVEL", "info", "log level of the components' log files")
 	fs.Duration(&o.waitTimeout, "wait", "RACKDEV_WAIT", time.Minute, "how long to wait for the rack to come up")
+	fs.Bool(&o.tls, "tls", "RACKDEV_TLS", false,
+		"serve the external API over HTTPS with a certificate of the rack CA for 127.0.0.1 and localhost\n"+
+			"(rackctl then needs --ca-cert <data-dir>/pki/ca.crt)")
 	fs.Bool(&o.lrtq, "lrtq", "RACKDEV_LRTQ", false, "set the rack up with LRTQ instead of trust-quorum epoch 1 (to try the upgrade)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -150,6 +155,9 @@ type rack struct {
 	nexus      *nexus.Server
 	sleds      []*sled.Sled
 	pki        string
+	// externalCA, when the external API serves HTTPS (--tls), is the CA
+	// file clients need to trust it.
+	externalCA string
 	rss        *rackpki.Bundle
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -212,8 +220,22 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 	if r.rss, err = ca.IssueFiles(filepath.Join(r.pki, "rss"), "rss", rackpki.RSS(), rackpki.IssueOptions{}); err != nil {
 		return r, err
 	}
+	// The external API is bound to loopback by default; --tls serves it
+	// over HTTPS as well, with a certificate for the names a browser and
+	// rackctl use on this machine.
+	var externalTLS *tls.Certificate
+	if o.tls {
+		ext, err := ca.IssueFiles(filepath.Join(r.pki, "nexus-external"), "nexus", rackpki.Nexus(id.String()),
+			rackpki.IssueOptions{Hosts: []string{"127.0.0.1", "::1", "localhost"}})
+		if err != nil {
+			return r, err
+		}
+		externalTLS = &ext.Cert
+		r.externalCA = filepath.Join(r.pki, "ca.crt")
+	}
 	r.nexus, err = nexus.New(ctx, nexus.Config{
 		ID: id, TLS: nexusTLS, ExternalAddr: o.externalAddr, InternalAddr: o.internalAddr,
+		ExternalTLS: externalTLS,
 		DatabaseURL: r.dbURL, AutoMigrate: true, DataDir: nexusDir,
 		Tasks: nexustasks.Registrar(nexustasks.Config{}),
 	}, nlog)
@@ -428,6 +450,9 @@ func (r *rack) printSummary(w io.Writer) {
 	if r.nexus.ExternalURL() != defaultRackctlURL {
 		flagPart = " --nexus " + r.nexus.ExternalURL()
 	}
+	if r.externalCA != "" {
+		flagPart += " --ca-cert " + r.externalCA
+	}
 	fmt.Fprintln(w, "\nTry (rackctl reads the token file named by $RACKPLANE_TOKEN_FILE):")
 	fmt.Fprintf(w, "  export RACKPLANE_TOKEN_FILE=%s\n", r.tokenFile())
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s sleds list\n", flagPart)
@@ -435,7 +460,11 @@ func (r *rack) printSummary(w io.Writer) {
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo show %s\n", flagPart, demoVersion)
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo upload %s\n", flagPart, filepath.Join(r.dataDir, "demo", demoZip))
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s bgtasks show tuf_artifact_replication\n", flagPart)
-	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $(cat %s)\" %s/v1/system/hardware/sleds\n", r.tokenFile(),
+	curlCA := ""
+	if r.externalCA != "" {
+		curlCA = " --cacert " + r.externalCA
+	}
+	fmt.Fprintf(w, "  curl%s -H \"Authorization: Bearer $(cat %s)\" %s/v1/system/hardware/sleds\n", curlCA, r.tokenFile(),
 		r.nexus.ExternalURL())
 	fmt.Fprintf(w, "\nStatus pages: %s/ui/background-tasks (sign in with the admin token)\n", r.nexus.ExternalURL())
 }
@@ -548,7 +577,13 @@ func (r *rack) tokenFile() string { return filepath.Join(r.dataDir, "admin-token
 
 // client is a client of the rack's external API with the admin token.
 func (r *rack) client() (client.Nexus, error) {
-	nx, err := client.NewNexus(r.nexus.ExternalURL(), nil)
+	var hc *http.Client
+	if r.externalCA != "" {
+		// rackdev checks the certificate as rackctl --ca-cert does: by
+		// the rack CA and the host name.
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: r.rss.Pool(), MinVersion: tls.VersionTLS12}}}
+	}
+	nx, err := client.NewNexus(r.nexus.ExternalURL(), hc)
 	if err != nil {
 		return nx, err
 	}

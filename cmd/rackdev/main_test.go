@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -35,22 +36,39 @@ func TestSmoke(t *testing.T) {
 }
 
 // A kept data dir runs again: the rack CA is reused and the rack, set up
-// already, is not set up twice.
+// already, is not set up twice. The second run serves the external API
+// over HTTPS (--tls): rackdev's own checks and the demo upload go through
+// it, and the commands it suggests name the CA to trust.
 func TestSmokeAgainOnAKeptDataDir(t *testing.T) {
 	dataDir := t.TempDir() + "/rack"
 	for run := range 2 {
 		var out, errOut bytes.Buffer
-		if code := run_(dataDir, &out, &errOut); code != 0 {
+		var extra []string
+		if run == 1 {
+			extra = []string{"--tls"}
+		}
+		if code := run_(dataDir, &out, &errOut, extra...); code != 0 {
 			t.Fatalf("run %d: exit %d\nstdout:\n%s\nstderr:\n%s", run, code, out.String(), errOut.String())
 		}
 		if !strings.Contains(out.String(), "trust-quorum epoch 1 committed on 3 sleds") {
 			t.Fatalf("run %d:\n%s", run, out.String())
 		}
+		if run == 1 {
+			if !regexp.MustCompile(`nexus external API +https://127\.0\.0\.1:`).MatchString(out.String()) {
+				t.Errorf("--tls: the external API is not listed as https:\n%s", out.String())
+			}
+			for _, want := range []string{"--ca-cert " + dataDir + "/pki/ca.crt",
+				"curl --cacert " + dataDir + "/pki/ca.crt"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("--tls output lacks %q:\n%s", want, out.String())
+				}
+			}
+		}
 	}
 }
 
-func run_(dataDir string, out, errOut *bytes.Buffer) int {
-	return run([]string{"--smoke", "--sleds", "3", "--data-dir", dataDir}, out, errOut)
+func run_(dataDir string, out, errOut *bytes.Buffer, extra ...string) int {
+	return run(append([]string{"--smoke", "--sleds", "3", "--data-dir", dataDir}, extra...), out, errOut)
 }
 
 func TestBadFlags(t *testing.T) {
