@@ -31,6 +31,7 @@ import (
 	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
+	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/migrations"
 	"github.com/rackplane/rackplane/nexus/app"
@@ -262,7 +263,7 @@ func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, wait time.Duration
 		// Sleeping past the deadline would only delay the error; the last
 		// ping is at the deadline.
 		delay := min(retry.NextBackOff(), left)
-		log.Warn().Err(err).Dur("retry_in", delay).Msg("waiting for the database")
+		log.Warn().Err(err).Float64("retry_in_ms", logging.Millis(delay)).Msg("waiting for the database")
 		if err := clk.Sleep(ctx, delay); err != nil {
 			return err
 		}
@@ -359,7 +360,7 @@ func (s *Server) setupApp(d *depot.Depot) error {
 	}
 	tdb := taskdb.New(s.ds)
 	s.tasks = bgtasks.NewDriver(bgtasks.Options{
-		Log:     s.log.With().Str("component", "bgtasks").Logger(),
+		Log:     s.log.With().Str("subsystem", "bgtasks").Logger(),
 		Enabled: tdb.Enabled,
 		Periods: s.cfg.TaskPeriods,
 		Metrics: m,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/fault"
+	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/nexus/datastore"
 	"github.com/rackplane/rackplane/nexus/model"
@@ -152,8 +153,8 @@ func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, er
 		return res, translate(err)
 	}
 	log.Info().Str("system_version", res.Repo.SystemVersion).Str("sha256", archiveSHA).Int64("bytes", size).
-		Str("status", res.Status).Int64("generation", res.Generation).Dur("receive", received).
-		Dur("total", time.Since(start)).Msg("tuf repo uploaded")
+		Str("outcome", res.Status).Int64("generation", res.Generation).Float64("receive_ms", logging.Millis(received)).
+		Float64("duration_ms", logging.Millis(time.Since(start))).Msg("tuf repo uploaded")
 	a.notify(ReposChanged, reqid.From(ctx))
 	return res, nil
 }

@@ -66,7 +66,8 @@ func (o externalOps) RepoList(w http.ResponseWriter, r *http.Request, _ external
 	h(o.s.repoList)(w, r)
 }
 func (o externalOps) RepoUpload(w http.ResponseWriter, r *http.Request, _ external.RepoUploadParams) {
-	h(o.s.repoUpload)(w, r)
+	// A refused upload may have thrown away gigabytes an operator sent.
+	httpx.Handlers{WarnRefusals: true}.H(o.s.repoUpload)(w, r)
 }
 func (o externalOps) RepoPrune(w http.ResponseWriter, r *http.Request, _ external.SystemVersion) {
 	h(o.s.repoPrune)(w, r)
