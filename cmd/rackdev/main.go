@@ -31,6 +31,7 @@ import (
 
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks/nexustasks"
+	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/envflag"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/logging"
@@ -63,16 +64,17 @@ type options struct {
 	logLevel     string
 	waitTimeout  time.Duration
 	lrtq         bool
+	noDemo       bool
+	version      bool
 }
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	var o options
+// newFlags defines every flag of rackdev into o.
+func newFlags(o *options) *envflag.Set {
 	fs := envflag.New("rackdev", usage)
-	fs.SetOutput(stderr)
 	fs.Int(&o.sleds, "sleds", "RACKDEV_SLEDS", 4, "number of sled agents")
 	fs.String(&o.dataDir, "data-dir", "RACKDEV_DATA_DIR", "",
 		"directory for all state (default: a new temp dir, removed on exit unless --keep)")
@@ -87,11 +89,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.String(&o.logLevel, "log-level", "RACKDEV_LOG_LEVEL", "info", "log level of the components' log files")
 	fs.Duration(&o.waitTimeout, "wait", "RACKDEV_WAIT", time.Minute, "how long to wait for the rack to come up")
 	fs.Bool(&o.lrtq, "lrtq", "RACKDEV_LRTQ", false, "set the rack up with LRTQ instead of trust-quorum epoch 1 (to try the upgrade)")
+	fs.Bool(&o.noDemo, "no-demo", "RACKDEV_NO_DEMO", false,
+		"register no demo trust root and upload no demo repo (the rack starts with no repos, so your own 1.0.0 is the first)")
+	fs.Bool(&o.version, "version", "", false, "print the version and exit")
+	return fs
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := newFlags(&o)
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if o.version {
+		fmt.Fprintln(stdout, buildinfo.Line("rackdev"))
+		return 0
 	}
 	if o.sleds < 1 || o.sleds > 64 {
 		fmt.Fprintln(stderr, "rackdev: --sleds must be from 1 to 64")
@@ -118,14 +134,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "rackdev: rack setup:", err)
 		return 1
 	}
-	built, err := rack.uploadDemoRepo(ctx, stdout)
+	demo, built, err := rack.writeDemo()
 	if err != nil {
 		fmt.Fprintln(stderr, "rackdev: demo repo:", err)
 		return 1
 	}
-	if err := rack.waitReplicated(ctx, built, o.waitTimeout, stdout); err != nil {
-		fmt.Fprintln(stderr, "rackdev: demo repo:", err)
-		return 1
+	if o.noDemo {
+		fmt.Fprintf(stdout, "rackdev: --no-demo: no trust root registered, no repo uploaded (the demo release and its root "+
+			"are in %s if you want them)\n", filepath.Dir(rack.demoZip()))
+	} else {
+		if err := rack.uploadDemoRepo(ctx, demo, built, stdout); err != nil {
+			fmt.Fprintln(stderr, "rackdev: demo repo:", err)
+			return 1
+		}
+		if err := rack.waitReplicated(ctx, built, o.waitTimeout, stdout); err != nil {
+			fmt.Fprintln(stderr, "rackdev: demo repo:", err)
+			return 1
+		}
 	}
 	rack.printSummary(stdout)
 	if o.smoke {
@@ -423,6 +448,7 @@ func (r *rack) printSummary(w io.Writer) {
 	fmt.Fprintf(tw, "  admin token\t%s  (also in %s)\n", r.adminToken, r.tokenFile())
 	fmt.Fprintf(tw, "  rack CA and certificates\t%s\n", r.pki)
 	fmt.Fprintf(tw, "  logs\t%s\n", filepath.Join(r.dataDir, "logs"))
+	fmt.Fprintf(tw, "  demo release and its root\t%s  %s\n", r.demoZip(), r.demoRoot())
 	tw.Flush()
 	flagPart := ""
 	if r.nexus.ExternalURL() != defaultRackctlURL {
@@ -432,8 +458,12 @@ func (r *rack) printSummary(w io.Writer) {
 	fmt.Fprintf(w, "  export RACKPLANE_TOKEN_FILE=%s\n", r.tokenFile())
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s sleds list\n", flagPart)
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo list\n", flagPart)
-	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo show %s\n", flagPart, demoVersion)
-	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo upload %s\n", flagPart, filepath.Join(r.dataDir, "demo", demoZip))
+	if r.o.noDemo {
+		fmt.Fprintf(w, "  go run ./cmd/rackctl%s trust-root add %s\n", flagPart, r.demoRoot())
+	} else {
+		fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo show %s\n", flagPart, demoVersion)
+	}
+	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo upload %s\n", flagPart, r.demoZip())
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s bgtasks show tuf_artifact_replication\n", flagPart)
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $(cat %s)\" %s/v1/system/hardware/sleds\n", r.tokenFile(),
 		r.nexus.ExternalURL())
@@ -447,43 +477,52 @@ const (
 	demoZip     = "demo-repo-1.0.0.zip"
 )
 
-// uploadDemoRepo registers the demo trust root and uploads a small signed
-// demo release, keeping both files in <data-dir>/demo for the user.
-func (r *rack) uploadDemoRepo(ctx context.Context, stdout io.Writer) (*tufgen.Built, error) {
+// writeDemo writes the demo release and its trust root to
+// <data-dir>/demo (the user may upload them again, or themselves under
+// --no-demo) and returns the lineage that signed them.
+func (r *rack) writeDemo() (*tufgen.Lineage, *tufgen.Built, error) {
 	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{'r', 'a', 'c', 'k', 'd', 'e', 'v'}), tufgen.LineageOptions{Consistent: true})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	dir := filepath.Join(r.dataDir, "demo")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+	if err := os.MkdirAll(filepath.Dir(r.demoZip()), 0o755); err != nil {
+		return nil, nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "root.json"), l.TrustRoot(), 0o644); err != nil {
-		return nil, err
+	if err := os.WriteFile(r.demoRoot(), l.TrustRoot(), 0o644); err != nil {
+		return nil, nil, err
 	}
-	zipPath := filepath.Join(dir, demoZip)
-	built, err := l.BuildFile(zipPath, tufgen.Demo(demoVersion))
+	built, err := l.BuildFile(r.demoZip(), tufgen.Demo(demoVersion))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	return l, built, nil
+}
+
+// demoZip and demoRoot are where the demo release and its root are.
+func (r *rack) demoZip() string  { return filepath.Join(r.dataDir, "demo", demoZip) }
+func (r *rack) demoRoot() string { return filepath.Join(r.dataDir, "demo", "root.json") }
+
+// uploadDemoRepo registers the demo trust root and uploads the demo
+// release.
+func (r *rack) uploadDemoRepo(ctx context.Context, l *tufgen.Lineage, built *tufgen.Built, stdout io.Writer) error {
 	nx, err := r.client()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if _, _, err := nx.TrustRootAdd(ctx, l.TrustRoot()); err != nil {
-		return nil, err
+		return err
 	}
-	f, err := os.Open(zipPath)
+	f, err := os.Open(r.demoZip())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
 	res, err := nx.RepoUpload(ctx, demoZip, f, built.Size, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	fmt.Fprintf(stdout, "rackdev: demo repo %s %s (%d artifacts)\n", res.Repo.SystemVersion, res.Status, res.Repo.ArtifactCount)
-	return built, nil
+	return nil
 }
 
 // waitReplicated waits until every sled holds every artifact of the demo

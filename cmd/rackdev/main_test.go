@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/rackplane/rackplane/internal/buildinfo"
 )
 
 // The smoke mode CI runs: a real PostgreSQL, Nexus and sleds come up, every
@@ -57,5 +59,12 @@ func TestBadFlags(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run([]string{"--sleds", "0"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "--sleds") {
 		t.Fatalf("exit %d, %q", code, errOut.String())
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "rackdev "+buildinfo.Read().Version) {
+		t.Fatalf("exit %d, %q, %q", code, out.String(), errOut.String())
 	}
 }
