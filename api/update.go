@@ -94,15 +94,25 @@ const (
 
 // Upload outcomes (TufRepoUpload.Status).
 const (
-	UploadInserted      = "inserted"
+	// UploadInserted: a system version not recorded before.
+	UploadInserted = "inserted"
+	// UploadAlreadyExists: this archive is recorded and live.
 	UploadAlreadyExists = "already_exists"
+	// UploadRestored: this archive was recorded and pruned; it is live
+	// again and marked kept.
+	UploadRestored = "restored"
+	// UploadReplaced: another archive of this system version was recorded
+	// and pruned; this one took its place.
+	UploadReplaced = "replaced"
 )
 
-// TUF repo states.
+// TUF repo states. A pruned repo is RepoStatePruned; a live one is active,
+// degraded (an artifact has no holder at all) or failed.
 const (
 	RepoStateActive   = "active"
 	RepoStateDegraded = "degraded"
 	RepoStateFailed   = "failed"
+	RepoStatePruned   = "pruned"
 )
 
 // TrustRoot is a registered TUF root that uploads are verified against.
@@ -209,10 +219,15 @@ type TufRepoDetail struct {
 // TufRepoUpload is the reply to an upload.
 type TufRepoUpload struct {
 	Repo TufRepo `json:"repo"`
-	// Status is UploadInserted or UploadAlreadyExists.
+	// Status is one of the Upload* outcomes.
 	Status string `json:"status"`
 	// Generation is the wanted-artifact generation after the upload.
 	Generation int64 `json:"generation"`
+	// Message says what the upload did, and what may be done next.
+	Message string `json:"message"`
+	// Replaced is, for UploadReplaced, the pruned record this upload
+	// took the place of.
+	Replaced *TufRepo `json:"replaced,omitempty"`
 }
 
 // TufRepoPrune is the reply to an operator prune.
@@ -221,6 +236,8 @@ type TufRepoPrune struct {
 	Generation int64   `json:"generation"`
 	// AlreadyPruned is set when the repo had been pruned before.
 	AlreadyPruned bool `json:"already_pruned"`
+	// Message says what the prune did and how to bring the repo back.
+	Message string `json:"message"`
 }
 
 // TufRepoKeep is the body of PUT .../repositories/{system_version}/kept.

@@ -152,6 +152,7 @@ func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, er
 	if err != nil {
 		return res, translate(err)
 	}
+	res.Message = uploadMessage(res)
 	log.Info().Str("system_version", res.Repo.SystemVersion).Str("sha256", archiveSHA).Int64("bytes", size).
 		Str("outcome", res.Status).Int64("generation", res.Generation).Float64("receive_ms", logging.Millis(received)).
 		Float64("duration_ms", logging.Millis(time.Since(start))).Msg("tuf repo uploaded")
@@ -249,14 +250,45 @@ func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64,
 		in.Artifacts = append(in.Artifacts, datastore.TufArtifactInsert{Name: art.Name, Version: art.Version,
 			Kind: art.Kind, TargetName: art.TargetName, SHA256: art.SHA256, Length: art.Length, Tags: art.Tags})
 	}
-	datastore.UpdateAudit(ctx, func(e *model.AuditEntry) {
-		e.Target = "repo " + v.SystemVersion
-		e.Detail = fmt.Sprintf("file %s, sha256 %s, %d bytes", fileName, archiveSHA, size)
-	})
+	in.AuditDetail = fmt.Sprintf("file %s, sha256 %s, %d bytes", fileName, archiveSHA, size)
+	datastore.UpdateAudit(ctx, func(e *model.AuditEntry) { e.Target = "repo " + v.SystemVersion })
 	res, err = a.ds.TufRepoInsert(ctx, in)
 	if err != nil {
 		return res, err
 	}
 	ok = true
 	return res, nil
+}
+
+// uploadMessage says what an upload did, in an operator's terms.
+func uploadMessage(res model.UploadResult) string {
+	v := res.Repo.SystemVersion
+	switch res.Status {
+	case model.UploadAlreadyExists:
+		return fmt.Sprintf("system version %s was already uploaded from this archive; nothing changed", v)
+	case model.UploadRestored:
+		m := fmt.Sprintf("system version %s was pruned", v)
+		if r := res.Restored; r != nil && r.TimePruned != nil {
+			m += fmt.Sprintf(" (by %s, %s)", r.PrunedBy, r.TimePruned.UTC().Format(time.RFC3339))
+		}
+		return m + fmt.Sprintf(" and is restored from the same archive: its artifacts are wanted on every sled again "+
+			"(generation %d). It is marked kept, so the pruner leaves it alone; `rackctl repo unkeep %s` hands it "+
+			"back to the pruner", res.Generation, v)
+	case model.UploadReplaced:
+		m := fmt.Sprintf("system version %s uploaded (%d artifacts, generation %d), replacing its pruned record", v,
+			res.Repo.ArtifactCount, res.Generation)
+		if r := res.Replaced; r != nil {
+			m += fmt.Sprintf(" (archive sha256 %s, uploaded %s)", shortHash(r.SHA256), r.TimeCreated.UTC().Format(time.RFC3339))
+		}
+		return m + "; the audit log keeps what that record was"
+	}
+	return fmt.Sprintf("system version %s uploaded (%d artifacts, generation %d); replication to the sleds has started",
+		v, res.Repo.ArtifactCount, res.Generation)
+}
+
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
 }

@@ -189,13 +189,22 @@ type TufRepoInsert struct {
 	// are ignored for a re-upload of a known repo.
 	LineageKey string
 	CheckFloor func(floor TufVersions) error
+	// AuditDetail is the upload's audit detail; recording adds what it
+	// did beyond inserting (the pruned record it replaced).
+	AuditDetail string
 }
 
 // TufRepoInsert records a verified upload in one transaction: the repo,
 // its artifacts (reusing rows for identical artifacts), this Nexus's local
 // copies, the lineage's rollback floors, and a generation bump when the
-// set of artifacts wanted on sleds grows. A re-upload of the same archive
-// un-prunes the repo and refreshes the copy records instead.
+// set of artifacts wanted on sleds grows.
+//
+// A re-upload of the same archive refreshes the copy records, and restores
+// the repo if it was pruned (see reupload). A different archive of a
+// system version whose repo is pruned replaces that record: its row and
+// its artifact links are deleted in the same transaction, and what it was
+// goes into the upload's audit entry (the history). A different archive of
+// a live system version is a conflict.
 func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.UploadResult, error) {
 	var res model.UploadResult
 	err := d.InTx(ctx, "tuf_repo_insert", func(ctx context.Context, tx pgx.Tx) error {
@@ -207,8 +216,20 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
-		if err := checkSameVersion(ctx, tx, in); err != nil {
+		UpdateAudit(ctx, func(e *model.AuditEntry) { e.Detail = in.AuditDetail })
+		replaced, err := checkSameVersion(ctx, tx, in)
+		if err != nil {
 			return err
+		}
+		if replaced != nil {
+			if err := replacePruned(ctx, tx, *replaced); err != nil {
+				return err
+			}
+			res.Replaced = replaced
+			UpdateAudit(ctx, func(e *model.AuditEntry) {
+				e.Detail = in.AuditDetail + "; replaced the pruned record of " + replaced.SystemVersion + ": " +
+					describeRecord(*replaced)
+			})
 		}
 		if err := advanceFloors(ctx, tx, in); err != nil {
 			return err
@@ -246,6 +267,9 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 			return err
 		}
 		res.Status = model.UploadInserted
+		if replaced != nil {
+			res.Status = model.UploadReplaced
+		}
 		if res.Generation, err = readGeneration(ctx, tx); err != nil {
 			return err
 		}
@@ -261,15 +285,29 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 	return res, err
 }
 
-// reupload handles an archive already recorded: it is un-pruned if it was
-// pruned, and this Nexus's copies are recorded again.
+// reupload handles an archive already recorded: this Nexus's copies are
+// recorded again, and a pruned repo is restored. A restored repo is marked
+// kept: the operator brought it back on purpose, and the pruner, which
+// keeps the newest uploads, would otherwise prune it again at its next run
+// (its upload time is its first upload's, older than the newest). Keeping
+// its upload time, rather than counting the restore as a fresh upload,
+// leaves the newest uploads where they are: restoring an old release does
+// not push a newer one out of the pruner's window.
 func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing model.TufRepo, res *model.UploadResult) error {
 	res.Status = model.UploadAlreadyExists
+	UpdateAudit(ctx, func(e *model.AuditEntry) { e.Detail = in.AuditDetail })
 	var err error
 	if res.Generation, err = readGeneration(ctx, tx); err != nil {
 		return err
 	}
 	if existing.TimePruned != nil {
+		res.Status = model.UploadRestored
+		pruned := existing
+		res.Restored = &pruned
+		UpdateAudit(ctx, func(e *model.AuditEntry) {
+			e.Detail = in.AuditDetail + "; restored (it was pruned " + existing.TimePruned.UTC().Format(time.RFC3339) +
+				" by " + existing.PrunedBy + ") and marked kept"
+		})
 		hashes, err := repoHashes(ctx, tx, existing.ID)
 		if err != nil {
 			return err
@@ -278,7 +316,7 @@ func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing model.T
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE tuf_repo SET time_pruned = NULL, pruned_by = NULL WHERE id = $1`,
+		if _, err := tx.Exec(ctx, `UPDATE tuf_repo SET time_pruned = NULL, pruned_by = NULL, kept = true WHERE id = $1`,
 			existing.ID); err != nil {
 			return err
 		}
@@ -296,20 +334,28 @@ func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing model.T
 	return err
 }
 
-// checkSameVersion refuses a different archive for a recorded system
-// version, naming what differs.
-func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) error {
-	var id uuid.UUID
-	var sha, targetsSHA string
-	var targetsVersion int64
-	err := tx.QueryRow(ctx, `SELECT id, sha256, targets_sha256, targets_version FROM tuf_repo WHERE system_version = $1`,
-		in.SystemVersion).Scan(&id, &sha, &targetsSHA, &targetsVersion)
+// checkSameVersion looks for a recorded repo of the upload's system
+// version (a different archive: the same one was found by hash). A pruned
+// one is returned, to be replaced; a live one is a conflict naming what
+// differs.
+func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) (*model.TufRepo, error) {
+	rec, err := scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.system_version = $1`,
+		in.SystemVersion))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
+	if rec.TimePruned != nil {
+		return &rec, nil
+	}
+	id, sha := rec.ID, rec.SHA256
+	var targetsSHA string
+	if err := tx.QueryRow(ctx, `SELECT targets_sha256 FROM tuf_repo WHERE id = $1`, id).Scan(&targetsSHA); err != nil {
+		return nil, err
+	}
+	targetsVersion := rec.TargetsVersion
 	var diffs []string
 	diffs = append(diffs, fmt.Sprintf("archive sha256 %s was recorded, this upload is %s", short(sha), short(in.SHA256)))
 	if targetsSHA != in.TargetsSHA256 {
@@ -319,7 +365,7 @@ func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) error {
 	rows, err := tx.Query(ctx, `SELECT a.name, a.version, a.kind, a.sha256 FROM tuf_repo_artifact ra
 		JOIN tuf_artifact a ON a.id = ra.artifact_id WHERE ra.repo_id = $1`, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	recorded := map[string]string{}
 	var name, version, kind, asha string
@@ -327,7 +373,7 @@ func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) error {
 		recorded[name+" "+version+" ("+kind+")"] = asha
 		return nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	uploaded := map[string]string{}
 	for _, a := range in.Artifacts {
@@ -355,9 +401,41 @@ func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) error {
 	if len(artDiffs) == 0 && targetsSHA == in.TargetsSHA256 {
 		diffs = append(diffs, "the signed contents are the same; only the zip differs")
 	}
-	return fault.Conflictf(api.CodeRepoConflict,
-		"system version %s is already uploaded with different content: %s; delete it first to replace it",
-		in.SystemVersion, strings.Join(diffs, "; "))
+	return nil, fault.Conflictf(api.CodeRepoConflict,
+		"system version %s is already uploaded with different content: %s. To replace it, delete (prune) it first "+
+			"(`rackctl repo delete %s`), then upload this archive again: it replaces the pruned record, which stays "+
+			"in the audit log", in.SystemVersion, strings.Join(diffs, "; "), in.SystemVersion)
+}
+
+// replacePruned deletes a pruned repo's record so that a new archive of
+// its system version can take it: its artifact links, the row, and the
+// artifact rows no other repo links to any more. Nothing it held is wanted
+// on sleds (it was pruned), so the generation does not move.
+func replacePruned(ctx context.Context, tx pgx.Tx, old model.TufRepo) error {
+	rows, err := tx.Query(ctx, `DELETE FROM tuf_repo_artifact WHERE repo_id = $1 RETURNING artifact_id`, old.ID)
+	if err != nil {
+		return err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM tuf_repo WHERE id = $1 AND time_pruned IS NOT NULL`, old.ID); err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM tuf_artifact a WHERE a.id = ANY($1)
+		AND NOT EXISTS (SELECT 1 FROM tuf_repo_artifact ra WHERE ra.artifact_id = a.id)`, ids)
+	return err
+}
+
+// describeRecord says what a repo record was, for the history.
+func describeRecord(r model.TufRepo) string {
+	s := fmt.Sprintf("repo id %s, archive sha256 %s, file %s, %d artifacts (%d bytes), uploaded %s",
+		r.ID, r.SHA256, r.FileName, r.ArtifactCount, r.TotalBytes, r.TimeCreated.UTC().Format(time.RFC3339))
+	if r.TimePruned != nil {
+		s += ", pruned " + r.TimePruned.UTC().Format(time.RFC3339) + " by " + r.PrunedBy
+	}
+	return s
 }
 
 // advanceFloors applies the lineage's rollback check and raises its floors

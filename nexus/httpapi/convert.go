@@ -54,8 +54,12 @@ func APITrustRoot(t model.TrustRoot) api.TrustRoot {
 		Expires: t.Expires, Root: t.JSON}
 }
 
-// APIRepo is r on the wire.
+// APIRepo is r on the wire. A pruned repo's state is "pruned", whatever
+// replication health was last recorded for it.
 func APIRepo(r model.TufRepo) api.TufRepo {
+	if r.TimePruned != nil {
+		r.State, r.StateReason = api.RepoStatePruned, ""
+	}
 	return api.TufRepo{
 		ID: r.ID, SystemVersion: r.SystemVersion, FileName: r.FileName, SHA256: r.SHA256,
 		TimeCreated: r.TimeCreated, ValidUntil: r.ValidUntil, TimePruned: r.TimePruned, PrunedBy: r.PrunedBy,

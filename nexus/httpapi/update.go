@@ -77,8 +77,13 @@ func (s *API) repoUpload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, api.TufRepoUpload{Repo: APIRepo(res.Repo), Status: res.Status,
-		Generation: res.Generation})
+	out := api.TufRepoUpload{Repo: APIRepo(res.Repo), Status: res.Status, Generation: res.Generation,
+		Message: res.Message}
+	if res.Replaced != nil {
+		old := APIRepo(*res.Replaced)
+		out.Replaced = &old
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -121,7 +126,7 @@ func (s *API) repoPrune(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusOK, api.TufRepoPrune{Repo: APIRepo(res.Repo), Generation: res.Generation,
-		AlreadyPruned: res.AlreadyPruned})
+		AlreadyPruned: res.AlreadyPruned, Message: res.Message})
 	return nil
 }
 

@@ -93,11 +93,14 @@ type TrustRoot struct {
 	JSON []byte
 }
 
-// TUF repo states.
+// TUF repo states: State holds one of the first three (the replication
+// health of the repo's artifacts); a pruned repo's state is reported as
+// RepoStatePruned whatever it holds.
 const (
 	RepoStateActive   = "active"
 	RepoStateDegraded = "degraded"
 	RepoStateFailed   = "failed"
+	RepoStatePruned   = "pruned"
 )
 
 // TufRepo is an uploaded TUF repository.
@@ -173,19 +176,34 @@ type TufRepoDetail struct {
 
 // Upload outcomes (UploadResult.Status).
 const (
-	UploadInserted      = "inserted"
+	// UploadInserted: a system version not recorded before.
+	UploadInserted = "inserted"
+	// UploadAlreadyExists: this archive is recorded and live; nothing
+	// changed.
 	UploadAlreadyExists = "already_exists"
+	// UploadRestored: this archive was recorded and pruned; it is live
+	// again (and kept).
+	UploadRestored = "restored"
+	// UploadReplaced: another archive of this system version was
+	// recorded and pruned; this one took its place.
+	UploadReplaced = "replaced"
 )
 
 // UploadResult is what recording an upload did.
 type UploadResult struct {
 	Repo TufRepo
-	// Status is UploadInserted or UploadAlreadyExists.
+	// Status is one of the Upload* outcomes.
 	Status string
 	// Generation is the wanted-artifact generation after the upload.
 	Generation int64
 	// GenerationBumped is set when the wanted artifact set changed.
 	GenerationBumped bool
+	// Replaced is the pruned record a replacing upload removed, and
+	// Restored the pruned record a restoring one brought back, as each was
+	// before the upload.
+	Replaced, Restored *TufRepo
+	// Message says what happened, and what the operator may do next.
+	Message string
 }
 
 // PruneResult is what a prune did.
@@ -194,6 +212,8 @@ type PruneResult struct {
 	Generation int64
 	// AlreadyPruned is set when the repo had been pruned before.
 	AlreadyPruned bool
+	// Message says what happened, and how to bring the repo back.
+	Message string
 }
 
 // ArtifactListItem is an artifact with the system versions of the repos

@@ -456,7 +456,9 @@ type ClientInterface interface {
 
 	// RepoUploadWithBody Upload a TUF repo
 	//
-	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once.
+	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Artifact replication to the sleds starts at once.
+	//
+	// One system version has one live record. Uploading an archive that is recorded answers `already_exists`; if its repo was pruned it is `restored`: live again, and marked kept so the pruner (which keeps the newest uploads, by first upload time) does not prune it again at once; unkeep it to hand it back to the pruner. A different archive of a system version whose repo is live is refused (409 `repo_conflict`); once that repo is pruned, an admin may upload the new archive, which `replaced` the pruned record: the old record leaves the listings and the audit log keeps what it was (its hash, file and times).
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -465,7 +467,7 @@ type ClientInterface interface {
 
 	// RepoPrune Prune a repo
 	//
-	// The repo stays recorded (uploading it again brings it back), but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Pruning a pruned repo changes nothing and says so.
+	// The repo stays recorded, but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Uploading the same archive again restores it; uploading another archive of the same system version replaces the pruned record. Pruning a pruned repo changes nothing and says so (`already_pruned`).
 	//
 	// Corresponds with DELETE /v1/system/update/repositories/{system_version} (the `RepoPrune` operationId).
 	RepoPrune(ctx context.Context, systemVersion SystemVersion, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -853,7 +855,9 @@ func (c *Client) RepoList(ctx context.Context, params *RepoListParams, reqEditor
 
 // RepoUploadWithBody Upload a TUF repo
 //
-// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once.
+// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Artifact replication to the sleds starts at once.
+//
+// One system version has one live record. Uploading an archive that is recorded answers `already_exists`; if its repo was pruned it is `restored`: live again, and marked kept so the pruner (which keeps the newest uploads, by first upload time) does not prune it again at once; unkeep it to hand it back to the pruner. A different archive of a system version whose repo is live is refused (409 `repo_conflict`); once that repo is pruned, an admin may upload the new archive, which `replaced` the pruned record: the old record leaves the listings and the audit log keeps what it was (its hash, file and times).
 //
 // Takes any type of body and a specified content type.
 //
@@ -872,7 +876,7 @@ func (c *Client) RepoUploadWithBody(ctx context.Context, params *RepoUploadParam
 
 // RepoPrune Prune a repo
 //
-// The repo stays recorded (uploading it again brings it back), but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Pruning a pruned repo changes nothing and says so.
+// The repo stays recorded, but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Uploading the same archive again restores it; uploading another archive of the same system version replaces the pruned record. Pruning a pruned repo changes nothing and says so (`already_pruned`).
 //
 // Corresponds with DELETE /v1/system/update/repositories/{system_version} (the `RepoPrune` operationId).
 func (c *Client) RepoPrune(ctx context.Context, systemVersion SystemVersion, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2257,7 +2261,9 @@ type ClientWithResponsesInterface interface {
 
 	// RepoUploadWithBodyWithResponse Upload a TUF repo
 	//
-	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once.
+	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Artifact replication to the sleds starts at once.
+	//
+	// One system version has one live record. Uploading an archive that is recorded answers `already_exists`; if its repo was pruned it is `restored`: live again, and marked kept so the pruner (which keeps the newest uploads, by first upload time) does not prune it again at once; unkeep it to hand it back to the pruner. A different archive of a system version whose repo is live is refused (409 `repo_conflict`); once that repo is pruned, an admin may upload the new archive, which `replaced` the pruned record: the old record leaves the listings and the audit log keeps what it was (its hash, file and times).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -2266,7 +2272,7 @@ type ClientWithResponsesInterface interface {
 
 	// RepoPruneWithResponse Prune a repo
 	//
-	// The repo stays recorded (uploading it again brings it back), but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Pruning a pruned repo changes nothing and says so.
+	// The repo stays recorded, but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Uploading the same archive again restores it; uploading another archive of the same system version replaces the pruned record. Pruning a pruned repo changes nothing and says so (`already_pruned`).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -4336,7 +4342,9 @@ func (c *ClientWithResponses) RepoListWithResponse(ctx context.Context, params *
 
 // RepoUploadWithBodyWithResponse Upload a TUF repo
 //
-// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once.
+// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Artifact replication to the sleds starts at once.
+//
+// One system version has one live record. Uploading an archive that is recorded answers `already_exists`; if its repo was pruned it is `restored`: live again, and marked kept so the pruner (which keeps the newest uploads, by first upload time) does not prune it again at once; unkeep it to hand it back to the pruner. A different archive of a system version whose repo is live is refused (409 `repo_conflict`); once that repo is pruned, an admin may upload the new archive, which `replaced` the pruned record: the old record leaves the listings and the audit log keeps what it was (its hash, file and times).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -4351,7 +4359,7 @@ func (c *ClientWithResponses) RepoUploadWithBodyWithResponse(ctx context.Context
 
 // RepoPruneWithResponse Prune a repo
 //
-// The repo stays recorded (uploading it again brings it back), but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Pruning a pruned repo changes nothing and says so.
+// The repo stays recorded, but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Uploading the same archive again restores it; uploading another archive of the same system version replaces the pruned record. Pruning a pruned repo changes nothing and says so (`already_pruned`).
 //
 // Returns a wrapper object for the known response body format(s).
 //
