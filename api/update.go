@@ -19,6 +19,9 @@ const (
 	CodeTrustRootThreshold = "trust_root_threshold"
 	// The root lists one public key under two key ids.
 	CodeTrustRootDuplicateKey = "trust_root_duplicate_key"
+	// CodeTrustRootInUse (409): live repos were verified against the root
+	// being deleted; the body's live_repos names them.
+	CodeTrustRootInUse = "trust_root_in_use"
 
 	// Archive hygiene.
 	CodeNotAZip                = "not_a_zip"
@@ -127,6 +130,19 @@ type TrustRoot struct {
 	Expires time.Time `json:"expires"`
 	// Root is the root.json document exactly as registered.
 	Root json.RawMessage `json:"root"`
+}
+
+// TrustRootDeleted is the answer to deleting a trust root.
+type TrustRootDeleted struct {
+	TrustRoot TrustRoot `json:"trust_root"`
+	// LiveRepos are the live repos verified against it, deleted anyway
+	// with force=true (empty otherwise).
+	LiveRepos []string `json:"live_repos"`
+	// Remaining counts the trust roots left; 0 means every upload is
+	// refused until one is added.
+	Remaining int `json:"remaining"`
+	// Message says what the deletion means for uploads.
+	Message string `json:"message"`
 }
 
 // TufRepo is an uploaded TUF repository.

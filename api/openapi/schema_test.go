@@ -41,6 +41,7 @@ var goTypes = map[string]reflect.Type{
 	"api.BackgroundTaskEnabled":      reflect.TypeFor[api.BackgroundTaskEnabled](),
 	"api.TrustRoot":                  reflect.TypeFor[api.TrustRoot](),
 	"api.Page[api.TrustRoot]":        reflect.TypeFor[api.Page[api.TrustRoot]](),
+	"api.TrustRootDeleted":           reflect.TypeFor[api.TrustRootDeleted](),
 	"api.TQMember":                   reflect.TypeFor[api.TQMember](),
 	"api.TQEncryptedRackSecrets":     reflect.TypeFor[api.TQEncryptedRackSecrets](),
 	"api.TQConfiguration":            reflect.TypeFor[api.TQConfiguration](),

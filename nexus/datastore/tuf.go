@@ -105,19 +105,55 @@ func (d *Datastore) TrustRootGet(ctx context.Context, id uuid.UUID) (model.Trust
 	return t, classify(err)
 }
 
+// ErrTrustRootInUse is returned by TrustRootDelete when live repos were
+// verified against the root and the caller did not insist.
+var ErrTrustRootInUse = errors.New("trust root signs live repos")
+
+// TrustRootDeleteResult is what deleting a trust root did.
+type TrustRootDeleteResult struct {
+	Root model.TrustRoot
+	// LiveRepos are the system versions of the live repos verified
+	// against the root, sorted.
+	LiveRepos []string
+	// Remaining counts the live trust roots left.
+	Remaining int
+}
+
 // TrustRootDelete soft-deletes a live trust root, or returns ErrNotFound.
-func (d *Datastore) TrustRootDelete(ctx context.Context, id uuid.UUID) error {
-	return d.InTx(ctx, "trust_root_delete", func(ctx context.Context, tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE tuf_trust_root SET time_deleted = now()
-			WHERE id = $1 AND time_deleted IS NULL`, id)
+// Unless force is set it refuses, with ErrTrustRootInUse and the repos in
+// the result, a root that live (unpruned) repos were verified against. The
+// check and the delete are one transaction, so an upload verified against
+// the root cannot slip in between.
+func (d *Datastore) TrustRootDelete(ctx context.Context, id uuid.UUID, force bool) (TrustRootDeleteResult, error) {
+	var res TrustRootDeleteResult
+	err := d.InTx(ctx, "trust_root_delete", func(ctx context.Context, tx pgx.Tx) error {
+		res = TrustRootDeleteResult{}
+		var err error
+		res.Root, err = scanTrustRoot(tx.QueryRow(ctx, `SELECT `+trustRootColumns+` FROM tuf_trust_root
+			WHERE id = $1 AND time_deleted IS NULL`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: no trust root with id %s", ErrNotFound, id)
+		}
 		if err != nil {
 			return err
 		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("%w: no trust root with id %s", ErrNotFound, id)
+		rows, err := tx.Query(ctx, `SELECT system_version FROM tuf_repo
+			WHERE trust_root_id = $1 AND time_pruned IS NULL ORDER BY system_version`, id)
+		if err != nil {
+			return err
 		}
-		return nil
+		if res.LiveRepos, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
+		if len(res.LiveRepos) > 0 && !force {
+			return ErrTrustRootInUse
+		}
+		if _, err := tx.Exec(ctx, `UPDATE tuf_trust_root SET time_deleted = now() WHERE id = $1`, id); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT count(*) FROM tuf_trust_root WHERE time_deleted IS NULL`).Scan(&res.Remaining)
 	})
+	return res, err
 }
 
 // TufVersions are metadata versions: a repo's, or a lineage's floors.

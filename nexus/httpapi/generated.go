@@ -84,7 +84,7 @@ func (o externalOps) TrustRootList(w http.ResponseWriter, r *http.Request, _ ext
 func (o externalOps) TrustRootAdd(w http.ResponseWriter, r *http.Request) {
 	h(o.s.trustRootCreate)(w, r)
 }
-func (o externalOps) TrustRootDelete(w http.ResponseWriter, r *http.Request, _ external.TrustRootID) {
+func (o externalOps) TrustRootDelete(w http.ResponseWriter, r *http.Request, _ external.TrustRootID, _ external.TrustRootDeleteParams) {
 	h(o.s.trustRootDelete)(w, r)
 }
 func (o externalOps) TrustRootGet(w http.ResponseWriter, r *http.Request, _ external.TrustRootID) {

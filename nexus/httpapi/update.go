@@ -58,10 +58,24 @@ func (s *API) trustRootDelete(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.app.DeleteTrustRoot(r.Context(), id); err != nil {
+	force := false
+	switch v := r.URL.Query().Get("force"); v {
+	case "", "false":
+	case "true":
+		force = true
+	default:
+		return fault.Invalidf(api.CodeInvalidParameter, "query parameter force must be true or false, not %q", v)
+	}
+	res, err := s.app.DeleteTrustRoot(r.Context(), id, force)
+	if err != nil {
 		return err
 	}
-	w.WriteHeader(http.StatusNoContent)
+	live := res.LiveRepos
+	if live == nil {
+		live = []string{}
+	}
+	httpx.WriteJSON(w, http.StatusOK, api.TrustRootDeleted{TrustRoot: APITrustRoot(res.Root), LiveRepos: live,
+		Remaining: res.Remaining, Message: res.Message})
 	return nil
 }
 

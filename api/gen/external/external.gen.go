@@ -95,6 +95,9 @@ type TaskSummary = api.TaskSummary
 // TrustRoot A registered TUF root that uploads are verified against.
 type TrustRoot = api.TrustRoot
 
+// TrustRootDeleted The answer to deleting a trust root.
+type TrustRootDeleted = api.TrustRootDeleted
+
 // TrustRootPage One page of trust roots.
 type TrustRootPage = api.Page[api.TrustRoot]
 
@@ -226,6 +229,12 @@ type TrustRootListParams struct {
 
 // TrustRootAddJSONBody defines parameters for TrustRootAdd.
 type TrustRootAddJSONBody = map[string]interface{}
+
+// TrustRootDeleteParams defines parameters for TrustRootDelete.
+type TrustRootDeleteParams struct {
+	// Force Delete the root even though live repos were verified against it.
+	Force *bool `form:"force,omitempty" json:"force,omitempty"`
+}
 
 // BackgroundTaskActivateJSONRequestBody defines body for BackgroundTaskActivate for application/json ContentType.
 type BackgroundTaskActivateJSONRequestBody = BackgroundTaskActivate
@@ -524,10 +533,10 @@ type ClientInterface interface {
 
 	// TrustRootDelete Remove a trust root
 	//
-	// Uploads are no longer verified against it. Repos already uploaded under it stay.
+	// Uploads are no longer verified against it. Repos already uploaded under it stay. A root that live (unpruned) repos were verified against is not deleted (409 `trust_root_in_use`, whose body's `live_repos` names them) unless `force=true`: once it is gone, uploading those releases again, to restore a pruned repo or a lost copy, is refused. Deleting the last root is allowed; the answer says that every upload is then refused until a root is added.
 	//
 	// Corresponds with DELETE /v1/system/update/trust-roots/{id} (the `TrustRootDelete` operationId).
-	TrustRootDelete(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*http.Response, error)
+	TrustRootDelete(ctx context.Context, id TrustRootID, params *TrustRootDeleteParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// TrustRootGet Fetch a trust root
 	//
@@ -1003,11 +1012,11 @@ func (c *Client) TrustRootAdd(ctx context.Context, body TrustRootAddJSONRequestB
 
 // TrustRootDelete Remove a trust root
 //
-// Uploads are no longer verified against it. Repos already uploaded under it stay.
+// Uploads are no longer verified against it. Repos already uploaded under it stay. A root that live (unpruned) repos were verified against is not deleted (409 `trust_root_in_use`, whose body's `live_repos` names them) unless `force=true`: once it is gone, uploading those releases again, to restore a pruned repo or a lost copy, is refused. Deleting the last root is allowed; the answer says that every upload is then refused until a root is added.
 //
 // Corresponds with DELETE /v1/system/update/trust-roots/{id} (the `TrustRootDelete` operationId).
-func (c *Client) TrustRootDelete(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewTrustRootDeleteRequest(c.Server, id)
+func (c *Client) TrustRootDelete(ctx context.Context, id TrustRootID, params *TrustRootDeleteParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustRootDeleteRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1986,7 +1995,7 @@ func NewTrustRootAddRequestWithBody(server string, contentType string, body io.R
 }
 
 // NewTrustRootDeleteRequest constructs an http.Request for the TrustRootDelete method
-func NewTrustRootDeleteRequest(server string, id TrustRootID) (*http.Request, error) {
+func NewTrustRootDeleteRequest(server string, id TrustRootID, params *TrustRootDeleteParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -2009,6 +2018,33 @@ func NewTrustRootDeleteRequest(server string, id TrustRootID) (*http.Request, er
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Force != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "force", *params.Force, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
@@ -2335,12 +2371,12 @@ type ClientWithResponsesInterface interface {
 
 	// TrustRootDeleteWithResponse Remove a trust root
 	//
-	// Uploads are no longer verified against it. Repos already uploaded under it stay.
+	// Uploads are no longer verified against it. Repos already uploaded under it stay. A root that live (unpruned) repos were verified against is not deleted (409 `trust_root_in_use`, whose body's `live_repos` names them) unless `force=true`: once it is gone, uploading those releases again, to restore a pruned repo or a lost copy, is refused. Deleting the last root is allowed; the answer says that every upload is then refused until a root is added.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /v1/system/update/trust-roots/{id} (the `TrustRootDelete` operationId).
-	TrustRootDeleteWithResponse(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*TrustRootDeleteResponse, error)
+	TrustRootDeleteWithResponse(ctx context.Context, id TrustRootID, params *TrustRootDeleteParams, reqEditors ...RequestEditorFn) (*TrustRootDeleteResponse, error)
 
 	// TrustRootGetWithResponse Fetch a trust root
 	//
@@ -3914,6 +3950,8 @@ func (r TrustRootAddResponse) ContentType() string {
 type TrustRootDeleteResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TrustRootDeleted
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *InvalidParameter
 	// JSON401 the response for an HTTP 401 `application/json` response
@@ -3922,10 +3960,17 @@ type TrustRootDeleteResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Error
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TrustRootDeleteResponse) GetJSON200() *TrustRootDeleted {
+	return r.JSON200
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
@@ -3946,6 +3991,11 @@ func (r TrustRootDeleteResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r TrustRootDeleteResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TrustRootDeleteResponse) GetJSON409() *Error {
+	return r.JSON409
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -4464,13 +4514,13 @@ func (c *ClientWithResponses) TrustRootAddWithResponse(ctx context.Context, body
 
 // TrustRootDeleteWithResponse Remove a trust root
 //
-// Uploads are no longer verified against it. Repos already uploaded under it stay.
+// Uploads are no longer verified against it. Repos already uploaded under it stay. A root that live (unpruned) repos were verified against is not deleted (409 `trust_root_in_use`, whose body's `live_repos` names them) unless `force=true`: once it is gone, uploading those releases again, to restore a pruned repo or a lost copy, is refused. Deleting the last root is allowed; the answer says that every upload is then refused until a root is added.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /v1/system/update/trust-roots/{id} (the `TrustRootDelete` operationId).
-func (c *ClientWithResponses) TrustRootDeleteWithResponse(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*TrustRootDeleteResponse, error) {
-	rsp, err := c.TrustRootDelete(ctx, id, reqEditors...)
+func (c *ClientWithResponses) TrustRootDeleteWithResponse(ctx context.Context, id TrustRootID, params *TrustRootDeleteParams, reqEditors ...RequestEditorFn) (*TrustRootDeleteResponse, error) {
+	rsp, err := c.TrustRootDelete(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -5750,8 +5800,12 @@ func ParseTrustRootDeleteResponse(rsp *http.Response) (*TrustRootDeleteResponse,
 	}
 
 	switch {
-	case rsp.StatusCode == 204:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TrustRootDeleted
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
 		var dest InvalidParameter
@@ -5780,6 +5834,13 @@ func ParseTrustRootDeleteResponse(rsp *http.Response) (*TrustRootDeleteResponse,
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
@@ -5935,7 +5996,7 @@ type ServerInterface interface {
 	TrustRootAdd(w http.ResponseWriter, r *http.Request)
 	// TrustRootDelete Remove a trust root
 	// (DELETE /v1/system/update/trust-roots/{id})
-	TrustRootDelete(w http.ResponseWriter, r *http.Request, id TrustRootID)
+	TrustRootDelete(w http.ResponseWriter, r *http.Request, id TrustRootID, params TrustRootDeleteParams)
 	// TrustRootGet Fetch a trust root
 	// (GET /v1/system/update/trust-roots/{id})
 	TrustRootGet(w http.ResponseWriter, r *http.Request, id TrustRootID)
@@ -6073,7 +6134,7 @@ func (_ Unimplemented) TrustRootAdd(w http.ResponseWriter, r *http.Request) {
 
 // TrustRootDelete Remove a trust root
 // (DELETE /v1/system/update/trust-roots/{id})
-func (_ Unimplemented) TrustRootDelete(w http.ResponseWriter, r *http.Request, id TrustRootID) {
+func (_ Unimplemented) TrustRootDelete(w http.ResponseWriter, r *http.Request, id TrustRootID, params TrustRootDeleteParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -6709,8 +6770,24 @@ func (siw *ServerInterfaceWrapper) TrustRootDelete(w http.ResponseWriter, r *htt
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params TrustRootDeleteParams
+
+	// ------------- Optional query parameter "force" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "force", r.URL.Query(), &params.Force, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "force"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "force", Err: err})
+		}
+		return
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.TrustRootDelete(w, r, id)
+		siw.Handler.TrustRootDelete(w, r, id, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
