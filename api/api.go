@@ -129,6 +129,35 @@ type Sled struct {
 	M2s                []M2Device `json:"m2s,omitempty"`
 	ArtifactGeneration *uint64    `json:"artifact_generation,omitempty"`
 	ArtifactsComplete  *int       `json:"artifacts_complete,omitempty"`
+	// Health is what that inventory says is wrong with the sled.
+	Health SledHealth `json:"health"`
+}
+
+// Sled health states (SledHealth.State).
+const (
+	SledHealthOK       = "ok"
+	SledHealthDegraded = "degraded"
+	SledHealthUnknown  = "unknown"
+)
+
+// SledHealth is what is wrong with a sled's hardware, from its last
+// reported inventory.
+type SledHealth struct {
+	// State is "ok", "degraded" (an M.2 it should have is not in use, so
+	// its artifacts have one copy too few) or "unknown" (no inventory
+	// reported yet).
+	State string `json:"state"`
+	// M2Expected is how many M.2s the sled should have (every sled has
+	// two), M2Present how many are in use.
+	M2Expected int `json:"m2_expected"`
+	M2Present  int `json:"m2_present"`
+	// M2Missing are the configured devices not in use.
+	M2Missing []M2Device `json:"m2_missing"`
+	// StorageLock is the sled's storage unlock: "unknown" until sleds
+	// report it (then "locked" or "unlocked").
+	StorageLock string `json:"storage_lock"`
+	// Problems says what is wrong, in words.
+	Problems []string `json:"problems"`
 }
 
 // Access error codes.

@@ -207,7 +207,8 @@ type TufRepoArtifact struct {
 // ArtifactReplication is one artifact's spread over the in-service sleds,
 // as one Nexus's replication task saw it when it last listed every sled's
 // holdings. A sled "holds" an artifact when at least one of its M.2s has a
-// verified copy, and holds it on all M.2s when every present M.2 does.
+// verified copy, and holds it on all M.2s when every M.2 the sled should
+// have does (a sled with an M.2 missing never does).
 type ArtifactReplication struct {
 	// TimeObserved is when the holdings were listed, and Generation the
 	// wanted-artifact generation that run worked at.
@@ -219,7 +220,8 @@ type ArtifactReplication struct {
 	SledsInService int `json:"sleds_in_service"`
 	SledsObserved  int `json:"sleds_observed"`
 	// SledsHolding counts observed sleds with at least one verified copy,
-	// SledsHoldingAllM2s those with a verified copy on every present M.2.
+	// SledsHoldingAllM2s those with a verified copy on every M.2 they
+	// should have.
 	SledsHolding       int `json:"sleds_holding"`
 	SledsHoldingAllM2s int `json:"sleds_holding_all_m2s"`
 	// SledsCopying counts sleds with a copy of it in flight.

@@ -29,6 +29,7 @@ var goTypes = map[string]reflect.Type{
 	"api.M2Device":                   reflect.TypeFor[api.M2Device](),
 	"api.SledRegistration":           reflect.TypeFor[api.SledRegistration](),
 	"api.Sled":                       reflect.TypeFor[api.Sled](),
+	"api.SledHealth":                 reflect.TypeFor[api.SledHealth](),
 	"api.Page[api.Sled]":             reflect.TypeFor[api.Page[api.Sled]](),
 	"api.BackgroundTaskList":         reflect.TypeFor[api.BackgroundTaskList](),
 	"api.BackgroundTask":             reflect.TypeFor[api.BackgroundTask](),

@@ -266,8 +266,16 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 		}
 	}
 	st.LeastReplicated = leastReplicated(plan.Artifacts)
+	for _, s := range c.states {
+		if s.Error == "" && s.M2Present < s.M2Expected {
+			st.DegradedSleds++
+		}
+	}
+	// A sled with an M.2 missing holds everything it can, but its
+	// artifacts have a copy too few: not converged, and nothing to do
+	// but wait for the device (no follow-up run is asked for).
 	st.Converged = len(plan.Requests) == 0 && plan.Deferred == 0 && st.InFlight == 0 && len(plan.Unheld) == 0 &&
-		len(c.states) == usableSleds(c.input)
+		len(c.states) == usableSleds(c.input) && st.DegradedSleds == 0
 	if !st.Converged && (len(plan.Requests) > 0 || st.InFlight > 0 || plan.Deferred > 0) {
 		// Copies are running: look again soon, so that every finished
 		// copy becomes a source for the next ones within moments.
@@ -276,7 +284,8 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 	st.RoundTrips = roundTrips.Load()
 	st.Phases.Finish = clock.lap()
 	log.Info().Int64("generation", st.Generation).Int("requests", st.Requests).Int("deferred", st.Deferred).
-		Int("in_flight", st.InFlight).Bool("converged", st.Converged).Int64("db_round_trips", st.RoundTrips).
+		Int("in_flight", st.InFlight).Int("degraded_sleds", st.DegradedSleds).Bool("converged", st.Converged).
+		Int64("db_round_trips", st.RoundTrips).
 		Msg("replication run finished")
 	return t.status(st, c.run), errors.Join(errs...)
 }
@@ -457,6 +466,7 @@ func (t *Task) collectSled(ctx context.Context, log zerolog.Logger, s datastore.
 		run.ListOK++
 	}
 	st.Generation, st.M2Present = list.Generation, list.M2Present
+	st.M2Expected = max(model.SledM2Devices, s.M2Configured)
 	out.Generation, out.M2Present = int64(list.Generation), list.M2Present
 	if list.Generation != config.Generation {
 		// Newer than us: reported as stale by the caller, never acted on.

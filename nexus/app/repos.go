@@ -70,7 +70,7 @@ func ArtifactReplication(m model.ReplicationMatrix, col int) model.ArtifactRepli
 		r.SledsObserved++
 		if c > 0 {
 			r.SledsHolding++
-			if int(c) >= m.Sleds[s].M2Present {
+			if int(c) >= FullCopies(m.Sleds[s]) {
 				r.SledsHoldingAllM2s++
 			}
 		}
@@ -80,6 +80,11 @@ func ArtifactReplication(m model.ReplicationMatrix, col int) model.ArtifactRepli
 	}
 	return r
 }
+
+// FullCopies is how many copies a sled must hold of an artifact for it to
+// be fully replicated there: one on every M.2 it should have, so a sled
+// with an M.2 missing holds nothing fully.
+func FullCopies(s model.MatrixSled) int { return max(s.M2Present, s.M2Expected, 1) }
 
 // PruneRepo marks a repo pruned: it stays recorded but its artifacts stop
 // being wanted on sleds unless another live repo carries them. Uploading

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/model"
 )
 
@@ -30,7 +31,20 @@ func APISled(s model.Sled) api.Sled {
 		RepoDepotPort: s.RepoDepotPort, Policy: s.Policy, State: s.State,
 		TimeCreated: s.TimeCreated, TimeModified: s.TimeModified, TimeLastSeen: s.TimeLastSeen,
 		M2s: apiM2s(s.M2s), ArtifactGeneration: s.ArtifactGeneration, ArtifactsComplete: s.ArtifactsComplete,
+		Health: apiSledHealth(app.SledHealth(s)),
 	}
+}
+
+func apiSledHealth(h model.SledHealth) api.SledHealth {
+	out := api.SledHealth{State: h.State, M2Expected: h.M2Expected, M2Present: h.M2Present,
+		M2Missing: apiM2s(h.M2Missing), StorageLock: h.StorageLock, Problems: h.Problems}
+	if out.M2Missing == nil {
+		out.M2Missing = []api.M2Device{}
+	}
+	if out.Problems == nil {
+		out.Problems = []string{}
+	}
+	return out
 }
 
 func modelRegistration(r api.SledRegistration) model.SledRegistration {

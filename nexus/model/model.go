@@ -28,6 +28,44 @@ const (
 	SledStateDecommissioned = "decommissioned"
 )
 
+// SledM2Devices is how many M.2 devices every sled has: a sled reporting
+// fewer present is degraded.
+const SledM2Devices = 2
+
+// Sled health states (SledHealth.State).
+const (
+	// SledHealthOK: every M.2 the sled should have is present.
+	SledHealthOK = "ok"
+	// SledHealthDegraded: something the sled should have is missing.
+	SledHealthDegraded = "degraded"
+	// SledHealthUnknown: the sled has not reported its inventory.
+	SledHealthUnknown = "unknown"
+)
+
+// Storage lock states (SledHealth.StorageLock). Sleds do not report their
+// storage unlock yet, so every sled is StorageLockUnknown for now.
+const (
+	StorageLockUnknown  = "unknown"
+	StorageLockLocked   = "locked"
+	StorageLockUnlocked = "unlocked"
+)
+
+// SledHealth is what is wrong with a sled's hardware, as its inventory
+// says.
+type SledHealth struct {
+	State string
+	// M2Expected is how many M.2s the sled should have (SledM2Devices,
+	// or more if it reports more), M2Present how many are in use.
+	M2Expected, M2Present int
+	// M2Missing are the configured devices that are not in use; a sled
+	// configured with fewer devices than expected has fewer here than
+	// M2Expected-M2Present.
+	M2Missing   []M2Device
+	StorageLock string
+	// Problems says what is wrong, in an operator's words.
+	Problems []string
+}
+
 // M2Device is one M.2 in a sled's inventory.
 type M2Device struct {
 	Path                  string
@@ -252,6 +290,9 @@ type MatrixSled struct {
 	Address    string
 	Generation uint64
 	M2Present  int
+	// M2Expected is how many M.2s the sled should have: with fewer
+	// present, nothing on it is fully replicated.
+	M2Expected int
 	InFlight   int
 	Error      string
 }

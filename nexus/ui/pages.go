@@ -44,8 +44,10 @@ type uiNavItem struct {
 // line here and mounts its routes from its own file (see mountUI).
 var uiNav = []uiNavItem{
 	{Label: "Background tasks", Path: "/ui/background-tasks"},
+	{Label: "Sleds", Path: "/ui/sleds"},
 	{Label: "Replication", Path: "/ui/replication"},
 	{Label: "Repos", Path: "/ui/repos"},
+	{Label: "Trust roots", Path: "/ui/trust-roots"},
 	{Label: "Audit log", Path: "/ui/audit-log"},
 }
 
@@ -123,6 +125,8 @@ func (s *Pages) Mount(r chi.Router) {
 		r.Get("/ui/", redirectTo("/ui/background-tasks"))
 		s.mountBackgroundTaskPages(r)
 		s.mountReplicationPages(r)
+		s.mountSledPages(r)
+		s.mountTrustRootPages(r)
 		r.Get("/ui/audit-log", s.uiAuditLog)
 	})
 }

@@ -80,6 +80,9 @@ type OperatorTokenPage = api.Page[api.OperatorToken]
 // Sled A registered sled.
 type Sled = api.Sled
 
+// SledHealth What a sled's last reported inventory says is wrong with it.
+type SledHealth = api.SledHealth
+
 // SledPage One page of sleds.
 type SledPage = api.Page[api.Sled]
 

@@ -34,6 +34,9 @@ type M2Device = api.M2Device
 // Sled A registered sled.
 type Sled = api.Sled
 
+// SledHealth What a sled's last reported inventory says is wrong with it.
+type SledHealth = api.SledHealth
+
 // SledRegistration What a sled agent reports about itself.
 type SledRegistration = api.SledRegistration
 
