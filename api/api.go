@@ -66,6 +66,58 @@ type Health struct {
 	// Checks maps a component ("database", "nexus_registration", ...) to
 	// "ok" or a description of what is wrong.
 	Checks map[string]string `json:"checks,omitempty"`
+	// Build is which build answers; only an authenticated caller (any
+	// operator token) gets it.
+	Build *BuildInfo `json:"build,omitempty"`
+}
+
+// BuildInfo says which build of rackplane is running.
+type BuildInfo struct {
+	// Version is the release version ("dev" for a build from a checkout).
+	Version string `json:"version"`
+	// Commit is the VCS revision it was built from, when recorded.
+	Commit     string    `json:"commit,omitempty"`
+	CommitTime time.Time `json:"commit_time,omitzero"`
+	// Modified is set when the checkout had local changes.
+	Modified  bool   `json:"modified,omitempty"`
+	GoVersion string `json:"go_version"`
+}
+
+// Readiness states (Readiness.Status) and check values.
+const (
+	ReadyStatus    = "ready"
+	NotReadyStatus = "not_ready"
+	CheckOK        = "ok"
+	CheckFailing   = "failing"
+)
+
+// Readiness is the body of /readyz: whether this Nexus can do its work.
+type Readiness struct {
+	// Status is "ready" or "not_ready".
+	Status string `json:"status"`
+	// Checks maps "database" and "background_tasks" to "ok" or "failing".
+	Checks map[string]string `json:"checks"`
+	// Detail says what fails; only an authenticated caller (any operator
+	// token) gets it, since errors can name internals.
+	Detail *ReadinessDetail `json:"detail,omitempty"`
+}
+
+// ReadinessDetail is what an operator learns from /readyz.
+type ReadinessDetail struct {
+	// Database is "ok" or why the database did not answer.
+	Database string `json:"database"`
+	// FailingTasks are the background tasks whose last two or more
+	// activations failed.
+	FailingTasks []FailingTask `json:"failing_tasks"`
+	Build        BuildInfo     `json:"build"`
+}
+
+// FailingTask is a background task readiness counts as failing.
+type FailingTask struct {
+	Name              string    `json:"name"`
+	ConsecutiveErrors uint64    `json:"consecutive_errors"`
+	LastError         string    `json:"last_error"`
+	LastStart         time.Time `json:"last_start"`
 }
 
 // Baseboard is a sled's hardware identity.

@@ -37,6 +37,7 @@ type externalOps struct {
 var _ external.ServerInterface = externalOps{}
 
 func (o externalOps) Healthz(w http.ResponseWriter, r *http.Request) { o.s.healthz(w, r) }
+func (o externalOps) Readyz(w http.ResponseWriter, r *http.Request)  { o.s.readyz(w, r) }
 func (o externalOps) Metrics(w http.ResponseWriter, r *http.Request) { o.metrics.ServeHTTP(w, r) }
 func (o externalOps) OpenapiDocument(w http.ResponseWriter, r *http.Request) {
 	o.s.openapiDocument(w, r)

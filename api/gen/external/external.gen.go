@@ -53,8 +53,14 @@ type BackgroundTaskList = api.BackgroundTaskList
 // Baseboard A sled's hardware identity.
 type Baseboard = api.Baseboard
 
+// BuildInfo Which build of rackplane answers.
+type BuildInfo = api.BuildInfo
+
 // Error The body of every error answer.
 type Error = api.Error
+
+// FailingTask A background task readiness counts as failing: its last two or more activations failed.
+type FailingTask = api.FailingTask
 
 // Health Nexus's health.
 type Health = api.Health
@@ -76,6 +82,12 @@ type OperatorTokenCreated = api.OperatorTokenCreated
 
 // OperatorTokenPage One page of operator tokens.
 type OperatorTokenPage = api.Page[api.OperatorToken]
+
+// Readiness Whether this Nexus can do its work.
+type Readiness = api.Readiness
+
+// ReadinessDetail Why Nexus is not ready, for operators.
+type ReadinessDetail = api.ReadinessDetail
 
 // Sled A registered sled.
 type Sled = api.Sled
@@ -330,7 +342,7 @@ type ClientInterface interface {
 
 	// Healthz Whether Nexus can serve
 	//
-	// 200 when this Nexus can reach its database; 503 naming what is wrong when it cannot.
+	// Liveness: 200 when this Nexus can reach its database; 503 when it cannot. It answers anyone and says only `ok` or `unhealthy` per check (never a database user, host or error); a caller that sends an operator token (any role) also gets `build`, the version that answers. Whether the background tasks work is `/readyz`'s question.
 	//
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -348,6 +360,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /openapi.json (the `OpenapiDocument` operationId).
 	OpenapiDocument(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// Readyz Whether Nexus can do its work
+	//
+	// Readiness: 200 `ready` when this Nexus's database answers and none of its background tasks has failed its last two activations in a row; 503 `not_ready` otherwise (a database outage, a renamed table that makes the pruner and replication fail). It answers anyone with only which check fails; a caller that sends an operator token (any role) also gets `detail`: the database's error, every failing task with its last error, and the build.
+	//
+	// Corresponds with GET /readyz (the `Readyz` operationId).
+	Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AuditLogList List the audit log
 	//
@@ -549,7 +568,7 @@ type ClientInterface interface {
 
 // Healthz Whether Nexus can serve
 //
-// 200 when this Nexus can reach its database; 503 naming what is wrong when it cannot.
+// Liveness: 200 when this Nexus can reach its database; 503 when it cannot. It answers anyone and says only `ok` or `unhealthy` per check (never a database user, host or error); a caller that sends an operator token (any role) also gets `build`, the version that answers. Whether the background tasks work is `/readyz`'s question.
 //
 // Corresponds with GET /healthz (the `Healthz` operationId).
 func (c *Client) Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -588,6 +607,23 @@ func (c *Client) Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*h
 // Corresponds with GET /openapi.json (the `OpenapiDocument` operationId).
 func (c *Client) OpenapiDocument(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewOpenapiDocumentRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// Readyz Whether Nexus can do its work
+//
+// Readiness: 200 `ready` when this Nexus's database answers and none of its background tasks has failed its last two activations in a row; 503 `not_ready` otherwise (a database outage, a renamed table that makes the pruner and replication fail). It answers anyone with only which check fails; a caller that sends an operator token (any role) also gets `detail`: the database's error, every failing task with its last error, and the build.
+//
+// Corresponds with GET /readyz (the `Readyz` operationId).
+func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReadyzRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -1109,6 +1145,33 @@ func NewOpenapiDocumentRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/openapi.json")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewReadyzRequest constructs an http.Request for the Readyz method
+func NewReadyzRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/readyz")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -2138,7 +2201,7 @@ type ClientWithResponsesInterface interface {
 
 	// HealthzWithResponse Whether Nexus can serve
 	//
-	// 200 when this Nexus can reach its database; 503 naming what is wrong when it cannot.
+	// Liveness: 200 when this Nexus can reach its database; 503 when it cannot. It answers anyone and says only `ok` or `unhealthy` per check (never a database user, host or error); a caller that sends an operator token (any role) also gets `build`, the version that answers. Whether the background tasks work is `/readyz`'s question.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2162,6 +2225,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /openapi.json (the `OpenapiDocument` operationId).
 	OpenapiDocumentWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OpenapiDocumentResponse, error)
+
+	// ReadyzWithResponse Whether Nexus can do its work
+	//
+	// Readiness: 200 `ready` when this Nexus's database answers and none of its background tasks has failed its last two activations in a row; 503 `not_ready` otherwise (a database outage, a renamed table that makes the pruner and replication fail). It answers anyone with only which check fails; a caller that sends an operator token (any role) also gets `detail`: the database's error, every failing task with its last error, and the build.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /readyz (the `Readyz` operationId).
+	ReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ReadyzResponse, error)
 
 	// AuditLogListWithResponse List the audit log
 	//
@@ -2541,6 +2613,61 @@ func (r OpenapiDocumentResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r OpenapiDocumentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ReadyzResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Readiness
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Readiness
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ReadyzResponse) GetJSON200() *Readiness {
+	return r.JSON200
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ReadyzResponse) GetJSON503() *Readiness {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r ReadyzResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ReadyzResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ReadyzResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ReadyzResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ReadyzResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4125,7 +4252,7 @@ func (r TrustRootGetResponse) ContentType() string {
 
 // HealthzWithResponse Whether Nexus can serve
 //
-// 200 when this Nexus can reach its database; 503 naming what is wrong when it cannot.
+// Liveness: 200 when this Nexus can reach its database; 503 when it cannot. It answers anyone and says only `ok` or `unhealthy` per check (never a database user, host or error); a caller that sends an operator token (any role) also gets `build`, the version that answers. Whether the background tasks work is `/readyz`'s question.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4166,6 +4293,21 @@ func (c *ClientWithResponses) OpenapiDocumentWithResponse(ctx context.Context, r
 		return nil, err
 	}
 	return ParseOpenapiDocumentResponse(rsp)
+}
+
+// ReadyzWithResponse Whether Nexus can do its work
+//
+// Readiness: 200 `ready` when this Nexus's database answers and none of its background tasks has failed its last two activations in a row; 503 `not_ready` otherwise (a database outage, a renamed table that makes the pruner and replication fail). It answers anyone with only which check fails; a caller that sends an operator token (any role) also gets `detail`: the database's error, every failing task with its last error, and the build.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /readyz (the `Readyz` operationId).
+func (c *ClientWithResponses) ReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ReadyzResponse, error) {
+	rsp, err := c.Readyz(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReadyzResponse(rsp)
 }
 
 // AuditLogListWithResponse List the audit log
@@ -4643,6 +4785,46 @@ func ParseOpenapiDocumentResponse(rsp *http.Response) (*OpenapiDocumentResponse,
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseReadyzResponse parses an HTTP response from a ReadyzWithResponse call
+func ParseReadyzResponse(rsp *http.Response) (*ReadyzResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ReadyzResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Readiness
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Readiness
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error
@@ -5943,6 +6125,9 @@ type ServerInterface interface {
 	// OpenapiDocument This document
 	// (GET /openapi.json)
 	OpenapiDocument(w http.ResponseWriter, r *http.Request)
+	// Readyz Whether Nexus can do its work
+	// (GET /readyz)
+	Readyz(w http.ResponseWriter, r *http.Request)
 	// AuditLogList List the audit log
 	// (GET /v1/system/audit-log)
 	AuditLogList(w http.ResponseWriter, r *http.Request, params AuditLogListParams)
@@ -6024,6 +6209,12 @@ func (_ Unimplemented) Metrics(w http.ResponseWriter, r *http.Request) {
 // OpenapiDocument This document
 // (GET /openapi.json)
 func (_ Unimplemented) OpenapiDocument(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// Readyz Whether Nexus can do its work
+// (GET /readyz)
+func (_ Unimplemented) Readyz(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -6189,6 +6380,20 @@ func (siw *ServerInterfaceWrapper) OpenapiDocument(w http.ResponseWriter, r *htt
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.OpenapiDocument(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// Readyz operation middleware
+func (siw *ServerInterfaceWrapper) Readyz(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.Readyz(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -6947,6 +7152,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/openapi.json", wrapper.OpenapiDocument)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/readyz", wrapper.Readyz)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/system/audit-log", wrapper.AuditLogList)

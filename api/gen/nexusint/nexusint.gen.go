@@ -22,6 +22,9 @@ import (
 // Baseboard A sled's hardware identity.
 type Baseboard = api.Baseboard
 
+// BuildInfo Which build of rackplane answers.
+type BuildInfo = api.BuildInfo
+
 // Error The body of every error answer.
 type Error = api.Error
 
