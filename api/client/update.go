@@ -80,12 +80,14 @@ func (n Nexus) RepoUpload(ctx context.Context, fileName string, body io.Reader, 
 	err := n.call(ctx, withLength(func(server string) (*http.Request, error) {
 		req, err := external.NewRepoUploadRequestWithBody(server, &external.RepoUploadParams{FileName: fileName},
 			"application/zip", body)
-		if err == nil {
+		if err == nil && length > 0 {
 			// Nexus refuses some uploads before reading a byte (no trust
 			// root, a declared length over its limit, a bad file name);
 			// with a transport that waits for 100 Continue
 			// (http.Transport.ExpectContinueTimeout), the body is then
-			// never sent.
+			// never sent. Only for a declared length: a chunked body
+			// refused part-way would have its refusal lost to the reset
+			// of a connection the client is still writing to.
 			req.Header.Set("Expect", "100-continue")
 		}
 		return req, err
