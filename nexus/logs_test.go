@@ -36,8 +36,8 @@ func TestLogLinesFollowTheConvention(t *testing.T) {
 	}
 	resp.Body.Close()
 	racktest.WaitFor(t, 30*time.Second, "replication to converge", func() error {
-		if !racktest.ReplicationStatus(t, nx).Converged {
-			return errString("not converged")
+		if st := racktest.ReplicationStatus(t, nx); !st.Converged || st.Artifacts != len(built.Artifacts) {
+			return errString("not converged with the upload's artifacts")
 		}
 		return nil
 	})

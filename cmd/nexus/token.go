@@ -61,7 +61,11 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "nexus: token create:", err)
 		return 1
 	}
-	a := app.New(app.Config{}, app.Deps{DS: datastore.New(pool, zerolog.Nop(), datastore.Options{}), Log: zerolog.Nop()})
+	a, err := app.New(app.Config{}, app.Deps{DS: datastore.New(pool, zerolog.Nop(), datastore.Options{}), Log: zerolog.Nop()})
+	if err != nil {
+		fmt.Fprintln(stderr, "nexus token create:", err)
+		return 1
+	}
 	tok, err := a.CreateToken(app.WithActor(ctx, app.ConsoleActor()), name, model.Role(role), ttl)
 	if err != nil {
 		fmt.Fprintln(stderr, "nexus: token create:", err)

@@ -68,17 +68,29 @@ func (a *App) tooLarge() error {
 // bytes checked as they are copied into the depot; only then are rows
 // written, in one transaction. Every failure removes the temp file and any
 // artifact file this upload created.
+//
+// While it runs, Uploads shows it (its phase and the bytes received); the
+// metrics count its bytes, its outcome and its duration.
 func (a *App) UploadRepo(ctx context.Context, up Upload) (model.UploadResult, error) {
 	var res model.UploadResult
+	start := a.cfg.Now()
+	a.metrics.inProgress.Inc()
+	defer a.metrics.inProgress.Dec()
 	err := a.audited(ctx, model.RoleAdmin, "repo.upload", "file "+up.FileName, func(ctx context.Context) error {
+		tr := a.uploads.start(ctx, up, a.cfg.Now, a.metrics.bytes)
+		defer a.uploads.done(tr)
+		up.Body = tr.body(up.Body)
 		var err error
-		res, err = a.uploadRepo(ctx, up)
+		res, err = a.uploadRepo(ctx, up, tr)
 		return err
 	})
+	outcome := uploadOutcome(res, err)
+	a.metrics.total.WithLabelValues(outcome).Inc()
+	a.metrics.duration.WithLabelValues(outcome).Observe(a.cfg.Now().Sub(start).Seconds())
 	return res, err
 }
 
-func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, error) {
+func (a *App) uploadRepo(ctx context.Context, up Upload, tr *tracked) (model.UploadResult, error) {
 	var res model.UploadResult
 	log := zerolog.Ctx(ctx)
 	if err := CheckFileName(up.FileName); err != nil {
@@ -145,8 +157,10 @@ func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, er
 	archiveSHA := hex.EncodeToString(h.Sum(nil))
 	received := time.Since(start)
 
+	tr.phase(model.UploadWaiting)
 	err = a.depot.Exclusive(func() error {
-		res, err = a.verifyAndRecord(ctx, tmp, size, archiveSHA, up.FileName, roots, buf)
+		tr.phase(model.UploadVerifying)
+		res, err = a.verifyAndRecord(ctx, tmp, size, archiveSHA, up.FileName, roots, buf, tr)
 		return err
 	})
 	if err != nil {
@@ -162,7 +176,7 @@ func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, er
 
 // verifyAndRecord runs inside the depot's exclusive section.
 func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64, archiveSHA, fileName string,
-	roots []datastore.TrustRootRow, buf []byte) (model.UploadResult, error) {
+	roots []datastore.TrustRootRow, buf []byte, tr *tracked) (model.UploadResult, error) {
 	var res model.UploadResult
 	// A re-upload of a recorded archive is not held to the rollback
 	// floors: it is the same release, verified before.
@@ -193,6 +207,7 @@ func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64,
 	if err != nil {
 		return res, err
 	}
+	tr.systemVersion(v.SystemVersion)
 
 	// Copy every artifact into the depot, checking its bytes; ones the
 	// depot already holds are still read and checked, so every byte of
@@ -252,6 +267,7 @@ func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64,
 	}
 	in.AuditDetail = fmt.Sprintf("file %s, sha256 %s, %d bytes", fileName, archiveSHA, size)
 	datastore.UpdateAudit(ctx, func(e *model.AuditEntry) { e.Target = "repo " + v.SystemVersion })
+	tr.phase(model.UploadRecording)
 	res, err = a.ds.TufRepoInsert(ctx, in)
 	if err != nil {
 		return res, err

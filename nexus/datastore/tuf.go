@@ -863,3 +863,21 @@ func (d *Datastore) TufRepoHashes(ctx context.Context, repoIDs []uuid.UUID) (map
 	})
 	return out, classify(err)
 }
+
+// TufRepoStateCounts counts repos by state, a pruned repo as "pruned"
+// whatever its recorded replication state.
+func (d *Datastore) TufRepoStateCounts(ctx context.Context) (map[string]int, error) {
+	rows, err := d.pool.Query(ctx, `SELECT CASE WHEN time_pruned IS NOT NULL THEN 'pruned' ELSE state::TEXT END, count(*)
+		FROM tuf_repo GROUP BY 1`)
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := map[string]int{}
+	var state string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&state, &n}, func() error {
+		out[state] = int(n)
+		return nil
+	})
+	return out, classify(err)
+}

@@ -244,6 +244,38 @@ type UploadResult struct {
 	Message string
 }
 
+// Upload phases (UploadProgress.Phase), in the order an upload moves
+// through them.
+const (
+	// UploadReceiving: the body is streaming to disk.
+	UploadReceiving = "receiving"
+	// UploadWaiting: the body is on disk; another upload is being
+	// verified (one at a time per Nexus).
+	UploadWaiting = "waiting"
+	// UploadVerifying: the metadata is checked and every artifact
+	// hashed as it is copied into the depot.
+	UploadVerifying = "verifying"
+	// UploadRecording: the database transaction.
+	UploadRecording = "recording"
+)
+
+// UploadProgress is an upload this Nexus is receiving or verifying.
+type UploadProgress struct {
+	ID        uuid.UUID
+	FileName  string
+	Actor     string
+	RequestID string
+	Started   time.Time
+	// Phase is one of the Upload* phases, entered at PhaseStarted.
+	Phase        string
+	PhaseStarted time.Time
+	// BytesReceived counts the body's bytes so far, of ContentLength (-1
+	// when the client did not declare it).
+	BytesReceived, ContentLength int64
+	// SystemVersion is known once the metadata is verified.
+	SystemVersion string
+}
+
 // PruneResult is what a prune did.
 type PruneResult struct {
 	Repo       TufRepo

@@ -102,7 +102,11 @@ func TestTaskPageEscapes(t *testing.T) {
 		t.Fatalf("unescaped or missing:\n%s", out)
 	}
 	// The error page too.
-	s := New(app.New(app.Config{}, app.Deps{}))
+	bare, err := app.New(app.Config{}, app.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(bare)
 	rec := httptest.NewRecorder()
 	s.renderPage(rec, httptest.NewRequest("GET", "/ui/x", nil), 404, "error", uiPage{Title: "Not Found", Body: evil})
 	if rec.Code != 404 || strings.Contains(rec.Body.String(), evil) {
