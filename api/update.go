@@ -271,3 +271,40 @@ type ArtifactListItem struct {
 	SystemVersions []string `json:"system_versions"`
 	WantedOnSleds  bool     `json:"wanted_on_sleds"`
 }
+
+// Upload phases (TufUpload.Phase), in order.
+const (
+	UploadPhaseReceiving = "receiving"
+	UploadPhaseWaiting   = "waiting"
+	UploadPhaseVerifying = "verifying"
+	UploadPhaseRecording = "recording"
+)
+
+// TufUpload is an upload the answering Nexus is receiving or verifying.
+type TufUpload struct {
+	ID       uuid.UUID `json:"id"`
+	FileName string    `json:"file_name"`
+	// Actor is who uploads (a token's name), RequestID the upload's
+	// request.
+	Actor       string    `json:"actor"`
+	RequestID   string    `json:"request_id,omitempty"`
+	TimeStarted time.Time `json:"time_started"`
+	// Phase is receiving (the body streams to disk), waiting (for
+	// another upload's verification: one at a time), verifying (metadata
+	// and every artifact's hash) or recording (the database), entered at
+	// TimePhaseStarted.
+	Phase            string    `json:"phase"`
+	TimePhaseStarted time.Time `json:"time_phase_started"`
+	// BytesReceived of ContentLength (-1 when the client did not say).
+	BytesReceived int64 `json:"bytes_received"`
+	ContentLength int64 `json:"content_length"`
+	// SystemVersion is known once the metadata is verified.
+	SystemVersion string `json:"system_version,omitempty"`
+}
+
+// TufUploadList is GET /v1/system/update/uploads: the answering Nexus's
+// uploads in progress, oldest first (each Nexus receives its own).
+type TufUploadList struct {
+	NexusID uuid.UUID   `json:"nexus_id"`
+	Items   []TufUpload `json:"items"`
+}

@@ -14,7 +14,11 @@ func (s *Server) externalRouter() (chi.Router, error) {
 	r := httpx.NewRouter(s.log.With().Str("api", "external").Logger())
 	r.Use(s.httpMetrics.Middleware("external"))
 	httpapi.New(s.app).MountExternal(r, s.metricsHandler())
-	ui.New(s.app).Mount(r)
+	pages := ui.New(s.app)
+	pages.Mount(r)
+	// A person's browser gets an HTML page for / and unknown /ui paths
+	// (and its favicon); the API keeps its JSON 404s.
+	r.NotFound(pages.NotFound(httpx.NotFoundJSON))
 	return r, s.httpMetrics.Known("external", r)
 }
 

@@ -167,3 +167,10 @@ func (n Nexus) ArtifactList(ctx context.Context) ([]api.ArtifactListItem, error)
 		return external.NewArtifactListRequest(server, &external.ArtifactListParams{PageToken: token})
 	})
 }
+
+// UploadList lists the uploads the Nexus is receiving or verifying now.
+func (n Nexus) UploadList(ctx context.Context) (api.TufUploadList, error) {
+	var out api.TufUploadList
+	err := n.call(ctx, func(server string) (*http.Request, error) { return external.NewUploadListRequest(server) }, &out)
+	return out, err
+}

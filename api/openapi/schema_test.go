@@ -78,6 +78,8 @@ var goTypes = map[string]reflect.Type{
 	"api.TufRepoUpload":              reflect.TypeFor[api.TufRepoUpload](),
 	"api.TufRepoPrune":               reflect.TypeFor[api.TufRepoPrune](),
 	"api.TufRepoKeep":                reflect.TypeFor[api.TufRepoKeep](),
+	"api.TufUpload":                  reflect.TypeFor[api.TufUpload](),
+	"api.TufUploadList":              reflect.TypeFor[api.TufUploadList](),
 	"api.ArtifactListItem":           reflect.TypeFor[api.ArtifactListItem](),
 	"api.Page[api.ArtifactListItem]": reflect.TypeFor[api.Page[api.ArtifactListItem]](),
 	"api.ArtifactConfig":             reflect.TypeFor[api.ArtifactConfig](),

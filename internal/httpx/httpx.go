@@ -227,14 +227,17 @@ func typeName(e *json.UnmarshalTypeError) string {
 func NewRouter(log zerolog.Logger) chi.Router {
 	r := chi.NewRouter()
 	r.Use(hlog.NewHandler(log), RequestID, AccessLog, Recover)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, r, fault.NotFoundf(api.CodeNotFound, "no such route: %s %s", r.Method, r.URL.Path))
-	})
+	r.NotFound(NotFoundJSON)
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, fault.New(fault.MethodNotAllowed, api.CodeMethodNotAllowed,
 			"method %s is not allowed on %s", r.Method, r.URL.Path))
 	})
 	return r
+}
+
+// NotFoundJSON is the JSON 404 of a path no route serves.
+func NotFoundJSON(w http.ResponseWriter, r *http.Request) {
+	WriteError(w, r, fault.NotFoundf(api.CodeNotFound, "no such route: %s %s", r.Method, r.URL.Path))
 }
 
 // RequestID adopts a valid incoming X-Request-Id (so ids follow a request

@@ -106,3 +106,10 @@ func apiArtifactListItem(a model.ArtifactListItem) api.ArtifactListItem {
 	return api.ArtifactListItem{TufArtifact: apiArtifact(a.TufArtifact), SystemVersions: a.SystemVersions,
 		WantedOnSleds: a.WantedOnSleds}
 }
+
+// APIUpload is u on the wire.
+func APIUpload(u model.UploadProgress) api.TufUpload {
+	return api.TufUpload{ID: u.ID, FileName: u.FileName, Actor: u.Actor, RequestID: u.RequestID, TimeStarted: u.Started,
+		Phase: u.Phase, TimePhaseStarted: u.PhaseStarted, BytesReceived: u.BytesReceived, ContentLength: u.ContentLength,
+		SystemVersion: u.SystemVersion}
+}

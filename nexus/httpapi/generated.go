@@ -144,3 +144,5 @@ func (o externalOps) TokenRevoke(w http.ResponseWriter, r *http.Request, _ exter
 func (o externalOps) AuditLogList(w http.ResponseWriter, r *http.Request, _ external.AuditLogListParams) {
 	h(o.s.auditList)(w, r)
 }
+
+func (o externalOps) UploadList(w http.ResponseWriter, r *http.Request) { h(o.s.uploadList)(w, r) }

@@ -185,3 +185,12 @@ func (s *API) depotServe(w http.ResponseWriter, r *http.Request) error {
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	return nil
 }
+
+func (s *API) uploadList(w http.ResponseWriter, _ *http.Request) error {
+	out := api.TufUploadList{NexusID: s.app.NexusID(), Items: []api.TufUpload{}}
+	for _, u := range s.app.Uploads() {
+		out.Items = append(out.Items, APIUpload(u))
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -14,11 +14,13 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog/hlog"
 
+	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/humanize"
 	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/model"
@@ -67,6 +69,8 @@ type uiPage struct {
 	Who   string
 	Admin bool
 	CSRF  string
+	// Version is the build serving the page (the footer says it).
+	Version string
 }
 
 // uiTemplates holds one parsed template set per page file.
@@ -144,6 +148,7 @@ func (s *Pages) renderPage(w http.ResponseWriter, r *http.Request, status int, p
 		name = "fragment"
 	}
 	p.NexusID = s.app.NexusID().String()
+	p.Version = pageVersion()
 	if sess, ok := sessionFrom(r.Context()); ok {
 		p.Who, p.Admin, p.CSRF = sess.actor.Name, sess.actor.Role.Allows(model.RoleAdmin), sess.csrf
 	}
@@ -167,6 +172,9 @@ func (s *Pages) renderPage(w http.ResponseWriter, r *http.Request, status int, p
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
+
+// pageVersion is the footer's build line.
+var pageVersion = sync.OnceValue(func() string { return buildinfo.Read().String() })
 
 // uiError renders an error inside the layout.
 func (s *Pages) uiError(w http.ResponseWriter, r *http.Request, status int, msg string) {

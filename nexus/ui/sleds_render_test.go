@@ -120,3 +120,21 @@ func TestTrustRootsPageNamesWhatEachSigns(t *testing.T) {
 		t.Fatal(buf.String())
 	}
 }
+
+func TestUploadRowsSayHowFar(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	rows := buildUploadRows([]model.UploadProgress{
+		{ID: uuid.New(), FileName: "a.zip", Started: now.Add(-10 * time.Second), Phase: model.UploadReceiving,
+			PhaseStarted: now.Add(-10 * time.Second), BytesReceived: 300 << 20, ContentLength: 1200 << 20},
+		{ID: uuid.New(), FileName: "b.zip", Started: now.Add(-time.Minute), Phase: model.UploadVerifying,
+			PhaseStarted: now.Add(-3 * time.Second), BytesReceived: 5 << 20, ContentLength: -1, SystemVersion: "2.0.0"},
+	}, now)
+	if len(rows) != 2 || rows[0].Percent != 25 || rows[0].Progress != "300.0 MiB of 1.2 GiB (25%), 30.0 MiB/s" ||
+		rows[0].PhaseFor != "10s" {
+		t.Fatalf("receiving row %+v", rows[0])
+	}
+	if rows[1].Percent != 0 || !strings.HasPrefix(rows[1].Progress, "5.0 MiB received") || rows[1].Version != "2.0.0" ||
+		rows[1].PhaseFor != "3s" {
+		t.Fatalf("verifying row %+v", rows[1])
+	}
+}

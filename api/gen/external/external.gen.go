@@ -137,6 +137,12 @@ type TufRepoPrune = api.TufRepoPrune
 // TufRepoUpload The answer to an upload.
 type TufRepoUpload = api.TufRepoUpload
 
+// TufUpload An upload the answering Nexus is receiving or verifying.
+type TufUpload = api.TufUpload
+
+// TufUploadList The answering Nexus's uploads in progress.
+type TufUploadList = api.TufUploadList
+
 // Limit defines model for Limit.
 type Limit = int
 
@@ -564,6 +570,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/system/update/trust-roots/{id} (the `TrustRootGet` operationId).
 	TrustRootGet(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UploadList List uploads in progress
+	//
+	// The uploads this Nexus is receiving or verifying now, with their phase and the bytes received; an upload leaves the list when it is answered (its outcome is then in the audit log and the metrics).
+	//
+	// Corresponds with GET /v1/system/update/uploads (the `UploadList` operationId).
+	UploadList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // Healthz Whether Nexus can serve
@@ -1071,6 +1084,23 @@ func (c *Client) TrustRootDelete(ctx context.Context, id TrustRootID, params *Tr
 // Corresponds with GET /v1/system/update/trust-roots/{id} (the `TrustRootGet` operationId).
 func (c *Client) TrustRootGet(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewTrustRootGetRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UploadList List uploads in progress
+//
+// The uploads this Nexus is receiving or verifying now, with their phase and the bytes received; an upload leaves the list when it is answered (its outcome is then in the audit log and the metrics).
+//
+// Corresponds with GET /v1/system/update/uploads (the `UploadList` operationId).
+func (c *Client) UploadList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUploadListRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -2155,6 +2185,33 @@ func NewTrustRootGetRequest(server string, id TrustRootID) (*http.Request, error
 	return req, nil
 }
 
+// NewUploadListRequest constructs an http.Request for the UploadList method
+func NewUploadListRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/system/update/uploads")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -2459,6 +2516,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/system/update/trust-roots/{id} (the `TrustRootGet` operationId).
 	TrustRootGetWithResponse(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*TrustRootGetResponse, error)
+
+	// UploadListWithResponse List uploads in progress
+	//
+	// The uploads this Nexus is receiving or verifying now, with their phase and the bytes received; an upload leaves the list when it is answered (its outcome is then in the audit log and the metrics).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/system/update/uploads (the `UploadList` operationId).
+	UploadListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*UploadListResponse, error)
 }
 
 type HealthzResponse struct {
@@ -4250,6 +4316,68 @@ func (r TrustRootGetResponse) ContentType() string {
 	return ""
 }
 
+type UploadListResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TufUploadList
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UploadListResponse) GetJSON200() *TufUploadList {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r UploadListResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r UploadListResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r UploadListResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r UploadListResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UploadListResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UploadListResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UploadListResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // HealthzWithResponse Whether Nexus can serve
 //
 // Liveness: 200 when this Nexus can reach its database; 503 when it cannot. It answers anyone and says only `ok` or `unhealthy` per check (never a database user, host or error); a caller that sends an operator token (any role) also gets `build`, the version that answers. Whether the background tasks work is `/readyz`'s question.
@@ -4683,6 +4811,21 @@ func (c *ClientWithResponses) TrustRootGetWithResponse(ctx context.Context, id T
 		return nil, err
 	}
 	return ParseTrustRootGetResponse(rsp)
+}
+
+// UploadListWithResponse List uploads in progress
+//
+// The uploads this Nexus is receiving or verifying now, with their phase and the bytes received; an upload leaves the list when it is answered (its outcome is then in the audit log and the metrics).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/system/update/uploads (the `UploadList` operationId).
+func (c *ClientWithResponses) UploadListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*UploadListResponse, error) {
+	rsp, err := c.UploadList(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUploadListResponse(rsp)
 }
 
 // ParseHealthzResponse parses an HTTP response from a HealthzWithResponse call
@@ -6114,6 +6257,53 @@ func ParseTrustRootGetResponse(rsp *http.Response) (*TrustRootGetResponse, error
 	return response, nil
 }
 
+// ParseUploadListResponse parses an HTTP response from a UploadListWithResponse call
+func ParseUploadListResponse(rsp *http.Response) (*UploadListResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UploadListResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TufUploadList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// Healthz Whether Nexus can serve
@@ -6188,6 +6378,9 @@ type ServerInterface interface {
 	// TrustRootGet Fetch a trust root
 	// (GET /v1/system/update/trust-roots/{id})
 	TrustRootGet(w http.ResponseWriter, r *http.Request, id TrustRootID)
+	// UploadList List uploads in progress
+	// (GET /v1/system/update/uploads)
+	UploadList(w http.ResponseWriter, r *http.Request)
 }
 
 // Unimplemented server implementation that returns http.StatusNotImplemented for each endpoint.
@@ -6335,6 +6528,12 @@ func (_ Unimplemented) TrustRootDelete(w http.ResponseWriter, r *http.Request, i
 // TrustRootGet Fetch a trust root
 // (GET /v1/system/update/trust-roots/{id})
 func (_ Unimplemented) TrustRootGet(w http.ResponseWriter, r *http.Request, id TrustRootID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// UploadList List uploads in progress
+// (GET /v1/system/update/uploads)
+func (_ Unimplemented) UploadList(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -7031,6 +7230,20 @@ func (siw *ServerInterfaceWrapper) TrustRootGet(w http.ResponseWriter, r *http.R
 	handler.ServeHTTP(w, r)
 }
 
+// UploadList operation middleware
+func (siw *ServerInterfaceWrapper) UploadList(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.UploadList(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 type UnescapedCookieParamError struct {
 	ParamName string
 	Err       error
@@ -7215,6 +7428,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/system/update/trust-roots/{id}", wrapper.TrustRootGet)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/system/update/uploads", wrapper.UploadList)
 	})
 
 	return r
