@@ -1,15 +1,18 @@
 // Command rackdev runs a whole development rack on this machine: a
-// throwaway PostgreSQL, one Nexus and N sleds on loopback, each sled with
-// two directories standing in for its M.2 devices, a certificate from a
-// rack CA made in the data dir, and a bootstrap agent on the bootstrap
-// network. Playing the rack-setup service, it commits trust-quorum epoch 1
-// over the sleds. It prints every address and some rackctl commands to
-// try, and removes everything on Ctrl-C. With --smoke it starts everything,
-// checks it, and exits (CI uses this).
+// PostgreSQL with its data in the data dir, one Nexus and N sleds on
+// loopback, each sled with two directories standing in for its M.2
+// devices, a certificate from a rack CA made in the data dir, and a
+// bootstrap agent on the bootstrap network. Playing the rack-setup
+// service, it commits trust-quorum epoch 1 over the sleds. It prints every
+// address and some rackctl commands to try, and on Ctrl-C stops everything
+// and removes a data dir it made. Started again on a kept data dir, it
+// resumes the same rack. With --smoke it starts everything, checks it, and
+// exits (CI uses this).
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,8 +32,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks/nexustasks"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/envflag"
 	"github.com/rackplane/rackplane/internal/fsutil"
@@ -77,7 +82,8 @@ func newFlags(o *options) *envflag.Set {
 	fs := envflag.New("rackdev", usage)
 	fs.Int(&o.sleds, "sleds", "RACKDEV_SLEDS", 4, "number of sled agents")
 	fs.String(&o.dataDir, "data-dir", "RACKDEV_DATA_DIR", "",
-		"directory for all state (default: a new temp dir, removed on exit unless --keep)")
+		"directory for all state, the database's included: run again on the same one, the rack resumes "+
+			"(default: a new temp dir, removed on exit unless --keep)")
 	fs.Bool(&o.keep, "keep", "RACKDEV_KEEP", false, "keep the data directory on exit")
 	fs.String(&o.databaseURL, "database-url", "RACKDEV_DATABASE_URL", "",
 		"use this existing database instead of starting a throwaway PostgreSQL")
@@ -96,6 +102,13 @@ func newFlags(o *options) *envflag.Set {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runContext(ctx, args, stdout, stderr)
+}
+
+// runContext is run until ctx is done (Ctrl-C, or a test that is through).
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs := newFlags(&o)
 	fs.SetOutput(stderr)
@@ -116,8 +129,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.smoke {
 		o.externalAddr, o.internalAddr = "127.0.0.1:0", "127.0.0.1:0"
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	rack, err := start(ctx, o, stdout)
 	if rack != nil {
 		defer rack.close(stdout)
@@ -139,10 +150,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "rackdev: demo repo:", err)
 		return 1
 	}
-	if o.noDemo {
+	switch {
+	case rack.resumed:
+		// The rack has the repos it had: uploading the demo again could
+		// restore a repo its user pruned, or clash with their own 1.0.0.
+		if err := rack.waitConverged(ctx, o.waitTimeout, stdout); err != nil {
+			fmt.Fprintln(stderr, "rackdev:", err)
+			return 1
+		}
+	case o.noDemo:
 		fmt.Fprintf(stdout, "rackdev: --no-demo: no trust root registered, no repo uploaded (the demo release and its root "+
 			"are in %s if you want them)\n", filepath.Dir(rack.demoZip()))
-	} else {
+	default:
 		if err := rack.uploadDemoRepo(ctx, demo, built, stdout); err != nil {
 			fmt.Fprintln(stderr, "rackdev: demo repo:", err)
 			return 1
@@ -170,16 +189,19 @@ type rack struct {
 	adminToken string
 	dataDir    string
 	ownDir     bool
-	pg         *pgtemp.Cluster
-	dbURL      string
-	nexus      *nexus.Server
-	sleds      []*sled.Sled
-	pki        string
-	rss        *rackpki.Bundle
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	logFiles   []*os.File
-	runErrs    chan error
+	// resumed is set when the data dir held a rack from an earlier run
+	// (its database among it): the same rack goes on.
+	resumed  bool
+	pg       *pgtemp.Cluster
+	dbURL    string
+	nexus    *nexus.Server
+	sleds    []*sled.Sled
+	pki      string
+	rss      *rackpki.Bundle
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	logFiles []*os.File
+	runErrs  chan error
 }
 
 func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
@@ -199,19 +221,8 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 		return r, err
 	}
 	fmt.Fprintf(stdout, "rackdev: data and logs in %s\n", r.dataDir)
-
-	r.dbURL = o.databaseURL
-	if r.dbURL == "" {
-		fmt.Fprintln(stdout, "rackdev: starting a throwaway PostgreSQL...")
-		pg, err := pgtemp.Start(ctx, pgtemp.Options{})
-		if err != nil {
-			return r, err
-		}
-		r.pg = pg
-		if err := createDatabase(ctx, pg.URL("postgres"), "rackplane"); err != nil {
-			return r, err
-		}
-		r.dbURL = pg.URL("rackplane")
+	if err := r.startDatabase(ctx, stdout); err != nil {
+		return r, err
 	}
 
 	nlog, err := r.logger("nexus")
@@ -285,6 +296,100 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 		r.goRun(ctx, fmt.Sprintf("sled-%d", i), s.Run)
 	}
 	return r, nil
+}
+
+// startDatabase starts PostgreSQL with its data in <data-dir>/postgres,
+// so that a later run on the same data dir resumes the same rack: the
+// same database (repos, tokens, generations), beside the same sleds, CA
+// and Nexus id. It says whether the rack is fresh or resumed. A data dir
+// that holds sleds but no database (an older rackdev's, or one run with
+// --database-url) is refused: its sleds hold generations no fresh
+// database has.
+func (r *rack) startDatabase(ctx context.Context, stdout io.Writer) error {
+	if r.o.databaseURL != "" {
+		r.dbURL = r.o.databaseURL
+		fmt.Fprintln(stdout, "rackdev: using the given database; the rack in it is whatever it holds")
+		return nil
+	}
+	pgDir := filepath.Join(r.dataDir, "postgres")
+	_, err := os.Stat(filepath.Join(pgDir, "PG_VERSION"))
+	r.resumed = err == nil
+	if !r.resumed {
+		for _, left := range []string{filepath.Join("nexus", "nexus-id"), filepath.Join("sled-0", "sled-id")} {
+			if _, err := os.Stat(filepath.Join(r.dataDir, left)); err == nil {
+				return fmt.Errorf("%s holds a rack's sleds and Nexus but not its database (an older rackdev's, or "+
+					"one run with --database-url): its sleds hold artifact generations a new database would not "+
+					"have. Start with another --data-dir, or remove this one", r.dataDir)
+			}
+		}
+	}
+	if r.ownDir && os.Geteuid() == 0 {
+		// Run as root, the server runs as the postgres user, which must
+		// enter this (private) temp dir to reach its data.
+		if err := os.Chmod(r.dataDir, 0o711); err != nil {
+			return err
+		}
+	}
+	if r.resumed {
+		fmt.Fprintf(stdout, "rackdev: resuming the rack kept in %s: its database, sleds, tokens and CA\n", r.dataDir)
+	} else {
+		fmt.Fprintf(stdout, "rackdev: a fresh rack; PostgreSQL keeps its data in %s\n", pgDir)
+	}
+	pg, err := pgtemp.Start(ctx, pgtemp.Options{DataDir: pgDir, LogPath: filepath.Join(r.dataDir, "logs", "postgres.log")})
+	if err != nil {
+		return err
+	}
+	r.pg = pg
+	if pg.Fresh() {
+		if err := createDatabase(ctx, pg.URL("postgres"), "rackplane"); err != nil {
+			return err
+		}
+	}
+	r.dbURL = pg.URL("rackplane")
+	return nil
+}
+
+// waitConverged waits until the replication task reports every sled
+// holding every live artifact, as a resumed rack should at once: its
+// sleds and database agree on the generation.
+func (r *rack) waitConverged(ctx context.Context, timeout time.Duration, stdout io.Writer) error {
+	start := time.Now()
+	nx, err := r.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for {
+		task, err := nx.BackgroundTaskGet(ctx, tufreplication.Name)
+		var st api.ReplicationStatus
+		if err == nil && len(task.Status) > 0 {
+			err = json.Unmarshal(task.Status, &st)
+		}
+		switch {
+		case err != nil:
+			last = err.Error()
+		case st.Stopped != "":
+			last = st.Stopped
+		case st.Converged && st.Sleds == len(r.sleds):
+			repos, err := nx.RepoList(ctx, false)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "rackdev: resumed with %d live repos, replicated to every sled at generation %d "+
+				"(%s)\n", len(repos), st.Generation, time.Since(start).Round(time.Millisecond))
+			return nil
+		default:
+			last = fmt.Sprintf("not converged: %d requests, %d in flight, %d of %d sleds", st.Requests, st.InFlight,
+				st.Sleds, len(r.sleds))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the resumed rack did not converge within %s: %s (see logs/nexus.log)", timeout, last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // rackCA makes the rack CA in <data-dir>/pki, or loads the one an earlier
@@ -435,7 +540,7 @@ func (r *rack) printSummary(w io.Writer) {
 	fmt.Fprintln(w, "\nrackplane dev rack is up.")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if r.pg != nil {
-		fmt.Fprintf(tw, "  database\t%s\n", r.dbURL)
+		fmt.Fprintf(tw, "  database\t%s  (data in %s)\n", r.dbURL, filepath.Join(r.dataDir, "postgres"))
 	} else {
 		fmt.Fprintf(tw, "  database\t(given) %s\n", r.dbURL)
 	}
