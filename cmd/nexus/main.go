@@ -2,6 +2,8 @@
 // schema (nexus migrate up|status).
 package main
 
+//go:generate go test -run ^TestConfigurationReference$ . -args -update-docs
+
 import (
 	"context"
 	"crypto/tls"

@@ -10,6 +10,8 @@
 // exits (CI uses this).
 package main
 
+//go:generate go test -run ^TestConfigurationReference$ . -args -update-docs
+
 import (
 	"context"
 	"encoding/json"

@@ -8,6 +8,8 @@
 // TLS under the rack CA.
 package main
 
+//go:generate go test -run ^TestConfigurationReference$ . -args -update-docs
+
 import (
 	"context"
 	"errors"

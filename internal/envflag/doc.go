@@ -57,8 +57,15 @@ func Markdown(w io.Writer, docs []Doc) {
 	}
 }
 
-// cell makes text safe inside a table cell.
+// cell makes text safe inside a table cell: pipes escaped, one line, and
+// angle brackets outside code spans written as entities (so that
+// "<data-dir>" shows rather than vanishing as an HTML tag).
 func cell(s string) string {
 	s = strings.ReplaceAll(s, "|", `\|`)
-	return strings.ReplaceAll(s, "\n", " ")
+	s = strings.ReplaceAll(s, "\n", " ")
+	parts := strings.Split(s, "`")
+	for i := 0; i < len(parts); i += 2 {
+		parts[i] = strings.NewReplacer("<", "&lt;", ">", "&gt;").Replace(parts[i])
+	}
+	return strings.Join(parts, "`")
 }

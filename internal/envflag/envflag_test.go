@@ -64,13 +64,13 @@ func TestDocs(t *testing.T) {
 	var list []string
 	s := New("t", "t: test")
 	s.String(&addr, "addr", "T_ADDR", ":1", "address | port")
-	s.String(&dir, "dir", "", "", "a directory (`tool init --dir DIR` makes one)")
+	s.String(&dir, "dir", "", "", "a directory in <root> (`tool init --dir <DIR>` makes one)")
 	s.Bool(&on, "on", "T_ON", false, "switch")
 	s.Strings(&list, "item", "T_LIST", "items")
 	docs := s.Docs()
 	want := []Doc{
 		{Name: "addr", Value: "string", Env: "T_ADDR", Default: ":1", Usage: "address | port"},
-		{Name: "dir", Value: "string", Usage: "a directory (`tool init --dir DIR` makes one)"},
+		{Name: "dir", Value: "string", Usage: "a directory in <root> (`tool init --dir <DIR>` makes one)"},
 		{Name: "item", Value: "string", Env: "T_LIST", Usage: "items"},
 		{Name: "on", Env: "T_ON", Default: "false", Usage: "switch"},
 	}
@@ -85,14 +85,14 @@ func TestDocs(t *testing.T) {
 	var md bytes.Buffer
 	Markdown(&md, docs)
 	for _, line := range []string{"| `--addr STRING` | `T_ADDR` | `:1` | address \\| port |",
-		"| `--dir STRING` |  |  | a directory (`tool init --dir DIR` makes one) |", "| `--on` | `T_ON` |  | switch |"} {
+		"| `--dir STRING` |  |  | a directory in &lt;root&gt; (`tool init --dir <DIR>` makes one) |", "| `--on` | `T_ON` |  | switch |"} {
 		if !strings.Contains(md.String(), line+"\n") {
 			t.Errorf("markdown lacks %q:\n%s", line, md.String())
 		}
 	}
 	var help bytes.Buffer
 	s.PrintDefaults(&help)
-	if !strings.Contains(help.String(), "--dir string\n      a directory (tool init --dir DIR makes one)") {
+	if !strings.Contains(help.String(), "--dir string\n      a directory in <root> (tool init --dir <DIR> makes one)") {
 		t.Errorf("help:\n%s", help.String())
 	}
 }
