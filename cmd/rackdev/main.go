@@ -88,7 +88,7 @@ func newFlags(o *options) *envflag.Set {
 			"(default: a new temp dir, removed on exit unless --keep)")
 	fs.Bool(&o.keep, "keep", "RACKDEV_KEEP", false, "keep the data directory on exit")
 	fs.String(&o.databaseURL, "database-url", "RACKDEV_DATABASE_URL", "",
-		"use this existing database instead of starting a throwaway PostgreSQL")
+		"use this existing database instead of starting PostgreSQL in the data dir")
 	fs.String(&o.externalAddr, "nexus-external-addr", "RACKDEV_NEXUS_EXTERNAL_ADDR", "127.0.0.1:12220",
 		"Nexus external API listen address (--smoke uses a free port)")
 	fs.String(&o.internalAddr, "nexus-internal-addr", "RACKDEV_NEXUS_INTERNAL_ADDR", "127.0.0.1:12221",
