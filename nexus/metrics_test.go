@@ -94,6 +94,8 @@ func TestMetricsAfterRealActions(t *testing.T) {
 		`rackplane_http_request_duration_seconds_count{api="external",method="PUT",` + uploadRoute + `}`:                      0,
 		`rackplane_http_request_duration_seconds_count{api="external",method="GET",route="/readyz"}`:                          0,
 		`rackplane_replication_bytes_total{path="nexus_put"}`:                                                                 0,
+		`rackplane_bgtask_errors_total{task="tuf_repo_pruner"}`:                                                               0,
+		`rackplane_bgtask_activations_total{outcome="error",task="tuf_artifact_replication"}`:                                 0,
 	})
 
 	archive, built := buildRepo(t, rack.Lineage, tufgen.Demo("1.0.0"))
