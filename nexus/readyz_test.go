@@ -128,6 +128,14 @@ func TestReadiness(t *testing.T) {
 	if code, body := getJSON(t, nx, "/readyz", "", &rd); code != 200 || rd.Status != api.ReadyStatus {
 		t.Fatalf("ready again: %d %s", code, body)
 	}
+	// The typed client, with the admin token, sees the detail and the
+	// build.
+	if got, err := nx.Client.Readiness(ctx); err != nil || got.Detail == nil || got.Detail.Build.Version == "" {
+		t.Fatalf("client readiness: %v %+v", err, got)
+	}
+	if h, err := nx.Client.Health(ctx); err != nil || h.Build == nil {
+		t.Fatalf("client health for an operator: %v %+v", err, h)
+	}
 
 	// The database goes away.
 	conn.Close(ctx)
@@ -136,6 +144,9 @@ func TestReadiness(t *testing.T) {
 	code, body = getJSON(t, nx, "/readyz", "", &rd)
 	if code != 503 || rd.Checks["database"] != "failing" || strings.Contains(body, "dial") || strings.Contains(body, "sock") {
 		t.Fatalf("public readyz with the database down: %d %s", code, body)
+	}
+	if got, err := nx.Client.Readiness(ctx); err == nil || got.Status != api.NotReadyStatus {
+		t.Fatalf("client readiness with the database down: %v %+v", err, got)
 	}
 	if err := cluster.Start(ctx); err != nil {
 		t.Fatal(err)
