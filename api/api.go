@@ -66,6 +66,58 @@ type Health struct {
 	// Checks maps a component ("database", "nexus_registration", ...) to
 	// "ok" or a description of what is wrong.
 	Checks map[string]string `json:"checks,omitempty"`
+	// Build is which build answers; only an authenticated caller (any
+	// operator token) gets it.
+	Build *BuildInfo `json:"build,omitempty"`
+}
+
+// BuildInfo says which build of rackplane is running.
+type BuildInfo struct {
+	// Version is the release version ("dev" for a build from a checkout).
+	Version string `json:"version"`
+	// Commit is the VCS revision it was built from, when recorded.
+	Commit     string    `json:"commit,omitempty"`
+	CommitTime time.Time `json:"commit_time,omitzero"`
+	// Modified is set when the checkout had local changes.
+	Modified  bool   `json:"modified,omitempty"`
+	GoVersion string `json:"go_version"`
+}
+
+// Readiness states (Readiness.Status) and check values.
+const (
+	ReadyStatus    = "ready"
+	NotReadyStatus = "not_ready"
+	CheckOK        = "ok"
+	CheckFailing   = "failing"
+)
+
+// Readiness is the body of /readyz: whether this Nexus can do its work.
+type Readiness struct {
+	// Status is "ready" or "not_ready".
+	Status string `json:"status"`
+	// Checks maps "database" and "background_tasks" to "ok" or "failing".
+	Checks map[string]string `json:"checks"`
+	// Detail says what fails; only an authenticated caller (any operator
+	// token) gets it, since errors can name internals.
+	Detail *ReadinessDetail `json:"detail,omitempty"`
+}
+
+// ReadinessDetail is what an operator learns from /readyz.
+type ReadinessDetail struct {
+	// Database is "ok" or why the database did not answer.
+	Database string `json:"database"`
+	// FailingTasks are the background tasks whose last two or more
+	// activations failed.
+	FailingTasks []FailingTask `json:"failing_tasks"`
+	Build        BuildInfo     `json:"build"`
+}
+
+// FailingTask is a background task readiness counts as failing.
+type FailingTask struct {
+	Name              string    `json:"name"`
+	ConsecutiveErrors uint64    `json:"consecutive_errors"`
+	LastError         string    `json:"last_error"`
+	LastStart         time.Time `json:"last_start"`
 }
 
 // Baseboard is a sled's hardware identity.
@@ -129,6 +181,35 @@ type Sled struct {
 	M2s                []M2Device `json:"m2s,omitempty"`
 	ArtifactGeneration *uint64    `json:"artifact_generation,omitempty"`
 	ArtifactsComplete  *int       `json:"artifacts_complete,omitempty"`
+	// Health is what that inventory says is wrong with the sled.
+	Health SledHealth `json:"health"`
+}
+
+// Sled health states (SledHealth.State).
+const (
+	SledHealthOK       = "ok"
+	SledHealthDegraded = "degraded"
+	SledHealthUnknown  = "unknown"
+)
+
+// SledHealth is what is wrong with a sled's hardware, from its last
+// reported inventory.
+type SledHealth struct {
+	// State is "ok", "degraded" (an M.2 it should have is not in use, so
+	// its artifacts have one copy too few) or "unknown" (no inventory
+	// reported yet).
+	State string `json:"state"`
+	// M2Expected is how many M.2s the sled should have (every sled has
+	// two), M2Present how many are in use.
+	M2Expected int `json:"m2_expected"`
+	M2Present  int `json:"m2_present"`
+	// M2Missing are the configured devices not in use.
+	M2Missing []M2Device `json:"m2_missing"`
+	// StorageLock is the sled's storage unlock: "unknown" until sleds
+	// report it (then "locked" or "unlocked").
+	StorageLock string `json:"storage_lock"`
+	// Problems says what is wrong, in words.
+	Problems []string `json:"problems"`
 }
 
 // Access error codes.

@@ -42,8 +42,11 @@ type ReplicationSled struct {
 	Address    string    `json:"address"`
 	Generation uint64    `json:"generation"`
 	M2Present  int       `json:"m2_present"`
-	InFlight   int       `json:"copies_in_flight"`
-	Error      string    `json:"error,omitempty"`
+	// M2Expected is how many M.2s the sled should have; with fewer
+	// present it is degraded and the rack is not converged.
+	M2Expected int    `json:"m2_expected"`
+	InFlight   int    `json:"copies_in_flight"`
+	Error      string `json:"error,omitempty"`
 }
 
 // ReplicationArtifact is one artifact's spread, for the status.
@@ -60,14 +63,20 @@ type ReplicationArtifact struct {
 type ReplicationStatus struct {
 	Generation int64 `json:"generation"`
 	// Stopped says why the run stopped before acting (a stale view).
-	Stopped    string `json:"stopped,omitempty"`
-	Artifacts  int    `json:"artifacts"`
-	Sleds      int    `json:"sleds"`
-	Converged  bool   `json:"converged"`
-	Requests   int    `json:"requests"`
-	Deferred   int    `json:"deferred"`
-	InFlight   int    `json:"copies_in_flight"`
-	RoundTrips int64  `json:"db_round_trips"`
+	Stopped   string `json:"stopped,omitempty"`
+	Artifacts int    `json:"artifacts"`
+	Sleds     int    `json:"sleds"`
+	// Converged is set when every in-service sled answered at the
+	// generation and holds every wanted artifact on every M.2 it should
+	// have: a sled with an M.2 missing (DegradedSleds) keeps it unset.
+	Converged bool `json:"converged"`
+	// DegradedSleds counts answering sleds with fewer M.2s present than
+	// they should have.
+	DegradedSleds int   `json:"degraded_sleds"`
+	Requests      int   `json:"requests"`
+	Deferred      int   `json:"deferred"`
+	InFlight      int   `json:"copies_in_flight"`
+	RoundTrips    int64 `json:"db_round_trips"`
 	// Phases says where the run's time went.
 	Phases ReplicationPhaseTimes `json:"phase_ms"`
 	// FullyReplicated counts artifacts every reachable sled holds on

@@ -19,6 +19,9 @@ const (
 	CodeTrustRootThreshold = "trust_root_threshold"
 	// The root lists one public key under two key ids.
 	CodeTrustRootDuplicateKey = "trust_root_duplicate_key"
+	// CodeTrustRootInUse (409): live repos were verified against the root
+	// being deleted; the body's live_repos names them.
+	CodeTrustRootInUse = "trust_root_in_use"
 
 	// Upload limits. Too many uploads at once, or their temp files
 	// would exceed the temp-space budget: 429 with Retry-After.
@@ -103,15 +106,25 @@ const (
 
 // Upload outcomes (TufRepoUpload.Status).
 const (
-	UploadInserted      = "inserted"
+	// UploadInserted: a system version not recorded before.
+	UploadInserted = "inserted"
+	// UploadAlreadyExists: this archive is recorded and live.
 	UploadAlreadyExists = "already_exists"
+	// UploadRestored: this archive was recorded and pruned; it is live
+	// again and marked kept.
+	UploadRestored = "restored"
+	// UploadReplaced: another archive of this system version was recorded
+	// and pruned; this one took its place.
+	UploadReplaced = "replaced"
 )
 
-// TUF repo states.
+// TUF repo states. A pruned repo is RepoStatePruned; a live one is active,
+// degraded (an artifact has no holder at all) or failed.
 const (
 	RepoStateActive   = "active"
 	RepoStateDegraded = "degraded"
 	RepoStateFailed   = "failed"
+	RepoStatePruned   = "pruned"
 )
 
 // TrustRoot is a registered TUF root that uploads are verified against.
@@ -126,6 +139,19 @@ type TrustRoot struct {
 	Expires time.Time `json:"expires"`
 	// Root is the root.json document exactly as registered.
 	Root json.RawMessage `json:"root"`
+}
+
+// TrustRootDeleted is the answer to deleting a trust root.
+type TrustRootDeleted struct {
+	TrustRoot TrustRoot `json:"trust_root"`
+	// LiveRepos are the live repos verified against it, deleted anyway
+	// with force=true (empty otherwise).
+	LiveRepos []string `json:"live_repos"`
+	// Remaining counts the trust roots left; 0 means every upload is
+	// refused until one is added.
+	Remaining int `json:"remaining"`
+	// Message says what the deletion means for uploads.
+	Message string `json:"message"`
 }
 
 // TufRepo is an uploaded TUF repository.
@@ -190,7 +216,8 @@ type TufRepoArtifact struct {
 // ArtifactReplication is one artifact's spread over the in-service sleds,
 // as one Nexus's replication task saw it when it last listed every sled's
 // holdings. A sled "holds" an artifact when at least one of its M.2s has a
-// verified copy, and holds it on all M.2s when every present M.2 does.
+// verified copy, and holds it on all M.2s when every M.2 the sled should
+// have does (a sled with an M.2 missing never does).
 type ArtifactReplication struct {
 	// TimeObserved is when the holdings were listed, and Generation the
 	// wanted-artifact generation that run worked at.
@@ -202,7 +229,8 @@ type ArtifactReplication struct {
 	SledsInService int `json:"sleds_in_service"`
 	SledsObserved  int `json:"sleds_observed"`
 	// SledsHolding counts observed sleds with at least one verified copy,
-	// SledsHoldingAllM2s those with a verified copy on every present M.2.
+	// SledsHoldingAllM2s those with a verified copy on every M.2 they
+	// should have.
 	SledsHolding       int `json:"sleds_holding"`
 	SledsHoldingAllM2s int `json:"sleds_holding_all_m2s"`
 	// SledsCopying counts sleds with a copy of it in flight.
@@ -218,10 +246,15 @@ type TufRepoDetail struct {
 // TufRepoUpload is the reply to an upload.
 type TufRepoUpload struct {
 	Repo TufRepo `json:"repo"`
-	// Status is UploadInserted or UploadAlreadyExists.
+	// Status is one of the Upload* outcomes.
 	Status string `json:"status"`
 	// Generation is the wanted-artifact generation after the upload.
 	Generation int64 `json:"generation"`
+	// Message says what the upload did, and what may be done next.
+	Message string `json:"message"`
+	// Replaced is, for UploadReplaced, the pruned record this upload
+	// took the place of.
+	Replaced *TufRepo `json:"replaced,omitempty"`
 }
 
 // TufRepoPrune is the reply to an operator prune.
@@ -230,6 +263,8 @@ type TufRepoPrune struct {
 	Generation int64   `json:"generation"`
 	// AlreadyPruned is set when the repo had been pruned before.
 	AlreadyPruned bool `json:"already_pruned"`
+	// Message says what the prune did and how to bring the repo back.
+	Message string `json:"message"`
 }
 
 // TufRepoKeep is the body of PUT .../repositories/{system_version}/kept.
@@ -244,4 +279,41 @@ type ArtifactListItem struct {
 	TufArtifact
 	SystemVersions []string `json:"system_versions"`
 	WantedOnSleds  bool     `json:"wanted_on_sleds"`
+}
+
+// Upload phases (TufUpload.Phase), in order.
+const (
+	UploadPhaseReceiving = "receiving"
+	UploadPhaseWaiting   = "waiting"
+	UploadPhaseVerifying = "verifying"
+	UploadPhaseRecording = "recording"
+)
+
+// TufUpload is an upload the answering Nexus is receiving or verifying.
+type TufUpload struct {
+	ID       uuid.UUID `json:"id"`
+	FileName string    `json:"file_name"`
+	// Actor is who uploads (a token's name), RequestID the upload's
+	// request.
+	Actor       string    `json:"actor"`
+	RequestID   string    `json:"request_id,omitempty"`
+	TimeStarted time.Time `json:"time_started"`
+	// Phase is receiving (the body streams to disk), waiting (for
+	// another upload's verification: one at a time), verifying (metadata
+	// and every artifact's hash) or recording (the database), entered at
+	// TimePhaseStarted.
+	Phase            string    `json:"phase"`
+	TimePhaseStarted time.Time `json:"time_phase_started"`
+	// BytesReceived of ContentLength (-1 when the client did not say).
+	BytesReceived int64 `json:"bytes_received"`
+	ContentLength int64 `json:"content_length"`
+	// SystemVersion is known once the metadata is verified.
+	SystemVersion string `json:"system_version,omitempty"`
+}
+
+// TufUploadList is GET /v1/system/update/uploads: the answering Nexus's
+// uploads in progress, oldest first (each Nexus receives its own).
+type TufUploadList struct {
+	NexusID uuid.UUID   `json:"nexus_id"`
+	Items   []TufUpload `json:"items"`
 }

@@ -138,6 +138,9 @@ func (d *Driver) Register(reg Registration) error {
 		completed: make(chan struct{}), enabled: true}
 	d.tasks[reg.Name] = r
 	d.order = append(d.order, r)
+	if d.metrics != nil {
+		d.metrics.known(reg.Name)
+	}
 	return nil
 }
 

@@ -58,3 +58,15 @@ func (m *Metrics) observe(task, outcome string, d time.Duration) {
 		m.errors.WithLabelValues(task).Inc()
 	}
 }
+
+// known creates task's series at zero, so that a task that never failed
+// (or never ran) shows as such rather than not at all.
+func (m *Metrics) known(task string) {
+	for _, outcome := range []string{"ok", "error", "disabled"} {
+		m.activations.WithLabelValues(task, outcome)
+		m.duration.WithLabelValues(task, outcome)
+	}
+	m.errors.WithLabelValues(task)
+	m.running.WithLabelValues(task)
+	m.coalesced.WithLabelValues(task)
+}

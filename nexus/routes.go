@@ -10,18 +10,24 @@ import (
 
 // externalRouter is the operator's listener: the external API, the status
 // pages and /metrics.
-func (s *Server) externalRouter() chi.Router {
+func (s *Server) externalRouter() (chi.Router, error) {
 	r := httpx.NewRouter(s.log.With().Str("api", "external").Logger())
+	r.Use(s.httpMetrics.Middleware("external"))
 	httpapi.New(s.app).MountExternal(r, s.metricsHandler())
-	ui.New(s.app).Mount(r)
-	return r
+	pages := ui.New(s.app)
+	pages.Mount(r)
+	// A person's browser gets an HTML page for / and unknown /ui paths
+	// (and its favicon); the API keeps its JSON 404s.
+	r.NotFound(pages.NotFound(httpx.NotFoundJSON))
+	return r, s.httpMetrics.Known("external", r)
 }
 
 // internalRouter is the listener sled agents call.
-func (s *Server) internalRouter() chi.Router {
+func (s *Server) internalRouter() (chi.Router, error) {
 	r := httpx.NewRouter(s.log.With().Str("api", "internal").Logger())
+	r.Use(s.httpMetrics.Middleware("internal"))
 	httpapi.New(s.app).MountInternal(r)
-	return r
+	return r, s.httpMetrics.Known("internal", r)
 }
 
 // ExternalRouter is the external listener's router (tests walk the routes

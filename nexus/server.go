@@ -31,6 +31,7 @@ import (
 	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/httpx"
+	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/migrations"
 	"github.com/rackplane/rackplane/nexus/app"
@@ -150,8 +151,9 @@ type Server struct {
 	ds   *datastore.Datastore
 	app  *app.App
 
-	tasks   *bgtasks.Driver
-	metrics *prometheus.Registry
+	tasks       *bgtasks.Driver
+	metrics     *prometheus.Registry
+	httpMetrics *httpx.HTTPMetrics
 
 	externalLn net.Listener
 	internalLn net.Listener
@@ -226,8 +228,14 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 		s.externalLn = tls.NewListener(s.externalLn, &tls.Config{MinVersion: tls.VersionTLS12,
 			Certificates: []tls.Certificate{*cfg.ExternalTLS}})
 	}
-	s.external = s.externalRouter()
-	s.internal = s.internalRouter()
+	if s.external, err = s.externalRouter(); err == nil {
+		s.internal, err = s.internalRouter()
+	}
+	if err != nil {
+		s.externalLn.Close()
+		s.internalLn.Close()
+		return nil, fmt.Errorf("nexus: routes: %w", err)
+	}
 	// Other Nexus instances point sleds at this one's depot by this URL.
 	if err := s.ds.NexusInstanceUpsert(ctx, cfg.ID, s.InternalAdvertiseURL()); err != nil {
 		s.externalLn.Close()
@@ -271,7 +279,7 @@ func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, wait time.Duration
 		// Sleeping past the deadline would only delay the error; the last
 		// ping is at the deadline.
 		delay := min(retry.NextBackOff(), left)
-		log.Warn().Err(err).Dur("retry_in", delay).Msg("waiting for the database")
+		log.Warn().Err(err).Float64("retry_in_ms", logging.Millis(delay)).Msg("waiting for the database")
 		if err := clk.Sleep(ctx, delay); err != nil {
 			return err
 		}
@@ -361,23 +369,32 @@ func LoadOrCreateID(dataDir string) (uuid.UUID, error) {
 // Config.TaskPeriods, so bad config stops New before anything listens.
 // Run starts the tasks.
 func (s *Server) setupApp(d *depot.Depot) error {
-	s.metrics = newMetricsRegistry()
+	var err error
+	if s.metrics, err = newMetricsRegistry(); err != nil {
+		return fmt.Errorf("nexus: metrics: %w", err)
+	}
+	if s.httpMetrics, err = httpx.NewHTTPMetrics(s.metrics); err != nil {
+		return fmt.Errorf("nexus: HTTP metrics: %w", err)
+	}
 	m, err := bgtasks.NewMetrics(s.metrics)
 	if err != nil {
 		return fmt.Errorf("nexus: background-task metrics: %w", err)
 	}
 	tdb := taskdb.New(s.ds)
 	s.tasks = bgtasks.NewDriver(bgtasks.Options{
-		Log:     s.log.With().Str("component", "bgtasks").Logger(),
+		Log:     s.log.With().Str("subsystem", "bgtasks").Logger(),
 		Enabled: tdb.Enabled,
 		Periods: s.cfg.TaskPeriods,
 		Metrics: m,
 	})
-	s.app = app.New(app.Config{
+	s.app, err = app.New(app.Config{
 		NexusID: s.cfg.ID, UploadMaxBytes: s.cfg.UploadMaxBytes, TufMaxExpansion: s.cfg.TufMaxExpansion,
 		TufEnforceExpiry: s.cfg.TufEnforceExpiry, UploadConcurrency: s.cfg.UploadConcurrency,
 		UploadTempBudget: s.cfg.UploadTempBudget, UploadIdleTimeout: s.cfg.UploadIdleTimeout,
-	}, app.Deps{DS: s.ds, Depot: d, Tasks: s.tasks, TaskDB: tdb, Log: s.log, Identity: s.cfg.TLS})
+	}, app.Deps{DS: s.ds, Depot: d, Tasks: s.tasks, TaskDB: tdb, Log: s.log, Identity: s.cfg.TLS, Metrics: s.metrics})
+	if err != nil {
+		return fmt.Errorf("nexus: %w", err)
+	}
 	if err := s.cfg.Tasks(s.app); err != nil {
 		return fmt.Errorf("nexus: %w", err)
 	}

@@ -289,7 +289,8 @@ func TestRepoLifecycle(t *testing.T) {
 	// Pruning 1.0.0 drops three artifacts from the wanted set (one is
 	// still carried by 2.0.0): the generation moves.
 	pr, err := nx.Client.RepoDelete(ctx, "1.0.0")
-	if err != nil || pr.Generation != 4 || pr.Repo.TimePruned == nil || pr.Repo.PrunedBy != "operator" {
+	if err != nil || pr.Generation != 4 || pr.Repo.TimePruned == nil || pr.Repo.PrunedBy != "operator" ||
+		pr.Repo.State != api.RepoStatePruned {
 		t.Fatalf("prune: %v %+v", err, pr)
 	}
 	pr, err = nx.Client.RepoDelete(ctx, "1.0.0")
@@ -315,9 +316,9 @@ func TestRepoLifecycle(t *testing.T) {
 		t.Fatalf("%d artifacts wanted on sleds, want 5", wanted)
 	}
 
-	// Re-uploading a pruned repo brings it back, and restores a local copy
-	// that was lost: replication drops the local copies of artifacts no
-	// live repo wants any more.
+	// Re-uploading a pruned repo restores it (and marks it kept), and
+	// restores a local copy that was lost: replication drops the local
+	// copies of artifacts no live repo wants any more.
 	lost := b1.Artifacts[1].SHA256
 	racktest.WaitFor(t, 10*time.Second, "the pruned artifact's local copy to be dropped", func() error {
 		if _, err := os.Stat(filepath.Join(depotDir, lost)); !os.IsNotExist(err) {
@@ -325,8 +326,8 @@ func TestRepoLifecycle(t *testing.T) {
 		}
 		return nil
 	})
-	back := mustUpload(t, nx.Client, a1, api.UploadAlreadyExists)
-	if back.Generation != 5 || back.Repo.TimePruned != nil {
+	back := mustUpload(t, nx.Client, a1, api.UploadRestored)
+	if back.Generation != 5 || back.Repo.TimePruned != nil || !back.Repo.Kept || back.Repo.State != api.RepoStateActive {
 		t.Fatalf("un-prune: %+v", back)
 	}
 	if data, err := os.ReadFile(filepath.Join(depotDir, lost)); err != nil || sha256Hex(data) != lost {
@@ -334,7 +335,11 @@ func TestRepoLifecycle(t *testing.T) {
 	}
 
 	// Keep flag round-trips.
-	kept, err := nx.Client.RepoSetKept(ctx, "1.0.0", true)
+	kept, err := nx.Client.RepoSetKept(ctx, "1.0.0", false)
+	if err != nil || kept.Kept {
+		t.Fatalf("unkeep: %v %+v", err, kept)
+	}
+	kept, err = nx.Client.RepoSetKept(ctx, "1.0.0", true)
 	if err != nil || !kept.Kept {
 		t.Fatalf("keep: %v %+v", err, kept)
 	}

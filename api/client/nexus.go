@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 
 	"github.com/google/uuid"
@@ -23,6 +25,32 @@ func NewNexus(baseURL string, hc *http.Client) (Nexus, error) {
 // Health fetches /healthz.
 func (n Nexus) Health(ctx context.Context) (api.Health, error) {
 	return n.health(ctx, external.NewHealthzRequest)
+}
+
+// Readiness fetches /readyz. A Nexus that is not ready answers with a
+// body too: it is returned with an error saying which checks fail. With a
+// token, the body's Detail says why.
+func (n Nexus) Readiness(ctx context.Context) (api.Readiness, error) {
+	var rd api.Readiness
+	hreq, err := external.NewReadyzRequest(n.server())
+	if err != nil {
+		return rd, fmt.Errorf("build request: %w", err)
+	}
+	if n.token != "" {
+		hreq.Header.Set("Authorization", "Bearer "+n.token)
+	}
+	resp, err := n.hc.Do(hreq.WithContext(ctx))
+	if err != nil {
+		return rd, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&rd); err != nil {
+		return rd, fmt.Errorf("decode /readyz (HTTP %d): %w", resp.StatusCode, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return rd, fmt.Errorf("not ready (HTTP %d): %v", resp.StatusCode, rd.Checks)
+	}
+	return rd, nil
 }
 
 // SledList lists every registered sled.

@@ -43,9 +43,25 @@ func (n Nexus) TrustRootGet(ctx context.Context, id uuid.UUID) (api.TrustRoot, e
 	return t, err
 }
 
-// TrustRootDelete removes a trust root.
+// TrustRootDelete removes a trust root that no live repo was verified
+// against (409 trust_root_in_use otherwise).
 func (n Nexus) TrustRootDelete(ctx context.Context, id uuid.UUID) error {
-	return n.call(ctx, func(server string) (*http.Request, error) { return external.NewTrustRootDeleteRequest(server, id) }, nil)
+	_, err := n.TrustRootRemove(ctx, id, false)
+	return err
+}
+
+// TrustRootRemove removes a trust root, with force even one that live
+// repos were verified against, and says what that means for uploads.
+func (n Nexus) TrustRootRemove(ctx context.Context, id uuid.UUID, force bool) (api.TrustRootDeleted, error) {
+	var out api.TrustRootDeleted
+	params := &external.TrustRootDeleteParams{}
+	if force {
+		params.Force = &force
+	}
+	err := n.call(ctx, func(server string) (*http.Request, error) {
+		return external.NewTrustRootDeleteRequest(server, id, params)
+	}, &out)
+	return out, err
 }
 
 // Progress is called as an upload's bytes are sent, with the bytes sent
@@ -62,8 +78,19 @@ func (n Nexus) RepoUpload(ctx context.Context, fileName string, body io.Reader, 
 		body = &progressReader{r: body, total: length, fn: progress}
 	}
 	err := n.call(ctx, withLength(func(server string) (*http.Request, error) {
-		return external.NewRepoUploadRequestWithBody(server, &external.RepoUploadParams{FileName: fileName},
+		req, err := external.NewRepoUploadRequestWithBody(server, &external.RepoUploadParams{FileName: fileName},
 			"application/zip", body)
+		if err == nil && length > 0 {
+			// Nexus refuses some uploads before reading a byte (no trust
+			// root, a declared length over its limit, a bad file name);
+			// with a transport that waits for 100 Continue
+			// (http.Transport.ExpectContinueTimeout), the body is then
+			// never sent. Only for a declared length: a chunked body
+			// refused part-way would have its refusal lost to the reset
+			// of a connection the client is still writing to.
+			req.Header.Set("Expect", "100-continue")
+		}
+		return req, err
 	}, length), &out)
 	return out, err
 }
@@ -139,4 +166,11 @@ func (n Nexus) ArtifactList(ctx context.Context) ([]api.ArtifactListItem, error)
 	return listAll[api.ArtifactListItem](ctx, n.Client, func(server string, token *string) (*http.Request, error) {
 		return external.NewArtifactListRequest(server, &external.ArtifactListParams{PageToken: token})
 	})
+}
+
+// UploadList lists the uploads the Nexus is receiving or verifying now.
+func (n Nexus) UploadList(ctx context.Context) (api.TufUploadList, error) {
+	var out api.TufUploadList
+	err := n.call(ctx, func(server string) (*http.Request, error) { return external.NewUploadListRequest(server) }, &out)
+	return out, err
 }

@@ -9,6 +9,7 @@ package nexustasks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -89,6 +90,9 @@ func Registrar(cfg Config) func(a *app.App) error {
 		)
 		if err != nil {
 			return err
+		}
+		if err := a.Metrics().Register(replication.Collector()); err != nil {
+			return fmt.Errorf("replication metrics: %w", err)
 		}
 		a.SetReplicationView(tufreplication.Name, replication)
 		a.SetHeartbeatTask(heartbeat.Name)

@@ -141,7 +141,7 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 	}
 	log := zerolog.Ctx(ctx)
 	for _, c := range st.MarkedUnreachable {
-		log.Warn().Str("sled_id", c.ID.String()).Str("serial", c.Serial).Float64("silent_seconds", c.SilentSeconds).
+		log.Warn().Str("sled_id", c.ID.String()).Str("serial", c.Serial).Float64("silent_ms", c.SilentSeconds*1000).
 			Msg("sled stopped reporting; marked unreachable")
 	}
 	for _, c := range st.MarkedActive {

@@ -62,7 +62,7 @@ func TestPrunesOldestOnePerActivation(t *testing.T) {
 	t.Parallel()
 	ds := datastore.New(testdb.New(t).Pool, zerolog.Nop(), datastore.Options{})
 	seed(t, ds, 5)
-	task := tufpruner.New(app.New(app.Config{}, app.Deps{DS: ds, Log: zerolog.Nop()}), 3, zerolog.Nop())
+	task := tufpruner.New(newApp(t, ds), 3, zerolog.Nop())
 
 	st := activate(t, task)
 	if st.Pruned == nil || st.Pruned.SystemVersion != "1.0.0" || st.GenerationAfter != st.Generation+1 {
@@ -95,7 +95,7 @@ func TestKeepsOperatorKept(t *testing.T) {
 	if _, err := ds.TufRepoSetKept(context.Background(), "1.0.0", true); err != nil {
 		t.Fatal(err)
 	}
-	task := tufpruner.New(app.New(app.Config{}, app.Deps{DS: ds, Log: zerolog.Nop()}), 2, zerolog.Nop())
+	task := tufpruner.New(newApp(t, ds), 2, zerolog.Nop())
 	st := activate(t, task)
 	if st.Pruned == nil || st.Pruned.SystemVersion != "2.0.0" {
 		t.Fatalf("run: %+v", st)
@@ -134,4 +134,13 @@ func TestPruneIsFencedByGeneration(t *testing.T) {
 	if res, err := ds.TufRepoPrune(context.Background(), "1.0.0", "pruner", &gen); err != nil || res.Generation != gen+1 {
 		t.Fatalf("current prune: %+v %v", res, err)
 	}
+}
+
+func newApp(t *testing.T, ds *datastore.Datastore) *app.App {
+	t.Helper()
+	a, err := app.New(app.Config{}, app.Deps{DS: ds, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

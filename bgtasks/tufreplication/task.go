@@ -90,6 +90,12 @@ type Task struct {
 	lifetime Counters
 	recent   []RequestRecord // ring buffer, oldest first
 	matrix   model.ReplicationMatrix
+	// last is the last run's status; lastConverged when a run last
+	// reported convergence, started when the task was made (for the
+	// metrics before the first convergence).
+	last          Status
+	lastConverged time.Time
+	started       time.Time
 }
 
 // New returns the task.
@@ -107,7 +113,7 @@ func New(cfg Config) *Task {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Task{cfg: cfg, http: &http.Client{Transport: &http.Transport{
+	return &Task{cfg: cfg, started: cfg.Now(), http: &http.Client{Transport: &http.Transport{
 		DialContext:           cfg.Dial,
 		TLSClientConfig:       cfg.TLS,
 		TLSHandshakeTimeout:   10 * time.Second,
@@ -266,8 +272,21 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 		}
 	}
 	st.LeastReplicated = leastReplicated(plan.Artifacts)
+	for _, s := range c.states {
+		if s.Error == "" && s.M2Present < s.M2Expected {
+			st.DegradedSleds++
+		}
+	}
+	// A sled with an M.2 missing holds everything it can, but its
+	// artifacts have a copy too few: not converged, and nothing to do
+	// but wait for the device (no follow-up run is asked for).
+	if st.DegradedSleds > 0 {
+		// Every artifact is wanted on every sled, and a degraded sled
+		// cannot hold one on an M.2 it lacks.
+		st.FullyReplicated = 0
+	}
 	st.Converged = len(plan.Requests) == 0 && plan.Deferred == 0 && st.InFlight == 0 && len(plan.Unheld) == 0 &&
-		len(c.states) == usableSleds(c.input)
+		len(c.states) == usableSleds(c.input) && st.DegradedSleds == 0
 	if !st.Converged && (len(plan.Requests) > 0 || st.InFlight > 0 || plan.Deferred > 0) {
 		// Copies are running: look again soon, so that every finished
 		// copy becomes a source for the next ones within moments.
@@ -276,7 +295,8 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 	st.RoundTrips = roundTrips.Load()
 	st.Phases.Finish = clock.lap()
 	log.Info().Int64("generation", st.Generation).Int("requests", st.Requests).Int("deferred", st.Deferred).
-		Int("in_flight", st.InFlight).Bool("converged", st.Converged).Int64("db_round_trips", st.RoundTrips).
+		Int("in_flight", st.InFlight).Int("degraded_sleds", st.DegradedSleds).Bool("converged", st.Converged).
+		Int64("db_round_trips", st.RoundTrips).
 		Msg("replication run finished")
 	return t.status(st, c.run), errors.Join(errs...)
 }
@@ -325,6 +345,10 @@ func (t *Task) status(st Status, run Counters) Status {
 	slices.Reverse(st.Recent) // newest first
 	if st.SledStates == nil {
 		st.SledStates = []SledState{}
+	}
+	t.last = st
+	if st.Converged {
+		t.lastConverged = t.cfg.Now()
 	}
 	return st
 }
@@ -457,6 +481,7 @@ func (t *Task) collectSled(ctx context.Context, log zerolog.Logger, s datastore.
 		run.ListOK++
 	}
 	st.Generation, st.M2Present = list.Generation, list.M2Present
+	st.M2Expected = max(model.SledM2Devices, s.M2Configured)
 	out.Generation, out.M2Present = int64(list.Generation), list.M2Present
 	if list.Generation != config.Generation {
 		// Newer than us: reported as stale by the caller, never acted on.

@@ -2,6 +2,8 @@
 // schema (nexus migrate up|status).
 package main
 
+//go:generate go test -run ^TestConfigurationReference$ . -args -update-docs
+
 import (
 	"context"
 	"crypto/tls"
@@ -21,6 +23,7 @@ import (
 	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/bgtasks/sledliveness"
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
+	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/envflag"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/rackpki"
@@ -70,6 +73,7 @@ type options struct {
 	// listener's HTTPS certificate.
 	tlsCert, tlsKey, tlsCA, tlsDir string
 	extCert, extKey                string
+	version                        bool
 }
 
 func flags(name string, o *options) *envflag.Set {
@@ -81,22 +85,9 @@ func flags(name string, o *options) *envflag.Set {
 	return fs
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "migrate" {
-		return runMigrate(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "token" {
-		return runToken(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "healthcheck" {
-		return runHealthcheck(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "pki" {
-		return runPKI(args[1:], stdout, stderr)
-	}
-	var o options
-	fs := flags("nexus", &o)
-	fs.SetOutput(stderr)
+// serverFlags are the flags of the server itself (nexus [flags]).
+func serverFlags(o *options) *envflag.Set {
+	fs := flags("nexus", o)
 	fs.String(&o.ExternalAddr, "external-addr", "RACKPLANE_NEXUS_EXTERNAL_ADDR", nexus.DefaultExternalAddr,
 		"listen address of the external (operator) API")
 	fs.String(&o.InternalAddr, "internal-addr", "RACKPLANE_NEXUS_INTERNAL_ADDR", nexus.DefaultInternalAddr,
@@ -145,8 +136,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.String(&o.extCert, "external-tls-cert", "RACKPLANE_NEXUS_EXTERNAL_TLS_CERT", "",
 		"serve the external API over HTTPS with this certificate (PEM; one for the names operators use)")
 	fs.String(&o.extKey, "external-tls-key", "RACKPLANE_NEXUS_EXTERNAL_TLS_KEY", "", "the external certificate's private key")
+	fs.Bool(&o.version, "version", "", false, "print the version and exit")
+	return fs
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "migrate" {
+		return runMigrate(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "token" {
+		return runToken(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return runHealthcheck(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "pki" {
+		return runPKI(args[1:], stdout, stderr)
+	}
+	var o options
+	fs := serverFlags(&o)
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		return exitUsage(err, stderr)
+	}
+	if o.version {
+		fmt.Fprintln(stdout, buildinfo.Line("nexus"))
+		return 0
 	}
 	periods, err := parseTaskPeriods(o.taskPeriods)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/testdb"
 )
@@ -166,5 +167,12 @@ func TestPKICommands(t *testing.T) {
 		"--tls-dir", filepath.Join(dir, "nexus"), "--external-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0")
 	if code != 1 || !strings.Contains(errOut, "the certificate names urn:rackplane:nexus:"+id) {
 		t.Fatalf("another Nexus's certificate: exit %d %q", code, errOut)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, errOut := nexusCmd(t, "--version")
+	if code != 0 || !strings.HasPrefix(out, "nexus "+buildinfo.Read().Version) || errOut != "" {
+		t.Fatalf("exit %d, %q, %q", code, out, errOut)
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/iolimit"
 	"github.com/rackplane/rackplane/internal/pgtemp"
 	"github.com/rackplane/rackplane/internal/tufgen"
@@ -43,6 +44,7 @@ import (
 const usage = `rackbench: whole-system benchmarks, each printed as a ratio to this machine's limit.
 
 Usage:
+  go run ./cmd/rackbench --version
   go run ./cmd/rackbench upload [--size 1GiB] [--artifacts 48] [--nexus-bin PATH]
   go run ./cmd/rackbench replicate [--size 256MiB] [--sleds 16] [--artifacts 4,64] [--plan-sleds 1000] [--plan-artifacts 10000]`
 
@@ -70,6 +72,10 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+		fmt.Fprintln(stdout, buildinfo.Line("rackbench"))
+		return 0
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprintln(stdout, usage)
 		for _, s := range subcommands() {

@@ -29,6 +29,7 @@ import (
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/cputime"
 	"github.com/rackplane/rackplane/internal/iolimit"
+	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/pgtemp"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/tufgen"
@@ -126,20 +127,17 @@ func benchReplicate(ctx context.Context, o replicateOptions, w io.Writer) error 
 		return err
 	}
 	defer pg.Close()
-	lvl, err := zerolog.ParseLevel(o.logLevel)
-	if err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
 	logFile, err := os.Create(filepath.Join(dir, "rack.log"))
 	if err != nil {
 		return err
 	}
 	defer logFile.Close()
-	// Microsecond times (zerolog's default is whole seconds; its format is
-	// a global, which this leaves alone).
-	log := zerolog.New(logFile).Level(lvl).Hook(zerolog.HookFunc(func(e *zerolog.Event, _ zerolog.Level, _ string) {
-		e.Str("time", time.Now().Format("15:04:05.000000"))
-	}))
+	// One process runs Nexus and every sled agent: each names itself as
+	// its component.
+	log, err := logging.Base(logFile, logging.Options{Level: o.logLevel})
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
 
 	var results []replication
 	for i, n := range o.shapes {

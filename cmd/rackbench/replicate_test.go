@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/rackplane/rackplane/internal/buildinfo"
 )
 
 // The replicate benchmark runs end to end at a tiny size (4 MiB to three
@@ -135,4 +137,11 @@ func number(t *testing.T, s string) float64 {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+func TestVersion(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"--version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "rackbench "+buildinfo.Read().Version) {
+		t.Fatalf("exit %d, %q, %q", code, out.String(), errOut.String())
+	}
 }

@@ -1,16 +1,21 @@
 // Command rackdev runs a whole development rack on this machine: a
-// throwaway PostgreSQL, one Nexus and N sleds on loopback, each sled with
-// two directories standing in for its M.2 devices, a certificate from a
-// rack CA made in the data dir, and a bootstrap agent on the bootstrap
-// network. Playing the rack-setup service, it commits trust-quorum epoch 1
-// over the sleds. It prints every address and some rackctl commands to
-// try, and removes everything on Ctrl-C. With --smoke it starts everything,
-// checks it, and exits (CI uses this).
+// PostgreSQL with its data in the data dir, one Nexus and N sleds on
+// loopback, each sled with two directories standing in for its M.2
+// devices, a certificate from a rack CA made in the data dir, and a
+// bootstrap agent on the bootstrap network. Playing the rack-setup
+// service, it commits trust-quorum epoch 1 over the sleds. It prints every
+// address and some rackctl commands to try, and on Ctrl-C stops everything
+// and removes a data dir it made. Started again on a kept data dir, it
+// resumes the same rack. With --smoke it starts everything, checks it, and
+// exits (CI uses this).
 package main
+
+//go:generate go test -run ^TestConfigurationReference$ . -args -update-docs
 
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,8 +35,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks/nexustasks"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
+	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/envflag"
 	"github.com/rackplane/rackplane/internal/fsutil"
 	"github.com/rackplane/rackplane/internal/logging"
@@ -65,22 +73,24 @@ type options struct {
 	waitTimeout  time.Duration
 	lrtq         bool
 	tls          bool
+	noDemo       bool
+	version      bool
 }
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	var o options
+// newFlags defines every flag of rackdev into o.
+func newFlags(o *options) *envflag.Set {
 	fs := envflag.New("rackdev", usage)
-	fs.SetOutput(stderr)
 	fs.Int(&o.sleds, "sleds", "RACKDEV_SLEDS", 4, "number of sled agents")
 	fs.String(&o.dataDir, "data-dir", "RACKDEV_DATA_DIR", "",
-		"directory for all state (default: a new temp dir, removed on exit unless --keep)")
+		"directory for all state, the database's included: run again on the same one, the rack resumes "+
+			"(default: a new temp dir, removed on exit unless --keep)")
 	fs.Bool(&o.keep, "keep", "RACKDEV_KEEP", false, "keep the data directory on exit")
 	fs.String(&o.databaseURL, "database-url", "RACKDEV_DATABASE_URL", "",
-		"use this existing database instead of starting a throwaway PostgreSQL")
+		"use this existing database instead of starting PostgreSQL in the data dir")
 	fs.String(&o.externalAddr, "nexus-external-addr", "RACKDEV_NEXUS_EXTERNAL_ADDR", "127.0.0.1:12220",
 		"Nexus external API listen address (--smoke uses a free port)")
 	fs.String(&o.internalAddr, "nexus-internal-addr", "RACKDEV_NEXUS_INTERNAL_ADDR", "127.0.0.1:12221",
@@ -92,11 +102,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"serve the external API over HTTPS with a certificate of the rack CA for 127.0.0.1 and localhost\n"+
 			"(rackctl then needs --ca-cert <data-dir>/pki/ca.crt)")
 	fs.Bool(&o.lrtq, "lrtq", "RACKDEV_LRTQ", false, "set the rack up with LRTQ instead of trust-quorum epoch 1 (to try the upgrade)")
+	fs.Bool(&o.noDemo, "no-demo", "RACKDEV_NO_DEMO", false,
+		"register no demo trust root and upload no demo repo (the rack starts with no repos, so your own 1.0.0 is the first)")
+	fs.Bool(&o.version, "version", "", false, "print the version and exit")
+	return fs
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runContext(ctx, args, stdout, stderr)
+}
+
+// runContext is run until ctx is done (Ctrl-C, or a test that is through).
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := newFlags(&o)
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if o.version {
+		fmt.Fprintln(stdout, buildinfo.Line("rackdev"))
+		return 0
 	}
 	if o.sleds < 1 || o.sleds > 64 {
 		fmt.Fprintln(stderr, "rackdev: --sleds must be from 1 to 64")
@@ -105,8 +136,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.smoke {
 		o.externalAddr, o.internalAddr = "127.0.0.1:0", "127.0.0.1:0"
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	rack, err := start(ctx, o, stdout)
 	if rack != nil {
 		defer rack.close(stdout)
@@ -123,14 +152,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "rackdev: rack setup:", err)
 		return 1
 	}
-	built, err := rack.uploadDemoRepo(ctx, stdout)
+	demo, built, err := rack.writeDemo()
 	if err != nil {
 		fmt.Fprintln(stderr, "rackdev: demo repo:", err)
 		return 1
 	}
-	if err := rack.waitReplicated(ctx, built, o.waitTimeout, stdout); err != nil {
-		fmt.Fprintln(stderr, "rackdev: demo repo:", err)
-		return 1
+	switch {
+	case rack.resumed:
+		// The rack has the repos it had: uploading the demo again could
+		// restore a repo its user pruned, or clash with their own 1.0.0.
+		if err := rack.waitConverged(ctx, o.waitTimeout, stdout); err != nil {
+			fmt.Fprintln(stderr, "rackdev:", err)
+			return 1
+		}
+	case o.noDemo:
+		fmt.Fprintf(stdout, "rackdev: --no-demo: no trust root registered, no repo uploaded (the demo release and its root "+
+			"are in %s if you want them)\n", filepath.Dir(rack.demoZip()))
+	default:
+		if err := rack.uploadDemoRepo(ctx, demo, built, stdout); err != nil {
+			fmt.Fprintln(stderr, "rackdev: demo repo:", err)
+			return 1
+		}
+		if err := rack.waitReplicated(ctx, built, o.waitTimeout, stdout); err != nil {
+			fmt.Fprintln(stderr, "rackdev: demo repo:", err)
+			return 1
+		}
 	}
 	rack.printSummary(stdout)
 	if o.smoke {
@@ -150,11 +196,14 @@ type rack struct {
 	adminToken string
 	dataDir    string
 	ownDir     bool
-	pg         *pgtemp.Cluster
-	dbURL      string
-	nexus      *nexus.Server
-	sleds      []*sled.Sled
-	pki        string
+	// resumed is set when the data dir held a rack from an earlier run
+	// (its database among it): the same rack goes on.
+	resumed bool
+	pg      *pgtemp.Cluster
+	dbURL   string
+	nexus   *nexus.Server
+	sleds   []*sled.Sled
+	pki     string
 	// externalCA, when the external API serves HTTPS (--tls), is the CA
 	// file clients need to trust it.
 	externalCA string
@@ -182,19 +231,8 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 		return r, err
 	}
 	fmt.Fprintf(stdout, "rackdev: data and logs in %s\n", r.dataDir)
-
-	r.dbURL = o.databaseURL
-	if r.dbURL == "" {
-		fmt.Fprintln(stdout, "rackdev: starting a throwaway PostgreSQL...")
-		pg, err := pgtemp.Start(ctx, pgtemp.Options{})
-		if err != nil {
-			return r, err
-		}
-		r.pg = pg
-		if err := createDatabase(ctx, pg.URL("postgres"), "rackplane"); err != nil {
-			return r, err
-		}
-		r.dbURL = pg.URL("rackplane")
+	if err := r.startDatabase(ctx, stdout); err != nil {
+		return r, err
 	}
 
 	nlog, err := r.logger("nexus")
@@ -282,6 +320,100 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 		r.goRun(ctx, fmt.Sprintf("sled-%d", i), s.Run)
 	}
 	return r, nil
+}
+
+// startDatabase starts PostgreSQL with its data in <data-dir>/postgres,
+// so that a later run on the same data dir resumes the same rack: the
+// same database (repos, tokens, generations), beside the same sleds, CA
+// and Nexus id. It says whether the rack is fresh or resumed. A data dir
+// that holds sleds but no database (an older rackdev's, or one run with
+// --database-url) is refused: its sleds hold generations no fresh
+// database has.
+func (r *rack) startDatabase(ctx context.Context, stdout io.Writer) error {
+	if r.o.databaseURL != "" {
+		r.dbURL = r.o.databaseURL
+		fmt.Fprintln(stdout, "rackdev: using the given database; the rack in it is whatever it holds")
+		return nil
+	}
+	pgDir := filepath.Join(r.dataDir, "postgres")
+	_, err := os.Stat(filepath.Join(pgDir, "PG_VERSION"))
+	r.resumed = err == nil
+	if !r.resumed {
+		for _, left := range []string{filepath.Join("nexus", "nexus-id"), filepath.Join("sled-0", "sled-id")} {
+			if _, err := os.Stat(filepath.Join(r.dataDir, left)); err == nil {
+				return fmt.Errorf("%s holds a rack's sleds and Nexus but not its database (an older rackdev's, or "+
+					"one run with --database-url): its sleds hold artifact generations a new database would not "+
+					"have. Start with another --data-dir, or remove this one", r.dataDir)
+			}
+		}
+	}
+	if r.ownDir && os.Geteuid() == 0 {
+		// Run as root, the server runs as the postgres user, which must
+		// enter this (private) temp dir to reach its data.
+		if err := os.Chmod(r.dataDir, 0o711); err != nil {
+			return err
+		}
+	}
+	if r.resumed {
+		fmt.Fprintf(stdout, "rackdev: resuming the rack kept in %s: its database, sleds, tokens and CA\n", r.dataDir)
+	} else {
+		fmt.Fprintf(stdout, "rackdev: a fresh rack; PostgreSQL keeps its data in %s\n", pgDir)
+	}
+	pg, err := pgtemp.Start(ctx, pgtemp.Options{DataDir: pgDir, LogPath: filepath.Join(r.dataDir, "logs", "postgres.log")})
+	if err != nil {
+		return err
+	}
+	r.pg = pg
+	if pg.Fresh() {
+		if err := createDatabase(ctx, pg.URL("postgres"), "rackplane"); err != nil {
+			return err
+		}
+	}
+	r.dbURL = pg.URL("rackplane")
+	return nil
+}
+
+// waitConverged waits until the replication task reports every sled
+// holding every live artifact, as a resumed rack should at once: its
+// sleds and database agree on the generation.
+func (r *rack) waitConverged(ctx context.Context, timeout time.Duration, stdout io.Writer) error {
+	start := time.Now()
+	nx, err := r.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for {
+		task, err := nx.BackgroundTaskGet(ctx, tufreplication.Name)
+		var st api.ReplicationStatus
+		if err == nil && len(task.Status) > 0 {
+			err = json.Unmarshal(task.Status, &st)
+		}
+		switch {
+		case err != nil:
+			last = err.Error()
+		case st.Stopped != "":
+			last = st.Stopped
+		case st.Converged && st.Sleds == len(r.sleds):
+			repos, err := nx.RepoList(ctx, false)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "rackdev: resumed with %d live repos, replicated to every sled at generation %d "+
+				"(%s)\n", len(repos), st.Generation, time.Since(start).Round(time.Millisecond))
+			return nil
+		default:
+			last = fmt.Sprintf("not converged: %d requests, %d in flight, %d of %d sleds", st.Requests, st.InFlight,
+				st.Sleds, len(r.sleds))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the resumed rack did not converge within %s: %s (see logs/nexus.log)", timeout, last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // rackCA makes the rack CA in <data-dir>/pki, or loads the one an earlier
@@ -432,7 +564,7 @@ func (r *rack) printSummary(w io.Writer) {
 	fmt.Fprintln(w, "\nrackplane dev rack is up.")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if r.pg != nil {
-		fmt.Fprintf(tw, "  database\t%s\n", r.dbURL)
+		fmt.Fprintf(tw, "  database\t%s  (data in %s)\n", r.dbURL, filepath.Join(r.dataDir, "postgres"))
 	} else {
 		fmt.Fprintf(tw, "  database\t(given) %s\n", r.dbURL)
 	}
@@ -445,6 +577,7 @@ func (r *rack) printSummary(w io.Writer) {
 	fmt.Fprintf(tw, "  admin token\t%s  (also in %s)\n", r.adminToken, r.tokenFile())
 	fmt.Fprintf(tw, "  rack CA and certificates\t%s\n", r.pki)
 	fmt.Fprintf(tw, "  logs\t%s\n", filepath.Join(r.dataDir, "logs"))
+	fmt.Fprintf(tw, "  demo release and its root\t%s  %s\n", r.demoZip(), r.demoRoot())
 	tw.Flush()
 	flagPart := ""
 	if r.nexus.ExternalURL() != defaultRackctlURL {
@@ -457,8 +590,12 @@ func (r *rack) printSummary(w io.Writer) {
 	fmt.Fprintf(w, "  export RACKPLANE_TOKEN_FILE=%s\n", r.tokenFile())
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s sleds list\n", flagPart)
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo list\n", flagPart)
-	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo show %s\n", flagPart, demoVersion)
-	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo upload %s\n", flagPart, filepath.Join(r.dataDir, "demo", demoZip))
+	if r.o.noDemo {
+		fmt.Fprintf(w, "  go run ./cmd/rackctl%s trust-root add %s\n", flagPart, r.demoRoot())
+	} else {
+		fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo show %s\n", flagPart, demoVersion)
+	}
+	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo upload %s\n", flagPart, r.demoZip())
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s bgtasks show tuf_artifact_replication\n", flagPart)
 	curlCA := ""
 	if r.externalCA != "" {
@@ -476,43 +613,52 @@ const (
 	demoZip     = "demo-repo-1.0.0.zip"
 )
 
-// uploadDemoRepo registers the demo trust root and uploads a small signed
-// demo release, keeping both files in <data-dir>/demo for the user.
-func (r *rack) uploadDemoRepo(ctx context.Context, stdout io.Writer) (*tufgen.Built, error) {
+// writeDemo writes the demo release and its trust root to
+// <data-dir>/demo (the user may upload them again, or themselves under
+// --no-demo) and returns the lineage that signed them.
+func (r *rack) writeDemo() (*tufgen.Lineage, *tufgen.Built, error) {
 	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{'r', 'a', 'c', 'k', 'd', 'e', 'v'}), tufgen.LineageOptions{Consistent: true})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	dir := filepath.Join(r.dataDir, "demo")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+	if err := os.MkdirAll(filepath.Dir(r.demoZip()), 0o755); err != nil {
+		return nil, nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "root.json"), l.TrustRoot(), 0o644); err != nil {
-		return nil, err
+	if err := os.WriteFile(r.demoRoot(), l.TrustRoot(), 0o644); err != nil {
+		return nil, nil, err
 	}
-	zipPath := filepath.Join(dir, demoZip)
-	built, err := l.BuildFile(zipPath, tufgen.Demo(demoVersion))
+	built, err := l.BuildFile(r.demoZip(), tufgen.Demo(demoVersion))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	return l, built, nil
+}
+
+// demoZip and demoRoot are where the demo release and its root are.
+func (r *rack) demoZip() string  { return filepath.Join(r.dataDir, "demo", demoZip) }
+func (r *rack) demoRoot() string { return filepath.Join(r.dataDir, "demo", "root.json") }
+
+// uploadDemoRepo registers the demo trust root and uploads the demo
+// release.
+func (r *rack) uploadDemoRepo(ctx context.Context, l *tufgen.Lineage, built *tufgen.Built, stdout io.Writer) error {
 	nx, err := r.client()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if _, _, err := nx.TrustRootAdd(ctx, l.TrustRoot()); err != nil {
-		return nil, err
+		return err
 	}
-	f, err := os.Open(zipPath)
+	f, err := os.Open(r.demoZip())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
 	res, err := nx.RepoUpload(ctx, demoZip, f, built.Size, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	fmt.Fprintf(stdout, "rackdev: demo repo %s %s (%d artifacts)\n", res.Repo.SystemVersion, res.Status, res.Repo.ArtifactCount)
-	return built, nil
+	return nil
 }
 
 // waitReplicated waits until every sled holds every artifact of the demo

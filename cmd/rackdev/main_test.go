@@ -3,23 +3,27 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/rackplane/rackplane/internal/buildinfo"
 )
 
 // The smoke mode CI runs: a real PostgreSQL, Nexus and sleds come up, every
 // sled registers, and everything is removed afterwards.
 func TestSmoke(t *testing.T) {
 	var out, errOut bytes.Buffer
-	dataDir := t.TempDir() + "/rack"
+	dataDir := keptDataDir(t)
 	code := run([]string{"--smoke", "--sleds", "3", "--data-dir", dataDir}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
 	s := out.String()
 	for _, want := range []string{"smoke: ok", "every sled holds the demo repo on each M.2", "nexus external API", "sled-2", "rackctl --nexus http://127.0.0.1:",
-		"demo repo 1.0.0 inserted (4 artifacts)", "repo list",
+		"demo repo 1.0.0 inserted (4 artifacts)", "repo list", "a fresh rack; PostgreSQL keeps its data in " + dataDir + "/postgres",
+		"demo release and its root", dataDir + "/demo/root.json",
 		"trust-quorum epoch 1 committed on 3 sleds over the bootstrap network", "sled-0 SIM-0001", "bootstrap 127.0.0.1:", "rack CA and certificates"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q:\n%s", want, s)
@@ -27,7 +31,7 @@ func TestSmoke(t *testing.T) {
 	}
 	// A data dir the user named is kept, with every component's log.
 	for _, f := range []string{"logs/nexus.log", "logs/sled-0.log", "logs/sled-2.log", "sled-1/sled-id", "demo/root.json", "demo/demo-repo-1.0.0.zip",
-		"pki/ca.crt", "pki/ca.key", "pki/sled-2/sled.crt", "pki/rss/rss.key", "rack-id",
+		"pki/ca.crt", "pki/ca.key", "pki/sled-2/sled.crt", "pki/rss/rss.key", "rack-id", "postgres/PG_VERSION", "logs/postgres.log",
 		"sled-0/m2-a/bootstrap/trust-quorum.json", "sled-2/m2-b/bootstrap/trust-quorum.json"} {
 		if _, err := os.Stat(dataDir + "/" + f); err != nil {
 			t.Errorf("missing %s: %v", f, err)
@@ -40,7 +44,7 @@ func TestSmoke(t *testing.T) {
 // over HTTPS (--tls): rackdev's own checks and the demo upload go through
 // it, and the commands it suggests name the CA to trust.
 func TestSmokeAgainOnAKeptDataDir(t *testing.T) {
-	dataDir := t.TempDir() + "/rack"
+	dataDir := keptDataDir(t)
 	for run := range 2 {
 		var out, errOut bytes.Buffer
 		var extra []string
@@ -67,6 +71,20 @@ func TestSmokeAgainOnAKeptDataDir(t *testing.T) {
 	}
 }
 
+// keptDataDir is a data dir the test keeps, inside the test's temp dir
+// made enterable (not listable) by others: run as root, rackdev's
+// PostgreSQL runs as the postgres user, which must reach its data there.
+func keptDataDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "rack")
+}
+
 func run_(dataDir string, out, errOut *bytes.Buffer, extra ...string) int {
 	return run(append([]string{"--smoke", "--sleds", "3", "--data-dir", dataDir}, extra...), out, errOut)
 }
@@ -75,5 +93,12 @@ func TestBadFlags(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run([]string{"--sleds", "0"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "--sleds") {
 		t.Fatalf("exit %d, %q", code, errOut.String())
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "rackdev "+buildinfo.Read().Version) {
+		t.Fatalf("exit %d, %q, %q", code, out.String(), errOut.String())
 	}
 }

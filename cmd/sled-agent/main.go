@@ -8,6 +8,8 @@
 // TLS under the rack CA.
 package main
 
+//go:generate go test -run ^TestConfigurationReference$ . -args -update-docs
+
 import (
 	"context"
 	"errors"
@@ -20,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/envflag"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/rackpki"
@@ -37,65 +40,77 @@ Usage:
 const DefaultBootstrapListen = ":12346"
 
 func main() {
-	os.Exit(run(context.Background(), os.Args[1:], os.Stderr))
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) int {
-	var cfg sledagent.Config
-	var logLevel, logFormat string
-	var scrubRate int
-	var tlsCert, tlsKey, tlsCA, tlsDir string
-	var bootListen, bootAdvertise, bootPeers string
-	var bootstrapOnly bool
+// options are everything the flags set.
+type options struct {
+	cfg                                  sledagent.Config
+	logLevel, logFormat                  string
+	scrubRate                            int
+	tlsCert, tlsKey, tlsCA, tlsDir       string
+	bootListen, bootAdvertise, bootPeers string
+	bootstrapOnly, version               bool
+}
+
+// newFlags defines every flag of the sled agent into o.
+func newFlags(o *options) *envflag.Set {
 	fs := envflag.New("sled-agent", usage)
-	fs.SetOutput(stderr)
-	fs.String(&cfg.DataDir, "data-dir", "RACKPLANE_SLED_DATA_DIR", "", "directory for the sled's identity and local state (required)")
-	fs.String(&cfg.ListenAddr, "listen", "RACKPLANE_SLED_LISTEN", sledagent.DefaultListenAddr, "listen address of the sled API")
-	fs.String(&cfg.RepoDepotAddr, "repo-depot-listen", "RACKPLANE_SLED_REPO_DEPOT_LISTEN", sledagent.DefaultRepoDepotAddr,
+	fs.String(&o.cfg.DataDir, "data-dir", "RACKPLANE_SLED_DATA_DIR", "", "directory for the sled's identity and local state (required)")
+	fs.String(&o.cfg.ListenAddr, "listen", "RACKPLANE_SLED_LISTEN", sledagent.DefaultListenAddr, "listen address of the sled API")
+	fs.String(&o.cfg.RepoDepotAddr, "repo-depot-listen", "RACKPLANE_SLED_REPO_DEPOT_LISTEN", sledagent.DefaultRepoDepotAddr,
 		"listen address of the repo depot")
-	fs.String(&cfg.AdvertiseHost, "advertise-host", "RACKPLANE_SLED_ADVERTISE_HOST", "",
+	fs.String(&o.cfg.AdvertiseHost, "advertise-host", "RACKPLANE_SLED_ADVERTISE_HOST", "",
 		"host Nexus and other sleds use to reach this sled (default: the listen host, or the hostname)")
-	fs.String(&cfg.NexusURL, "nexus-url", "RACKPLANE_NEXUS_INTERNAL_URL", sledagent.DefaultNexusURL, "base URL of Nexus's internal API")
-	fs.String(&cfg.Baseboard.Part, "baseboard-part", "RACKPLANE_SLED_BASEBOARD_PART", "",
+	fs.String(&o.cfg.NexusURL, "nexus-url", "RACKPLANE_NEXUS_INTERNAL_URL", sledagent.DefaultNexusURL, "base URL of Nexus's internal API")
+	fs.String(&o.cfg.Baseboard.Part, "baseboard-part", "RACKPLANE_SLED_BASEBOARD_PART", "",
 		"baseboard part number (default: the certificate's, or "+sledagent.DefaultBaseboardPart+" without one); "+
 			"refused when it disagrees with the certificate")
-	fs.String(&cfg.Baseboard.Serial, "baseboard-serial", "RACKPLANE_SLED_BASEBOARD_SERIAL", "",
+	fs.String(&o.cfg.Baseboard.Serial, "baseboard-serial", "RACKPLANE_SLED_BASEBOARD_SERIAL", "",
 		"baseboard serial number (default: the certificate's, or SIM-<first 8 hex digits of the sled id> without one); "+
 			"refused when it disagrees with the certificate")
-	fs.String(&tlsCert, "tls-cert", "RACKPLANE_SLED_TLS_CERT", "", "the sled's certificate (PEM), naming its baseboard")
-	fs.String(&tlsKey, "tls-key", "RACKPLANE_SLED_TLS_KEY", "", "the sled certificate's private key (PEM)")
-	fs.String(&tlsCA, "tls-ca", "RACKPLANE_SLED_TLS_CA", "", "the rack CA's certificate (PEM)")
-	fs.String(&tlsDir, "tls-dir", "RACKPLANE_SLED_TLS_DIR", "",
+	fs.String(&o.tlsCert, "tls-cert", "RACKPLANE_SLED_TLS_CERT", "", "the sled's certificate (PEM), naming its baseboard")
+	fs.String(&o.tlsKey, "tls-key", "RACKPLANE_SLED_TLS_KEY", "", "the sled certificate's private key (PEM)")
+	fs.String(&o.tlsCA, "tls-ca", "RACKPLANE_SLED_TLS_CA", "", "the rack CA's certificate (PEM)")
+	fs.String(&o.tlsDir, "tls-dir", "RACKPLANE_SLED_TLS_DIR", "",
 		"directory holding sled.crt, sled.key and ca.crt (instead of --tls-cert, --tls-key and --tls-ca)")
-	fs.String(&bootListen, "bootstrap-listen", "RACKPLANE_SLED_BOOTSTRAP_LISTEN", DefaultBootstrapListen,
+	fs.String(&o.bootListen, "bootstrap-listen", "RACKPLANE_SLED_BOOTSTRAP_LISTEN", DefaultBootstrapListen,
 		"listen address of the bootstrap network (needs the certificate)")
-	fs.String(&bootAdvertise, "bootstrap-advertise", "RACKPLANE_SLED_BOOTSTRAP_ADVERTISE", "",
+	fs.String(&o.bootAdvertise, "bootstrap-advertise", "RACKPLANE_SLED_BOOTSTRAP_ADVERTISE", "",
 		"the address other sleds have for this one in their --bootstrap-peers (default: the listen address); "+
 			"of each pair of sleds, the one with the higher address dials")
-	fs.String(&bootPeers, "bootstrap-peers", "RACKPLANE_SLED_BOOTSTRAP_PEERS", "",
+	fs.String(&o.bootPeers, "bootstrap-peers", "RACKPLANE_SLED_BOOTSTRAP_PEERS", "",
 		"comma-separated bootstrap addresses of the rack's sleds (this one's may be among them)")
-	fs.Bool(&bootstrapOnly, "bootstrap-only", "RACKPLANE_SLED_BOOTSTRAP_ONLY", false,
+	fs.Bool(&o.bootstrapOnly, "bootstrap-only", "RACKPLANE_SLED_BOOTSTRAP_ONLY", false,
 		"run only the bootstrap agent; the sled agent starts when start-sled-agent arrives over the bootstrap network")
-	fs.Duration(&cfg.RegisterInterval, "register-interval", "RACKPLANE_SLED_REGISTER_INTERVAL", sledagent.DefaultRegisterInterval,
+	fs.Duration(&o.cfg.RegisterInterval, "register-interval", "RACKPLANE_SLED_REGISTER_INTERVAL", sledagent.DefaultRegisterInterval,
 		"how often to re-register with Nexus")
-	fs.Strings(&cfg.M2Dirs, "m2", "RACKPLANE_SLED_M2", "directory standing in for an M.2 device (repeat for each; normally two); "+
+	fs.Strings(&o.cfg.M2Dirs, "m2", "RACKPLANE_SLED_M2", "directory standing in for an M.2 device (repeat for each; normally two); "+
 		"a device is present while its directory exists")
-	fs.Bool(&cfg.CreateM2Dirs, "m2-create", "RACKPLANE_SLED_M2_CREATE", false,
+	fs.Bool(&o.cfg.CreateM2Dirs, "m2-create", "RACKPLANE_SLED_M2_CREATE", false,
 		"create the --m2 directories that are missing at start (dev racks; otherwise a missing one is an absent device)")
-	fs.Duration(&cfg.M2PollInterval, "m2-poll-interval", "RACKPLANE_SLED_M2_POLL_INTERVAL", sledagent.DefaultM2PollInterval,
+	fs.Duration(&o.cfg.M2PollInterval, "m2-poll-interval", "RACKPLANE_SLED_M2_POLL_INTERVAL", sledagent.DefaultM2PollInterval,
 		"how often to check the M.2 directories for arrival and departure")
-	fs.Duration(&cfg.ScrubInterval, "scrub-interval", "RACKPLANE_SLED_SCRUB_INTERVAL", sledagent.DefaultScrubInterval,
+	fs.Duration(&o.cfg.ScrubInterval, "scrub-interval", "RACKPLANE_SLED_SCRUB_INTERVAL", sledagent.DefaultScrubInterval,
 		"time between scrub passes that re-hash stored artifacts (negative disables)")
-	fs.Int(&scrubRate, "scrub-rate", "RACKPLANE_SLED_SCRUB_RATE", sledagent.DefaultScrubRate,
+	fs.Int(&o.scrubRate, "scrub-rate", "RACKPLANE_SLED_SCRUB_RATE", sledagent.DefaultScrubRate,
 		"scrub read rate limit, in bytes per second")
-	fs.Duration(&cfg.ArtifactReconcileInterval, "artifact-reconcile-interval", "RACKPLANE_SLED_ARTIFACT_RECONCILE_INTERVAL",
+	fs.Duration(&o.cfg.ArtifactReconcileInterval, "artifact-reconcile-interval", "RACKPLANE_SLED_ARTIFACT_RECONCILE_INTERVAL",
 		sledagent.DefaultReconcile, "how often to delete unwanted artifacts and refill M.2s from each other without a trigger")
-	fs.Int(&cfg.MaxConcurrentCopies, "max-concurrent-copies", "RACKPLANE_SLED_MAX_CONCURRENT_COPIES", sledagent.DefaultMaxCopies,
+	fs.Int(&o.cfg.MaxConcurrentCopies, "max-concurrent-copies", "RACKPLANE_SLED_MAX_CONCURRENT_COPIES", sledagent.DefaultMaxCopies,
 		"how many copy-from-depot transfers may run at once")
-	fs.Duration(&cfg.ShutdownGrace, "shutdown-grace", "RACKPLANE_SHUTDOWN_GRACE", 10*time.Second,
+	fs.Duration(&o.cfg.ShutdownGrace, "shutdown-grace", "RACKPLANE_SHUTDOWN_GRACE", 10*time.Second,
 		"how long shutdown waits for in-flight requests")
-	fs.String(&logLevel, "log-level", "RACKPLANE_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
-	fs.String(&logFormat, "log-format", "RACKPLANE_LOG_FORMAT", "json", "log format: json, pretty or auto")
+	fs.String(&o.logLevel, "log-level", "RACKPLANE_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
+	fs.String(&o.logFormat, "log-format", "RACKPLANE_LOG_FORMAT", "json", "log format: json, pretty or auto")
+	fs.Bool(&o.version, "version", "", false, "print the version and exit")
+	return fs
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := newFlags(&o)
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -103,6 +118,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sled-agent:", err)
 		return 2
 	}
+	if o.version {
+		fmt.Fprintln(stdout, buildinfo.Line("sled-agent"))
+		return 0
+	}
+	cfg := o.cfg
+	logLevel, logFormat, scrubRate := o.logLevel, o.logFormat, o.scrubRate
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "sled-agent: unexpected argument %q (see --help)\n", fs.Arg(0))
 		return 2
@@ -117,7 +138,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.ScrubRate = int64(scrubRate)
-	bundle, err := rackpki.LoadFromFlags(tlsCert, tlsKey, tlsCA, tlsDir, "sled")
+	bundle, err := rackpki.LoadFromFlags(o.tlsCert, o.tlsKey, o.tlsCA, o.tlsDir, "sled")
 	if err != nil {
 		fmt.Fprintln(stderr, "sled-agent:", err)
 		return 2
@@ -128,8 +149,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	sc := sled.Config{
-		Agent: cfg, Identity: bundle, BootstrapOnly: bootstrapOnly,
-		Bootstrap: bootstrap.Config{ListenAddr: bootListen, AdvertiseAddr: bootAdvertise, Peers: splitList(bootPeers)},
+		Agent: cfg, Identity: bundle, BootstrapOnly: o.bootstrapOnly,
+		Bootstrap: bootstrap.Config{ListenAddr: o.bootListen, AdvertiseAddr: o.bootAdvertise, Peers: splitList(o.bootPeers)},
 	}
 	log, err := logging.New(stderr, "sled-agent", logging.Options{Level: logLevel, Format: logFormat})
 	if err != nil {
@@ -154,7 +175,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
-// loadIdentity reads the sled's certificate, nil when none is given.
+// splitList splits a comma-separated list, dropping empty items.
 func splitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {

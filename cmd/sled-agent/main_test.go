@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/rackpki"
 )
 
@@ -34,7 +36,7 @@ func TestBaseboardMustMatchTheCertificate(t *testing.T) {
 		var stderr bytes.Buffer
 		args = append(args, "--data-dir", t.TempDir(), "--tls-dir", tls, "--bootstrap-listen", "127.0.0.1:0",
 			"--listen", "127.0.0.1:0", "--repo-depot-listen", "127.0.0.1:0")
-		if code := run(context.Background(), args, &stderr); code != 2 || !strings.Contains(stderr.String(), "disagrees with the sled's certificate") {
+		if code := run(context.Background(), args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "disagrees with the sled's certificate") {
 			t.Fatalf("%v: exit %d, %s", args, code, stderr.String())
 		}
 	}
@@ -50,8 +52,15 @@ func TestBootstrapFlagsNeedACertificate(t *testing.T) {
 	} {
 		var stderr bytes.Buffer
 		args = append(args, "--data-dir", t.TempDir())
-		if code := run(context.Background(), args, &stderr); code != 2 {
+		if code := run(context.Background(), args, io.Discard, &stderr); code != 2 {
 			t.Fatalf("%v: exit %d, %s", args, code, stderr.String())
 		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"--version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "sled-agent "+buildinfo.Read().Version) {
+		t.Fatalf("exit %d, %q, %q", code, out.String(), errOut.String())
 	}
 }

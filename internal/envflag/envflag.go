@@ -18,13 +18,16 @@ type Set struct {
 	*flag.FlagSet
 	envErrs []error
 	envs    map[string]string // flag name → env var
+	// declared holds each flag's default as the program declares it,
+	// before the environment changed it: what documentation shows.
+	declared map[string]string
 }
 
 // New returns a Set named for the command; usage describes the command in
 // the --help output.
 func New(name, usage string) *Set {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	s := &Set{FlagSet: fs, envs: map[string]string{}}
+	s := &Set{FlagSet: fs, envs: map[string]string{}, declared: map[string]string{}}
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "%s\n\nFlags (each may also be set by the environment variable shown):\n", strings.TrimSpace(usage))
@@ -36,7 +39,7 @@ func New(name, usage string) *Set {
 // PrintDefaults lists the flags with their env vars and defaults.
 func (s *Set) PrintDefaults(out io.Writer) {
 	s.VisitAll(func(f *flag.Flag) {
-		name, usage := flag.UnquoteUsage(f)
+		name, usage := placeholder(f), strings.ReplaceAll(f.Usage, "`", "")
 		fmt.Fprintf(out, "  --%s", f.Name)
 		if name != "" {
 			fmt.Fprintf(out, " %s", name)
@@ -50,6 +53,22 @@ func (s *Set) PrintDefaults(out io.Writer) {
 		}
 		fmt.Fprintln(out)
 	})
+}
+
+// placeholder names a flag's value in usage: the type (string, duration,
+// int), or nothing for a boolean. Back-quoted text in a usage string is
+// a command to run, not a placeholder (flag.UnquoteUsage would take it
+// for one).
+func placeholder(f *flag.Flag) string {
+	switch f.Value.(type) {
+	case *stringList:
+		return "string"
+	}
+	if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+		return ""
+	}
+	name, _ := flag.UnquoteUsage(&flag.Flag{Name: f.Name, Value: f.Value})
+	return name
 }
 
 // Parse parses args, failing first on any malformed environment value.
@@ -70,6 +89,7 @@ func (s *Set) env(name, env string) (string, bool) {
 
 // String defines a string flag.
 func (s *Set) String(p *string, name, env, def, usage string) {
+	s.declared[name] = def
 	if v, ok := s.env(name, env); ok {
 		def = v
 	}
@@ -78,6 +98,7 @@ func (s *Set) String(p *string, name, env, def, usage string) {
 
 // Bool defines a boolean flag.
 func (s *Set) Bool(p *bool, name, env string, def bool, usage string) {
+	s.declared[name] = fmt.Sprint(def)
 	if v, ok := s.env(name, env); ok {
 		switch strings.ToLower(v) {
 		case "1", "true", "yes", "on":
@@ -93,6 +114,7 @@ func (s *Set) Bool(p *bool, name, env string, def bool, usage string) {
 
 // Int defines an integer flag.
 func (s *Set) Int(p *int, name, env string, def int, usage string) {
+	s.declared[name] = fmt.Sprint(def)
 	if v, ok := s.env(name, env); ok {
 		if _, err := fmt.Sscanf(v, "%d", &def); err != nil {
 			s.envErrs = append(s.envErrs, fmt.Errorf("$%s: %q is not an integer", env, v))
@@ -103,6 +125,7 @@ func (s *Set) Int(p *int, name, env string, def int, usage string) {
 
 // Duration defines a duration flag ("30s", "5m").
 func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	s.declared[name] = def.String()
 	if v, ok := s.env(name, env); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -117,6 +140,7 @@ func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, us
 // Strings defines a repeatable string flag; the environment variable holds
 // a comma-separated list.
 func (s *Set) Strings(p *[]string, name, env string, usage string) {
+	s.declared[name] = ""
 	if v, ok := s.env(name, env); ok && v != "" {
 		*p = strings.Split(v, ",")
 	}

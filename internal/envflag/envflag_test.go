@@ -53,3 +53,46 @@ func TestMalformedEnvironmentIsAnError(t *testing.T) {
 		}
 	}
 }
+
+// The reference shows what the program declares, whatever the
+// environment of the process that renders it says, and keeps a command
+// in back quotes as code rather than taking it for the value's name.
+func TestDocs(t *testing.T) {
+	t.Setenv("T_ADDR", ":9")
+	var addr, dir string
+	var on bool
+	var list []string
+	s := New("t", "t: test")
+	s.String(&addr, "addr", "T_ADDR", ":1", "address | port")
+	s.String(&dir, "dir", "", "", "a directory in <root> (`tool init --dir <DIR>` makes one)")
+	s.Bool(&on, "on", "T_ON", false, "switch")
+	s.Strings(&list, "item", "T_LIST", "items")
+	docs := s.Docs()
+	want := []Doc{
+		{Name: "addr", Value: "string", Env: "T_ADDR", Default: ":1", Usage: "address | port"},
+		{Name: "dir", Value: "string", Usage: "a directory in <root> (`tool init --dir <DIR>` makes one)"},
+		{Name: "item", Value: "string", Env: "T_LIST", Usage: "items"},
+		{Name: "on", Env: "T_ON", Default: "false", Usage: "switch"},
+	}
+	if len(docs) != len(want) {
+		t.Fatalf("%+v", docs)
+	}
+	for i := range want {
+		if docs[i] != want[i] {
+			t.Errorf("doc %d: %+v, want %+v", i, docs[i], want[i])
+		}
+	}
+	var md bytes.Buffer
+	Markdown(&md, docs)
+	for _, line := range []string{"| `--addr STRING` | `T_ADDR` | `:1` | address \\| port |",
+		"| `--dir STRING` |  |  | a directory in &lt;root&gt; (`tool init --dir <DIR>` makes one) |", "| `--on` | `T_ON` |  | switch |"} {
+		if !strings.Contains(md.String(), line+"\n") {
+			t.Errorf("markdown lacks %q:\n%s", line, md.String())
+		}
+	}
+	var help bytes.Buffer
+	s.PrintDefaults(&help)
+	if !strings.Contains(help.String(), "--dir string\n      a directory in <root> (tool init --dir <DIR> makes one)") {
+		t.Errorf("help:\n%s", help.String())
+	}
+}

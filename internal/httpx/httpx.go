@@ -29,6 +29,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/fault"
+	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/reqid"
 )
 
@@ -41,6 +42,10 @@ type Handlers struct {
 	// into *fault.Error before they are written. It returns its argument
 	// when it has nothing better.
 	MapError func(error) error
+	// WarnRefusals logs a refused request (a 4xx) at warn rather than
+	// info: for operations where a refusal means an operator's work was
+	// thrown away (an upload of gigabytes), not a typo.
+	WarnRefusals bool
 }
 
 // H adapts fn.
@@ -50,7 +55,7 @@ func (h Handlers) H(fn HandlerFunc) http.HandlerFunc {
 			if h.MapError != nil {
 				err = h.MapError(err)
 			}
-			WriteError(w, r, err)
+			writeError(w, r, err, h.WarnRefusals)
 		}
 	}
 }
@@ -90,7 +95,9 @@ const internalMessage = "internal error; the server log has the details under th
 // kind's status, its code, its message and its extra fields; an internal
 // fault or anything unclassified is a 500 whose detail goes only to the
 // log.
-func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+func WriteError(w http.ResponseWriter, r *http.Request, err error) { writeError(w, r, err, false) }
+
+func writeError(w http.ResponseWriter, r *http.Request, err error, warnRefusals bool) {
 	f, ok := fault.As(err)
 	if !ok || f.Kind == fault.Internal {
 		f = fault.Wrap(err, fault.Internal, api.CodeInternal, internalMessage)
@@ -102,10 +109,14 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	status := StatusOf(f.Kind)
 	log := hlog.FromRequest(r)
 	ev := log.Info()
-	if status >= 500 {
+	switch {
+	case status >= 500:
 		ev = log.Error()
+	case warnRefusals && status != 499:
+		ev = log.Warn()
 	}
-	ev.Int("status", status).Str("error_code", f.Code).Str("message", f.Message).AnErr("cause", f.Err).
+	// The body's message is error_message: "message" is the line's own.
+	ev.Int("status", status).Str("error_code", f.Code).Str("error_message", f.Message).AnErr("cause", f.Err).
 		Fields(f.Extra).Msg("request failed")
 	if f.RetryAfter > 0 {
 		// Whole seconds, rounded up: a client waiting the header's time
@@ -223,14 +234,17 @@ func typeName(e *json.UnmarshalTypeError) string {
 func NewRouter(log zerolog.Logger) chi.Router {
 	r := chi.NewRouter()
 	r.Use(hlog.NewHandler(log), RequestID, AccessLog, Recover)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, r, fault.NotFoundf(api.CodeNotFound, "no such route: %s %s", r.Method, r.URL.Path))
-	})
+	r.NotFound(NotFoundJSON)
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, fault.New(fault.MethodNotAllowed, api.CodeMethodNotAllowed,
 			"method %s is not allowed on %s", r.Method, r.URL.Path))
 	})
 	return r
+}
+
+// NotFoundJSON is the JSON 404 of a path no route serves.
+func NotFoundJSON(w http.ResponseWriter, r *http.Request) {
+	WriteError(w, r, fault.NotFoundf(api.CodeNotFound, "no such route: %s %s", r.Method, r.URL.Path))
 }
 
 // RequestID adopts a valid incoming X-Request-Id (so ids follow a request
@@ -257,7 +271,7 @@ var AccessLog = hlog.AccessHandler(func(r *http.Request, status, size int, d tim
 		lvl = zerolog.InfoLevel
 	}
 	hlog.FromRequest(r).WithLevel(lvl).Str("method", r.Method).Str("path", r.URL.Path).
-		Int("status", status).Int("size", size).Dur("duration", d).Msg("request")
+		Int("status", status).Int("size", size).Float64("duration_ms", logging.Millis(d)).Msg("request")
 })
 
 // Recover turns a handler panic into a 500 and a logged stack trace.

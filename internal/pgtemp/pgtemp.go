@@ -7,6 +7,12 @@
 // transactions are SERIALIZABLE by default, matching CockroachDB, so that
 // retry paths in the datastore run for real in tests.
 //
+// With Options.DataDir the cluster's data is kept there instead, across
+// runs (rackdev's --data-dir): the first Start creates it, later ones
+// start the cluster it holds. Such a cluster writes durably (fsync on,
+// commits acknowledged before they are flushed), since it is meant to
+// outlive its process; only its socket and lock live in a temp dir.
+//
 // Servers must not outlive their owner even when the owner is killed: the
 // postmaster is started with a parent-death signal, and every cluster
 // directory carries a lock file held for the owner's lifetime, so the next
@@ -47,7 +53,17 @@ type Options struct {
 	// StartTimeout bounds how long Start waits for the server to accept
 	// connections. Zero means 60 s.
 	StartTimeout time.Duration
+	// DataDir, when set, keeps the cluster's data in this directory
+	// across runs: Close stops the server and leaves it.
+	DataDir string
+	// LogPath is the server's log file (default: in the temp dir).
+	LogPath string
 }
+
+// ErrUnreachable reports a DataDir the postgres user cannot reach: when
+// running as root the server runs as that user, who must be able to
+// traverse every directory above it.
+var ErrUnreachable = errors.New("the postgres user cannot reach the data directory")
 
 // Cluster is a running (or stopped) throwaway PostgreSQL cluster.
 type Cluster struct {
@@ -62,10 +78,18 @@ type Cluster struct {
 	opts      Options
 	lock      *os.File
 
+	// persistent is set when the data lives in Options.DataDir; fresh when
+	// this Start created it.
+	persistent, fresh bool
+
 	mu   sync.Mutex
 	proc *os.Process
 	done chan struct{} // closed when the postmaster has exited
 }
+
+// Fresh reports whether Start created the cluster's data (always, unless
+// Options.DataDir held a cluster already).
+func (c *Cluster) Fresh() bool { return c.fresh }
 
 // FindBinaries returns the directory holding initdb and postgres: the first
 // one found on PATH, else the newest /usr/lib/postgresql/*/bin.
@@ -109,14 +133,31 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		socketDir: filepath.Join(dir, "sock"),
 		logPath:   filepath.Join(dir, "postgres.log"),
 		opts:      opts,
+		fresh:     true,
+	}
+	if opts.DataDir != "" {
+		abs, err := filepath.Abs(opts.DataDir)
+		if err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, fmt.Errorf("pgtemp: %w", err)
+		}
+		c.dataDir, c.persistent = abs, true
+		if _, err := os.Stat(filepath.Join(abs, "PG_VERSION")); err == nil {
+			c.fresh = false
+		}
+	}
+	if opts.LogPath != "" {
+		c.logPath = opts.LogPath
 	}
 	if err := c.prepare(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	if err := c.initdb(ctx); err != nil {
-		c.Close()
-		return nil, err
+	if c.fresh {
+		if err := c.initdb(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	if err := c.Start(ctx); err != nil {
 		c.Close()
@@ -137,8 +178,18 @@ func (c *Cluster) prepare() error {
 		return fmt.Errorf("pgtemp: lock %s: %w", c.Dir, err)
 	}
 	c.lock = lock
-	for _, d := range []string{c.dataDir, c.socketDir} {
-		if err := os.Mkdir(d, 0o700); err != nil {
+	if err := os.Mkdir(c.socketDir, 0o700); err != nil {
+		return fmt.Errorf("pgtemp: %w", err)
+	}
+	switch {
+	case !c.persistent:
+		if err := os.Mkdir(c.dataDir, 0o700); err != nil {
+			return fmt.Errorf("pgtemp: %w", err)
+		}
+	case c.fresh:
+		// initdb wants the directory empty or absent; a kept cluster's
+		// is left as it is.
+		if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 			return fmt.Errorf("pgtemp: %w", err)
 		}
 	}
@@ -162,7 +213,44 @@ func (c *Cluster) prepare() error {
 			return fmt.Errorf("pgtemp: %w", err)
 		}
 	}
+	if c.persistent {
+		if err := reachable(filepath.Dir(c.dataDir), uint32(uid), uint32(gid)); err != nil {
+			return err
+		}
+		if c.opts.LogPath != "" {
+			// The server appends to its log as the postgres user.
+			f, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return fmt.Errorf("pgtemp: %w", err)
+			}
+			f.Close()
+		}
+	}
 	return nil
+}
+
+// reachable checks that a process of uid/gid may traverse dir and every
+// directory above it.
+func reachable(dir string, uid, gid uint32) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("pgtemp: %w", err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		mode := fi.Mode().Perm()
+		switch {
+		case !ok, mode&0o001 != 0:
+		case st.Uid == uid && mode&0o100 != 0, st.Gid == gid && mode&0o010 != 0:
+		default:
+			return fmt.Errorf("%w: running as root, PostgreSQL runs as the postgres user, which may not enter %s "+
+				"(mode %04o); choose a data directory it can reach (chmod o+x %s, or one under /var/tmp)",
+				ErrUnreachable, d, mode, d)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
 }
 
 func (c *Cluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
@@ -174,8 +262,11 @@ func (c *Cluster) command(ctx context.Context, name string, args ...string) *exe
 }
 
 func (c *Cluster) initdb(ctx context.Context) error {
-	cmd := c.command(ctx, "initdb", "-D", c.dataDir, "-U", "postgres", "--auth=trust",
-		"--no-sync", "--encoding=UTF8", "--locale=C")
+	args := []string{"-D", c.dataDir, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C"}
+	if !c.persistent {
+		args = append(args, "--no-sync")
+	}
+	cmd := c.command(ctx, "initdb", args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pgtemp: initdb: %w\n%s", err, out)
@@ -185,17 +276,23 @@ func (c *Cluster) initdb(ctx context.Context) error {
 
 // settings returns the server's command-line settings.
 func (c *Cluster) settings() []string {
+	durability := map[string]string{"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+	if c.persistent {
+		// Kept data must survive a crash of the machine; a lost last
+		// commit or two after one is fine for a dev rack.
+		durability = map[string]string{"fsync": "on", "synchronous_commit": "off", "full_page_writes": "on"}
+	}
 	conf := map[string]string{
 		"listen_addresses":              "",
 		"unix_socket_directories":       c.socketDir,
-		"fsync":                         "off",
-		"synchronous_commit":            "off",
-		"full_page_writes":              "off",
 		"default_transaction_isolation": "serializable",
 		"max_connections":               "300",
 		"shared_buffers":                "64MB",
 		"log_min_messages":              "warning",
 		"timezone":                      "UTC",
+	}
+	for k, v := range durability {
+		conf[k] = v
 	}
 	for k, v := range c.opts.Settings {
 		conf[k] = v
@@ -334,7 +431,8 @@ func (c *Cluster) Stop() {
 	}
 }
 
-// Close stops the server and removes the cluster's directory.
+// Close stops the server and removes the cluster's directory (a DataDir
+// is kept).
 func (c *Cluster) Close() {
 	c.Stop()
 	_ = os.RemoveAll(c.Dir)

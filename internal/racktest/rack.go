@@ -10,9 +10,14 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
+	"github.com/rs/zerolog"
+
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
+	"github.com/rackplane/rackplane/internal/logging"
+	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/nexus"
@@ -30,6 +35,41 @@ type RackConfig struct {
 	Sled  sledagent.Config
 	// Seed makes the signing lineage (a different seed, different keys).
 	Seed byte
+	// Logs, when set, receives every component's JSON log lines at debug
+	// level (instead of the test log), for tests that read them.
+	Logs *LogSink
+}
+
+// LogSink collects the log lines of a rack's components.
+type LogSink struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p; zerolog writes one whole line per call.
+func (s *LogSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+// Lines returns the lines written so far.
+func (s *LogSink) Lines() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Split(bytes.TrimSpace(bytes.Clone(s.buf.Bytes())), []byte("\n"))
+}
+
+// logger is component's logger: into the sink when there is one.
+func (r *Rack) logger(component string) zerolog.Logger {
+	if r.cfg.Logs == nil {
+		return Logger(r.T, component)
+	}
+	log, err := logging.New(r.cfg.Logs, component, logging.Options{Level: "debug"})
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	return log
 }
 
 // Rack is a real rack in a test: a fresh database, a Nexus, sled agents
@@ -47,7 +87,7 @@ type Rack struct {
 func StartRack(t testing.TB, cfg RackConfig) *Rack {
 	t.Helper()
 	r := &Rack{T: t, DB: testdb.New(t), cfg: cfg}
-	r.Nexus = StartNexus(t, r.DB.URL, cfg.Nexus)
+	r.Nexus = StartNexusLogged(t, r.DB.URL, cfg.Nexus, r.logger("nexus"))
 	for range cfg.Sleds {
 		r.AddSled(cfg.Sled)
 	}
@@ -66,7 +106,7 @@ func StartRack(t testing.TB, cfg RackConfig) *Rack {
 // AddSled starts one more sled agent registering with the rack's Nexus.
 func (r *Rack) AddSled(cfg sledagent.Config) *Sled {
 	r.T.Helper()
-	s := StartSled(r.T, r.Nexus.InternalURL(), cfg)
+	s := sledtest.StartSledLogged(r.T, r.Nexus.InternalURL(), cfg, r.logger("sled-agent"))
 	r.Sleds = append(r.Sleds, s)
 	return s
 }

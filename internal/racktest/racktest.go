@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
@@ -55,6 +56,12 @@ func (n *Nexus) Stop() { n.stop() }
 // its defaults.
 func StartNexus(t testing.TB, databaseURL string, cfg nexus.Config) *Nexus {
 	t.Helper()
+	return StartNexusLogged(t, databaseURL, cfg, Logger(t, "nexus"))
+}
+
+// StartNexusLogged is StartNexus with Nexus logging to log.
+func StartNexusLogged(t testing.TB, databaseURL string, cfg nexus.Config, log zerolog.Logger) *Nexus {
+	t.Helper()
 	if cfg.ID == uuid.Nil {
 		cfg.ID = uuid.New()
 	}
@@ -77,7 +84,7 @@ func StartNexus(t testing.TB, databaseURL string, cfg nexus.Config) *Nexus {
 		cfg.TLS = sledtest.Bundle(t, rackpki.Nexus(cfg.ID.String()))
 	}
 	cfg.DatabaseURL = databaseURL
-	srv, err := nexus.New(context.Background(), cfg, Logger(t, "nexus"))
+	srv, err := nexus.New(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatalf("start nexus: %v", err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/internal/fsutil"
+	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/sledagent"
 )
@@ -26,11 +27,15 @@ import (
 // Logger returns a logger for component that writes to the test log at the
 // level in $RACKPLANE_TEST_LOG (default warn).
 func Logger(t testing.TB, component string) zerolog.Logger {
-	lvl, err := zerolog.ParseLevel(os.Getenv("RACKPLANE_TEST_LOG"))
-	if err != nil || os.Getenv("RACKPLANE_TEST_LOG") == "" {
-		lvl = zerolog.WarnLevel
+	lvl := os.Getenv("RACKPLANE_TEST_LOG")
+	if _, err := zerolog.ParseLevel(lvl); err != nil || lvl == "" {
+		lvl = "warn"
 	}
-	return zerolog.New(zerolog.NewTestWriter(t)).Level(lvl).With().Timestamp().Str("component", component).Logger()
+	log, err := logging.New(zerolog.NewTestWriter(t), component, logging.Options{Level: lvl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return log
 }
 
 // Background runs fn until the returned stop function (also registered as
@@ -65,6 +70,12 @@ func (s *Sled) Stop() { s.stop() }
 // data dir and two temp M.2 dirs.
 func StartSled(t testing.TB, nexusInternalURL string, cfg sledagent.Config) *Sled {
 	t.Helper()
+	return StartSledLogged(t, nexusInternalURL, cfg, Logger(t, "sled-agent"))
+}
+
+// StartSledLogged is StartSled with the sled agent logging to log.
+func StartSledLogged(t testing.TB, nexusInternalURL string, cfg sledagent.Config, log zerolog.Logger) *Sled {
+	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
@@ -89,7 +100,7 @@ func StartSled(t testing.TB, nexusInternalURL string, cfg sledagent.Config) *Sle
 		cfg.TLS = Bundle(t, rackpki.Sled(part, serialFor(t, cfg)))
 	}
 	cfg.NexusURL = nexusInternalURL
-	srv, err := sledagent.New(cfg, Logger(t, "sled-agent"))
+	srv, err := sledagent.New(cfg, log)
 	if err != nil {
 		t.Fatalf("start sled agent: %v", err)
 	}

@@ -14,11 +14,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
@@ -68,6 +70,9 @@ type Deps struct {
 	// Identity is this Nexus's certificate: what the tasks present to
 	// sleds (and, on the internal listener, what sleds see).
 	Identity *rackpki.Bundle
+	// Metrics receives the application layer's metrics and the tasks'
+	// (nil: a registry of its own that nobody serves, for tools).
+	Metrics prometheus.Registerer
 }
 
 // Event is a change of state that background tasks may want to act on at
@@ -100,6 +105,10 @@ type App struct {
 	// identity is this Nexus's certificate.
 	identity *rackpki.Bundle
 
+	metricsReg prometheus.Registerer
+	metrics    *uploadMetrics
+	uploads    uploadTracker
+
 	mu              sync.Mutex
 	subscribers     map[Event][]func(requester string)
 	replication     ReplicationView
@@ -107,11 +116,13 @@ type App struct {
 	// heartbeatTask is the task writing this Nexus's heartbeat.
 	heartbeatTask string
 
-	uploads *uploadGate
+	// gate bounds the uploads in progress (limits.go).
+	gate *uploadGate
 }
 
-// New returns the application layer.
-func New(cfg Config, deps Deps) *App {
+// New returns the application layer, with its metrics registered on
+// deps.Metrics.
+func New(cfg Config, deps Deps) (*App, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -124,11 +135,25 @@ func New(cfg Config, deps Deps) *App {
 	if cfg.UploadIdleTimeout <= 0 {
 		cfg.UploadIdleTimeout = DefaultUploadIdleTimeout
 	}
-	return &App{cfg: cfg, log: deps.Log, ds: deps.DS, depot: deps.Depot, tasks: deps.Tasks, taskdb: deps.TaskDB,
-		identity:    deps.Identity,
-		subscribers: map[Event][]func(string){},
-		uploads:     newUploadGate(cfg.UploadConcurrency, cfg.UploadTempBudget)}
+	if deps.Metrics == nil {
+		deps.Metrics = prometheus.NewRegistry()
+	}
+	a := &App{cfg: cfg, log: deps.Log, ds: deps.DS, depot: deps.Depot, tasks: deps.Tasks, taskdb: deps.TaskDB,
+		identity: deps.Identity, metricsReg: deps.Metrics, subscribers: map[Event][]func(string){},
+		gate: newUploadGate(cfg.UploadConcurrency, cfg.UploadTempBudget)}
+	var err error
+	if a.metrics, err = newUploadMetrics(deps.Metrics); err != nil {
+		return nil, fmt.Errorf("upload metrics: %w", err)
+	}
+	if err := deps.Metrics.Register(&stateCollector{a: a}); err != nil {
+		return nil, fmt.Errorf("state metrics: %w", err)
+	}
+	return a, nil
 }
+
+// Metrics is where the background tasks wired on this App register
+// their metrics.
+func (a *App) Metrics() prometheus.Registerer { return a.metricsReg }
 
 // NexusID is this instance's id.
 func (a *App) NexusID() uuid.UUID { return a.cfg.NexusID }

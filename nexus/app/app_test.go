@@ -50,8 +50,11 @@ func newApp(t *testing.T, maxBytes int64) *fixture {
 	}
 	driver := bgtasks.NewDriver(bgtasks.Options{Log: zerolog.Nop()})
 	f := &fixture{db: db, depot: d, events: map[app.Event][]string{}}
-	f.app = app.New(app.Config{NexusID: uuid.New(), UploadMaxBytes: maxBytes, TufMaxExpansion: 1 << 30},
+	f.app, err = app.New(app.Config{NexusID: uuid.New(), UploadMaxBytes: maxBytes, TufMaxExpansion: 1 << 30},
 		app.Deps{DS: ds, Depot: d, Tasks: driver, TaskDB: taskdb.New(ds), Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, ev := range []app.Event{app.ReposChanged, app.SledsChanged} {
 		f.app.Subscribe(ev, func(requester string) {
 			f.mu.Lock()

@@ -157,10 +157,10 @@ func errBudget(err error) (*fault.Error, bool) {
 // admitUpload checks that an upload of length bytes (-1: unknown) fits
 // the depot's disk and the temp-space budget, and reserves its share.
 func (a *App) admitUpload(length int64) (*reservation, error) {
-	if length > a.uploads.budget {
+	if length > a.gate.budget {
 		return nil, fault.New(fault.TooLarge, api.CodeBodyTooLarge,
 			"the upload is %d bytes, more than the %d bytes of temp space this Nexus allows uploads "+
-				"(see --upload-temp-budget)", length, a.uploads.budget)
+				"(see --upload-temp-budget)", length, a.gate.budget)
 	}
 	// The archive sits in a temp file while its artifacts are copied out
 	// of it, so the disk briefly holds it twice.
@@ -173,7 +173,7 @@ func (a *App) admitUpload(length int64) (*reservation, error) {
 			"this Nexus's depot disk has %d bytes free and the upload needs about %d "+
 				"(the archive, then its artifacts); free space or prune old repos first", free, need)
 	}
-	r := &reservation{g: a.uploads, limit: a.cfg.UploadMaxBytes + 1}
+	r := &reservation{g: a.gate, limit: a.cfg.UploadMaxBytes + 1}
 	if length >= 0 {
 		r.limit = length
 		if err := r.grow(length); err != nil {
@@ -235,4 +235,4 @@ func (w writeErrors) Write(p []byte) (int, error) {
 func (a *App) UploadIdleTimeout() time.Duration { return a.cfg.UploadIdleTimeout }
 
 // UploadTempHeld is the temp space the uploads in progress hold now.
-func (a *App) UploadTempHeld() int64 { return a.uploads.heldBytes() }
+func (a *App) UploadTempHeld() int64 { return a.gate.heldBytes() }

@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
@@ -68,7 +70,7 @@ func ArtifactReplication(m model.ReplicationMatrix, col int) model.ArtifactRepli
 		r.SledsObserved++
 		if c > 0 {
 			r.SledsHolding++
-			if int(c) >= m.Sleds[s].M2Present {
+			if int(c) >= FullCopies(m.Sleds[s]) {
 				r.SledsHoldingAllM2s++
 			}
 		}
@@ -79,9 +81,15 @@ func ArtifactReplication(m model.ReplicationMatrix, col int) model.ArtifactRepli
 	return r
 }
 
-// PruneRepo marks a repo pruned: it stays recorded (and can be brought
-// back by uploading it again) but its artifacts stop being wanted on sleds
-// unless another live repo carries them. by names who pruned it
+// FullCopies is how many copies a sled must hold of an artifact for it to
+// be fully replicated there: one on every M.2 it should have, so a sled
+// with an M.2 missing holds nothing fully.
+func FullCopies(s model.MatrixSled) int { return max(s.M2Present, s.M2Expected, 1) }
+
+// PruneRepo marks a repo pruned: it stays recorded but its artifacts stop
+// being wanted on sleds unless another live repo carries them. Uploading
+// the same archive again restores it; uploading another archive of the
+// same system version replaces the pruned record (UploadRepo). by names who pruned it
 // ("operator", "pruner"); with expect set, the prune happens only while
 // the wanted-artifact generation is still *expect (the pruner's fence;
 // datastore.ErrGenerationMoved otherwise).
@@ -95,6 +103,7 @@ func (a *App) PruneRepo(ctx context.Context, systemVersion, by string, expect *i
 	if err != nil {
 		return res, translate(err)
 	}
+	res.Message = pruneMessage(res)
 	if !res.AlreadyPruned {
 		zerolog.Ctx(ctx).Info().Str("system_version", systemVersion).Int64("generation", res.Generation).
 			Str("by", by).Msg("tuf repo pruned")
@@ -134,4 +143,19 @@ func (a *App) ArtifactLabels(ctx context.Context, hashes []string) (map[string]m
 func (a *App) RepoHashes(ctx context.Context, repoIDs []uuid.UUID) (map[uuid.UUID][]string, error) {
 	out, err := a.ds.TufRepoHashes(ctx, repoIDs)
 	return out, translate(err)
+}
+
+// pruneMessage says what a prune did and the two ways back.
+func pruneMessage(res model.PruneResult) string {
+	v := res.Repo.SystemVersion
+	back := fmt.Sprintf("Upload the same archive to restore it, or another archive of %s to replace it", v)
+	if res.AlreadyPruned {
+		m := fmt.Sprintf("system version %s was already pruned", v)
+		if r := res.Repo; r.TimePruned != nil {
+			m += fmt.Sprintf(" (by %s, %s)", r.PrunedBy, r.TimePruned.UTC().Format(time.RFC3339))
+		}
+		return m + "; nothing changed. " + back + "."
+	}
+	return fmt.Sprintf("system version %s pruned (generation %d): its artifacts leave the sleds unless another live "+
+		"repo carries them. %s.", v, res.Generation, back)
 }

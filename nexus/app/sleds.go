@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
@@ -68,4 +69,38 @@ func (a *App) ListSleds(ctx context.Context, after uuid.UUID, limit int) ([]mode
 func (a *App) Sled(ctx context.Context, id uuid.UUID) (model.Sled, error) {
 	s, err := a.ds.SledGet(ctx, id)
 	return s, translate(err)
+}
+
+// SledHealth says what is wrong with a sled's hardware from its last
+// reported inventory: an M.2 it should have that is not in use makes it
+// degraded (every sled has model.SledM2Devices; artifacts on it have one
+// copy too few), and no inventory at all makes its health unknown.
+func SledHealth(s model.Sled) model.SledHealth {
+	h := model.SledHealth{State: model.SledHealthOK, M2Expected: max(model.SledM2Devices, len(s.M2s)),
+		StorageLock: model.StorageLockUnknown}
+	if s.M2s == nil {
+		h.State = model.SledHealthUnknown
+		h.Problems = []string{"the sled has not reported its M.2 devices yet"}
+		return h
+	}
+	for _, d := range s.M2s {
+		if d.Present {
+			h.M2Present++
+			continue
+		}
+		h.M2Missing = append(h.M2Missing, d)
+		why := "M.2 " + d.Path + " is missing"
+		if d.Error != "" {
+			why += ": " + d.Error
+		}
+		h.Problems = append(h.Problems, why)
+	}
+	if unconfigured := h.M2Expected - len(s.M2s); unconfigured > 0 {
+		h.Problems = append(h.Problems, fmt.Sprintf("the sled agent is configured with %d of the %d M.2 devices a sled has",
+			len(s.M2s), h.M2Expected))
+	}
+	if h.M2Present < h.M2Expected {
+		h.State = model.SledHealthDegraded
+	}
+	return h
 }

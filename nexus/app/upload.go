@@ -16,6 +16,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/fault"
+	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/nexus/datastore"
 	"github.com/rackplane/rackplane/nexus/model"
@@ -67,17 +68,29 @@ func (a *App) tooLarge() error {
 // bytes checked as they are copied into the depot; only then are rows
 // written, in one transaction. Every failure removes the temp file and any
 // artifact file this upload created.
+//
+// While it runs, Uploads shows it (its phase and the bytes received); the
+// metrics count its bytes, its outcome and its duration.
 func (a *App) UploadRepo(ctx context.Context, up Upload) (model.UploadResult, error) {
 	var res model.UploadResult
+	start := a.cfg.Now()
+	a.metrics.inProgress.Inc()
+	defer a.metrics.inProgress.Dec()
 	err := a.audited(ctx, model.RoleAdmin, "repo.upload", "file "+up.FileName, func(ctx context.Context) error {
+		tr := a.uploads.start(ctx, up, a.cfg.Now, a.metrics.bytes)
+		defer a.uploads.done(tr)
+		up.Body = tr.body(up.Body)
 		var err error
-		res, err = a.uploadRepo(ctx, up)
+		res, err = a.uploadRepo(ctx, up, tr)
 		return err
 	})
+	outcome := uploadOutcome(res, err)
+	a.metrics.total.WithLabelValues(outcome).Inc()
+	a.metrics.duration.WithLabelValues(outcome).Observe(a.cfg.Now().Sub(start).Seconds())
 	return res, err
 }
 
-func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, error) {
+func (a *App) uploadRepo(ctx context.Context, up Upload, tr *tracked) (model.UploadResult, error) {
 	var res model.UploadResult
 	log := zerolog.Ctx(ctx)
 	if err := CheckFileName(up.FileName); err != nil {
@@ -95,7 +108,7 @@ func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, er
 			"no trust roots are registered; add the release's root.json with `rackctl trust-root add FILE` first")
 	}
 
-	leave, err := a.uploads.enter()
+	leave, err := a.gate.enter()
 	if err != nil {
 		return res, err
 	}
@@ -152,23 +165,26 @@ func (a *App) uploadRepo(ctx context.Context, up Upload) (model.UploadResult, er
 	archiveSHA := hex.EncodeToString(h.Sum(nil))
 	received := time.Since(start)
 
+	tr.phase(model.UploadWaiting)
 	err = a.depot.Exclusive(func() error {
-		res, err = a.verifyAndRecord(ctx, tmp, size, archiveSHA, up.FileName, roots, buf)
+		tr.phase(model.UploadVerifying)
+		res, err = a.verifyAndRecord(ctx, tmp, size, archiveSHA, up.FileName, roots, buf, tr)
 		return err
 	})
 	if err != nil {
 		return res, translate(err)
 	}
+	res.Message = uploadMessage(res)
 	log.Info().Str("system_version", res.Repo.SystemVersion).Str("sha256", archiveSHA).Int64("bytes", size).
-		Str("status", res.Status).Int64("generation", res.Generation).Dur("receive", received).
-		Dur("total", time.Since(start)).Msg("tuf repo uploaded")
+		Str("outcome", res.Status).Int64("generation", res.Generation).Float64("receive_ms", logging.Millis(received)).
+		Float64("duration_ms", logging.Millis(time.Since(start))).Msg("tuf repo uploaded")
 	a.notify(ReposChanged, reqid.From(ctx))
 	return res, nil
 }
 
 // verifyAndRecord runs inside the depot's exclusive section.
 func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64, archiveSHA, fileName string,
-	roots []datastore.TrustRootRow, buf []byte) (model.UploadResult, error) {
+	roots []datastore.TrustRootRow, buf []byte, tr *tracked) (model.UploadResult, error) {
 	var res model.UploadResult
 	// A re-upload of a recorded archive is not held to the rollback
 	// floors: it is the same release, verified before.
@@ -199,6 +215,7 @@ func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64,
 	if err != nil {
 		return res, err
 	}
+	tr.systemVersion(v.SystemVersion)
 
 	// Copy every artifact into the depot, checking its bytes; ones the
 	// depot already holds are still read and checked, so every byte of
@@ -256,14 +273,46 @@ func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64,
 		in.Artifacts = append(in.Artifacts, datastore.TufArtifactInsert{Name: art.Name, Version: art.Version,
 			Kind: art.Kind, TargetName: art.TargetName, SHA256: art.SHA256, Length: art.Length, Tags: art.Tags})
 	}
-	datastore.UpdateAudit(ctx, func(e *model.AuditEntry) {
-		e.Target = "repo " + v.SystemVersion
-		e.Detail = fmt.Sprintf("file %s, sha256 %s, %d bytes", fileName, archiveSHA, size)
-	})
+	in.AuditDetail = fmt.Sprintf("file %s, sha256 %s, %d bytes", fileName, archiveSHA, size)
+	datastore.UpdateAudit(ctx, func(e *model.AuditEntry) { e.Target = "repo " + v.SystemVersion })
+	tr.phase(model.UploadRecording)
 	res, err = a.ds.TufRepoInsert(ctx, in)
 	if err != nil {
 		return res, err
 	}
 	ok = true
 	return res, nil
+}
+
+// uploadMessage says what an upload did, in an operator's terms.
+func uploadMessage(res model.UploadResult) string {
+	v := res.Repo.SystemVersion
+	switch res.Status {
+	case model.UploadAlreadyExists:
+		return fmt.Sprintf("system version %s was already uploaded from this archive; nothing changed", v)
+	case model.UploadRestored:
+		m := fmt.Sprintf("system version %s was pruned", v)
+		if r := res.Restored; r != nil && r.TimePruned != nil {
+			m += fmt.Sprintf(" (by %s, %s)", r.PrunedBy, r.TimePruned.UTC().Format(time.RFC3339))
+		}
+		return m + fmt.Sprintf(" and is restored from the same archive: its artifacts are wanted on every sled again "+
+			"(generation %d). It is marked kept, so the pruner leaves it alone; `rackctl repo unkeep %s` hands it "+
+			"back to the pruner", res.Generation, v)
+	case model.UploadReplaced:
+		m := fmt.Sprintf("system version %s uploaded (%d artifacts, generation %d), replacing its pruned record", v,
+			res.Repo.ArtifactCount, res.Generation)
+		if r := res.Replaced; r != nil {
+			m += fmt.Sprintf(" (archive sha256 %s, uploaded %s)", shortHash(r.SHA256), r.TimeCreated.UTC().Format(time.RFC3339))
+		}
+		return m + "; the audit log keeps what that record was"
+	}
+	return fmt.Sprintf("system version %s uploaded (%d artifacts, generation %d); replication to the sleds has started",
+		v, res.Repo.ArtifactCount, res.Generation)
+}
+
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/internal/backoff"
+	"github.com/rackplane/rackplane/internal/logging"
 )
 
 var (
@@ -276,7 +277,7 @@ func (d *Datastore) retrying(ctx context.Context, name string, cfg txConfig, att
 			wait = d.retrySchedule()
 		}
 		delay := wait.NextBackOff()
-		zerolog.Ctx(ctx).Debug().Str("tx", name).Int("attempt", attempt).Dur("backoff", delay).
+		zerolog.Ctx(ctx).Debug().Str("tx", name).Int("attempt", attempt).Float64("backoff_ms", logging.Millis(delay)).
 			Err(err).Msg("retrying transaction")
 		if serr := d.sleep(ctx, delay); serr != nil {
 			return serr

@@ -32,6 +32,9 @@ type ReplicationSled struct {
 	ID               uuid.UUID
 	SledAgentAddress string
 	RepoDepotPort    int
+	// M2Configured counts the M.2 devices its last inventory lists
+	// (present or not); 0 before it reported one.
+	M2Configured int
 }
 
 // NexusCopyRow says a Nexus holds an artifact locally.
@@ -76,12 +79,15 @@ func (d *Datastore) ReplicationSnapshot(ctx context.Context) (ReplicationSnapsho
 			})
 			return err
 		})
-		b.Queue(`SELECT id, sled_agent_address, repo_depot_port FROM sled
-			WHERE policy = 'in_service' AND state = 'active' ORDER BY id`).Query(func(rows pgx.Rows) error {
+		b.Queue(`SELECT id, sled_agent_address, repo_depot_port, coalesce(jsonb_array_length(m2_devices), 0)::INT8
+			FROM sled WHERE policy = 'in_service' AND state = 'active' ORDER BY id`).Query(func(rows pgx.Rows) error {
 			var err error
 			snap.Sleds, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ReplicationSled, error) {
 				var s ReplicationSled
-				return s, r.Scan(&s.ID, &s.SledAgentAddress, &s.RepoDepotPort)
+				var m2s int64
+				err := r.Scan(&s.ID, &s.SledAgentAddress, &s.RepoDepotPort, &m2s)
+				s.M2Configured = int(m2s)
+				return s, err
 			})
 			return err
 		})

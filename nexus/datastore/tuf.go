@@ -113,24 +113,60 @@ func (d *Datastore) TrustRootGet(ctx context.Context, id uuid.UUID) (model.Trust
 	return t, classify(err)
 }
 
+// ErrTrustRootInUse is returned by TrustRootDelete when live repos were
+// verified against the root and the caller did not insist.
+var ErrTrustRootInUse = errors.New("trust root signs live repos")
+
+// TrustRootDeleteResult is what deleting a trust root did.
+type TrustRootDeleteResult struct {
+	Root model.TrustRoot
+	// LiveRepos are the system versions of the live repos verified
+	// against the root, sorted.
+	LiveRepos []string
+	// Remaining counts the live trust roots left.
+	Remaining int
+}
+
 // TrustRootDelete soft-deletes a live trust root, or returns ErrNotFound.
-func (d *Datastore) TrustRootDelete(ctx context.Context, id uuid.UUID) error {
-	return d.InTx(ctx, "trust_root_delete", func(ctx context.Context, tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE tuf_trust_root SET time_deleted = now()
-			WHERE id = $1 AND time_deleted IS NULL`, id)
+// Unless force is set it refuses, with ErrTrustRootInUse and the repos in
+// the result, a root that live (unpruned) repos were verified against. The
+// check and the delete are one transaction, so an upload verified against
+// the root cannot slip in between.
+func (d *Datastore) TrustRootDelete(ctx context.Context, id uuid.UUID, force bool) (TrustRootDeleteResult, error) {
+	var res TrustRootDeleteResult
+	err := d.InTx(ctx, "trust_root_delete", func(ctx context.Context, tx pgx.Tx) error {
+		res = TrustRootDeleteResult{}
+		var err error
+		res.Root, err = scanTrustRoot(tx.QueryRow(ctx, `SELECT `+trustRootColumns+` FROM tuf_trust_root
+			WHERE id = $1 AND time_deleted IS NULL`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: no trust root with id %s", ErrNotFound, id)
+		}
 		if err != nil {
 			return err
 		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("%w: no trust root with id %s", ErrNotFound, id)
+		rows, err := tx.Query(ctx, `SELECT system_version FROM tuf_repo
+			WHERE trust_root_id = $1 AND time_pruned IS NULL ORDER BY system_version`, id)
+		if err != nil {
+			return err
 		}
-		return nil
+		if res.LiveRepos, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
+		if len(res.LiveRepos) > 0 && !force {
+			return ErrTrustRootInUse
+		}
+		if _, err := tx.Exec(ctx, `UPDATE tuf_trust_root SET time_deleted = now() WHERE id = $1`, id); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT count(*) FROM tuf_trust_root WHERE time_deleted IS NULL`).Scan(&res.Remaining)
 	}, AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
-		// The attempt found the root live and deleted it; run again, it
-		// would say "not found".
+		// The attempt found the root live and deleted it (res holds what
+		// it saw); run again, it would say "not found".
 		return exists(ctx, tx, `SELECT EXISTS (SELECT 1 FROM tuf_trust_root
 			WHERE id = $1::UUID AND time_deleted IS NOT NULL)`, id)
 	}))
+	return res, err
 }
 
 // TufVersions are metadata versions: a repo's, or a lineage's floors.
@@ -202,13 +238,22 @@ type TufRepoInsert struct {
 	// are ignored for a re-upload of a known repo.
 	LineageKey string
 	CheckFloor func(floor TufVersions) error
+	// AuditDetail is the upload's audit detail; recording adds what it
+	// did beyond inserting (the pruned record it replaced).
+	AuditDetail string
 }
 
 // TufRepoInsert records a verified upload in one transaction: the repo,
 // its artifacts (reusing rows for identical artifacts), this Nexus's local
 // copies, the lineage's rollback floors, and a generation bump when the
-// set of artifacts wanted on sleds grows. A re-upload of the same archive
-// un-prunes the repo and refreshes the copy records instead.
+// set of artifacts wanted on sleds grows.
+//
+// A re-upload of the same archive refreshes the copy records, and restores
+// the repo if it was pruned (see reupload). A different archive of a
+// system version whose repo is pruned replaces that record: its row and
+// its artifact links are deleted in the same transaction, and what it was
+// goes into the upload's audit entry (the history). A different archive of
+// a live system version is a conflict.
 func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.UploadResult, error) {
 	var res model.UploadResult
 	err := d.InTx(ctx, "tuf_repo_insert", func(ctx context.Context, tx pgx.Tx) error {
@@ -227,8 +272,20 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
-		if err := checkSameVersion(ctx, tx, in); err != nil {
+		UpdateAudit(ctx, func(e *model.AuditEntry) { e.Detail = in.AuditDetail })
+		replaced, err := checkSameVersion(ctx, tx, in)
+		if err != nil {
 			return err
+		}
+		if replaced != nil {
+			if err := replacePruned(ctx, tx, *replaced); err != nil {
+				return err
+			}
+			res.Replaced = replaced
+			UpdateAudit(ctx, func(e *model.AuditEntry) {
+				e.Detail = in.AuditDetail + "; replaced the pruned record of " + replaced.SystemVersion + ": " +
+					describeRecord(*replaced)
+			})
 		}
 		if err := advanceFloors(ctx, tx, in); err != nil {
 			return err
@@ -266,6 +323,9 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 			return err
 		}
 		res.Status = model.UploadInserted
+		if replaced != nil {
+			res.Status = model.UploadReplaced
+		}
 		res.Generation = generation
 		if newToSleds > 0 {
 			if res.Generation, err = bumpGeneration(ctx, tx, res.Generation); err != nil {
@@ -279,10 +339,10 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 		// Run again after it committed, an insert would find the archive
 		// and report a re-upload, and a re-upload would not report its
 		// generation bump.
-		if res.Status == model.UploadInserted {
+		if res.Status == model.UploadInserted || res.Status == model.UploadReplaced {
 			return exists(ctx, tx, `SELECT EXISTS (SELECT 1 FROM tuf_repo WHERE id = $1::UUID)`, res.Repo.ID)
 		}
-		// A re-upload un-pruned the repo (when it was pruned) and recorded
+		// A re-upload restored the repo (when it was pruned) and recorded
 		// this Nexus's copies; with both in place its result holds.
 		var n int
 		err := tx.QueryRow(ctx, `SELECT count(*) FROM nexus_artifact_copy WHERE nexus_id = $1::UUID
@@ -296,14 +356,28 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 	return res, err
 }
 
-// reupload handles an archive already recorded: it is un-pruned if it was
-// pruned, and this Nexus's copies are recorded again.
+// reupload handles an archive already recorded: this Nexus's copies are
+// recorded again, and a pruned repo is restored. A restored repo is marked
+// kept: the operator brought it back on purpose, and the pruner, which
+// keeps the newest uploads, would otherwise prune it again at its next run
+// (its upload time is its first upload's, older than the newest). Keeping
+// its upload time, rather than counting the restore as a fresh upload,
+// leaves the newest uploads where they are: restoring an old release does
+// not push a newer one out of the pruner's window.
 func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing model.TufRepo, generation int64,
 	res *model.UploadResult) error {
 	res.Status = model.UploadAlreadyExists
 	res.Generation = generation
+	UpdateAudit(ctx, func(e *model.AuditEntry) { e.Detail = in.AuditDetail })
 	var err error
 	if existing.TimePruned != nil {
+		res.Status = model.UploadRestored
+		pruned := existing
+		res.Restored = &pruned
+		UpdateAudit(ctx, func(e *model.AuditEntry) {
+			e.Detail = in.AuditDetail + "; restored (it was pruned " + existing.TimePruned.UTC().Format(time.RFC3339) +
+				" by " + existing.PrunedBy + ") and marked kept"
+		})
 		hashes, err := repoHashes(ctx, tx, existing.ID)
 		if err != nil {
 			return err
@@ -312,7 +386,7 @@ func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing model.T
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE tuf_repo SET time_pruned = NULL, pruned_by = NULL WHERE id = $1`,
+		if _, err := tx.Exec(ctx, `UPDATE tuf_repo SET time_pruned = NULL, pruned_by = NULL, kept = true WHERE id = $1`,
 			existing.ID); err != nil {
 			return err
 		}
@@ -330,20 +404,28 @@ func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing model.T
 	return err
 }
 
-// checkSameVersion refuses a different archive for a recorded system
-// version, naming what differs.
-func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) error {
-	var id uuid.UUID
-	var sha, targetsSHA string
-	var targetsVersion int64
-	err := tx.QueryRow(ctx, `SELECT id, sha256, targets_sha256, targets_version FROM tuf_repo WHERE system_version = $1`,
-		in.SystemVersion).Scan(&id, &sha, &targetsSHA, &targetsVersion)
+// checkSameVersion looks for a recorded repo of the upload's system
+// version (a different archive: the same one was found by hash). A pruned
+// one is returned, to be replaced; a live one is a conflict naming what
+// differs.
+func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) (*model.TufRepo, error) {
+	rec, err := scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.system_version = $1`,
+		in.SystemVersion))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
+	if rec.TimePruned != nil {
+		return &rec, nil
+	}
+	id, sha := rec.ID, rec.SHA256
+	var targetsSHA string
+	if err := tx.QueryRow(ctx, `SELECT targets_sha256 FROM tuf_repo WHERE id = $1`, id).Scan(&targetsSHA); err != nil {
+		return nil, err
+	}
+	targetsVersion := rec.TargetsVersion
 	var diffs []string
 	diffs = append(diffs, fmt.Sprintf("archive sha256 %s was recorded, this upload is %s", short(sha), short(in.SHA256)))
 	if targetsSHA != in.TargetsSHA256 {
@@ -353,7 +435,7 @@ func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) error {
 	rows, err := tx.Query(ctx, `SELECT a.name, a.version, a.kind, a.sha256 FROM tuf_repo_artifact ra
 		JOIN tuf_artifact a ON a.id = ra.artifact_id WHERE ra.repo_id = $1`, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	recorded := map[string]string{}
 	var name, version, kind, asha string
@@ -361,7 +443,7 @@ func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) error {
 		recorded[name+" "+version+" ("+kind+")"] = asha
 		return nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	uploaded := map[string]string{}
 	for _, a := range in.Artifacts {
@@ -389,9 +471,41 @@ func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) error {
 	if len(artDiffs) == 0 && targetsSHA == in.TargetsSHA256 {
 		diffs = append(diffs, "the signed contents are the same; only the zip differs")
 	}
-	return fault.Conflictf(api.CodeRepoConflict,
-		"system version %s is already uploaded with different content: %s; delete it first to replace it",
-		in.SystemVersion, strings.Join(diffs, "; "))
+	return nil, fault.Conflictf(api.CodeRepoConflict,
+		"system version %s is already uploaded with different content: %s. To replace it, delete (prune) it first "+
+			"(`rackctl repo delete %s`), then upload this archive again: it replaces the pruned record, which stays "+
+			"in the audit log", in.SystemVersion, strings.Join(diffs, "; "), in.SystemVersion)
+}
+
+// replacePruned deletes a pruned repo's record so that a new archive of
+// its system version can take it: its artifact links, the row, and the
+// artifact rows no other repo links to any more. Nothing it held is wanted
+// on sleds (it was pruned), so the generation does not move.
+func replacePruned(ctx context.Context, tx pgx.Tx, old model.TufRepo) error {
+	rows, err := tx.Query(ctx, `DELETE FROM tuf_repo_artifact WHERE repo_id = $1 RETURNING artifact_id`, old.ID)
+	if err != nil {
+		return err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM tuf_repo WHERE id = $1 AND time_pruned IS NOT NULL`, old.ID); err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM tuf_artifact a WHERE a.id = ANY($1)
+		AND NOT EXISTS (SELECT 1 FROM tuf_repo_artifact ra WHERE ra.artifact_id = a.id)`, ids)
+	return err
+}
+
+// describeRecord says what a repo record was, for the history.
+func describeRecord(r model.TufRepo) string {
+	s := fmt.Sprintf("repo id %s, archive sha256 %s, file %s, %d artifacts (%d bytes), uploaded %s",
+		r.ID, r.SHA256, r.FileName, r.ArtifactCount, r.TotalBytes, r.TimeCreated.UTC().Format(time.RFC3339))
+	if r.TimePruned != nil {
+		s += ", pruned " + r.TimePruned.UTC().Format(time.RFC3339) + " by " + r.PrunedBy
+	}
+	return s
 }
 
 // advanceFloors applies the lineage's rollback check and raises its floors
@@ -798,6 +912,24 @@ func (d *Datastore) TufRepoHashes(ctx context.Context, repoIDs []uuid.UUID) (map
 	var sha string
 	_, err = pgx.ForEachRow(rows, []any{&id, &sha}, func() error {
 		out[id] = append(out[id], sha)
+		return nil
+	})
+	return out, classify(err)
+}
+
+// TufRepoStateCounts counts repos by state, a pruned repo as "pruned"
+// whatever its recorded replication state.
+func (d *Datastore) TufRepoStateCounts(ctx context.Context) (map[string]int, error) {
+	rows, err := d.pool.Query(ctx, `SELECT CASE WHEN time_pruned IS NOT NULL THEN 'pruned' ELSE state::TEXT END, count(*)
+		FROM tuf_repo GROUP BY 1`)
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := map[string]int{}
+	var state string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&state, &n}, func() error {
+		out[state] = int(n)
 		return nil
 	})
 	return out, classify(err)

@@ -144,6 +144,30 @@ func (d *Depot) List() ([]string, error) {
 	return out, nil
 }
 
+// Usage counts the artifacts the depot holds and their bytes (temp files
+// of uploads in progress are not artifacts).
+func (d *Depot) Usage() (artifacts int, bytes int64, err error) {
+	entries, err := os.ReadDir(d.dir)
+	if err != nil {
+		return 0, 0, fmt.Errorf("depot: %w", err)
+	}
+	for _, e := range entries {
+		if !ValidHash(e.Name()) || !e.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.Info()
+		if errors.Is(err, os.ErrNotExist) {
+			continue // dropped since the listing
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("depot: %w", err)
+		}
+		artifacts++
+		bytes += fi.Size()
+	}
+	return artifacts, bytes, nil
+}
+
 // RemoveExcept deletes every file in the depot that is neither an artifact
 // in keep nor a temp file, and returns the names it removed. Start-up uses
 // it to drop artifacts a crash left between copying and recording them.

@@ -17,9 +17,9 @@ func RoleFor(r *http.Request) model.Role {
 	return model.RoleAdmin
 }
 
-// publicPaths answer without a token: whether Nexus is up (saying only
-// ok or unhealthy per check) and the API's own description.
-var publicPaths = map[string]bool{"/healthz": true, "/openapi.json": true}
+// publicPaths answer without a token: whether Nexus is up and ready
+// (saying only ok or failing per check) and the API's own description.
+var publicPaths = map[string]bool{"/healthz": true, "/readyz": true, "/openapi.json": true}
 
 // Operators authenticates the caller by its bearer token and checks the
 // role the request needs (RoleFor): 401 without a valid token, 403 with

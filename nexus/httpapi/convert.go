@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/model"
 )
 
@@ -30,7 +31,20 @@ func APISled(s model.Sled) api.Sled {
 		RepoDepotPort: s.RepoDepotPort, Policy: s.Policy, State: s.State,
 		TimeCreated: s.TimeCreated, TimeModified: s.TimeModified, TimeLastSeen: s.TimeLastSeen,
 		M2s: apiM2s(s.M2s), ArtifactGeneration: s.ArtifactGeneration, ArtifactsComplete: s.ArtifactsComplete,
+		Health: apiSledHealth(app.SledHealth(s)),
 	}
+}
+
+func apiSledHealth(h model.SledHealth) api.SledHealth {
+	out := api.SledHealth{State: h.State, M2Expected: h.M2Expected, M2Present: h.M2Present,
+		M2Missing: apiM2s(h.M2Missing), StorageLock: h.StorageLock, Problems: h.Problems}
+	if out.M2Missing == nil {
+		out.M2Missing = []api.M2Device{}
+	}
+	if out.Problems == nil {
+		out.Problems = []string{}
+	}
+	return out
 }
 
 func modelRegistration(r api.SledRegistration) model.SledRegistration {
@@ -54,8 +68,12 @@ func APITrustRoot(t model.TrustRoot) api.TrustRoot {
 		Expires: t.Expires, Root: t.JSON}
 }
 
-// APIRepo is r on the wire.
+// APIRepo is r on the wire. A pruned repo's state is "pruned", whatever
+// replication health was last recorded for it.
 func APIRepo(r model.TufRepo) api.TufRepo {
+	if r.TimePruned != nil {
+		r.State, r.StateReason = api.RepoStatePruned, ""
+	}
 	return api.TufRepo{
 		ID: r.ID, SystemVersion: r.SystemVersion, FileName: r.FileName, SHA256: r.SHA256,
 		TimeCreated: r.TimeCreated, ValidUntil: r.ValidUntil, TimePruned: r.TimePruned, PrunedBy: r.PrunedBy,
@@ -87,4 +105,11 @@ func APIRepoDetail(d model.TufRepoDetail) api.TufRepoDetail {
 func apiArtifactListItem(a model.ArtifactListItem) api.ArtifactListItem {
 	return api.ArtifactListItem{TufArtifact: apiArtifact(a.TufArtifact), SystemVersions: a.SystemVersions,
 		WantedOnSleds: a.WantedOnSleds}
+}
+
+// APIUpload is u on the wire.
+func APIUpload(u model.UploadProgress) api.TufUpload {
+	return api.TufUpload{ID: u.ID, FileName: u.FileName, Actor: u.Actor, RequestID: u.RequestID, TimeStarted: u.Started,
+		Phase: u.Phase, TimePhaseStarted: u.PhaseStarted, BytesReceived: u.BytesReceived, ContentLength: u.ContentLength,
+		SystemVersion: u.SystemVersion}
 }

@@ -37,6 +37,7 @@ type externalOps struct {
 var _ external.ServerInterface = externalOps{}
 
 func (o externalOps) Healthz(w http.ResponseWriter, r *http.Request) { o.s.healthz(w, r) }
+func (o externalOps) Readyz(w http.ResponseWriter, r *http.Request)  { o.s.readyz(w, r) }
 func (o externalOps) Metrics(w http.ResponseWriter, r *http.Request) { o.metrics.ServeHTTP(w, r) }
 func (o externalOps) OpenapiDocument(w http.ResponseWriter, r *http.Request) {
 	o.s.openapiDocument(w, r)
@@ -66,7 +67,8 @@ func (o externalOps) RepoList(w http.ResponseWriter, r *http.Request, _ external
 	h(o.s.repoList)(w, r)
 }
 func (o externalOps) RepoUpload(w http.ResponseWriter, r *http.Request, _ external.RepoUploadParams) {
-	h(o.s.repoUpload)(w, r)
+	// A refused upload may have thrown away gigabytes an operator sent.
+	httpx.Handlers{WarnRefusals: true}.H(o.s.repoUpload)(w, r)
 }
 func (o externalOps) RepoPrune(w http.ResponseWriter, r *http.Request, _ external.SystemVersion) {
 	h(o.s.repoPrune)(w, r)
@@ -83,7 +85,7 @@ func (o externalOps) TrustRootList(w http.ResponseWriter, r *http.Request, _ ext
 func (o externalOps) TrustRootAdd(w http.ResponseWriter, r *http.Request) {
 	h(o.s.trustRootCreate)(w, r)
 }
-func (o externalOps) TrustRootDelete(w http.ResponseWriter, r *http.Request, _ external.TrustRootID) {
+func (o externalOps) TrustRootDelete(w http.ResponseWriter, r *http.Request, _ external.TrustRootID, _ external.TrustRootDeleteParams) {
 	h(o.s.trustRootDelete)(w, r)
 }
 func (o externalOps) TrustRootGet(w http.ResponseWriter, r *http.Request, _ external.TrustRootID) {
@@ -142,3 +144,5 @@ func (o externalOps) TokenRevoke(w http.ResponseWriter, r *http.Request, _ exter
 func (o externalOps) AuditLogList(w http.ResponseWriter, r *http.Request, _ external.AuditLogListParams) {
 	h(o.s.auditList)(w, r)
 }
+
+func (o externalOps) UploadList(w http.ResponseWriter, r *http.Request) { h(o.s.uploadList)(w, r) }

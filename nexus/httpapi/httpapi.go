@@ -18,6 +18,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/openapi"
+	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/httpx"
 	"github.com/rackplane/rackplane/internal/rackpki"
@@ -79,6 +80,9 @@ func peers(next http.Handler) http.Handler {
 // it cannot. It answers anyone, so it says only ok or unhealthy per check:
 // what went wrong (which may name a database user, host or socket) goes to
 // the log under the request id, for operators.
+//
+// An authenticated caller (any operator token) also learns which build
+// answers.
 func (s *API) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
@@ -89,7 +93,69 @@ func (s *API) healthz(w http.ResponseWriter, r *http.Request) {
 		hl.Status, hl.Checks["database"] = "unhealthy", "unhealthy"
 		status = http.StatusServiceUnavailable
 	}
+	if s.operator(r) {
+		b := apiBuildInfo()
+		hl.Build = &b
+	}
 	httpx.WriteJSON(w, status, hl)
+}
+
+// readyz answers 200 when this Nexus can do its work (its database
+// answers and no background task keeps failing) and 503 when it cannot.
+// Anyone may ask and learns only which check fails; an authenticated
+// caller also learns why (the database's error, each failing task's),
+// which can name internals.
+func (s *API) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	rd := s.app.Readiness(ctx)
+	out := api.Readiness{Status: api.ReadyStatus, Checks: map[string]string{"database": api.CheckOK,
+		"background_tasks": api.CheckOK}}
+	status := http.StatusOK
+	if rd.DatabaseErr != nil {
+		out.Checks["database"] = api.CheckFailing
+	}
+	if len(rd.FailingTasks) > 0 {
+		out.Checks["background_tasks"] = api.CheckFailing
+	}
+	if !rd.Ready() {
+		out.Status, status = api.NotReadyStatus, http.StatusServiceUnavailable
+		ev := hlog.FromRequest(r).Warn().AnErr("database", rd.DatabaseErr)
+		names := make([]string, len(rd.FailingTasks))
+		for i, t := range rd.FailingTasks {
+			names[i] = t.Name
+		}
+		ev.Strs("failing_tasks", names).Msg("readyz: not ready")
+	}
+	if s.operator(r) {
+		d := api.ReadinessDetail{Database: api.CheckOK, FailingTasks: []api.FailingTask{}, Build: apiBuildInfo()}
+		if rd.DatabaseErr != nil {
+			d.Database = rd.DatabaseErr.Error()
+		}
+		for _, t := range rd.FailingTasks {
+			d.FailingTasks = append(d.FailingTasks, api.FailingTask(t))
+		}
+		out.Detail = &d
+	}
+	httpx.WriteJSON(w, status, out)
+}
+
+// operator reports whether a public path's caller sent a valid operator
+// token (any role). A missing or bad one is not an error there: the
+// answer is the public one.
+func (s *API) operator(r *http.Request) bool {
+	tok := httpx.BearerToken(r)
+	if tok == "" {
+		return false
+	}
+	_, err := s.app.Authenticate(r.Context(), tok)
+	return err == nil
+}
+
+func apiBuildInfo() api.BuildInfo {
+	b := buildinfo.Read()
+	return api.BuildInfo{Version: b.Version, Commit: b.Commit, CommitTime: b.CommitTime, Modified: b.Modified,
+		GoVersion: b.GoVersion}
 }
 
 // listByID serves a listing ordered by UUID: ?limit= and ?page_token=,

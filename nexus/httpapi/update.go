@@ -58,10 +58,24 @@ func (s *API) trustRootDelete(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.app.DeleteTrustRoot(r.Context(), id); err != nil {
+	force := false
+	switch v := r.URL.Query().Get("force"); v {
+	case "", "false":
+	case "true":
+		force = true
+	default:
+		return fault.Invalidf(api.CodeInvalidParameter, "query parameter force must be true or false, not %q", v)
+	}
+	res, err := s.app.DeleteTrustRoot(r.Context(), id, force)
+	if err != nil {
 		return err
 	}
-	w.WriteHeader(http.StatusNoContent)
+	live := res.LiveRepos
+	if live == nil {
+		live = []string{}
+	}
+	httpx.WriteJSON(w, http.StatusOK, api.TrustRootDeleted{TrustRoot: APITrustRoot(res.Root), LiveRepos: live,
+		Remaining: res.Remaining, Message: res.Message})
 	return nil
 }
 
@@ -80,8 +94,13 @@ func (s *API) repoUpload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, api.TufRepoUpload{Repo: APIRepo(res.Repo), Status: res.Status,
-		Generation: res.Generation})
+	out := api.TufRepoUpload{Repo: APIRepo(res.Repo), Status: res.Status, Generation: res.Generation,
+		Message: res.Message}
+	if res.Replaced != nil {
+		old := APIRepo(*res.Replaced)
+		out.Replaced = &old
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -124,7 +143,7 @@ func (s *API) repoPrune(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusOK, api.TufRepoPrune{Repo: APIRepo(res.Repo), Generation: res.Generation,
-		AlreadyPruned: res.AlreadyPruned})
+		AlreadyPruned: res.AlreadyPruned, Message: res.Message})
 	return nil
 }
 
@@ -167,5 +186,14 @@ func (s *API) depotServe(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("ETag", `"`+sha+`"`)
 	http.ServeContent(w, r, "", fi.ModTime(), f)
+	return nil
+}
+
+func (s *API) uploadList(w http.ResponseWriter, _ *http.Request) error {
+	out := api.TufUploadList{NexusID: s.app.NexusID(), Items: []api.TufUpload{}}
+	for _, u := range s.app.Uploads() {
+		out.Items = append(out.Items, APIUpload(u))
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
 }

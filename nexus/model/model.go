@@ -28,6 +28,44 @@ const (
 	SledStateDecommissioned = "decommissioned"
 )
 
+// SledM2Devices is how many M.2 devices every sled has: a sled reporting
+// fewer present is degraded.
+const SledM2Devices = 2
+
+// Sled health states (SledHealth.State).
+const (
+	// SledHealthOK: every M.2 the sled should have is present.
+	SledHealthOK = "ok"
+	// SledHealthDegraded: something the sled should have is missing.
+	SledHealthDegraded = "degraded"
+	// SledHealthUnknown: the sled has not reported its inventory.
+	SledHealthUnknown = "unknown"
+)
+
+// Storage lock states (SledHealth.StorageLock). Sleds do not report their
+// storage unlock yet, so every sled is StorageLockUnknown for now.
+const (
+	StorageLockUnknown  = "unknown"
+	StorageLockLocked   = "locked"
+	StorageLockUnlocked = "unlocked"
+)
+
+// SledHealth is what is wrong with a sled's hardware, as its inventory
+// says.
+type SledHealth struct {
+	State string
+	// M2Expected is how many M.2s the sled should have (SledM2Devices,
+	// or more if it reports more), M2Present how many are in use.
+	M2Expected, M2Present int
+	// M2Missing are the configured devices that are not in use; a sled
+	// configured with fewer devices than expected has fewer here than
+	// M2Expected-M2Present.
+	M2Missing   []M2Device
+	StorageLock string
+	// Problems says what is wrong, in an operator's words.
+	Problems []string
+}
+
 // M2Device is one M.2 in a sled's inventory.
 type M2Device struct {
 	Path                  string
@@ -93,11 +131,14 @@ type TrustRoot struct {
 	JSON []byte
 }
 
-// TUF repo states.
+// TUF repo states: State holds one of the first three (the replication
+// health of the repo's artifacts); a pruned repo's state is reported as
+// RepoStatePruned whatever it holds.
 const (
 	RepoStateActive   = "active"
 	RepoStateDegraded = "degraded"
 	RepoStateFailed   = "failed"
+	RepoStatePruned   = "pruned"
 )
 
 // TufRepo is an uploaded TUF repository.
@@ -173,19 +214,66 @@ type TufRepoDetail struct {
 
 // Upload outcomes (UploadResult.Status).
 const (
-	UploadInserted      = "inserted"
+	// UploadInserted: a system version not recorded before.
+	UploadInserted = "inserted"
+	// UploadAlreadyExists: this archive is recorded and live; nothing
+	// changed.
 	UploadAlreadyExists = "already_exists"
+	// UploadRestored: this archive was recorded and pruned; it is live
+	// again (and kept).
+	UploadRestored = "restored"
+	// UploadReplaced: another archive of this system version was
+	// recorded and pruned; this one took its place.
+	UploadReplaced = "replaced"
 )
 
 // UploadResult is what recording an upload did.
 type UploadResult struct {
 	Repo TufRepo
-	// Status is UploadInserted or UploadAlreadyExists.
+	// Status is one of the Upload* outcomes.
 	Status string
 	// Generation is the wanted-artifact generation after the upload.
 	Generation int64
 	// GenerationBumped is set when the wanted artifact set changed.
 	GenerationBumped bool
+	// Replaced is the pruned record a replacing upload removed, and
+	// Restored the pruned record a restoring one brought back, as each was
+	// before the upload.
+	Replaced, Restored *TufRepo
+	// Message says what happened, and what the operator may do next.
+	Message string
+}
+
+// Upload phases (UploadProgress.Phase), in the order an upload moves
+// through them.
+const (
+	// UploadReceiving: the body is streaming to disk.
+	UploadReceiving = "receiving"
+	// UploadWaiting: the body is on disk; another upload is being
+	// verified (one at a time per Nexus).
+	UploadWaiting = "waiting"
+	// UploadVerifying: the metadata is checked and every artifact
+	// hashed as it is copied into the depot.
+	UploadVerifying = "verifying"
+	// UploadRecording: the database transaction.
+	UploadRecording = "recording"
+)
+
+// UploadProgress is an upload this Nexus is receiving or verifying.
+type UploadProgress struct {
+	ID        uuid.UUID
+	FileName  string
+	Actor     string
+	RequestID string
+	Started   time.Time
+	// Phase is one of the Upload* phases, entered at PhaseStarted.
+	Phase        string
+	PhaseStarted time.Time
+	// BytesReceived counts the body's bytes so far, of ContentLength (-1
+	// when the client did not declare it).
+	BytesReceived, ContentLength int64
+	// SystemVersion is known once the metadata is verified.
+	SystemVersion string
 }
 
 // PruneResult is what a prune did.
@@ -194,6 +282,8 @@ type PruneResult struct {
 	Generation int64
 	// AlreadyPruned is set when the repo had been pruned before.
 	AlreadyPruned bool
+	// Message says what happened, and how to bring the repo back.
+	Message string
 }
 
 // ArtifactListItem is an artifact with the system versions of the repos
@@ -232,6 +322,9 @@ type MatrixSled struct {
 	Address    string
 	Generation uint64
 	M2Present  int
+	// M2Expected is how many M.2s the sled should have: with fewer
+	// present, nothing on it is fully replicated.
+	M2Expected int
 	InFlight   int
 	Error      string
 }

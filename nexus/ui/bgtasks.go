@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/rackplane/rackplane/api"
@@ -212,7 +213,7 @@ func (s *Pages) uiTask(w http.ResponseWriter, r *http.Request) {
 		p.History = append(p.History, activationView(a, now))
 	}
 	if len(t.Status) > 0 {
-		p.Status = renderStatus(t.Status, now)
+		p.Status = renderStatus(t.Status, now, s.statusFormat(r, name))
 		var pretty strings.Builder
 		enc := json.NewEncoder(&pretty)
 		enc.SetIndent("", "  ")
@@ -304,4 +305,25 @@ func (s *Pages) uiTaskSetEnabled(w http.ResponseWriter, r *http.Request) {
 		done = "enabled"
 	}
 	http.Redirect(w, r, "/ui/background-tasks/"+url.PathEscape(name)+"?done="+done, http.StatusSeeOther)
+}
+
+// statusFormat is how task name's status is rendered: the sleds' serials
+// for their ids, and the units the replication task's field names leave
+// out (an artifact's length is bytes).
+func (s *Pages) statusFormat(r *http.Request, name string) statusFormat {
+	f := statusFormat{Sleds: map[string]string{}}
+	if name == s.app.ReplicationTask() {
+		f.Units = map[string]string{"length": unitBytes}
+	}
+	sleds, err := s.app.ListSleds(r.Context(), uuid.Nil, sledListLimit)
+	if err != nil {
+		// Ids instead of serials: the page is still right.
+		hlog.FromRequest(r).Warn().Err(err).Msg("task page: reading sled serials")
+	}
+	for _, sl := range sleds {
+		if sl.Baseboard.Serial != "" {
+			f.Sleds[sl.ID.String()] = sl.Baseboard.Serial
+		}
+	}
+	return f
 }

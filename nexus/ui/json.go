@@ -15,8 +15,44 @@ import (
 // A task's status is arbitrary JSON; the status pages render it readably
 // rather than as a blob: the top-level scalars as a summary, every other
 // top-level field as its own section, arrays of objects as tables, times
-// as "4s ago" and *_seconds / *_ms numbers as durations. The raw JSON stays
-// one click away.
+// as "4s ago", *_seconds / *_ms numbers as durations (and the members of
+// an object so named, like phase_ms: {collect, plan}), byte counts as
+// "1.5 MiB", and sled ids as the sled's serial. A task may add units its
+// field names do not say (statusFormat). The raw JSON stays one click
+// away.
+
+// Units a number may be rendered in.
+const (
+	unitMS      = "ms"
+	unitSeconds = "seconds"
+	unitBytes   = "bytes"
+)
+
+// statusFormat is how one task's status is rendered beyond the naming
+// conventions.
+type statusFormat struct {
+	// Units names the unit of fields whose names do not say it, by key.
+	Units map[string]string
+	// Sleds maps sled ids to serials, for ids in the status.
+	Sleds map[string]string
+}
+
+// unitOf is the unit of key's value: the task's word, else its name's
+// suffix, else its parent's.
+func (f statusFormat) unitOf(key, parent string) string {
+	if u, ok := f.Units[key]; ok {
+		return u
+	}
+	switch {
+	case strings.HasSuffix(key, "_ms"):
+		return unitMS
+	case strings.HasSuffix(key, "_seconds"):
+		return unitSeconds
+	case key == "bytes" || key == "size" || strings.HasPrefix(key, "bytes_") || strings.HasSuffix(key, "_bytes"):
+		return unitBytes
+	}
+	return parent
+}
 
 // jsonView is a rendered JSON value.
 type jsonView struct {
@@ -102,7 +138,7 @@ func decodeOrdered(dec *json.Decoder) (any, error) {
 
 // renderStatus splits a status into sections. It never fails: JSON it
 // cannot parse is shown as text.
-func renderStatus(raw json.RawMessage, now time.Time) []statusSection {
+func renderStatus(raw json.RawMessage, now time.Time, f statusFormat) []statusSection {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil
 	}
@@ -110,14 +146,15 @@ func renderStatus(raw json.RawMessage, now time.Time) []statusSection {
 	if err != nil {
 		return []statusSection{{Title: "Status", Value: jsonView{Kind: "scalar", Text: string(raw), Class: "str"}}}
 	}
+	rd := jsonRenderer{now: now, f: f}
 	obj, ok := v.(jsonObject)
 	if !ok {
-		return []statusSection{{Title: "Status", Value: renderJSON("", v, now)}}
+		return []statusSection{{Title: "Status", Value: rd.render("", v, "")}}
 	}
 	summary := jsonView{Kind: "object"}
 	var rest []statusSection
 	for _, m := range obj {
-		rv := renderJSON(m.key, m.val, now)
+		rv := rd.render(m.key, m.val, "")
 		if rv.Kind == "scalar" {
 			summary.Fields = append(summary.Fields, jsonField{Key: prettyKey(m.key), Value: rv})
 		} else {
@@ -130,7 +167,15 @@ func renderStatus(raw json.RawMessage, now time.Time) []statusSection {
 	return rest
 }
 
-func renderJSON(key string, v any, now time.Time) jsonView {
+// jsonRenderer renders one status.
+type jsonRenderer struct {
+	now time.Time
+	f   statusFormat
+}
+
+// render renders v, the value of key, whose parent's unit is parent.
+func (rd jsonRenderer) render(key string, v any, parent string) jsonView {
+	unit := rd.f.unitOf(key, parent)
 	switch x := v.(type) {
 	case jsonObject:
 		if len(x) == 0 {
@@ -138,7 +183,7 @@ func renderJSON(key string, v any, now time.Time) jsonView {
 		}
 		out := jsonView{Kind: "object"}
 		for _, m := range x {
-			out.Fields = append(out.Fields, jsonField{Key: prettyKey(m.key), Value: renderJSON(m.key, m.val, now)})
+			out.Fields = append(out.Fields, jsonField{Key: prettyKey(m.key), Value: rd.render(m.key, m.val, unit)})
 		}
 		return out
 	case []any:
@@ -157,7 +202,7 @@ func renderJSON(key string, v any, now time.Time) jsonView {
 					row[i] = jsonView{Kind: "empty", Text: "—"}
 					for _, m := range obj {
 						if m.key == c {
-							row[i] = renderJSON(m.key, m.val, now)
+							row[i] = rd.render(m.key, m.val, unit)
 						}
 					}
 				}
@@ -167,11 +212,11 @@ func renderJSON(key string, v any, now time.Time) jsonView {
 		}
 		out := jsonView{Kind: "list"}
 		for _, e := range x {
-			out.Items = append(out.Items, renderJSON(key, e, now))
+			out.Items = append(out.Items, rd.render(key, e, parent))
 		}
 		return out
 	}
-	return renderScalar(key, v, now)
+	return rd.scalar(v, unit)
 }
 
 // tableColumns returns the union of keys, in first-seen order, when every
@@ -194,7 +239,7 @@ func tableColumns(arr []any) ([]string, bool) {
 	return cols, true
 }
 
-func renderScalar(key string, v any, now time.Time) jsonView {
+func (rd jsonRenderer) scalar(v any, unit string) jsonView {
 	switch x := v.(type) {
 	case nil:
 		return jsonView{Kind: "scalar", Text: "—", Class: "null"}
@@ -208,16 +253,21 @@ func renderScalar(key string, v any, now time.Time) jsonView {
 		if err != nil {
 			return jsonView{Kind: "scalar", Text: x.String(), Class: "num"}
 		}
-		switch {
-		case strings.HasSuffix(key, "_seconds"):
+		switch unit {
+		case unitSeconds:
 			return jsonView{Kind: "scalar", Text: formatMS(f * 1000), Class: "num", Title: x.String() + " s"}
-		case strings.HasSuffix(key, "_ms"):
+		case unitMS:
 			return jsonView{Kind: "scalar", Text: formatMS(f), Class: "num", Title: x.String() + " ms"}
+		case unitBytes:
+			return jsonView{Kind: "scalar", Text: humanize.Bytes(int64(f)), Class: "num", Title: x.String() + " bytes"}
 		}
 		return jsonView{Kind: "scalar", Text: formatNumber(x, f), Class: "num"}
 	case string:
 		if t, err := time.Parse(time.RFC3339Nano, x); err == nil && len(x) >= 20 {
-			return jsonView{Kind: "scalar", Text: humanize.Ago(now, t), Class: "time", Title: t.UTC().Format(time.RFC3339Nano)}
+			return jsonView{Kind: "scalar", Text: humanize.Ago(rd.now, t), Class: "time", Title: t.UTC().Format(time.RFC3339Nano)}
+		}
+		if serial, ok := rd.f.Sleds[x]; ok {
+			return jsonView{Kind: "scalar", Text: serial, Class: "str sled", Title: "sled " + x}
 		}
 		return jsonView{Kind: "scalar", Text: x, Class: "str"}
 	}

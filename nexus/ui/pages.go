@@ -14,11 +14,13 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog/hlog"
 
+	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/humanize"
 	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/model"
@@ -44,8 +46,10 @@ type uiNavItem struct {
 // line here and mounts its routes from its own file (see mountUI).
 var uiNav = []uiNavItem{
 	{Label: "Background tasks", Path: "/ui/background-tasks"},
+	{Label: "Sleds", Path: "/ui/sleds"},
 	{Label: "Replication", Path: "/ui/replication"},
 	{Label: "Repos", Path: "/ui/repos"},
+	{Label: "Trust roots", Path: "/ui/trust-roots"},
 	{Label: "Audit log", Path: "/ui/audit-log"},
 }
 
@@ -65,6 +69,8 @@ type uiPage struct {
 	Who   string
 	Admin bool
 	CSRF  string
+	// Version is the build serving the page (the footer says it).
+	Version string
 }
 
 // uiTemplates holds one parsed template set per page file.
@@ -123,6 +129,8 @@ func (s *Pages) Mount(r chi.Router) {
 		r.Get("/ui/", redirectTo("/ui/background-tasks"))
 		s.mountBackgroundTaskPages(r)
 		s.mountReplicationPages(r)
+		s.mountSledPages(r)
+		s.mountTrustRootPages(r)
 		r.Get("/ui/audit-log", s.uiAuditLog)
 	})
 }
@@ -140,6 +148,7 @@ func (s *Pages) renderPage(w http.ResponseWriter, r *http.Request, status int, p
 		name = "fragment"
 	}
 	p.NexusID = s.app.NexusID().String()
+	p.Version = pageVersion()
 	if sess, ok := sessionFrom(r.Context()); ok {
 		p.Who, p.Admin, p.CSRF = sess.actor.Name, sess.actor.Role.Allows(model.RoleAdmin), sess.csrf
 	}
@@ -163,6 +172,9 @@ func (s *Pages) renderPage(w http.ResponseWriter, r *http.Request, status int, p
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
+
+// pageVersion is the footer's build line.
+var pageVersion = sync.OnceValue(func() string { return buildinfo.Read().String() })
 
 // uiError renders an error inside the layout.
 func (s *Pages) uiError(w http.ResponseWriter, r *http.Request, status int, msg string) {

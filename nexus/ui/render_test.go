@@ -21,7 +21,7 @@ func TestRenderStatusIsReadable(t *testing.T) {
 		"marked_unreachable": [{"id": "a", "serial": "S1", "silent_seconds": 200.5},
 			{"id": "b", "serial": "S2", "extra": {"k": "v"}}],
 		"marked_active": [], "kept": ["x", "y"], "nested": {"inner_ms": 1500}}`)
-	secs := renderStatus(raw, now)
+	secs := renderStatus(raw, now, statusFormat{})
 	titles := []string{}
 	for _, s := range secs {
 		titles = append(titles, s.Title)
@@ -50,10 +50,10 @@ func TestRenderStatusIsReadable(t *testing.T) {
 		secs[4].Value.Fields[0].Key != "Inner" || secs[4].Value.Fields[0].Value.Text != "1.5 s" {
 		t.Fatalf("other sections %+v", secs[2:])
 	}
-	if got := renderStatus(json.RawMessage(`"just text"`), now); len(got) != 1 || got[0].Value.Text != "just text" {
+	if got := renderStatus(json.RawMessage(`"just text"`), now, statusFormat{}); len(got) != 1 || got[0].Value.Text != "just text" {
 		t.Fatalf("scalar status %+v", got)
 	}
-	if got := renderStatus(nil, now); got != nil {
+	if got := renderStatus(nil, now, statusFormat{}); got != nil {
 		t.Fatalf("no status %+v", got)
 	}
 }
@@ -87,7 +87,7 @@ func TestTaskPageEscapes(t *testing.T) {
 		Status: json.RawMessage(`{"note": "` + strings.ReplaceAll(evil, "/", `\/`) + `"}`)}
 	task := api.BackgroundTask{Name: "t", Description: evil, Enabled: true, LastActivation: &a, Status: a.Status,
 		History: []api.TaskActivation{a}, Current: api.TaskCurrent{State: "idle"}}
-	p := taskPage{Task: task, Row: summaryRow(task.Summary(), now, false), Status: renderStatus(a.Status, now),
+	p := taskPage{Task: task, Row: summaryRow(task.Summary(), now, false), Status: renderStatus(a.Status, now, statusFormat{}),
 		StatusRaw: string(a.Status)}
 	last := activationView(a, now)
 	p.Last = &last
@@ -102,10 +102,52 @@ func TestTaskPageEscapes(t *testing.T) {
 		t.Fatalf("unescaped or missing:\n%s", out)
 	}
 	// The error page too.
-	s := New(app.New(app.Config{}, app.Deps{}))
+	bare, err := app.New(app.Config{}, app.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(bare)
 	rec := httptest.NewRecorder()
 	s.renderPage(rec, httptest.NewRequest("GET", "/ui/x", nil), 404, "error", uiPage{Title: "Not Found", Body: evil})
 	if rec.Code != 404 || strings.Contains(rec.Body.String(), evil) {
 		t.Fatalf("error page %d:\n%s", rec.Code, rec.Body.String())
+	}
+}
+
+// A task's status renders with units and names: the replication task's
+// phase times as durations, bytes humanized, an artifact's length as bytes
+// (its own unit), and sled ids as serials.
+func TestRenderStatusWithUnitsAndSerials(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	sled := uuid.New()
+	raw := json.RawMessage(`{"generation": 3, "phase_ms": {"collect": 1.98593, "plan": 0.2, "execute": 2400},
+		"last_run": {"bytes_put": 360448, "put_ok": 2}, "sled_states": [{"id": "` + sled.String() + `", "m2_present": 2}],
+		"least_replicated": [{"sha256": "ab", "length": 1048576}]}`)
+	f := statusFormat{Units: map[string]string{"length": unitBytes}, Sleds: map[string]string{sled.String(): "SIM-0007"}}
+	secs := renderStatus(raw, now, f)
+	text := map[string]string{}
+	var walk func(prefix string, v jsonView)
+	walk = func(prefix string, v jsonView) {
+		for _, fl := range v.Fields {
+			walk(prefix+fl.Key+".", fl.Value)
+		}
+		for _, row := range v.Rows {
+			for i, c := range row {
+				text[prefix+v.Columns[i]] = c.Text
+			}
+		}
+		if v.Kind == "scalar" {
+			text[strings.TrimSuffix(prefix, ".")] = v.Text
+		}
+	}
+	for _, s := range secs {
+		walk(s.Title+".", s.Value)
+	}
+	for k, want := range map[string]string{"Phase.Collect": "1.99 ms", "Phase.Plan": "0.20 ms", "Phase.Execute": "2.4 s",
+		"Last run.Bytes put": "352.0 KiB", "Last run.Put ok": "2", "Sled states.Id": "SIM-0007",
+		"Least replicated.Length": "1.0 MiB", "Summary.Generation": "3"} {
+		if text[k] != want {
+			t.Errorf("%s = %q, want %q (all: %v)", k, text[k], want, text)
+		}
 	}
 }

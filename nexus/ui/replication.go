@@ -17,6 +17,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/humanize"
+	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/model"
 )
 
@@ -135,6 +136,10 @@ type matrixSled struct {
 	Generation                 uint64
 	GenerationClass            string
 	M2                         int
+	// Expected is how many M.2s it should have; M2Missing is set when
+	// fewer are present (the sled is degraded).
+	Expected  int
+	M2Missing bool
 	// GenText and M2Text are "—" when the sled never answered.
 	GenText, M2Text string
 	InFlight        int
@@ -196,8 +201,25 @@ func (s *Pages) replicationPage(ctx context.Context, r *http.Request) replicatio
 	}
 	m := s.app.ReplicationMatrix()
 	sleds, labels := s.matrixNames(ctx, r, m, &p.Warnings)
-	buildReplicationPage(&p, st, m, sleds, labels, now)
+	buildReplicationPage(&p, st, m, runOf(t), sleds, labels, now)
 	return p
+}
+
+// lastRun is what the page needs of the task's last activation.
+type lastRun struct {
+	// Outcome and Error are the last activation's; Iteration is its, and
+	// StatusIteration that of the run the status comes from.
+	Outcome, Error             string
+	Iteration, StatusIteration uint64
+	Enabled                    bool
+}
+
+func runOf(t api.BackgroundTask) lastRun {
+	r := lastRun{Enabled: t.Enabled, StatusIteration: t.StatusIteration}
+	if a := t.LastActivation; a != nil {
+		r.Outcome, r.Error, r.Iteration = a.Outcome, a.Error, a.Iteration
+	}
+	return r
 }
 
 // matrixNames reads what the matrix alone cannot say: sled serials and
@@ -244,7 +266,7 @@ func columnCounts(m model.ReplicationMatrix) []artifactCounts {
 			counts[a].observed++
 			if c > 0 {
 				counts[a].holders++
-				if int(c) >= st.M2Present {
+				if int(c) >= app.FullCopies(st) {
 					counts[a].full++
 				}
 			}
@@ -274,7 +296,7 @@ func leastHeld(m model.ReplicationMatrix, counts []artifactCounts, n int) []int 
 // buildReplicationPage fills p from the task's status (nil before its
 // first run) and matrix; it reads nothing else, so tests feed it made-up
 // inputs.
-func buildReplicationPage(p *replicationPage, st *api.ReplicationStatus, m model.ReplicationMatrix,
+func buildReplicationPage(p *replicationPage, st *api.ReplicationStatus, m model.ReplicationMatrix, last lastRun,
 	sleds map[uuid.UUID]model.Sled, labels map[string]model.ArtifactLabel, now time.Time) {
 	p.Matrix = buildMatrix(m, sleds, labels, now)
 	if st == nil {
@@ -294,7 +316,7 @@ func buildReplicationPage(p *replicationPage, st *api.ReplicationStatus, m model
 		{Key: "Copies in flight", Value: fmt.Sprint(st.InFlight), Class: "num"},
 		{Key: "Database round trips", Value: fmt.Sprint(st.RoundTrips), Class: "num"},
 	}
-	p.Why = notConverged(st, labels)
+	p.Why = notConverged(st, last, m, sleds, now)
 	for _, h := range st.Unheld {
 		p.Unheld = append(p.Unheld, refFor(h, labels))
 	}
@@ -314,15 +336,51 @@ func buildReplicationPage(p *replicationPage, st *api.ReplicationStatus, m model
 	}
 }
 
-// notConverged says, in operator terms, what still keeps the rack from
-// converging.
-func notConverged(st *api.ReplicationStatus, labels map[string]model.ArtifactLabel) []string {
-	if st.Converged {
+// notConverged says, in operator terms, what keeps the rack from
+// converging, naming the real cause: a failed run (a database error), a
+// switched-off task, sleds that did not answer or miss an M.2, before the
+// copies still to make. It is empty when the last run converged.
+func notConverged(st *api.ReplicationStatus, last lastRun, m model.ReplicationMatrix, sleds map[uuid.UUID]model.Sled,
+	now time.Time) []string {
+	if st.Converged && last.Outcome != api.TaskOutcomeError {
 		return nil
 	}
 	var why []string
+	if last.Outcome == api.TaskOutcomeError && last.Error != "" {
+		w := "The last run failed, so nothing it reports below is current: " + last.Error + "."
+		if !m.Time.IsZero() {
+			w += " The artifact × sled matrix is from the last run that reached the sleds, " + humanize.Ago(now, m.Time) + "."
+		}
+		why = append(why, w)
+	}
+	if !last.Enabled {
+		why = append(why, "The task is switched off on every Nexus, so nothing is copied or deleted; enable it on its task page.")
+	}
+	if st.Converged {
+		return why
+	}
 	if st.Stopped != "" {
 		why = append(why, "The last run stopped before acting: "+st.Stopped+".")
+	}
+	var failing, degraded []string
+	for _, sl := range st.SledStates {
+		name, _ := sledName(sl.ID, sleds)
+		switch {
+		case sl.Error != "":
+			failing = append(failing, "sled "+name+": "+sl.Error)
+		case sl.Generation != uint64(st.Generation) && st.Stopped == "":
+			failing = append(failing, fmt.Sprintf("sled %s holds generation %d, not %d", name, sl.Generation, st.Generation))
+		case sl.M2Present < sl.M2Expected:
+			degraded = append(degraded, fmt.Sprintf("sled %s has %d of its %d M.2s", name, sl.M2Present, sl.M2Expected))
+		}
+	}
+	if len(failing) > 0 {
+		why = append(why, plural(len(failing), "sled did", "sleds did")+" not answer at generation "+
+			fmt.Sprint(st.Generation)+": "+listSome(failing, 4)+".")
+	}
+	if len(degraded) > 0 {
+		why = append(why, plural(len(degraded), "sled is", "sleds are")+" missing an M.2, so the artifacts on "+
+			them(len(degraded))+" have a copy too few until the device is back: "+listSome(degraded, 4)+".")
 	}
 	if st.Requests > 0 {
 		why = append(why, plural(st.Requests, "copy was", "copies were")+" requested in the last run.")
@@ -338,20 +396,28 @@ func notConverged(st *api.ReplicationStatus, labels map[string]model.ArtifactLab
 		why = append(why, plural(n, "artifact has", "artifacts have")+
 			" no holder at all (no sled, no Nexus): their repos are degraded until uploaded again.")
 	}
-	bad := 0
-	for _, s := range st.SledStates {
-		if s.Error != "" || (s.Generation != uint64(st.Generation) && st.Stopped == "") {
-			bad++
-		}
-	}
-	if bad > 0 {
-		why = append(why, plural(bad, "sled", "sleds")+" did not answer at generation "+fmt.Sprint(st.Generation)+
-			" (see the sled table below).")
-	}
 	if len(why) == 0 {
-		why = append(why, "Some sled does not yet hold every artifact on every M.2.")
+		// Every cause the status can name was checked: say what is known
+		// rather than guess.
+		why = append(why, fmt.Sprintf("The last run made no request and every sled answered, yet %d of %d artifacts are "+
+			"not on every M.2 of every sled; the matrix below shows which.", st.Artifacts-st.FullyReplicated, st.Artifacts))
 	}
 	return why
+}
+
+// listSome joins up to n items, saying how many more there are.
+func listSome(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, "; ")
+	}
+	return strings.Join(items[:n], "; ") + fmt.Sprintf("; and %d more", len(items)-n)
+}
+
+func them(n int) string {
+	if n == 1 {
+		return "it"
+	}
+	return "them"
 }
 
 func plural(n int, one, many string) string {
@@ -454,7 +520,7 @@ func buildMatrix(m model.ReplicationMatrix, sleds map[uuid.UUID]model.Sled,
 				v.Unknown++
 			case c == 0:
 				v.Missing++
-			case int(c) >= st.M2Present:
+			case int(c) >= app.FullCopies(st):
 				ms.Full++
 				v.Full++
 			default:
@@ -464,23 +530,28 @@ func buildMatrix(m model.ReplicationMatrix, sleds map[uuid.UUID]model.Sled,
 				v.InFlight++
 			}
 		}
+		ms.M2Missing = st.Error == "" && st.M2Present < st.M2Expected
 		switch {
 		case st.Error != "" || ms.Unknown && len(m.Artifacts) > 0:
 			ms.Class = "bad"
-		case ms.Full < ms.Of:
+		case ms.Full < ms.Of || ms.M2Missing:
 			ms.Class = "part"
 		default:
 			ms.Class = "full"
 		}
-		ms.GenText, ms.M2Text = fmt.Sprint(st.Generation), fmt.Sprint(st.M2Present)
+		ms.Expected = max(st.M2Expected, st.M2Present)
+		ms.GenText, ms.M2Text = fmt.Sprint(st.Generation), fmt.Sprintf("%d/%d", st.M2Present, ms.Expected)
 		switch {
 		case st.Error != "" && st.Generation == 0:
 			ms.GenText, ms.M2Text = "—", "—"
 		case st.Generation != uint64(m.Generation):
 			ms.GenerationClass = "off"
 		}
-		ms.Title += fmt.Sprintf("\n%s · generation %d · %d M.2 present\n%d of %d artifacts on every M.2",
-			st.Address, st.Generation, st.M2Present, ms.Full, ms.Of)
+		ms.Title += fmt.Sprintf("\n%s · generation %d · %d of %d M.2s present\n%d of %d artifacts on every M.2",
+			st.Address, st.Generation, st.M2Present, ms.Expected, ms.Full, ms.Of)
+		if ms.M2Missing {
+			ms.Title += fmt.Sprintf("\ndegraded: %d M.2 missing, so nothing on it is fully replicated", ms.Expected-st.M2Present)
+		}
 		if st.Error != "" {
 			ms.Title += "\nerror: " + st.Error
 		}
@@ -580,13 +651,16 @@ func matrixCellFor(m model.ReplicationMatrix, s, a int) matrixCell {
 		}
 	case copies == 0:
 		cell = matrixCell{Class: "none", Title: "no M.2 holds a verified copy"}
+	case int(copies) >= app.FullCopies(st):
+		cell = matrixCell{Class: "full", Title: "every M.2 holds a verified copy"}
 	case int(copies) >= st.M2Present:
-		cell = matrixCell{Class: "full", Title: "every present M.2 holds a verified copy"}
+		cell = matrixCell{Class: "part", Title: fmt.Sprintf("every present M.2 holds a verified copy, but only %d of the "+
+			"sled's %d M.2s are present", st.M2Present, app.FullCopies(st))}
 	default:
 		cell = matrixCell{Class: "part", Title: fmt.Sprintf("%d of %d present M.2s hold a verified copy", copies, st.M2Present)}
 	}
 	if copies >= 0 {
-		cell.Text = fmt.Sprintf("%d/%d", copies, st.M2Present)
+		cell.Text = fmt.Sprintf("%d/%d", copies, app.FullCopies(st))
 	}
 	if flying {
 		cell.Class += " flight"

@@ -143,18 +143,97 @@ func TestMatrixIsCappedOnLargeRacks(t *testing.T) {
 func TestNotConvergedSaysWhy(t *testing.T) {
 	st := &api.ReplicationStatus{Generation: 4, Requests: 3, Deferred: 1, InFlight: 2, Unheld: []string{hashN(1)},
 		SledStates: []api.ReplicationSled{{Generation: 4}, {Error: "list: refused"}, {Generation: 3}}}
-	why := strings.Join(notConverged(st, nil), "\n")
+	on := lastRun{Enabled: true, Outcome: api.TaskOutcomeOK}
+	why := strings.Join(notConverged(st, on, model.ReplicationMatrix{}, nil, time.Now()), "\n")
 	for _, want := range []string{"3 copies were requested", "1 request waits", "2 copies are in flight",
 		"1 artifact has no holder at all", "2 sleds did not answer at generation 4"} {
 		if !strings.Contains(why, want) {
 			t.Errorf("reasons lack %q:\n%s", want, why)
 		}
 	}
-	if notConverged(&api.ReplicationStatus{Converged: true}, nil) != nil {
+	if notConverged(&api.ReplicationStatus{Converged: true}, on, model.ReplicationMatrix{}, nil, time.Now()) != nil {
 		t.Error("a converged status has reasons")
 	}
-	if why := notConverged(&api.ReplicationStatus{Stopped: "sled x is newer"}, nil); len(why) != 1 || !strings.Contains(why[0], "sled x is newer") {
+	if why := notConverged(&api.ReplicationStatus{Stopped: "sled x is newer"}, on, model.ReplicationMatrix{}, nil,
+		time.Now()); len(why) != 1 || !strings.Contains(why[0], "sled x is newer") {
 		t.Errorf("stopped run: %q", why)
+	}
+}
+
+// The reasons name the real cause: the database error that failed the
+// run (while the matrix from the run before is all green), the failing
+// sled by its serial, the missing M.2; never the generic sentence when a
+// cause is known.
+func TestNotConvergedNamesTheRealCause(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	m := testMatrix(3, 2, now)
+	dbDown := lastRun{Enabled: true, Outcome: api.TaskOutcomeError,
+		Error: "read the wanted set: the database is unavailable: dial unix /tmp/pg/.s.PGSQL.5432: connect: no such file"}
+	why := notConverged(&api.ReplicationStatus{Generation: 0}, dbDown, m, nil, now)
+	if len(why) != 1 || !strings.Contains(why[0], "The last run failed") || !strings.Contains(why[0], "the database is unavailable") ||
+		!strings.Contains(why[0], "from the last run that reached the sleds, 3s ago") {
+		t.Fatalf("a run failed by the database: %q", why)
+	}
+	// Failed, though the status it left says converged: still named.
+	if why := notConverged(&api.ReplicationStatus{Converged: true}, dbDown, m, nil, now); len(why) != 1 {
+		t.Fatalf("converged status from a failed run: %q", why)
+	}
+
+	id1, id2 := m.Sleds[0].ID, m.Sleds[1].ID
+	sleds := map[uuid.UUID]model.Sled{id1: {ID: id1, Baseboard: model.Baseboard{Serial: "SIM-0001"}},
+		id2: {ID: id2, Baseboard: model.Baseboard{Serial: "SIM-0002"}}}
+	st := &api.ReplicationStatus{Generation: 5, Artifacts: 3, FullyReplicated: 0, DegradedSleds: 1,
+		SledStates: []api.ReplicationSled{{ID: id1, Generation: 5, M2Present: 1, M2Expected: 2},
+			{ID: id2, Error: "list: Get \"https://10.0.0.2:12345/artifacts\": connection refused"}}}
+	got := strings.Join(notConverged(st, lastRun{Enabled: false, Outcome: api.TaskOutcomeOK}, m, sleds, now), "\n")
+	for _, want := range []string{"switched off", "1 sled did not answer at generation 5: sled SIM-0002: list:",
+		"connection refused", "1 sled is missing an M.2", "sled SIM-0001 has 1 of its 2 M.2s"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("reasons lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "yet") {
+		t.Errorf("the generic reason beside real ones:\n%s", got)
+	}
+}
+
+// A sled with an M.2 missing holds nothing fully: its cells are not
+// green, the sled is marked degraded, and the artifacts do not count as
+// on every M.2 of every sled.
+func TestMissingM2IsNotGreen(t *testing.T) {
+	now := time.Now()
+	m := testMatrix(2, 2, now)
+	m.Sleds[1].M2Present, m.Sleds[1].M2Expected = 1, 2
+	m.Sleds[0].M2Expected = 2
+	for a := range m.Copies[1] {
+		m.Copies[1][a] = 1
+	}
+	v := buildMatrix(m, nil, nil, now)
+	if v.Complete != 0 || v.Full != 2 || v.Partial != 2 {
+		t.Fatalf("totals %+v", v)
+	}
+	for _, r := range v.Rows {
+		for _, c := range r.Cells {
+			if c.Sled == m.Sleds[1].ID.String() && (c.Class != "part" || c.Text != "1/2" || !strings.Contains(c.Title, "only 1 of the sled's 2 M.2s")) {
+				t.Errorf("cell of the degraded sled: %+v", c)
+			}
+		}
+		if r.FullHolders != 1 || r.Class != "part" {
+			t.Errorf("row %+v", r)
+		}
+	}
+	var degraded matrixSled
+	for _, s := range v.AllSleds {
+		if s.ID == m.Sleds[1].ID.String() {
+			degraded = s
+		}
+	}
+	if !degraded.M2Missing || degraded.Class != "part" || degraded.M2Text != "1/2" {
+		t.Fatalf("the degraded sled %+v", degraded)
+	}
+	rep := app.ArtifactReplication(m, 0)
+	if rep.SledsHolding != 2 || rep.SledsHoldingAllM2s != 1 {
+		t.Fatalf("API replication %+v", rep)
 	}
 }
 

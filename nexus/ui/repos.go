@@ -36,6 +36,40 @@ type repoListPage struct {
 	// More is set when the list was cut at repoListLimit.
 	More     bool
 	Observed string
+	// Uploads are the uploads this Nexus is receiving or verifying.
+	Uploads []uploadRow
+}
+
+// uploadRow is one upload in progress.
+type uploadRow struct {
+	ID, File, Actor, RequestID string
+	Phase, PhaseFor            string
+	Progress, ProgressTitle    string
+	// Percent is how much of the body is in (0 when its length is not
+	// known), for the progress bar.
+	Percent          int
+	Started, Version string
+}
+
+// buildUploadRows renders the uploads in progress.
+func buildUploadRows(ups []model.UploadProgress, now time.Time) []uploadRow {
+	var out []uploadRow
+	for _, u := range ups {
+		row := uploadRow{ID: u.ID.String(), File: u.FileName, Actor: u.Actor, RequestID: u.RequestID, Phase: u.Phase,
+			PhaseFor: humanize.Duration(now.Sub(u.PhaseStarted)), Started: humanize.Ago(now, u.Started),
+			Version: u.SystemVersion, ProgressTitle: fmt.Sprint(u.BytesReceived, " bytes received")}
+		row.Progress = humanize.Bytes(u.BytesReceived) + " received"
+		if u.ContentLength > 0 {
+			row.Percent = int(min(100, 100*u.BytesReceived/u.ContentLength))
+			row.Progress = fmt.Sprintf("%s of %s (%d%%)", humanize.Bytes(u.BytesReceived), humanize.Bytes(u.ContentLength),
+				row.Percent)
+		}
+		if secs := now.Sub(u.Started).Seconds(); secs > 0.5 && u.BytesReceived > 0 {
+			row.Progress += fmt.Sprintf(", %s/s", humanize.Bytes(int64(float64(u.BytesReceived)/secs)))
+		}
+		out = append(out, row)
+	}
+	return out
 }
 
 type repoRow struct {
@@ -71,7 +105,7 @@ func repoState(r model.TufRepo) (state, badge, row string) {
 func (s *Pages) uiRepoList(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	now := time.Now()
-	p := repoListPage{ShowPruned: r.URL.Query().Get("pruned") == "1"}
+	p := repoListPage{ShowPruned: r.URL.Query().Get("pruned") == "1", Uploads: buildUploadRows(s.app.Uploads(), now)}
 	repos, err := s.app.ListRepos(ctx, p.ShowPruned, nil, repoListLimit+1)
 	if err != nil {
 		s.uiUnavailable(w, r, "the repos", err)

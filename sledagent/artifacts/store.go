@@ -185,7 +185,7 @@ func New(log zerolog.Logger, opts Options) (*Store, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		log:          log.With().Str("component", "artifacts").Logger(),
+		log:          log.With().Str("subsystem", "artifacts").Logger(),
 		opts:         opts,
 		clk:          opts.Clock,
 		metrics:      m,

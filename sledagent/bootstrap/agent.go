@@ -218,7 +218,7 @@ func New(cfg Config) (*Agent, error) {
 		serving: make(chan struct{}, cfg.MaxServing),
 		done:    make(chan struct{}),
 	}
-	a.log = cfg.Log.With().Str("component", "bootstrap").Str("baseboard", a.id.String()).Logger()
+	a.log = cfg.Log.With().Str("subsystem", "bootstrap").Str("baseboard", a.id.String()).Logger()
 	var err error
 	if a.metrics, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, err

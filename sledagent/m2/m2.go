@@ -76,7 +76,7 @@ type device struct {
 // NewWatcher watches the device directories in paths. Nothing is probed
 // until the first Poll.
 func NewWatcher(paths []string, log zerolog.Logger, opts Options) (*Watcher, error) {
-	w := &Watcher{log: log.With().Str("component", "m2").Logger(), budgets: opts.Budgets, marker: opts.Marker,
+	w := &Watcher{log: log.With().Str("subsystem", "m2").Logger(), budgets: opts.Budgets, marker: opts.Marker,
 		state: map[string]*device{}}
 	for _, p := range paths {
 		if p == "" {

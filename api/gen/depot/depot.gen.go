@@ -17,6 +17,9 @@ import (
 	"github.com/rackplane/rackplane/api"
 )
 
+// BuildInfo Which build of rackplane answers.
+type BuildInfo = api.BuildInfo
+
 // Error The body of every error answer.
 type Error = api.Error
 

@@ -53,8 +53,14 @@ type BackgroundTaskList = api.BackgroundTaskList
 // Baseboard A sled's hardware identity.
 type Baseboard = api.Baseboard
 
+// BuildInfo Which build of rackplane answers.
+type BuildInfo = api.BuildInfo
+
 // Error The body of every error answer.
 type Error = api.Error
+
+// FailingTask A background task readiness counts as failing: its last two or more activations failed.
+type FailingTask = api.FailingTask
 
 // Health Nexus's health.
 type Health = api.Health
@@ -77,8 +83,17 @@ type OperatorTokenCreated = api.OperatorTokenCreated
 // OperatorTokenPage One page of operator tokens.
 type OperatorTokenPage = api.Page[api.OperatorToken]
 
+// Readiness Whether this Nexus can do its work.
+type Readiness = api.Readiness
+
+// ReadinessDetail Why Nexus is not ready, for operators.
+type ReadinessDetail = api.ReadinessDetail
+
 // Sled A registered sled.
 type Sled = api.Sled
+
+// SledHealth What a sled's last reported inventory says is wrong with it.
+type SledHealth = api.SledHealth
 
 // SledPage One page of sleds.
 type SledPage = api.Page[api.Sled]
@@ -94,6 +109,9 @@ type TaskSummary = api.TaskSummary
 
 // TrustRoot A registered TUF root that uploads are verified against.
 type TrustRoot = api.TrustRoot
+
+// TrustRootDeleted The answer to deleting a trust root.
+type TrustRootDeleted = api.TrustRootDeleted
 
 // TrustRootPage One page of trust roots.
 type TrustRootPage = api.Page[api.TrustRoot]
@@ -118,6 +136,12 @@ type TufRepoPrune = api.TufRepoPrune
 
 // TufRepoUpload The answer to an upload.
 type TufRepoUpload = api.TufRepoUpload
+
+// TufUpload An upload the answering Nexus is receiving or verifying.
+type TufUpload = api.TufUpload
+
+// TufUploadList The answering Nexus's uploads in progress.
+type TufUploadList = api.TufUploadList
 
 // Limit defines model for Limit.
 type Limit = int
@@ -227,6 +251,12 @@ type TrustRootListParams struct {
 // TrustRootAddJSONBody defines parameters for TrustRootAdd.
 type TrustRootAddJSONBody = map[string]interface{}
 
+// TrustRootDeleteParams defines parameters for TrustRootDelete.
+type TrustRootDeleteParams struct {
+	// Force Delete the root even though live repos were verified against it.
+	Force *bool `form:"force,omitempty" json:"force,omitempty"`
+}
+
 // BackgroundTaskActivateJSONRequestBody defines body for BackgroundTaskActivate for application/json ContentType.
 type BackgroundTaskActivateJSONRequestBody = BackgroundTaskActivate
 
@@ -318,7 +348,7 @@ type ClientInterface interface {
 
 	// Healthz Whether Nexus can serve
 	//
-	// 200 when this Nexus can reach its database; 503 naming what is wrong when it cannot.
+	// Liveness: 200 when this Nexus can reach its database; 503 when it cannot. It answers anyone and says only `ok` or `unhealthy` per check (never a database user, host or error); a caller that sends an operator token (any role) also gets `build`, the version that answers. Whether the background tasks work is `/readyz`'s question.
 	//
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -336,6 +366,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /openapi.json (the `OpenapiDocument` operationId).
 	OpenapiDocument(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// Readyz Whether Nexus can do its work
+	//
+	// Readiness: 200 `ready` when this Nexus's database answers and none of its background tasks has failed its last two activations in a row; 503 `not_ready` otherwise (a database outage, a renamed table that makes the pruner and replication fail). It answers anyone with only which check fails; a caller that sends an operator token (any role) also gets `detail`: the database's error, every failing task with its last error, and the build.
+	//
+	// Corresponds with GET /readyz (the `Readyz` operationId).
+	Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AuditLogList List the audit log
 	//
@@ -456,7 +493,11 @@ type ClientInterface interface {
 
 	// RepoUploadWithBody Upload a TUF repo
 	//
-	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once. Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
+	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Artifact replication to the sleds starts at once.
+	//
+	// One system version has one live record. Uploading an archive that is recorded answers `already_exists`; if its repo was pruned it is `restored`: live again, and marked kept so the pruner (which keeps the newest uploads, by first upload time) does not prune it again at once; unkeep it to hand it back to the pruner. A different archive of a system version whose repo is live is refused (409 `repo_conflict`); once that repo is pruned, an admin may upload the new archive, which `replaced` the pruned record: the old record leaves the listings and the audit log keeps what it was (its hash, file and times).
+	//
+	// Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -465,7 +506,7 @@ type ClientInterface interface {
 
 	// RepoPrune Prune a repo
 	//
-	// The repo stays recorded (uploading it again brings it back), but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Pruning a pruned repo changes nothing and says so.
+	// The repo stays recorded, but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Uploading the same archive again restores it; uploading another archive of the same system version replaces the pruned record. Pruning a pruned repo changes nothing and says so (`already_pruned`).
 	//
 	// Corresponds with DELETE /v1/system/update/repositories/{system_version} (the `RepoPrune` operationId).
 	RepoPrune(ctx context.Context, systemVersion SystemVersion, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -522,20 +563,27 @@ type ClientInterface interface {
 
 	// TrustRootDelete Remove a trust root
 	//
-	// Uploads are no longer verified against it. Repos already uploaded under it stay.
+	// Uploads are no longer verified against it. Repos already uploaded under it stay. A root that live (unpruned) repos were verified against is not deleted (409 `trust_root_in_use`, whose body's `live_repos` names them) unless `force=true`: once it is gone, uploading those releases again, to restore a pruned repo or a lost copy, is refused. Deleting the last root is allowed; the answer says that every upload is then refused until a root is added.
 	//
 	// Corresponds with DELETE /v1/system/update/trust-roots/{id} (the `TrustRootDelete` operationId).
-	TrustRootDelete(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*http.Response, error)
+	TrustRootDelete(ctx context.Context, id TrustRootID, params *TrustRootDeleteParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// TrustRootGet Fetch a trust root
 	//
 	// Corresponds with GET /v1/system/update/trust-roots/{id} (the `TrustRootGet` operationId).
 	TrustRootGet(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UploadList List uploads in progress
+	//
+	// The uploads this Nexus is receiving or verifying now, with their phase and the bytes received; an upload leaves the list when it is answered (its outcome is then in the audit log and the metrics).
+	//
+	// Corresponds with GET /v1/system/update/uploads (the `UploadList` operationId).
+	UploadList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // Healthz Whether Nexus can serve
 //
-// 200 when this Nexus can reach its database; 503 naming what is wrong when it cannot.
+// Liveness: 200 when this Nexus can reach its database; 503 when it cannot. It answers anyone and says only `ok` or `unhealthy` per check (never a database user, host or error); a caller that sends an operator token (any role) also gets `build`, the version that answers. Whether the background tasks work is `/readyz`'s question.
 //
 // Corresponds with GET /healthz (the `Healthz` operationId).
 func (c *Client) Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -574,6 +622,23 @@ func (c *Client) Metrics(ctx context.Context, reqEditors ...RequestEditorFn) (*h
 // Corresponds with GET /openapi.json (the `OpenapiDocument` operationId).
 func (c *Client) OpenapiDocument(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewOpenapiDocumentRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// Readyz Whether Nexus can do its work
+//
+// Readiness: 200 `ready` when this Nexus's database answers and none of its background tasks has failed its last two activations in a row; 503 `not_ready` otherwise (a database outage, a renamed table that makes the pruner and replication fail). It answers anyone with only which check fails; a caller that sends an operator token (any role) also gets `detail`: the database's error, every failing task with its last error, and the build.
+//
+// Corresponds with GET /readyz (the `Readyz` operationId).
+func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReadyzRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -853,7 +918,11 @@ func (c *Client) RepoList(ctx context.Context, params *RepoListParams, reqEditor
 
 // RepoUploadWithBody Upload a TUF repo
 //
-// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once. Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
+// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Artifact replication to the sleds starts at once.
+//
+// One system version has one live record. Uploading an archive that is recorded answers `already_exists`; if its repo was pruned it is `restored`: live again, and marked kept so the pruner (which keeps the newest uploads, by first upload time) does not prune it again at once; unkeep it to hand it back to the pruner. A different archive of a system version whose repo is live is refused (409 `repo_conflict`); once that repo is pruned, an admin may upload the new archive, which `replaced` the pruned record: the old record leaves the listings and the audit log keeps what it was (its hash, file and times).
+//
+// Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
 //
 // Takes any type of body and a specified content type.
 //
@@ -872,7 +941,7 @@ func (c *Client) RepoUploadWithBody(ctx context.Context, params *RepoUploadParam
 
 // RepoPrune Prune a repo
 //
-// The repo stays recorded (uploading it again brings it back), but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Pruning a pruned repo changes nothing and says so.
+// The repo stays recorded, but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Uploading the same archive again restores it; uploading another archive of the same system version replaces the pruned record. Pruning a pruned repo changes nothing and says so (`already_pruned`).
 //
 // Corresponds with DELETE /v1/system/update/repositories/{system_version} (the `RepoPrune` operationId).
 func (c *Client) RepoPrune(ctx context.Context, systemVersion SystemVersion, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -999,11 +1068,11 @@ func (c *Client) TrustRootAdd(ctx context.Context, body TrustRootAddJSONRequestB
 
 // TrustRootDelete Remove a trust root
 //
-// Uploads are no longer verified against it. Repos already uploaded under it stay.
+// Uploads are no longer verified against it. Repos already uploaded under it stay. A root that live (unpruned) repos were verified against is not deleted (409 `trust_root_in_use`, whose body's `live_repos` names them) unless `force=true`: once it is gone, uploading those releases again, to restore a pruned repo or a lost copy, is refused. Deleting the last root is allowed; the answer says that every upload is then refused until a root is added.
 //
 // Corresponds with DELETE /v1/system/update/trust-roots/{id} (the `TrustRootDelete` operationId).
-func (c *Client) TrustRootDelete(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewTrustRootDeleteRequest(c.Server, id)
+func (c *Client) TrustRootDelete(ctx context.Context, id TrustRootID, params *TrustRootDeleteParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustRootDeleteRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1019,6 +1088,23 @@ func (c *Client) TrustRootDelete(ctx context.Context, id TrustRootID, reqEditors
 // Corresponds with GET /v1/system/update/trust-roots/{id} (the `TrustRootGet` operationId).
 func (c *Client) TrustRootGet(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewTrustRootGetRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UploadList List uploads in progress
+//
+// The uploads this Nexus is receiving or verifying now, with their phase and the bytes received; an upload leaves the list when it is answered (its outcome is then in the audit log and the metrics).
+//
+// Corresponds with GET /v1/system/update/uploads (the `UploadList` operationId).
+func (c *Client) UploadList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUploadListRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -1093,6 +1179,33 @@ func NewOpenapiDocumentRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/openapi.json")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewReadyzRequest constructs an http.Request for the Readyz method
+func NewReadyzRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/readyz")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1982,7 +2095,7 @@ func NewTrustRootAddRequestWithBody(server string, contentType string, body io.R
 }
 
 // NewTrustRootDeleteRequest constructs an http.Request for the TrustRootDelete method
-func NewTrustRootDeleteRequest(server string, id TrustRootID) (*http.Request, error) {
+func NewTrustRootDeleteRequest(server string, id TrustRootID, params *TrustRootDeleteParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -2005,6 +2118,33 @@ func NewTrustRootDeleteRequest(server string, id TrustRootID) (*http.Request, er
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Force != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "force", *params.Force, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
@@ -2032,6 +2172,33 @@ func NewTrustRootGetRequest(server string, id TrustRootID) (*http.Request, error
 	}
 
 	operationPath := fmt.Sprintf("/v1/system/update/trust-roots/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewUploadListRequest constructs an http.Request for the UploadList method
+func NewUploadListRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/system/update/uploads")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -2095,7 +2262,7 @@ type ClientWithResponsesInterface interface {
 
 	// HealthzWithResponse Whether Nexus can serve
 	//
-	// 200 when this Nexus can reach its database; 503 naming what is wrong when it cannot.
+	// Liveness: 200 when this Nexus can reach its database; 503 when it cannot. It answers anyone and says only `ok` or `unhealthy` per check (never a database user, host or error); a caller that sends an operator token (any role) also gets `build`, the version that answers. Whether the background tasks work is `/readyz`'s question.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2119,6 +2286,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /openapi.json (the `OpenapiDocument` operationId).
 	OpenapiDocumentWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OpenapiDocumentResponse, error)
+
+	// ReadyzWithResponse Whether Nexus can do its work
+	//
+	// Readiness: 200 `ready` when this Nexus's database answers and none of its background tasks has failed its last two activations in a row; 503 `not_ready` otherwise (a database outage, a renamed table that makes the pruner and replication fail). It answers anyone with only which check fails; a caller that sends an operator token (any role) also gets `detail`: the database's error, every failing task with its last error, and the build.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /readyz (the `Readyz` operationId).
+	ReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ReadyzResponse, error)
 
 	// AuditLogListWithResponse List the audit log
 	//
@@ -2257,7 +2433,11 @@ type ClientWithResponsesInterface interface {
 
 	// RepoUploadWithBodyWithResponse Upload a TUF repo
 	//
-	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once. Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
+	// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Artifact replication to the sleds starts at once.
+	//
+	// One system version has one live record. Uploading an archive that is recorded answers `already_exists`; if its repo was pruned it is `restored`: live again, and marked kept so the pruner (which keeps the newest uploads, by first upload time) does not prune it again at once; unkeep it to hand it back to the pruner. A different archive of a system version whose repo is live is refused (409 `repo_conflict`); once that repo is pruned, an admin may upload the new archive, which `replaced` the pruned record: the old record leaves the listings and the audit log keeps what it was (its hash, file and times).
+	//
+	// Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -2266,7 +2446,7 @@ type ClientWithResponsesInterface interface {
 
 	// RepoPruneWithResponse Prune a repo
 	//
-	// The repo stays recorded (uploading it again brings it back), but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Pruning a pruned repo changes nothing and says so.
+	// The repo stays recorded, but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Uploading the same archive again restores it; uploading another archive of the same system version replaces the pruned record. Pruning a pruned repo changes nothing and says so (`already_pruned`).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2329,12 +2509,12 @@ type ClientWithResponsesInterface interface {
 
 	// TrustRootDeleteWithResponse Remove a trust root
 	//
-	// Uploads are no longer verified against it. Repos already uploaded under it stay.
+	// Uploads are no longer verified against it. Repos already uploaded under it stay. A root that live (unpruned) repos were verified against is not deleted (409 `trust_root_in_use`, whose body's `live_repos` names them) unless `force=true`: once it is gone, uploading those releases again, to restore a pruned repo or a lost copy, is refused. Deleting the last root is allowed; the answer says that every upload is then refused until a root is added.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /v1/system/update/trust-roots/{id} (the `TrustRootDelete` operationId).
-	TrustRootDeleteWithResponse(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*TrustRootDeleteResponse, error)
+	TrustRootDeleteWithResponse(ctx context.Context, id TrustRootID, params *TrustRootDeleteParams, reqEditors ...RequestEditorFn) (*TrustRootDeleteResponse, error)
 
 	// TrustRootGetWithResponse Fetch a trust root
 	//
@@ -2342,6 +2522,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/system/update/trust-roots/{id} (the `TrustRootGet` operationId).
 	TrustRootGetWithResponse(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*TrustRootGetResponse, error)
+
+	// UploadListWithResponse List uploads in progress
+	//
+	// The uploads this Nexus is receiving or verifying now, with their phase and the bytes received; an upload leaves the list when it is answered (its outcome is then in the audit log and the metrics).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/system/update/uploads (the `UploadList` operationId).
+	UploadListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*UploadListResponse, error)
 }
 
 type HealthzResponse struct {
@@ -2496,6 +2685,61 @@ func (r OpenapiDocumentResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r OpenapiDocumentResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ReadyzResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Readiness
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Readiness
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ReadyzResponse) GetJSON200() *Readiness {
+	return r.JSON200
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ReadyzResponse) GetJSON503() *Readiness {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r ReadyzResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ReadyzResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ReadyzResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ReadyzResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ReadyzResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -3936,6 +4180,8 @@ func (r TrustRootAddResponse) ContentType() string {
 type TrustRootDeleteResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TrustRootDeleted
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *InvalidParameter
 	// JSON401 the response for an HTTP 401 `application/json` response
@@ -3944,10 +4190,17 @@ type TrustRootDeleteResponse struct {
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Error
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TrustRootDeleteResponse) GetJSON200() *TrustRootDeleted {
+	return r.JSON200
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
@@ -3968,6 +4221,11 @@ func (r TrustRootDeleteResponse) GetJSON403() *Forbidden {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r TrustRootDeleteResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TrustRootDeleteResponse) GetJSON409() *Error {
+	return r.JSON409
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -4092,9 +4350,71 @@ func (r TrustRootGetResponse) ContentType() string {
 	return ""
 }
 
+type UploadListResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TufUploadList
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UploadListResponse) GetJSON200() *TufUploadList {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r UploadListResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r UploadListResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r UploadListResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r UploadListResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UploadListResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UploadListResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UploadListResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // HealthzWithResponse Whether Nexus can serve
 //
-// 200 when this Nexus can reach its database; 503 naming what is wrong when it cannot.
+// Liveness: 200 when this Nexus can reach its database; 503 when it cannot. It answers anyone and says only `ok` or `unhealthy` per check (never a database user, host or error); a caller that sends an operator token (any role) also gets `build`, the version that answers. Whether the background tasks work is `/readyz`'s question.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4135,6 +4455,21 @@ func (c *ClientWithResponses) OpenapiDocumentWithResponse(ctx context.Context, r
 		return nil, err
 	}
 	return ParseOpenapiDocumentResponse(rsp)
+}
+
+// ReadyzWithResponse Whether Nexus can do its work
+//
+// Readiness: 200 `ready` when this Nexus's database answers and none of its background tasks has failed its last two activations in a row; 503 `not_ready` otherwise (a database outage, a renamed table that makes the pruner and replication fail). It answers anyone with only which check fails; a caller that sends an operator token (any role) also gets `detail`: the database's error, every failing task with its last error, and the build.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /readyz (the `Readyz` operationId).
+func (c *ClientWithResponses) ReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ReadyzResponse, error) {
+	rsp, err := c.Readyz(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReadyzResponse(rsp)
 }
 
 // AuditLogListWithResponse List the audit log
@@ -4364,7 +4699,11 @@ func (c *ClientWithResponses) RepoListWithResponse(ctx context.Context, params *
 
 // RepoUploadWithBodyWithResponse Upload a TUF repo
 //
-// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Uploading an archive that is already recorded answers `already_exists` (and brings a pruned repo back). Artifact replication to the sleds starts at once. Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
+// Receives a signed release as a zip archive and makes it the rack's. The body is streamed to disk while it is hashed (never held in memory), then verified against the registered trust roots and the rollback floors of earlier uploads of the same lineage; every artifact is checked against its signed hash and length as it is copied into this Nexus's depot; only then is the repo recorded, with a new generation of the artifacts wanted on sleds, in one transaction. Every failure leaves nothing behind and has its own error code. Artifact replication to the sleds starts at once.
+//
+// One system version has one live record. Uploading an archive that is recorded answers `already_exists`; if its repo was pruned it is `restored`: live again, and marked kept so the pruner (which keeps the newest uploads, by first upload time) does not prune it again at once; unkeep it to hand it back to the pruner. A different archive of a system version whose repo is live is refused (409 `repo_conflict`); once that repo is pruned, an admin may upload the new archive, which `replaced` the pruned record: the old record leaves the listings and the audit log keeps what it was (its hash, file and times).
+//
+// Limits for slow or crowding clients: at most `--upload-concurrency` uploads run at once (2 by default) and their temp files share `--upload-temp-budget`; beyond either the answer is 429 with `Retry-After`. A client that sends nothing for `--upload-idle-timeout` (60 s by default) is cut off with 408 `upload_stalled`; a slow but steady one never is.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -4379,7 +4718,7 @@ func (c *ClientWithResponses) RepoUploadWithBodyWithResponse(ctx context.Context
 
 // RepoPruneWithResponse Prune a repo
 //
-// The repo stays recorded (uploading it again brings it back), but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Pruning a pruned repo changes nothing and says so.
+// The repo stays recorded, but its artifacts stop being wanted on sleds unless another live repo carries them: a new generation of the wanted set is recorded and replication removes them from the sleds. Uploading the same archive again restores it; uploading another archive of the same system version replaces the pruned record. Pruning a pruned repo changes nothing and says so (`already_pruned`).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4484,13 +4823,13 @@ func (c *ClientWithResponses) TrustRootAddWithResponse(ctx context.Context, body
 
 // TrustRootDeleteWithResponse Remove a trust root
 //
-// Uploads are no longer verified against it. Repos already uploaded under it stay.
+// Uploads are no longer verified against it. Repos already uploaded under it stay. A root that live (unpruned) repos were verified against is not deleted (409 `trust_root_in_use`, whose body's `live_repos` names them) unless `force=true`: once it is gone, uploading those releases again, to restore a pruned repo or a lost copy, is refused. Deleting the last root is allowed; the answer says that every upload is then refused until a root is added.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /v1/system/update/trust-roots/{id} (the `TrustRootDelete` operationId).
-func (c *ClientWithResponses) TrustRootDeleteWithResponse(ctx context.Context, id TrustRootID, reqEditors ...RequestEditorFn) (*TrustRootDeleteResponse, error) {
-	rsp, err := c.TrustRootDelete(ctx, id, reqEditors...)
+func (c *ClientWithResponses) TrustRootDeleteWithResponse(ctx context.Context, id TrustRootID, params *TrustRootDeleteParams, reqEditors ...RequestEditorFn) (*TrustRootDeleteResponse, error) {
+	rsp, err := c.TrustRootDelete(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -4508,6 +4847,21 @@ func (c *ClientWithResponses) TrustRootGetWithResponse(ctx context.Context, id T
 		return nil, err
 	}
 	return ParseTrustRootGetResponse(rsp)
+}
+
+// UploadListWithResponse List uploads in progress
+//
+// The uploads this Nexus is receiving or verifying now, with their phase and the bytes received; an upload leaves the list when it is answered (its outcome is then in the audit log and the metrics).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/system/update/uploads (the `UploadList` operationId).
+func (c *ClientWithResponses) UploadListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*UploadListResponse, error) {
+	rsp, err := c.UploadList(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUploadListResponse(rsp)
 }
 
 // ParseHealthzResponse parses an HTTP response from a HealthzWithResponse call
@@ -4610,6 +4964,46 @@ func ParseOpenapiDocumentResponse(rsp *http.Response) (*OpenapiDocumentResponse,
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseReadyzResponse parses an HTTP response from a ReadyzWithResponse call
+func ParseReadyzResponse(rsp *http.Response) (*ReadyzResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ReadyzResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Readiness
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Readiness
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error
@@ -5804,8 +6198,12 @@ func ParseTrustRootDeleteResponse(rsp *http.Response) (*TrustRootDeleteResponse,
 	}
 
 	switch {
-	case rsp.StatusCode == 204:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TrustRootDeleted
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
 		var dest InvalidParameter
@@ -5834,6 +6232,13 @@ func ParseTrustRootDeleteResponse(rsp *http.Response) (*TrustRootDeleteResponse,
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
@@ -5922,6 +6327,53 @@ func ParseTrustRootGetResponse(rsp *http.Response) (*TrustRootGetResponse, error
 	return response, nil
 }
 
+// ParseUploadListResponse parses an HTTP response from a UploadListWithResponse call
+func ParseUploadListResponse(rsp *http.Response) (*UploadListResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UploadListResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TufUploadList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// Healthz Whether Nexus can serve
@@ -5933,6 +6385,9 @@ type ServerInterface interface {
 	// OpenapiDocument This document
 	// (GET /openapi.json)
 	OpenapiDocument(w http.ResponseWriter, r *http.Request)
+	// Readyz Whether Nexus can do its work
+	// (GET /readyz)
+	Readyz(w http.ResponseWriter, r *http.Request)
 	// AuditLogList List the audit log
 	// (GET /v1/system/audit-log)
 	AuditLogList(w http.ResponseWriter, r *http.Request, params AuditLogListParams)
@@ -5989,10 +6444,13 @@ type ServerInterface interface {
 	TrustRootAdd(w http.ResponseWriter, r *http.Request)
 	// TrustRootDelete Remove a trust root
 	// (DELETE /v1/system/update/trust-roots/{id})
-	TrustRootDelete(w http.ResponseWriter, r *http.Request, id TrustRootID)
+	TrustRootDelete(w http.ResponseWriter, r *http.Request, id TrustRootID, params TrustRootDeleteParams)
 	// TrustRootGet Fetch a trust root
 	// (GET /v1/system/update/trust-roots/{id})
 	TrustRootGet(w http.ResponseWriter, r *http.Request, id TrustRootID)
+	// UploadList List uploads in progress
+	// (GET /v1/system/update/uploads)
+	UploadList(w http.ResponseWriter, r *http.Request)
 }
 
 // Unimplemented server implementation that returns http.StatusNotImplemented for each endpoint.
@@ -6014,6 +6472,12 @@ func (_ Unimplemented) Metrics(w http.ResponseWriter, r *http.Request) {
 // OpenapiDocument This document
 // (GET /openapi.json)
 func (_ Unimplemented) OpenapiDocument(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// Readyz Whether Nexus can do its work
+// (GET /readyz)
+func (_ Unimplemented) Readyz(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -6127,13 +6591,19 @@ func (_ Unimplemented) TrustRootAdd(w http.ResponseWriter, r *http.Request) {
 
 // TrustRootDelete Remove a trust root
 // (DELETE /v1/system/update/trust-roots/{id})
-func (_ Unimplemented) TrustRootDelete(w http.ResponseWriter, r *http.Request, id TrustRootID) {
+func (_ Unimplemented) TrustRootDelete(w http.ResponseWriter, r *http.Request, id TrustRootID, params TrustRootDeleteParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
 // TrustRootGet Fetch a trust root
 // (GET /v1/system/update/trust-roots/{id})
 func (_ Unimplemented) TrustRootGet(w http.ResponseWriter, r *http.Request, id TrustRootID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// UploadList List uploads in progress
+// (GET /v1/system/update/uploads)
+func (_ Unimplemented) UploadList(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -6179,6 +6649,20 @@ func (siw *ServerInterfaceWrapper) OpenapiDocument(w http.ResponseWriter, r *htt
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.OpenapiDocument(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// Readyz operation middleware
+func (siw *ServerInterfaceWrapper) Readyz(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.Readyz(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -6763,8 +7247,24 @@ func (siw *ServerInterfaceWrapper) TrustRootDelete(w http.ResponseWriter, r *htt
 		return
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params TrustRootDeleteParams
+
+	// ------------- Optional query parameter "force" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "force", r.URL.Query(), &params.Force, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "force"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "force", Err: err})
+		}
+		return
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.TrustRootDelete(w, r, id)
+		siw.Handler.TrustRootDelete(w, r, id, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -6791,6 +7291,20 @@ func (siw *ServerInterfaceWrapper) TrustRootGet(w http.ResponseWriter, r *http.R
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.TrustRootGet(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// UploadList operation middleware
+func (siw *ServerInterfaceWrapper) UploadList(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.UploadList(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -6923,6 +7437,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Get(options.BaseURL+"/openapi.json", wrapper.OpenapiDocument)
 	})
 	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/readyz", wrapper.Readyz)
+	})
+	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/system/audit-log", wrapper.AuditLogList)
 	})
 	r.Group(func(r chi.Router) {
@@ -6981,6 +7498,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/system/update/trust-roots/{id}", wrapper.TrustRootGet)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/system/update/uploads", wrapper.UploadList)
 	})
 
 	return r

@@ -22,6 +22,9 @@ import (
 // Baseboard A sled's hardware identity.
 type Baseboard = api.Baseboard
 
+// BuildInfo Which build of rackplane answers.
+type BuildInfo = api.BuildInfo
+
 // Error The body of every error answer.
 type Error = api.Error
 
@@ -33,6 +36,9 @@ type M2Device = api.M2Device
 
 // Sled A registered sled.
 type Sled = api.Sled
+
+// SledHealth What a sled's last reported inventory says is wrong with it.
+type SledHealth = api.SledHealth
 
 // SledRegistration What a sled agent reports about itself.
 type SledRegistration = api.SledRegistration

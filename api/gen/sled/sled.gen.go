@@ -40,6 +40,9 @@ type ArtifactPutResult = api.ArtifactPutResult
 // Baseboard A sled's hardware identity.
 type Baseboard = api.Baseboard
 
+// BuildInfo Which build of rackplane answers.
+type BuildInfo = api.BuildInfo
+
 // Error The body of every error answer.
 type Error = api.Error
 

@@ -35,6 +35,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/internal/clock"
+	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/rackpki"
 )
 
@@ -182,7 +183,7 @@ func New(cfg Config) (*Network, error) {
 		ln:      ln,
 		advert:  cfg.AdvertiseAddr,
 		metrics: m,
-		log:     cfg.Log.With().Str("component", "bootnet").Logger(),
+		log:     cfg.Log.With().Str("subsystem", "bootnet").Logger(),
 		peers:   map[rackpki.Identity]*Conn{},
 		all:     map[uint64]*Conn{},
 		dialers: map[string]context.CancelFunc{},
@@ -440,7 +441,7 @@ func (n *Network) dialLoop(ctx context.Context, addr string) {
 	for ctx.Err() == nil {
 		c, err := n.dial(ctx, addr)
 		if err != nil {
-			n.log.Debug().Err(err).Str("addr", addr).Dur("retry_in", backoff).Msg("bootstrap dial failed")
+			n.log.Debug().Err(err).Str("addr", addr).Float64("retry_in_ms", logging.Millis(backoff)).Msg("bootstrap dial failed")
 		} else {
 			select {
 			case <-c.Done():
