@@ -287,7 +287,7 @@ func TestExec1RetriesAnAmbiguousStatement(t *testing.T) {
 
 // An upload whose commit outcome was lost reports what it did: inserted
 // (not "already uploaded", which a second run would say) with its
-// generation bump; and a re-upload that un-pruned a repo reports its bump.
+// generation bump; and a re-upload that restored a pruned repo says so, with its bump.
 func TestAmbiguousUploadReportsWhatItDid(t *testing.T) {
 	ctx := context.Background()
 	ds := newStore(t)
@@ -301,7 +301,7 @@ func TestAmbiguousUploadReportsWhatItDid(t *testing.T) {
 	}
 	commitThenLose(ds)
 	res, err = ds.TufRepoInsert(ctx, repoInsert(1))
-	if err != nil || res.Status != model.UploadAlreadyExists || !res.GenerationBumped || res.Generation != 4 {
+	if err != nil || res.Status != model.UploadRestored || !res.GenerationBumped || res.Generation != 4 {
 		t.Fatalf("re-upload of a pruned repo after a lost commit: %+v, %v", res, err)
 	}
 	if g, err := ds.TufGeneration(ctx); err != nil || g != 4 {

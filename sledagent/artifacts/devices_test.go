@@ -38,9 +38,14 @@ func TestLateM2GetsConfigAndArtifactsFromSibling(t *testing.T) {
 	if g, ok := r.ledgerGeneration(1); !ok || g != 5 {
 		t.Fatalf("late M.2 holds config generation %d (%v), want 5", g, ok)
 	}
+	// The file appears (renamed into place) a moment before the copy is
+	// counted, so the wait covers both.
 	waitFor(t, 10*time.Second, "the late M.2 to be filled", func() error {
 		if !r.holds(1, a) || !r.holds(1, b) {
 			return fmt.Errorf("not filled yet")
+		}
+		if got := r.counter("rackplane_sled_artifact_copies_stored_total", "source", "local"); got < 2 {
+			return fmt.Errorf("local copies stored = %v", got)
 		}
 		return nil
 	})
@@ -49,7 +54,7 @@ func TestLateM2GetsConfigAndArtifactsFromSibling(t *testing.T) {
 		t.Fatalf("copies after fill: %+v", list)
 	}
 	if got := r.counter("rackplane_sled_artifact_copies_stored_total", "source", "local"); got != 2 {
-		t.Fatalf("local copies stored = %v, want 2", got)
+		t.Fatalf("local copies stored = %v, want exactly 2", got)
 	}
 	r.assertNoTemps()
 }
