@@ -73,8 +73,9 @@ func TestSledsRegisterOnlyAsThemselves(t *testing.T) {
 		client.ErrorCode(err) != api.CodeIdentityMismatch {
 		t.Fatalf("a new sled taking over a's id: %v", err)
 	}
-	// A Nexus is not a sled; the rack-setup service does not even get
-	// past the internal listener's handshake (sleds and Nexus only).
+	// A Nexus is not a sled, and neither is the rack-setup service (it
+	// passes the internal listener's handshake to hand the rack over, and
+	// may do nothing else there).
 	c, err := client.NewNexusInternal(r.Nexus.InternalURL(), sledtest.HTTPClient(t, rackpki.Nexus(uuid.NewString())))
 	if err != nil {
 		t.Fatal(err)
@@ -86,8 +87,9 @@ func TestSledsRegisterOnlyAsThemselves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.SledRegister(ctx, uuid.New(), evil); err == nil || client.StatusCode(err) != 0 {
-		t.Fatalf("the rack-setup service on the internal listener: %v", err)
+	if _, err := c.SledRegister(ctx, uuid.New(), evil); client.StatusCode(err) != http.StatusForbidden ||
+		client.ErrorCode(err) != api.CodeIdentityMismatch {
+		t.Fatalf("the rack-setup service registering a sled: %v", err)
 	}
 	after, err := r.Nexus.Client.SledGet(ctx, a.ID())
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/bgtasks/taskdb"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/nexus/datastore"
@@ -44,6 +46,9 @@ type Config struct {
 	TufEnforceExpiry bool
 	// Now is the clock expiry is judged against (nil: time.Now).
 	Now func() time.Time
+	// Rand picks trust-quorum coordinators (nil: seeded from the
+	// operating system).
+	Rand rand.Source
 }
 
 // Deps are the parts the application layer works with.
@@ -71,6 +76,9 @@ const (
 	ReposChanged Event = iota + 1
 	// SledsChanged: a sled appeared, or what it can hold or serve changed.
 	SledsChanged
+	// TrustQuorumChanged: a trust-quorum configuration was started,
+	// moved on or handed over.
+	TrustQuorumChanged
 )
 
 // ReplicationView is what the replication task shows of its last run;
@@ -90,6 +98,9 @@ type App struct {
 	// identity is this Nexus's certificate.
 	identity *rackpki.Bundle
 
+	// rng picks coordinators (it locks itself).
+	rng *backoff.Rand
+
 	mu              sync.Mutex
 	subscribers     map[Event][]func(requester string)
 	replication     ReplicationView
@@ -104,7 +115,7 @@ func New(cfg Config, deps Deps) *App {
 		cfg.Now = time.Now
 	}
 	return &App{cfg: cfg, log: deps.Log, ds: deps.DS, depot: deps.Depot, tasks: deps.Tasks, taskdb: deps.TaskDB,
-		identity:    deps.Identity,
+		identity: deps.Identity, rng: backoff.NewRand(cfg.Rand),
 		subscribers: map[Event][]func(string){}}
 }
 
