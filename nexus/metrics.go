@@ -9,7 +9,11 @@ import (
 )
 
 // newMetricsRegistry is this Nexus's own registry (not the global one), so
-// that several Nexus instances in one test process do not collide.
+// that several Nexus instances in one test process do not collide. The
+// background-task driver's metrics are registered on it (setupApp), and
+// it is handed to the application layer (app.Deps.Metrics), where each
+// task registers its own (the trust-quorum manager's epochs, acks, aborts
+// and retries).
 func newMetricsRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

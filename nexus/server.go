@@ -368,7 +368,7 @@ func (s *Server) setupApp(d *depot.Depot) error {
 	s.app = app.New(app.Config{
 		NexusID: s.cfg.ID, UploadMaxBytes: s.cfg.UploadMaxBytes, TufMaxExpansion: s.cfg.TufMaxExpansion,
 		TufEnforceExpiry: s.cfg.TufEnforceExpiry,
-	}, app.Deps{DS: s.ds, Depot: d, Tasks: s.tasks, TaskDB: tdb, Log: s.log, Identity: s.cfg.TLS})
+	}, app.Deps{DS: s.ds, Depot: d, Tasks: s.tasks, TaskDB: tdb, Log: s.log, Identity: s.cfg.TLS, Metrics: s.metrics})
 	if err := s.cfg.Tasks(s.app); err != nil {
 		return fmt.Errorf("nexus: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
@@ -63,6 +64,9 @@ type Deps struct {
 	// Identity is this Nexus's certificate: what the tasks present to
 	// sleds (and, on the internal listener, what sleds see).
 	Identity *rackpki.Bundle
+	// Metrics is this Nexus's metrics registry, where tasks register
+	// their own metrics (nil: a private one nobody serves).
+	Metrics prometheus.Registerer
 }
 
 // Event is a change of state that background tasks may want to act on at
@@ -97,6 +101,7 @@ type App struct {
 	taskdb *taskdb.Store
 	// identity is this Nexus's certificate.
 	identity *rackpki.Bundle
+	metrics  prometheus.Registerer
 
 	// rng picks coordinators (it locks itself).
 	rng *backoff.Rand
@@ -115,7 +120,7 @@ func New(cfg Config, deps Deps) *App {
 		cfg.Now = time.Now
 	}
 	return &App{cfg: cfg, log: deps.Log, ds: deps.DS, depot: deps.Depot, tasks: deps.Tasks, taskdb: deps.TaskDB,
-		identity: deps.Identity, rng: backoff.NewRand(cfg.Rand),
+		identity: deps.Identity, rng: backoff.NewRand(cfg.Rand), metrics: deps.Metrics,
 		subscribers: map[Event][]func(string){}}
 }
 
@@ -133,6 +138,14 @@ func (a *App) Identity() *rackpki.Bundle { return a.identity }
 // it presents this Nexus's certificate and accepts only a sled's.
 func (a *App) SledTLS() *tls.Config {
 	return a.identity.ClientTLS(rackpki.OnlyKinds(rackpki.KindSled), a.cfg.Now)
+}
+
+// Metrics is the registry tasks register their metrics on.
+func (a *App) Metrics() prometheus.Registerer {
+	if a.metrics == nil {
+		return prometheus.NewRegistry()
+	}
+	return a.metrics
 }
 
 // TaskDB is the database side of the background tasks.
