@@ -29,7 +29,10 @@ func board(i int) model.Baseboard {
 	return model.Baseboard{Part: "rackplane-sim", Serial: fmt.Sprintf("SIM-%04d", i)}
 }
 
-func wireBoard(i int) api.Baseboard { b := board(i); return api.Baseboard{Part: b.Part, Serial: b.Serial} }
+func wireBoard(i int) api.Baseboard {
+	b := board(i)
+	return api.Baseboard{Part: b.Part, Serial: b.Serial}
+}
 
 func digest(i int) []byte { return []byte(strings.Repeat(string(rune('a'+i)), 32)) }
 
