@@ -1,3 +1,4 @@
+DROP TABLE IF EXISTS trust_quorum_sighting;
 DROP TABLE IF EXISTS trust_quorum_node_status;
 DROP TABLE IF EXISTS trust_quorum_member;
 DROP TYPE IF EXISTS trust_quorum_member_state;

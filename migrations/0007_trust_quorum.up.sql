@@ -108,3 +108,12 @@ CREATE TABLE trust_quorum_node_status (
     CONSTRAINT tq_node_status_alarm_count CHECK (alarm_count >= 0),
     CONSTRAINT tq_node_status_epoch CHECK (latest_committed_epoch IS NULL OR latest_committed_epoch >= 0)
 );
+
+CREATE TABLE trust_quorum_sighting (
+    part_number TEXT NOT NULL,
+    serial_number TEXT NOT NULL,
+    seen_by_part TEXT NOT NULL,
+    seen_by_serial TEXT NOT NULL,
+    time_seen TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (part_number, serial_number)
+);

@@ -384,3 +384,15 @@ CREATE TABLE trust_quorum_node_status (
     CONSTRAINT tq_node_status_alarm_count CHECK (alarm_count >= 0),
     CONSTRAINT tq_node_status_epoch CHECK (latest_committed_epoch IS NULL OR latest_committed_epoch >= 0)
 );
+
+-- Sleds members reported seeing on the bootstrap network, with the last
+-- reporter and time: how Nexus knows a sled that is not a member yet (the
+-- uninitialised sleds an operator may add).
+CREATE TABLE trust_quorum_sighting (
+    part_number TEXT NOT NULL,
+    serial_number TEXT NOT NULL,
+    seen_by_part TEXT NOT NULL,
+    seen_by_serial TEXT NOT NULL,
+    time_seen TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (part_number, serial_number)
+);

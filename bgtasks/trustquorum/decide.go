@@ -77,6 +77,16 @@ type Plan struct {
 	Waiting string `json:"waiting,omitempty"`
 	// FollowUp asks for another run soon: an epoch is in progress.
 	FollowUp bool `json:"follow_up,omitempty"`
+	// Removed are sleds the latest committed epoch left out that do not
+	// know it yet: each is asked to load the rack secret, and the members
+	// it asks for shares answer that it is expunged.
+	Removed []RemovedPlan `json:"removed,omitempty"`
+}
+
+// RemovedPlan is a removed sled to tell.
+type RemovedPlan struct {
+	Sled    model.Baseboard `json:"sled"`
+	Address string          `json:"address"`
 }
 
 // AbortPlan is an automatic abort.
@@ -131,9 +141,9 @@ type CommitPlan struct {
 func Decide(in Input) Plan {
 	c := in.Active
 	if c == nil {
-		return Plan{}
+		return Plan{Removed: removed(in)}
 	}
-	p := Plan{Epoch: c.Epoch, State: c.State, FollowUp: true}
+	p := Plan{Epoch: c.Epoch, State: c.State, FollowUp: true, Removed: removed(in)}
 	if c.State.Preparing() {
 		decidePreparing(in, c, &p)
 		if p.Prepares == nil || !p.Prepares.Committing {
@@ -204,6 +214,31 @@ func decidePreparing(in Input, c *model.TQConfiguration, p *Plan) {
 			stall("coordinator_unreachable", fmt.Sprintf("coordinator %s has no sled agent Nexus can call", c.Coordinator))
 		}
 	}
+}
+
+// removed lists the watched sleds that are members of neither the epoch
+// in progress nor the latest committed one, answer through their own sled
+// agent and do not know they are expunged — once every member of the
+// latest committed epoch committed it (a member that has not would hand
+// the removed sled a share instead).
+func removed(in Input) []RemovedPlan {
+	lc := in.LatestCommitted
+	if lc == nil || lc.Lrtq || (lc.State != model.TQCommitted && lc.State != model.TQCommittedPartially) {
+		return nil
+	}
+	var out []RemovedPlan
+	for b, o := range in.Nodes {
+		if lc.IsMember(b) || (in.Active != nil && in.Active.IsMember(b)) {
+			continue
+		}
+		s, ok := in.Sleds[b]
+		if !o.Reached() || o.Via != model.TQViaDirect || o.Status.Expunged != nil || !ok || !s.InService {
+			continue
+		}
+		out = append(out, RemovedPlan{Sled: b, Address: s.Address})
+	}
+	slices.SortFunc(out, func(a, b RemovedPlan) int { return model.CompareBaseboards(a.Sled, b.Sled) })
+	return out
 }
 
 func reconfigurePlan(in Input, c *model.TQConfiguration) *ReconfigurePlan {

@@ -193,6 +193,14 @@ var goldenCases = map[string]func() Input{
 		in.Active = config(2, model.TQCommitting, 1, "cccc")
 		return in
 	},
+	// Epoch 2 left sled 5 out and committed everywhere; sled 5 does not
+	// know yet (sled 6, removed before, does).
+	"removed_sled_told": func() Input {
+		in := input(6, 2)
+		in.LatestCommitted = config(2, model.TQCommitted, 1, "cccc")
+		in.Nodes[board(6)].Status.Expunged = &api.TQExpunged{Epoch: 1, From: wireBoard(1)}
+		return in
+	},
 	// Nobody to reach sled 4 through: it waits.
 	"committing_unroutable": func() Input {
 		in := input(4, 1)
@@ -291,6 +299,9 @@ func TestDecideRules(t *testing.T) {
 				t.Errorf("the unacked member: %+v", c)
 			}
 		}
+	}
+	if p := Decide(goldenCases["removed_sled_told"]()); len(p.Removed) != 1 || p.Removed[0].Sled != board(5) || p.FollowUp {
+		t.Errorf("removed sleds: %+v", p)
 	}
 	if p := Decide(goldenCases["committing_unroutable"]()); len(p.Commits) != 3 || p.Waiting == "" {
 		t.Errorf("unroutable: %+v", p)

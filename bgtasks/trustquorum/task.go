@@ -206,6 +206,10 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 	}
 	if plan.FollowUp {
 		act.RequeueAfter(t.cfg.FollowUp)
+	} else if len(plan.Removed) > 0 {
+		// The members' answers take a moment: look again soon, not at the
+		// next period.
+		act.RequeueAfter(10 * t.cfg.FollowUp)
 	}
 	if v, err := t.cfg.App.TrustQuorumView(ctx); err == nil {
 		setState(&st, v)
@@ -499,6 +503,9 @@ func (t *Task) execute(ctx context.Context, log zerolog.Logger, c *collected, p 
 		st.Did = append(st.Did, what)
 		return nil
 	}
+	for _, rp := range p.Removed {
+		t.tellRemoved(ctx, log, rp, st)
+	}
 	if c.view.Active == nil {
 		return nil
 	}
@@ -569,6 +576,26 @@ func (t *Task) execute(ctx context.Context, log zerolog.Logger, c *collected, p 
 		log.Info().Uint64("epoch", p.Epoch).Msg("trust-quorum epoch committed")
 	}
 	return nil
+}
+
+// tellRemoved asks a removed sled to load the rack secret: the members it
+// asks answer that it is expunged. Its next status shows whether it knows.
+func (t *Task) tellRemoved(ctx context.Context, log zerolog.Logger, rp RemovedPlan, st *Status) {
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.RequestTimeout)
+	defer cancel()
+	sc, err := t.sled(rp.Address)
+	if err == nil {
+		_, err = sc.TQLoadRackSecret(ctx)
+	}
+	switch {
+	case client.ErrorCode(err) == api.CodeExpunged:
+		st.Did = append(st.Did, fmt.Sprintf("removed sled %s knows it is expunged", rp.Sled))
+	case err != nil:
+		log.Warn().Err(err).Str("sled", rp.Sled.String()).Msg("could not tell a removed sled")
+		st.Did = append(st.Did, fmt.Sprintf("told removed sled %s: %v", rp.Sled, err))
+	default:
+		st.Did = append(st.Did, fmt.Sprintf("told removed sled %s to ask the members", rp.Sled))
+	}
 }
 
 func (t *Task) reconfigure(ctx context.Context, r *ReconfigurePlan) (api.TQCoordinatorStatus, error) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -46,8 +45,8 @@ type TQView struct {
 	Epoch1 *model.TQConfiguration
 	// Sleds are the registered sleds (with TQViewNeeds.Sleds).
 	Sleds []TQSled
-	// Seen are the sleds members reported as connected peers, with who
-	// reported each and when (with TQViewNeeds.Seen).
+	// Seen are the sleds members reported as connected peers (ever),
+	// with the last reporter and when (with TQViewNeeds.Seen).
 	Seen []model.TQUninitializedSled
 	// Former are the baseboards that were members of any epoch Nexus
 	// decided to commit (with TQViewNeeds.Former).
@@ -577,6 +576,15 @@ func (d *Datastore) TQNodeStatusRecord(ctx context.Context, observedBy uuid.UUID
 			e := int64(s.Seen.LatestCommittedEpoch)
 			epoch, alarms = &e, len(s.Seen.Alarms)
 		}
+		if s.Seen != nil {
+			for _, p := range s.Seen.ConnectedPeers {
+				b.Queue(`INSERT INTO trust_quorum_sighting (part_number, serial_number, seen_by_part, seen_by_serial, time_seen)
+					VALUES ($1, $2, $3, $4, now())
+					ON CONFLICT (part_number, serial_number) DO UPDATE SET
+						seen_by_part = $3, seen_by_serial = $4, time_seen = now()`,
+					p.Part, p.Serial, s.Baseboard.Part, s.Baseboard.Serial)
+			}
+		}
 		b.Queue(`INSERT INTO trust_quorum_node_status AS n (part_number, serial_number, time_observed, observed_by,
 				via, error, time_status, latest_committed_epoch, alarm_count, status)
 			VALUES ($1, $2, now(), $3, $4, $5, CASE WHEN $6::JSONB IS NOT NULL THEN now() END, $7::INT8, $8, $6::JSONB)
@@ -623,29 +631,17 @@ func scanNodeStatus(r pgx.CollectableRow) (model.TQNodeStatus, error) {
 	return s, nil
 }
 
-// loadSeen lists the peers every node last reported, with the reporter:
-// the first reporter (by baseboard) of each peer, and its time.
+// loadSeen lists every sled members reported seeing on the bootstrap
+// network, with the last reporter and when.
 func loadSeen(ctx context.Context, q querier) ([]model.TQUninitializedSled, error) {
-	rows, err := q.Query(ctx, `SELECT part_number, serial_number, time_observed, observed_by, via, error,
-			time_status, status
-		FROM trust_quorum_node_status WHERE status IS NOT NULL ORDER BY part_number, serial_number`)
+	rows, err := q.Query(ctx, `SELECT part_number, serial_number, seen_by_part, seen_by_serial, time_seen
+		FROM trust_quorum_sighting ORDER BY part_number, serial_number`)
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := pgx.CollectRows(rows, scanNodeStatus)
-	if err != nil {
-		return nil, err
-	}
-	seen := map[model.Baseboard]bool{}
-	var out []model.TQUninitializedSled
-	for _, n := range nodes {
-		for _, p := range n.Seen.ConnectedPeers {
-			if !seen[p] {
-				seen[p] = true
-				out = append(out, model.TQUninitializedSled{Baseboard: p, SeenBy: n.Baseboard, TimeSeen: *n.TimeSeen})
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b model.TQUninitializedSled) int { return model.CompareBaseboards(a.Baseboard, b.Baseboard) })
-	return out, nil
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.TQUninitializedSled, error) {
+		var s model.TQUninitializedSled
+		err := r.Scan(&s.Baseboard.Part, &s.Baseboard.Serial, &s.SeenBy.Part, &s.SeenBy.Serial, &s.TimeSeen)
+		return s, err
+	})
 }
