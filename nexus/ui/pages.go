@@ -46,6 +46,7 @@ var uiNav = []uiNavItem{
 	{Label: "Background tasks", Path: "/ui/background-tasks"},
 	{Label: "Replication", Path: "/ui/replication"},
 	{Label: "Repos", Path: "/ui/repos"},
+	{Label: "Trust quorum", Path: "/ui/trust-quorum"},
 	{Label: "Audit log", Path: "/ui/audit-log"},
 }
 
@@ -123,6 +124,7 @@ func (s *Pages) Mount(r chi.Router) {
 		r.Get("/ui/", redirectTo("/ui/background-tasks"))
 		s.mountBackgroundTaskPages(r)
 		s.mountReplicationPages(r)
+		s.mountTrustQuorumPages(r)
 		r.Get("/ui/audit-log", s.uiAuditLog)
 	})
 }
