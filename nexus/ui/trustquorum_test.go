@@ -12,7 +12,9 @@ import (
 	"github.com/rackplane/rackplane/nexus/model"
 )
 
-func tqBoard(serial string) model.Baseboard { return model.Baseboard{Part: "rackplane-sim", Serial: serial} }
+func tqBoard(serial string) model.Baseboard {
+	return model.Baseboard{Part: "rackplane-sim", Serial: serial}
+}
 
 func tqConfig(epoch uint64, state model.TQState, states ...model.TQMemberState) model.TQConfiguration {
 	t0 := time.Date(2030, 1, 1, 11, 0, 0, 0, time.UTC)
