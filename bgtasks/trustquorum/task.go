@@ -58,7 +58,7 @@ const (
 	DefaultNoProgress  = time.Minute
 	DefaultMaxAttempts = 3
 	DefaultFollowUp    = 100 * time.Millisecond
-	DefaultConcurrency = 16
+	DefaultConcurrency = 32
 	// DefaultRequestTimeout bounds each request to a sled.
 	DefaultRequestTimeout = 10 * time.Second
 )
@@ -364,8 +364,14 @@ func (t *Task) readStatuses(ctx context.Context, c *collected) {
 		}
 	}
 	vias := c.proxies()
+	// The proxied reads replace the direct ones' failures; each starts
+	// from its own, read before any goroutine writes the map.
+	failed := map[model.Baseboard]NodeObs{}
+	for _, b := range proxied {
+		failed[b] = c.nodes[b]
+	}
 	each(proxied, func(b model.Baseboard) NodeObs {
-		prev := c.nodes[b]
+		prev := failed[b]
 		for _, via := range vias {
 			if via == b {
 				continue

@@ -73,9 +73,10 @@ func (a *App) TrustQuorumNodes(ctx context.Context) ([]model.TQNodeStatus, error
 	return out, translate(err)
 }
 
-// UninitializedSleds lists the sleds members report seeing on the bootstrap
-// network that are not members of the latest committed configuration (and
-// never were: a removed sled is expunged, not uninitialised).
+// UninitializedSleds lists the sleds the rack's nodes report seeing on the
+// bootstrap network that are not members of the latest committed
+// configuration (and never were: a removed sled is expunged, not
+// uninitialised).
 func (a *App) UninitializedSleds(ctx context.Context) ([]model.TQUninitializedSled, error) {
 	v, err := a.ds.TQViewRead(ctx, datastore.TQViewNeeds{Seen: true, Former: true})
 	if err != nil {
@@ -88,7 +89,7 @@ func uninitialized(v *datastore.TQView) []model.TQUninitializedSled {
 	out := []model.TQUninitializedSled{}
 	lc := v.LatestCommitted
 	for _, s := range v.Seen {
-		if lc != nil && (!lc.IsMember(s.SeenBy) || lc.IsMember(s.Baseboard)) {
+		if lc != nil && lc.IsMember(s.Baseboard) {
 			continue
 		}
 		if slices.Contains(v.Former, s.Baseboard) {
