@@ -24,7 +24,9 @@ import (
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks/nexustasks"
 	"github.com/rackplane/rackplane/bgtasks/trustquorum"
+	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/racktest"
+	"github.com/rackplane/rackplane/internal/sledtest"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/sledagent/bootstrap"
@@ -207,9 +209,46 @@ func TestRackSetupHandsEpoch1ToNexus(t *testing.T) {
 		t.Fatalf("status after rack setup: %+v", st)
 	}
 	r.assertCommitted(r.Nexus, 1, span(0, 4))
-	// The same handoff again changes nothing; rack setup happens once.
+	// The same handoff again changes nothing; a different one is refused,
+	// and only the rack-setup service may hand a rack over.
+	handoff := r.Setup.Handoff(r.RackID)
+	as := func(id rackpki.Identity) client.NexusInternal {
+		c, err := client.NewNexusInternal(r.Nexus.InternalURL(), sledtest.HTTPClient(t, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	rssc := as(rackpki.RSS())
+	if c, created, err := rssc.RackSetupHandoff(ctxT(t), handoff); err != nil || created || c.Epoch != 1 || c.State != "committed" {
+		t.Fatalf("the same handoff again: %+v created %v, %v", c, created, err)
+	}
+	other := handoff
+	other.Configuration = api.TQConfigurationFrom(nil)
+	if cfg, err := handoff.Configuration.ToTrustQuorum(); err == nil {
+		cfg.Coordinator = cfg.Members[len(cfg.Members)-1].ID
+		other.Configuration = api.TQConfigurationFrom(cfg)
+		other.Coordinator = api.BaseboardFrom(cfg.Coordinator)
+	}
+	_, _, err = rssc.RackSetupHandoff(ctxT(t), other)
+	if err := isCode(err, 409, api.CodeRackAlreadySetUp); err != nil {
+		t.Fatalf("a different handoff: %v", err)
+	}
+	_, _, err = as(rackpki.Nexus("intruder")).RackSetupHandoff(ctxT(t), handoff)
+	if err := isCode(err, 403, api.CodeForbiddenIdentity); err != nil {
+		t.Fatalf("a handoff from a Nexus: %v", err)
+	}
+	_, _, err = as(rackpki.Sled("rackplane-sim", "SIM-0001")).RackSetupHandoff(ctxT(t), handoff)
+	if err := isCode(err, 403, api.CodeForbiddenIdentity); err != nil {
+		t.Fatalf("a handoff from a sled: %v", err)
+	}
 	if n := r.DB.Count(t, `SELECT count(*) FROM trust_quorum_configuration`); n != 1 {
 		t.Fatalf("%d configurations", n)
+	}
+	for outcome, want := range map[string]int{"ok": 2, "refused": 3} {
+		if n := r.DB.Count(t, `SELECT count(*) FROM audit_log WHERE action = 'rack.setup' AND outcome = $1`, outcome); n != want {
+			t.Fatalf("%d rack setups %s in the audit log, want %d", n, outcome, want)
+		}
 	}
 }
 
@@ -247,6 +286,13 @@ func TestAddSled(t *testing.T) {
 	}
 	if list, err := r.Nexus.Client.SledsUninitialized(ctxT(t)); err != nil || len(list) != 0 {
 		t.Fatalf("uninitialised after the add: %+v %v", list, err)
+	}
+	if got := gather(t, r.Nexus, "rackplane_trust_quorum_epoch_committed"); got != 2 {
+		t.Fatalf("epoch committed metric %v, want 2", got)
+	}
+	if n := r.DB.Count(t, `SELECT count(*) FROM audit_log WHERE action = 'trust_quorum.membership'
+		AND actor = 'racktest-admin' AND outcome = 'ok' AND target = 'trust quorum epoch 2'`); n != 1 {
+		t.Fatal("the operator's change is not in the audit log")
 	}
 }
 

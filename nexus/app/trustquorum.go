@@ -425,8 +425,10 @@ func abortOps(v *datastore.TQView, c *model.TQConfiguration, reason string) []da
 func (a *App) HandOffRackSetup(ctx context.Context, cfg model.TQConfiguration) (model.TQConfiguration, bool, error) {
 	actor, ok := ActorFrom(ctx)
 	if !ok || actor.Kind != ActorRSS {
-		return model.TQConfiguration{}, false, fault.New(fault.Forbidden, api.CodeForbiddenIdentity,
+		err := fault.New(fault.Forbidden, api.CodeForbiddenIdentity,
 			"only the rack-setup service hands a rack over; the caller is %s", actor)
+		a.AuditRefusal(ctx, "rack.setup", "rack "+cfg.RackID.String(), err)
+		return model.TQConfiguration{}, false, err
 	}
 	// The rack-setup service is the authority over a rack Nexus does not
 	// have yet; this is the one change it may make.
