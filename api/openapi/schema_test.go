@@ -93,6 +93,7 @@ var goTypes = map[string]reflect.Type{
 	"api.UninitializedSled":           reflect.TypeFor[api.UninitializedSled](),
 	"api.Page[api.UninitializedSled]": reflect.TypeFor[api.Page[api.UninitializedSled]](),
 	"api.RackSetupHandoff":            reflect.TypeFor[api.RackSetupHandoff](),
+	"api.TQLoadRackSecretResult":      reflect.TypeFor[api.TQLoadRackSecretResult](),
 }
 
 const apiImport = "github.com/rackplane/rackplane/api"
