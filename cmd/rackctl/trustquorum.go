@@ -280,7 +280,7 @@ func tqPrintConfig(e *env, c api.TrustQuorumConfig, now time.Time) error {
 	facts := [][]string{
 		{"epoch:", fmt.Sprintf("%d%s", c.Epoch, kind)},
 		{"state:", fmt.Sprintf("%s, %d of %d acked", c.State, c.Acked, c.Required)},
-		{"built on:", fmt.Sprintf("epoch %d", c.LastCommittedEpoch)},
+		{"built on:", builtOn(c)},
 		{"threshold:", fmt.Sprintf("K=%d, Z=%d, %d members", c.Threshold, c.CommitCrashTolerance, len(c.Members))},
 		{"coordinator:", c.Coordinator.Part + ":" + c.Coordinator.Serial},
 		{"change:", fmt.Sprintf("%s, attempt %d", c.ChangeID, c.Attempt)},
@@ -308,6 +308,13 @@ func tqPrintConfig(e *env, c api.TrustQuorumConfig, now time.Time) error {
 		rows = append(rows, []string{m.Serial, m.Part, m.State, prepared, committed})
 	}
 	return table(e.out, []string{"SERIAL", "PART", "STATE", "PREPARED", "COMMITTED"}, rows)
+}
+
+func builtOn(c api.TrustQuorumConfig) string {
+	if c.LastCommittedEpoch == 0 {
+		return "nothing (the first epoch)"
+	}
+	return fmt.Sprintf("epoch %d", c.LastCommittedEpoch)
 }
 
 func tqStatus(ctx context.Context, e *env, args []string) error {

@@ -460,6 +460,10 @@ func (r *rack) printSummary(w io.Writer) {
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo show %s\n", flagPart, demoVersion)
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo upload %s\n", flagPart, filepath.Join(r.dataDir, "demo", demoZip))
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s bgtasks show tuf_artifact_replication\n", flagPart)
+	fmt.Fprintf(w, "  go run ./cmd/rackctl%s trust-quorum status\n", flagPart)
+	if r.o.lrtq {
+		fmt.Fprintf(w, "  go run ./cmd/rackctl%s trust-quorum upgrade-from-lrtq --wait\n", flagPart)
+	}
 	fmt.Fprintf(w, "  curl -H \"Authorization: Bearer $(cat %s)\" %s/v1/system/hardware/sleds\n", r.tokenFile(),
 		r.nexus.ExternalURL())
 	fmt.Fprintf(w, "\nStatus pages: %s/ui/background-tasks (sign in with the admin token)\n", r.nexus.ExternalURL())
