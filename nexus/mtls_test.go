@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,8 +89,17 @@ func TestSledsRegisterOnlyAsThemselves(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := c.SledRegister(ctx, uuid.New(), evil); client.StatusCode(err) != http.StatusForbidden ||
-		client.ErrorCode(err) != api.CodeIdentityMismatch {
+		client.ErrorCode(err) != api.CodeForbiddenIdentity {
 		t.Fatalf("the rack-setup service registering a sled: %v", err)
+	}
+	// Nor may it read Nexus's depot there.
+	resp, err := sledtest.HTTPClient(t, rackpki.RSS()).Get(r.Nexus.InternalURL() + api.DepotArtifactPath(strings.Repeat("0", 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("the rack-setup service reading Nexus's depot: %d", resp.StatusCode)
 	}
 	after, err := r.Nexus.Client.SledGet(ctx, a.ID())
 	if err != nil {

@@ -7,6 +7,7 @@ package trustquorum_test
 // sled's own trust-quorum status says, the API's answers.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -145,22 +146,10 @@ func (r *rack) assertCommitted(nx *racktest.Nexus, epoch uint64, members []int) 
 }
 
 func compare(a, b api.Baseboard) int {
-	switch {
-	case a.Part != b.Part:
-		return cmpStr(a.Part, b.Part)
-	default:
-		return cmpStr(a.Serial, b.Serial)
+	if c := cmp.Compare(a.Part, b.Part); c != 0 {
+		return c
 	}
-}
-
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return cmp.Compare(a.Serial, b.Serial)
 }
 
 // waitUninitialized waits until Nexus lists want as uninitialised (the
@@ -562,6 +551,49 @@ func TestMemberUnreachableDuringCommit(t *testing.T) {
 }
 
 func model(b api.Baseboard) string { return b.Part + "/" + b.Serial }
+
+// A committing epoch that K+Z members committed does not hold the rack
+// up: a newer change starts, and the older one is committed partially
+// (its straggler learns the commit from the newer epoch's members).
+func TestNewerChangeSupersedesAPartialCommit(t *testing.T) {
+	t.Parallel()
+	r := newRack(t, 5, 1, false)
+	waitUninitialized(t, r.Nexus, r.board(5))
+	const down = 3
+	r.Processes[down].Stop()
+	r.markUnreachable(down)
+	if _, err := r.Nexus.Client.TrustQuorumMembership(ctxT(t), api.TrustQuorumMembership{Add: r.boards(5)}); err != nil {
+		t.Fatal(err)
+	}
+	// N = 6: K+Z = 5 members prepare it and commit it; one stays down.
+	racktest.WaitFor(t, 30*time.Second, "5 commit acks of epoch 2", func() error {
+		c, err := r.Nexus.Client.TrustQuorumEpoch(context.Background(), 2)
+		if err != nil {
+			return err
+		}
+		if c.State != "committing" || c.Acked != 5 {
+			return fmt.Errorf("%s, %d acked", c.State, c.Acked)
+		}
+		return nil
+	})
+	c, err := r.Nexus.Client.TrustQuorumMembership(ctxT(t), api.TrustQuorumMembership{Remove: r.boards(down)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Epoch != 3 || c.LastCommittedEpoch != 2 {
+		t.Fatalf("the newer change: %+v", c)
+	}
+	partial := waitEpoch(t, r.Nexus, 2, "committed_partially")
+	if partial.TimeCommitted == nil || partial.Acked != 5 || partial.Required != 6 {
+		t.Fatalf("epoch 2: %+v", partial)
+	}
+	r.assertCommitted(r.Nexus, 3, []int{0, 1, 2, 4, 5})
+	// The partially committed epoch stays so: nobody commits it further.
+	runOnce(t, r.Nexus)
+	if c, err := r.Nexus.Client.TrustQuorumEpoch(ctxT(t), 2); err != nil || c.State != "committed_partially" {
+		t.Fatalf("epoch 2 later: %+v %v", c, err)
+	}
+}
 
 // The Nexus driving a commit dies half-way; another Nexus on the same
 // database, started later, finishes it.

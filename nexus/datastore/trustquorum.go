@@ -587,12 +587,12 @@ func (d *Datastore) TQNodeStatusRecord(ctx context.Context, observedBy uuid.UUID
 		}
 		b.Queue(`INSERT INTO trust_quorum_node_status AS n (part_number, serial_number, time_observed, observed_by,
 				via, error, time_status, latest_committed_epoch, alarm_count, status)
-			VALUES ($1, $2, now(), $3, $4, $5, CASE WHEN $6::JSONB IS NOT NULL THEN now() END, $7::INT8, $8, $6::JSONB)
+			VALUES ($1, $2, now(), $3, $4, $5, CASE WHEN $6::JSONB IS NOT NULL THEN now() END, $7::INT8, $8::INT4, $6::JSONB)
 			ON CONFLICT (part_number, serial_number) DO UPDATE SET
 				time_observed = now(), observed_by = $3, via = $4, error = $5,
 				time_status = CASE WHEN $6::JSONB IS NOT NULL THEN now() ELSE n.time_status END,
 				latest_committed_epoch = CASE WHEN $6::JSONB IS NOT NULL THEN $7::INT8 ELSE n.latest_committed_epoch END,
-				alarm_count = CASE WHEN $6::JSONB IS NOT NULL THEN $8 ELSE n.alarm_count END,
+				alarm_count = CASE WHEN $6::JSONB IS NOT NULL THEN $8::INT4 ELSE n.alarm_count END,
 				status = COALESCE($6::JSONB, n.status)`,
 			s.Baseboard.Part, s.Baseboard.Serial, observedBy, s.Via, s.Error, doc, epoch, alarms)
 	}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/google/uuid"
@@ -198,17 +199,10 @@ func TQThreshold(n int) int { return n/2 + 1 }
 // CompareBaseboards orders baseboards by part, then serial (the order
 // shares are assigned in).
 func CompareBaseboards(a, b Baseboard) int {
-	switch {
-	case a.Part < b.Part:
-		return -1
-	case a.Part > b.Part:
-		return 1
-	case a.Serial < b.Serial:
-		return -1
-	case a.Serial > b.Serial:
-		return 1
+	if c := cmp.Compare(a.Part, b.Part); c != 0 {
+		return c
 	}
-	return 0
+	return cmp.Compare(a.Serial, b.Serial)
 }
 
 // TQNodeStatus is what the trust-quorum manager last saw of one node.
