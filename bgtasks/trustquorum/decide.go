@@ -235,6 +235,10 @@ func removed(in Input) []RemovedPlan {
 		if !o.Reached() || o.Via != model.TQViaDirect || o.Status.Expunged != nil || !ok || !s.InService {
 			continue
 		}
+		if o.Status.LatestCommittedEpoch == 0 && !o.Status.HasLrtq {
+			// It never held anything: not a removed member.
+			continue
+		}
 		out = append(out, RemovedPlan{Sled: b, Address: s.Address})
 	}
 	slices.SortFunc(out, func(a, b RemovedPlan) int { return model.CompareBaseboards(a.Sled, b.Sled) })

@@ -199,6 +199,10 @@ var goldenCases = map[string]func() Input{
 		in := input(6, 2)
 		in.LatestCommitted = config(2, model.TQCommitted, 1, "cccc")
 		in.Nodes[board(6)].Status.Expunged = &api.TQExpunged{Epoch: 1, From: wireBoard(1)}
+		// Sled 7 never held anything (a spare of an aborted attempt): it
+		// is not a removed member.
+		in.Sleds[board(7)] = SledInfo{Address: "sled-7:12345", InService: true}
+		in.Nodes[board(7)] = NodeObs{Via: model.TQViaDirect, Status: &api.TQStatus{Baseboard: wireBoard(7)}}
 		return in
 	},
 	// Nobody to reach sled 4 through: it waits.

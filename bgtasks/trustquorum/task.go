@@ -209,7 +209,7 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 	} else if len(plan.Removed) > 0 {
 		// The members' answers take a moment: look again soon, not at the
 		// next period.
-		act.RequeueAfter(10 * t.cfg.FollowUp)
+		act.RequeueAfter(max(10*t.cfg.FollowUp, time.Second))
 	}
 	if v, err := t.cfg.App.TrustQuorumView(ctx); err == nil {
 		setState(&st, v)
@@ -298,8 +298,9 @@ func (t *Task) collect(ctx context.Context) (*collected, error) {
 
 // watched are the nodes whose status each run reads: the members of the
 // epoch in progress and of the latest committed one, and any node seen
-// before that is a member of neither and has not learnt it is expunged
-// (a removed sled, until it knows).
+// before, holding a committed epoch (or LRTQ), that is a member of
+// neither and has not learnt it is expunged (a removed sled, until it
+// knows).
 func watched(v *datastore.TQView, prior []model.TQNodeStatus) []model.Baseboard {
 	var out []model.Baseboard
 	add := func(b model.Baseboard) {
@@ -315,7 +316,7 @@ func watched(v *datastore.TQView, prior []model.TQNodeStatus) []model.Baseboard 
 		}
 	}
 	for _, n := range prior {
-		if n.Seen == nil || n.Seen.Expunged == nil {
+		if n.Seen != nil && n.Seen.Expunged == nil && (n.Seen.LatestCommittedEpoch > 0 || n.Seen.HasLrtq) {
 			add(n.Baseboard)
 		}
 	}
