@@ -34,6 +34,7 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks"
+	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/reqid"
 	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/datastore"
@@ -483,7 +484,7 @@ func (c *collected) summarise(st *Status) {
 func (t *Task) execute(ctx context.Context, log zerolog.Logger, c *collected, p Plan, st *Status, run *Counters) error {
 	a := t.cfg.App
 	moved := func(err error) bool {
-		if errors.Is(err, datastore.ErrTQFenced) {
+		if errors.Is(err, app.ErrTrustQuorumMovedOn) {
 			run.Fenced++
 			st.MovedOn = err.Error()
 			log.Info().Err(err).Uint64("epoch", p.Epoch).Msg("another Nexus moved the trust-quorum epoch on first")
@@ -539,10 +540,14 @@ func (t *Task) execute(ctx context.Context, log zerolog.Logger, c *collected, p 
 	wire := WireConfiguration(c.view.Rack.ID, c.view.Active)
 	if pr := p.Prepares; pr != nil {
 		res, err := a.RecordTrustQuorumPrepares(ctx, p.Epoch, prepareReport(pr))
-		if err != nil {
-			if moved(err) {
-				return nil
-			}
+		switch {
+		case moved(err):
+			return nil
+		case fault.CodeOf(err) == api.CodeMismatchedConfiguration:
+			// A coordinator reporting a configuration that is not the
+			// epoch's is broken: nothing it prepared can be committed.
+			return abort("refused", err.Error())
+		case err != nil:
 			return fmt.Errorf("record epoch %d's prepares: %w", p.Epoch, err)
 		}
 		run.PrepareAcks += res.NewAcks

@@ -656,7 +656,7 @@ func recordOp(c *model.TQConfiguration, r TQPrepareReport) (datastore.TQOp, erro
 			c.Epoch, r.Coordinator, r.Threshold, len(r.Shares))
 	}
 	op := datastore.TQRecordConfig{Epoch: c.Epoch, Salt: r.Salt, Ciphertext: r.Ciphertext,
-		Digests: map[model.Baseboard][]byte{}, X: map[model.Baseboard]int{}, CoordinatorReported: r.Coordinator}
+		Digests: map[model.Baseboard][]byte{}, X: map[model.Baseboard]int{}}
 	xs := map[int]bool{}
 	for _, m := range c.Members {
 		s, ok := r.Shares[m.Baseboard]

@@ -89,11 +89,10 @@ type (
 	// TQRecordConfig records the coordinator's configuration: every
 	// member's share digest and x, and the encrypted secrets.
 	TQRecordConfig struct {
-		Epoch               uint64
-		Salt, Ciphertext    []byte
-		Digests             map[model.Baseboard][]byte
-		X                   map[model.Baseboard]int
-		CoordinatorReported model.Baseboard
+		Epoch            uint64
+		Salt, Ciphertext []byte
+		Digests          map[model.Baseboard][]byte
+		X                map[model.Baseboard]int
 	}
 	// TQMarkMembers moves members of Epoch forward to To (unacked →
 	// prepared, or anything → committed); members already there or past
