@@ -277,6 +277,14 @@ type TQCommitResult struct {
 	Status string `json:"status"`
 }
 
+// TQLoadRackSecretResult answers load-rack-secret: loaded, or pending
+// while the node gathers shares (ask again). The secret never leaves the
+// sled.
+type TQLoadRackSecretResult struct {
+	Status string `json:"status"`
+	Epoch  uint64 `json:"epoch"`
+}
+
 // TQStartSledAgentResult answers proxy/start-sled-agent.
 type TQStartSledAgentResult struct {
 	// Started is false when the sled agent was already running.

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,8 +74,9 @@ func TestSledsRegisterOnlyAsThemselves(t *testing.T) {
 		client.ErrorCode(err) != api.CodeIdentityMismatch {
 		t.Fatalf("a new sled taking over a's id: %v", err)
 	}
-	// A Nexus is not a sled; the rack-setup service does not even get
-	// past the internal listener's handshake (sleds and Nexus only).
+	// A Nexus is not a sled, and neither is the rack-setup service (it
+	// passes the internal listener's handshake to hand the rack over, and
+	// may do nothing else there).
 	c, err := client.NewNexusInternal(r.Nexus.InternalURL(), sledtest.HTTPClient(t, rackpki.Nexus(uuid.NewString())))
 	if err != nil {
 		t.Fatal(err)
@@ -86,8 +88,18 @@ func TestSledsRegisterOnlyAsThemselves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.SledRegister(ctx, uuid.New(), evil); err == nil || client.StatusCode(err) != 0 {
-		t.Fatalf("the rack-setup service on the internal listener: %v", err)
+	if _, err := c.SledRegister(ctx, uuid.New(), evil); client.StatusCode(err) != http.StatusForbidden ||
+		client.ErrorCode(err) != api.CodeForbiddenIdentity {
+		t.Fatalf("the rack-setup service registering a sled: %v", err)
+	}
+	// Nor may it read Nexus's depot there.
+	resp, err := sledtest.HTTPClient(t, rackpki.RSS()).Get(r.Nexus.InternalURL() + api.DepotArtifactPath(strings.Repeat("0", 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("the rack-setup service reading Nexus's depot: %d", resp.StatusCode)
 	}
 	after, err := r.Nexus.Client.SledGet(ctx, a.ID())
 	if err != nil {

@@ -220,10 +220,11 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (_ *Server, err er
 		s.externalLn.Close()
 		return nil, fmt.Errorf("nexus: internal API: %w", err)
 	}
-	// Sleds and other Nexus instances only; what each may do is decided
-	// from the identity its certificate names.
+	// Sleds, other Nexus instances and the rack-setup service (which
+	// hands the rack over) only; what each may do is decided from the
+	// identity its certificate names.
 	s.internalLn = tls.NewListener(s.internalLn,
-		cfg.TLS.ServerTLS(rackpki.OnlyKinds(rackpki.KindSled, rackpki.KindNexus), nil))
+		cfg.TLS.ServerTLS(rackpki.OnlyKinds(rackpki.KindSled, rackpki.KindNexus, rackpki.KindRSS), nil))
 	if cfg.ExternalTLS != nil {
 		s.externalLn = tls.NewListener(s.externalLn, &tls.Config{MinVersion: tls.VersionTLS12,
 			Certificates: []tls.Certificate{*cfg.ExternalTLS}})

@@ -23,6 +23,7 @@ type TrustQuorum interface {
 	Commit(context.Context, trustquorum.RackID, trustquorum.Epoch) (trustquorum.CommitStatus, error)
 	PrepareAndCommit(context.Context, *trustquorum.Configuration) (trustquorum.CommitStatus, error)
 	CoordinatorStatus(context.Context) (trustquorum.CoordinatorStatus, error)
+	LoadRackSecret(context.Context) (trustquorum.Epoch, bool, error)
 	Status(context.Context) (bootstrap.Status, error)
 	ProxyCommit(context.Context, trustquorum.BaseboardID, trustquorum.RackID, trustquorum.Epoch) (trustquorum.CommitStatus, error)
 	ProxyPrepareAndCommit(context.Context, trustquorum.BaseboardID, *trustquorum.Configuration) (trustquorum.CommitStatus, error)
@@ -70,6 +71,9 @@ func (a agentHandlers) TqCommit(w http.ResponseWriter, r *http.Request) {
 }
 func (a agentHandlers) TqPrepareAndCommit(w http.ResponseWriter, r *http.Request) {
 	tqChange(a.s.tqPrepareAndCommit).ServeHTTP(w, r)
+}
+func (a agentHandlers) TqLoadRackSecret(w http.ResponseWriter, r *http.Request) {
+	tqChange(a.s.tqLoadRackSecret).ServeHTTP(w, r)
 }
 func (a agentHandlers) TqProxyCommit(w http.ResponseWriter, r *http.Request) {
 	tqChange(a.s.tqProxyCommit).ServeHTTP(w, r)
@@ -217,6 +221,23 @@ func (s *Server) tqPrepareAndCommit(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusOK, api.TQCommitResult{Status: cs.String()})
+	return nil
+}
+
+func (s *Server) tqLoadRackSecret(w http.ResponseWriter, r *http.Request) error {
+	tq, err := s.agent()
+	if err != nil {
+		return err
+	}
+	epoch, loaded, err := tq.LoadRackSecret(r.Context())
+	if err != nil {
+		return err
+	}
+	res := api.TQLoadRackSecretResult{Status: "pending", Epoch: uint64(epoch)}
+	if loaded {
+		res.Status = "loaded"
+	}
+	httpx.WriteJSON(w, http.StatusOK, res)
 	return nil
 }
 

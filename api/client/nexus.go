@@ -84,3 +84,18 @@ func (n NexusInternal) SledRegister(ctx context.Context, id uuid.UUID, reg api.S
 	}, &s)
 	return s, err
 }
+
+// RackSetupHandoff hands the rack over from rack setup; it reports
+// whether Nexus recorded it now (false: the same handoff was recorded
+// before). Only a client presenting the rack-setup service's certificate
+// may.
+func (n NexusInternal) RackSetupHandoff(ctx context.Context, h api.RackSetupHandoff) (api.TrustQuorumConfig, bool, error) {
+	var c api.TrustQuorumConfig
+	resp, err := n.send(ctx, func(server string) (*http.Request, error) { return nexusint.NewRackSetupHandoffRequest(server, h) })
+	if err != nil {
+		return c, false, err
+	}
+	defer resp.Body.Close()
+	err = decodeJSON(resp, &c)
+	return c, resp.StatusCode == http.StatusCreated, err
+}

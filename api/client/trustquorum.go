@@ -81,3 +81,12 @@ func (s SledAgent) TQStartSledAgent(ctx context.Context, dest api.Baseboard) (ap
 	}, &out)
 	return out, err
 }
+
+// TQLoadRackSecret has the sled gather the rack secret of its latest
+// committed epoch (it never leaves the sled); a removed sled learns here
+// that it is expunged.
+func (s SledAgent) TQLoadRackSecret(ctx context.Context) (api.TQLoadRackSecretResult, error) {
+	var out api.TQLoadRackSecretResult
+	err := s.call(ctx, sled.NewTqLoadRackSecretRequest, &out)
+	return out, err
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/bgtasks/heartbeat"
 	"github.com/rackplane/rackplane/bgtasks/sledliveness"
+	"github.com/rackplane/rackplane/bgtasks/trustquorum"
 	"github.com/rackplane/rackplane/bgtasks/tufpruner"
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/nexus/app"
@@ -30,6 +31,21 @@ type Config struct {
 	TufReposKept int
 	// Replication tunes tuf_artifact_replication.
 	Replication ReplicationConfig
+	// TrustQuorum tunes trust_quorum_manager.
+	TrustQuorum TrustQuorumConfig
+}
+
+// TrustQuorumConfig tunes the trust-quorum manager (see
+// bgtasks/trustquorum.Config; zero fields take its defaults).
+type TrustQuorumConfig struct {
+	// NoProgress is how long a prepare may stand still before the epoch
+	// is aborted and the change retried at the next epoch.
+	NoProgress time.Duration
+	// MaxAttempts bounds the attempts at one change.
+	MaxAttempts int
+	// FollowUp is how soon the task looks again while an epoch is in
+	// progress.
+	FollowUp time.Duration
 }
 
 // ReplicationConfig tunes the replication task (see tufreplication.Limits).
@@ -69,7 +85,15 @@ func Registrar(cfg Config) func(a *app.App) error {
 			TLS:      a.SledTLS(),
 			Dial:     cfg.Replication.Dial,
 		})
-		err := errors.Join(
+		tq, err := trustquorum.New(trustquorum.Config{
+			App: a, TLS: a.SledTLS(), Log: log, Registerer: a.Metrics(),
+			NoProgress: cfg.TrustQuorum.NoProgress, MaxAttempts: cfg.TrustQuorum.MaxAttempts,
+			FollowUp: cfg.TrustQuorum.FollowUp,
+		})
+		if err != nil {
+			return err
+		}
+		err = errors.Join(
 			d.Register(bgtasks.Registration{
 				Name: sledliveness.Name, Description: sledliveness.Description, Period: sledliveness.DefaultPeriod,
 				Task: &sledliveness.Task{DS: a.Datastore(), Threshold: cfg.SledLivenessThreshold},
@@ -84,6 +108,10 @@ func Registrar(cfg Config) func(a *app.App) error {
 				DependsOn: []string{tufpruner.Name},
 			}),
 			d.Register(bgtasks.Registration{
+				Name: trustquorum.Name, Description: trustquorum.Description, Period: trustquorum.DefaultPeriod,
+				Task: tq,
+			}),
+			d.Register(bgtasks.Registration{
 				Name: heartbeat.Name, Description: heartbeat.Description, Period: heartbeat.DefaultPeriod,
 				Task: &heartbeat.Task{Store: a.TaskDB(), NexusID: a.NexusID(), Snapshot: a.TaskSummaries},
 			}),
@@ -96,17 +124,25 @@ func Registrar(cfg Config) func(a *app.App) error {
 		}
 		a.SetReplicationView(tufreplication.Name, replication)
 		a.SetHeartbeatTask(heartbeat.Name)
-		// Uploads, prunes and sled registrations change replication's
-		// inputs: run it now rather than at its next period. A failed
-		// activation only delays the work to that period.
-		activate := func(requester string) {
-			if err := d.Activate(requester, tufreplication.Name); err != nil {
-				log.Warn().Err(err).Str("task", tufreplication.Name).Str("requester", requester).
-					Msg("could not activate task")
+		// An event activates the tasks whose inputs it changes, now rather
+		// than at their next period; a failed activation only delays the
+		// work to that period.
+		activate := func(task string) func(requester string) {
+			return func(requester string) {
+				if err := d.Activate(requester, task); err != nil {
+					log.Warn().Err(err).Str("task", task).Str("requester", requester).Msg("could not activate task")
+				}
 			}
 		}
-		a.Subscribe(app.ReposChanged, activate)
-		a.Subscribe(app.SledsChanged, activate)
+		// Uploads, prunes and sled registrations change replication's
+		// inputs.
+		a.Subscribe(app.ReposChanged, activate(tufreplication.Name))
+		a.Subscribe(app.SledsChanged, activate(tufreplication.Name))
+		// Every trust-quorum change (an operator's request, a handoff, a
+		// step a run recorded) is the manager's to act on, and so is a
+		// sled that appeared or came back (a member it may wait for).
+		a.Subscribe(app.TrustQuorumChanged, activate(trustquorum.Name))
+		a.Subscribe(app.SledsChanged, activate(trustquorum.Name))
 		return nil
 	}
 }

@@ -52,6 +52,7 @@ func commands() []command {
 	all = append(all, repoCommands()...)
 	all = append(all, trustRootCommands()...)
 	all = append(all, accessCommands()...)
+	all = append(all, trustQuorumCommands()...)
 	return all
 }
 

@@ -428,8 +428,9 @@ func (r *rack) rackCA() (*rackpki.CA, error) {
 
 // setupTrustQuorum plays the rack-setup service: over the bootstrap
 // network it has one sled coordinate epoch 1 over all of them and commits
-// it on each (or sets up LRTQ with --lrtq). A rack kept from an earlier
-// run is set up already, and says so.
+// it on each (or sets up LRTQ with --lrtq), then hands the rack to Nexus
+// over its internal API. A rack kept from an earlier run that Nexus
+// already governs is not set up again.
 func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdout io.Writer) error {
 	if len(r.sleds) < trustquorum.MinMembers {
 		fmt.Fprintf(stdout, "rackdev: %d sleds; the trust quorum needs %d, so no rack setup\n", len(r.sleds), trustquorum.MinMembers)
@@ -437,6 +438,17 @@ func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdo
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	nx, err := r.client()
+	if err != nil {
+		return err
+	}
+	if st, err := nx.TrustQuorumStatus(ctx); err != nil {
+		return err
+	} else if st.LatestCommitted != nil {
+		fmt.Fprintf(stdout, "rackdev: the rack is set up already (trust-quorum epoch %d %s)\n",
+			st.LatestCommitted.Epoch, st.LatestCommitted.State)
+		return nil
+	}
 	var addrs []string
 	for _, s := range r.sleds {
 		addrs = append(addrs, s.BootstrapAddr())
@@ -446,9 +458,8 @@ func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdo
 		return err
 	}
 	defer c.Close()
-	// Nexus has no notion of a rack id yet, nor is the committed
-	// configuration handed to it (both are the lifecycle work's); the id
-	// lives in the data dir so a kept rack keeps it.
+	// The id lives in the data dir too, so a rack kept but never handed
+	// over (an earlier run stopped half-way) is set up with the same one.
 	id, err := fsutil.LoadOrCreateUUID(filepath.Join(r.dataDir, "rack-id"))
 	if err != nil {
 		return err
@@ -464,6 +475,20 @@ func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdo
 	}
 	fmt.Fprintf(stdout, "rackdev: %s on %d sleds over the bootstrap network (coordinator %s, %s)\n",
 		what, len(res.Members), res.Coordinator.Serial, time.Since(start).Round(time.Millisecond))
+	if st, err := c.Status(ctx, res.Coordinator); err != nil {
+		return err
+	} else if st.LatestCommittedEpoch > 1 {
+		// A kept data dir whose sleds moved past epoch 1, with a database
+		// that is new this run: there is no epoch 1 to hand over.
+		fmt.Fprintf(stdout, "rackdev: the sleds are at trust-quorum epoch %d but this Nexus's database is new; "+
+			"not handing the rack over (start on a fresh --data-dir, or keep the database with --database-url)\n",
+			st.LatestCommittedEpoch)
+		return nil
+	}
+	if _, _, err := c.HandOff(ctx, r.nexus.InternalURL(), trustquorum.RackID(id), res); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rackdev: rack %s handed to Nexus\n", id)
 	return nil
 }
 
@@ -597,6 +622,10 @@ func (r *rack) printSummary(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s repo upload %s\n", flagPart, r.demoZip())
 	fmt.Fprintf(w, "  go run ./cmd/rackctl%s bgtasks show tuf_artifact_replication\n", flagPart)
+	fmt.Fprintf(w, "  go run ./cmd/rackctl%s trust-quorum status\n", flagPart)
+	if r.o.lrtq {
+		fmt.Fprintf(w, "  go run ./cmd/rackctl%s trust-quorum upgrade-from-lrtq --wait\n", flagPart)
+	}
 	curlCA := ""
 	if r.externalCA != "" {
 		curlCA = " --cacert " + r.externalCA

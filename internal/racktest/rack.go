@@ -23,6 +23,8 @@ import (
 	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/sledagent"
 	"github.com/rackplane/rackplane/sledagent/artifacts"
+	"github.com/rackplane/rackplane/sledagent/bootstrap/rss"
+	"github.com/rackplane/rackplane/trustquorum"
 )
 
 // RackConfig describes a test rack.
@@ -35,6 +37,16 @@ type RackConfig struct {
 	Sled  sledagent.Config
 	// Seed makes the signing lineage (a different seed, different keys).
 	Seed byte
+	// TrustQuorum starts every sled as a whole sled process (its
+	// bootstrap agent on the bootstrap network and its sled agent, as
+	// cmd/sled-agent runs it; see Rack.Processes) and sets the rack up
+	// before the test runs: as the rack-setup service, over the bootstrap
+	// network, epoch 1 (or LRTQ, with Lrtq) committed on every sled but
+	// the spares, handed to Nexus.
+	TrustQuorum, Lrtq bool
+	// Spares are more sled processes that run only their bootstrap agent
+	// (after the others, by index); they are not in rack setup.
+	Spares int
 	// Logs, when set, receives every component's JSON log lines at debug
 	// level (instead of the test log), for tests that read them.
 	Logs *LogSink
@@ -75,23 +87,34 @@ func (r *Rack) logger(component string) zerolog.Logger {
 // Rack is a real rack in a test: a fresh database, a Nexus, sled agents
 // with temp-dir M.2s, and a signing lineage whose root Nexus trusts.
 type Rack struct {
-	T       testing.TB
-	DB      *testdb.DB
-	Nexus   *Nexus
-	Sleds   []*Sled
+	T     testing.TB
+	DB    *testdb.DB
+	Nexus *Nexus
+	// Sleds are the sled agents of a rack without the trust quorum;
+	// Processes the sled processes of one with it (RackConfig.TrustQuorum).
+	Sleds     []*Sled
+	Processes []*sledtest.Process
+	// RackID and Setup are what rack setup made (TrustQuorum racks).
+	RackID  trustquorum.RackID
+	Setup   *rss.SetupResult
 	Lineage *tufgen.Lineage
 	cfg     RackConfig
 }
 
-// StartRack starts the rack and waits until every sled has registered.
+// StartRack starts the rack and waits until every sled has registered
+// (and, for a trust-quorum rack, until rack setup handed it to Nexus).
 func StartRack(t testing.TB, cfg RackConfig) *Rack {
 	t.Helper()
 	r := &Rack{T: t, DB: testdb.New(t), cfg: cfg}
 	r.Nexus = StartNexusLogged(t, r.DB.URL, cfg.Nexus, r.logger("nexus"))
-	for range cfg.Sleds {
-		r.AddSled(cfg.Sled)
+	if cfg.TrustQuorum {
+		r.startTrustQuorum()
+	} else {
+		for range cfg.Sleds {
+			r.AddSled(cfg.Sled)
+		}
+		WaitRegistered(t, r.Nexus.Client, r.Sleds...)
 	}
-	WaitRegistered(t, r.Nexus.Client, r.Sleds...)
 	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{cfg.Seed}), tufgen.LineageOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -184,3 +184,19 @@ func (n *Nexus) Request(t testing.TB, method, path string, body io.Reader) *http
 	req.Header.Set("Authorization", "Bearer "+n.AdminToken)
 	return req
 }
+
+// RunTask activates the named task of nx and waits until that activation
+// (not one already running) has finished; it returns the task as the
+// external API then shows it.
+func RunTask(t testing.TB, nx *Nexus, name string) api.BackgroundTask {
+	t.Helper()
+	task, err := nx.Tasks().Task(name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := max(task.Current.Iteration, task.Activations) + 1
+	if err := nx.ActivateTask(name, "test"); err != nil {
+		t.Fatal(err)
+	}
+	return WaitTask(t, nx, name, next)
+}

@@ -37,6 +37,9 @@ const (
 	// by their certificates.
 	ActorSled  = "sled"
 	ActorNexus = "nexus"
+	// ActorRSS is the rack-setup service: it hands the rack it set up to
+	// Nexus, and may do nothing else.
+	ActorRSS = "rss"
 )
 
 // Actor is who is calling.
@@ -62,6 +65,8 @@ func PeerActor(id rackpki.Identity) Actor {
 		return Actor{Kind: ActorSled, Name: id.URI(), Sled: model.Baseboard{Part: id.Part, Serial: id.Serial}}
 	case rackpki.KindNexus:
 		return Actor{Kind: ActorNexus, Name: id.URI()}
+	case rackpki.KindRSS:
+		return Actor{Kind: ActorRSS, Name: id.URI()}
 	}
 	return Actor{Kind: string(id.Kind), Name: id.URI()}
 }

@@ -15,6 +15,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/bgtasks"
 	"github.com/rackplane/rackplane/bgtasks/taskdb"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/fault"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/nexus/datastore"
@@ -46,6 +48,9 @@ type Config struct {
 	TufEnforceExpiry bool
 	// Now is the clock expiry is judged against (nil: time.Now).
 	Now func() time.Time
+	// Rand picks trust-quorum coordinators (nil: seeded from the
+	// operating system).
+	Rand rand.Source
 
 	// UploadConcurrency is how many uploads run at once; the rest are
 	// refused with 429 and Retry-After (0: DefaultUploadConcurrency).
@@ -86,6 +91,9 @@ const (
 	ReposChanged Event = iota + 1
 	// SledsChanged: a sled appeared, or what it can hold or serve changed.
 	SledsChanged
+	// TrustQuorumChanged: a trust-quorum configuration was started,
+	// moved on or handed over.
+	TrustQuorumChanged
 )
 
 // ReplicationView is what the replication task shows of its last run;
@@ -104,6 +112,9 @@ type App struct {
 	taskdb *taskdb.Store
 	// identity is this Nexus's certificate.
 	identity *rackpki.Bundle
+
+	// rng picks coordinators (it locks itself).
+	rng *backoff.Rand
 
 	metricsReg prometheus.Registerer
 	metrics    *uploadMetrics
@@ -139,8 +150,9 @@ func New(cfg Config, deps Deps) (*App, error) {
 		deps.Metrics = prometheus.NewRegistry()
 	}
 	a := &App{cfg: cfg, log: deps.Log, ds: deps.DS, depot: deps.Depot, tasks: deps.Tasks, taskdb: deps.TaskDB,
-		identity: deps.Identity, metricsReg: deps.Metrics, subscribers: map[Event][]func(string){},
-		gate: newUploadGate(cfg.UploadConcurrency, cfg.UploadTempBudget)}
+		identity: deps.Identity, rng: backoff.NewRand(cfg.Rand), metricsReg: deps.Metrics,
+		subscribers: map[Event][]func(string){},
+		gate:        newUploadGate(cfg.UploadConcurrency, cfg.UploadTempBudget)}
 	var err error
 	if a.metrics, err = newUploadMetrics(deps.Metrics); err != nil {
 		return nil, fmt.Errorf("upload metrics: %w", err)

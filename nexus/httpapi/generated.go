@@ -24,6 +24,7 @@ import (
 var paramRules = httpx.PageRules.With(httpx.ParamRules{
 	"sled_id": httpx.UUIDParam("sled_id"),
 	"id":      httpx.UUIDParam("id"),
+	"epoch":   {Invalid: "path parameter epoch: %q is not an epoch (a whole number from 1)"},
 	"file_name": {Code: api.CodeMissingFileName,
 		Missing: "query parameter file_name is required: the archive's file name, kept for the record"},
 })
@@ -98,6 +99,9 @@ type internalOps struct{ s *API }
 var _ nexusint.ServerInterface = internalOps{}
 
 func (o internalOps) Healthz(w http.ResponseWriter, r *http.Request) { o.s.healthz(w, r) }
+func (o internalOps) RackSetupHandoff(w http.ResponseWriter, r *http.Request) {
+	h(o.s.rackSetupHandoff)(w, r)
+}
 func (o internalOps) SledRegister(w http.ResponseWriter, r *http.Request, _ openapi_types.UUID) {
 	h(o.s.sledRegister)(w, r)
 }
@@ -146,3 +150,21 @@ func (o externalOps) AuditLogList(w http.ResponseWriter, r *http.Request, _ exte
 }
 
 func (o externalOps) UploadList(w http.ResponseWriter, r *http.Request) { h(o.s.uploadList)(w, r) }
+func (o externalOps) TrustQuorumStatus(w http.ResponseWriter, r *http.Request) {
+	h(o.s.trustQuorumStatus)(w, r)
+}
+func (o externalOps) TrustQuorumEpochGet(w http.ResponseWriter, r *http.Request, epoch external.Epoch) {
+	h(func(w http.ResponseWriter, r *http.Request) error { return o.s.trustQuorumEpochGet(w, r, epoch) })(w, r)
+}
+func (o externalOps) TrustQuorumMembershipChange(w http.ResponseWriter, r *http.Request) {
+	h(o.s.trustQuorumMembership)(w, r)
+}
+func (o externalOps) TrustQuorumLrtqUpgrade(w http.ResponseWriter, r *http.Request) {
+	h(o.s.trustQuorumLrtqUpgrade)(w, r)
+}
+func (o externalOps) TrustQuorumAbort(w http.ResponseWriter, r *http.Request) {
+	h(o.s.trustQuorumAbort)(w, r)
+}
+func (o externalOps) SledUninitializedList(w http.ResponseWriter, r *http.Request) {
+	h(o.s.sledUninitializedList)(w, r)
+}

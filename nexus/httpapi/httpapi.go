@@ -63,13 +63,24 @@ func (s *API) MountInternal(r chi.Router) {
 	})
 }
 
-// peers puts the internal caller's identity in the context.
+// rackSetupPath is the one route the rack-setup service may call.
+const rackSetupPath = "/v1/rack-setup"
+
+// peers puts the internal caller's identity in the context. The
+// rack-setup service passes the listener's handshake only to hand the
+// rack over: every other route refuses it, as the handshake refuses
+// anyone but sleds and Nexus instances.
 func peers(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := rackpki.PeerIdentity(r.TLS)
 		if err != nil {
 			httpx.WriteError(w, r, fault.New(fault.Forbidden, api.CodeMTLSRequired,
 				"the internal API needs mutual TLS with a certificate of the rack CA"))
+			return
+		}
+		if id.Kind == rackpki.KindRSS && r.URL.Path != rackSetupPath {
+			httpx.WriteError(w, r, fault.New(fault.Forbidden, api.CodeForbiddenIdentity,
+				"the rack-setup service may only hand the rack over (PUT %s)", rackSetupPath))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(app.WithActor(r.Context(), app.PeerActor(id))))

@@ -50,6 +50,7 @@ var uiNav = []uiNavItem{
 	{Label: "Replication", Path: "/ui/replication"},
 	{Label: "Repos", Path: "/ui/repos"},
 	{Label: "Trust roots", Path: "/ui/trust-roots"},
+	{Label: "Trust quorum", Path: "/ui/trust-quorum"},
 	{Label: "Audit log", Path: "/ui/audit-log"},
 }
 
@@ -131,6 +132,7 @@ func (s *Pages) Mount(r chi.Router) {
 		s.mountReplicationPages(r)
 		s.mountSledPages(r)
 		s.mountTrustRootPages(r)
+		s.mountTrustQuorumPages(r)
 		r.Get("/ui/audit-log", s.uiAuditLog)
 	})
 }

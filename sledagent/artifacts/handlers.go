@@ -41,6 +41,7 @@ type TrustQuorumOps interface {
 	TqLrtqUpgrade(w http.ResponseWriter, r *http.Request)
 	TqCommit(w http.ResponseWriter, r *http.Request)
 	TqPrepareAndCommit(w http.ResponseWriter, r *http.Request)
+	TqLoadRackSecret(w http.ResponseWriter, r *http.Request)
 	TqProxyStatus(w http.ResponseWriter, r *http.Request, params sled.TqProxyStatusParams)
 	TqProxyCommit(w http.ResponseWriter, r *http.Request)
 	TqProxyPrepareAndCommit(w http.ResponseWriter, r *http.Request)

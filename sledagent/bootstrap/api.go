@@ -72,6 +72,36 @@ func asCommitStatus(v any, err error) (trustquorum.CommitStatus, error) {
 	return v.(trustquorum.CommitStatus), nil
 }
 
+// LoadRackSecret has the node gather K shares of its latest committed
+// epoch (or of LRTQ) and rebuild the rack secret, which stays in the node;
+// it reports the epoch and whether the secret is loaded yet (pending
+// until the shares are in). Members that committed a newer epoch this
+// sled is not a member of answer that it is expunged, which is how a
+// removed sled learns it.
+func (a *Agent) LoadRackSecret(ctx context.Context) (trustquorum.Epoch, bool, error) {
+	type loaded struct {
+		epoch trustquorum.Epoch
+		done  bool
+	}
+	v, err := a.do(ctx, "load_rack_secret", true, func() (any, error) {
+		st := a.nctx.PersistentState()
+		e := st.LatestCommittedEpoch()
+		if e == 0 && st.Lrtq != nil {
+			e = trustquorum.LrtqEpoch
+		}
+		secret, pending, err := a.node.LoadRackSecret(a.nctx, e)
+		if secret != nil {
+			secret.Zero()
+		}
+		return loaded{e, !pending}, err
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	l := v.(loaded)
+	return l.epoch, l.done, nil
+}
+
 // CoordinatorStatus reports the coordination in progress here.
 func (a *Agent) CoordinatorStatus(ctx context.Context) (trustquorum.CoordinatorStatus, error) {
 	v, err := a.do(ctx, "coordinator_status", true, func() (any, error) {

@@ -484,6 +484,8 @@ func TestTrustQuorumRoutesNeedNexusOverMutualTLS(t *testing.T) {
 		forbidden(err, name+" proxies a commit")
 		_, err = c.TQStartSledAgent(ctxT(t), d)
 		forbidden(err, name+" starts a sled agent")
+		_, err = c.TQLoadRackSecret(ctxT(t))
+		forbidden(err, name+" has the rack secret loaded")
 		// Reads are for any rack identity.
 		if st, err := c.TQStatus(ctxT(t), nil); err != nil || st.LatestCommittedEpoch != 1 {
 			t.Fatalf("%s reads status: %+v %v", name, st, err)

@@ -98,6 +98,12 @@ type SledHealth = api.SledHealth
 // SledPage One page of sleds.
 type SledPage = api.Page[api.Sled]
 
+// TQAlarm A condition that must never happen, raised by a node, with the peer that caused it; kept across restarts.
+type TQAlarm = api.TQAlarm
+
+// TQExpunged The node learnt it is not a member of a committed epoch.
+type TQExpunged = api.TQExpunged
+
 // TaskActivation One completed activation.
 type TaskActivation = api.TaskActivation
 
@@ -106,6 +112,27 @@ type TaskCurrent = api.TaskCurrent
 
 // TaskSummary One task in a heartbeat.
 type TaskSummary = api.TaskSummary
+
+// TrustQuorumAbort Which epoch to abort.
+type TrustQuorumAbort = api.TrustQuorumAbort
+
+// TrustQuorumConfig One epoch of the rack's trust quorum. It holds no secret.
+type TrustQuorumConfig = api.TrustQuorumConfig
+
+// TrustQuorumMember One member of an epoch as Nexus recorded it.
+type TrustQuorumMember = api.TrustQuorumMember
+
+// TrustQuorumMembership A membership change: sleds to add and to remove (at least one).
+type TrustQuorumMembership = api.TrustQuorumMembership
+
+// TrustQuorumNode What Nexus last saw of one node: the last attempt to read its status and the last answer.
+type TrustQuorumNode = api.TrustQuorumNode
+
+// TrustQuorumNodeStatus A node's trust-quorum status as it last gave it.
+type TrustQuorumNodeStatus = api.TrustQuorumNodeStatus
+
+// TrustQuorumStatus The rack's trust quorum.
+type TrustQuorumStatus = api.TrustQuorumStatus
 
 // TrustRoot A registered TUF root that uploads are verified against.
 type TrustRoot = api.TrustRoot
@@ -142,6 +169,15 @@ type TufUpload = api.TufUpload
 
 // TufUploadList The answering Nexus's uploads in progress.
 type TufUploadList = api.TufUploadList
+
+// UninitializedSled A sled seen on the bootstrap network that is not a member.
+type UninitializedSled = api.UninitializedSled
+
+// UninitializedSledPage Sleds that can be added.
+type UninitializedSledPage = api.Page[api.UninitializedSled]
+
+// Epoch defines model for Epoch.
+type Epoch = int64
 
 // Limit defines model for Limit.
 type Limit = int
@@ -265,6 +301,12 @@ type BackgroundTaskSetEnabledJSONRequestBody = BackgroundTaskEnabled
 
 // TokenCreateJSONRequestBody defines body for TokenCreate for application/json ContentType.
 type TokenCreateJSONRequestBody = OperatorTokenCreate
+
+// TrustQuorumAbortJSONRequestBody defines body for TrustQuorumAbort for application/json ContentType.
+type TrustQuorumAbortJSONRequestBody = TrustQuorumAbort
+
+// TrustQuorumMembershipChangeJSONRequestBody defines body for TrustQuorumMembershipChange for application/json ContentType.
+type TrustQuorumMembershipChangeJSONRequestBody = TrustQuorumMembership
 
 // RepoSetKeptJSONRequestBody defines body for RepoSetKept for application/json ContentType.
 type RepoSetKeptJSONRequestBody = TufRepoKeep
@@ -438,6 +480,13 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/system/hardware/sleds (the `SledList` operationId).
 	SledList(ctx context.Context, params *SledListParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SledUninitializedList List sleds seen but not in the trust quorum
+	//
+	// Sleds that members of the latest committed configuration report as connected on the bootstrap network and that are not members (nor were ever: a removed sled is expunged), with the member that saw each and when. These are the sleds that can be added. One page holds them all.
+	//
+	// Corresponds with GET /v1/system/hardware/sleds-uninitialized (the `SledUninitializedList` operationId).
+	SledUninitializedList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SledGet Fetch a sled
 	//
 	// One sled with its last reported inventory.
@@ -476,6 +525,63 @@ type ClientInterface interface {
 	//
 	// Corresponds with DELETE /v1/system/tokens/{id} (the `TokenRevoke` operationId).
 	TokenRevoke(ctx context.Context, id TokenID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TrustQuorumStatus Show the rack's trust quorum
+	//
+	// The latest configuration (in any state) and the latest committed one (either may be null, and both may be the same epoch), each with its members' states and `acked`/`required` (prepare acks of K+Z while preparing, commit acks of every member from committing on), and what the `trust_quorum_manager` task last saw of every node it watches, alarms included.
+	//
+	// Corresponds with GET /v1/system/trust-quorum (the `TrustQuorumStatus` operationId).
+	TrustQuorumStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TrustQuorumAbortWithBody Abort the epoch being prepared
+	//
+	// Aborts the latest epoch while it is preparing; an aborted epoch is never retried nor reused. An epoch Nexus decided to commit (K+Z members prepared it) cannot be aborted. Aborting an epoch that is aborted already changes nothing.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/system/trust-quorum/abort (the `TrustQuorumAbort` operationId).
+	TrustQuorumAbortWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TrustQuorumAbort Abort the epoch being prepared
+	//
+	// Aborts the latest epoch while it is preparing; an aborted epoch is never retried nor reused. An epoch Nexus decided to commit (K+Z members prepared it) cannot be aborted. Aborting an epoch that is aborted already changes nothing.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/system/trust-quorum/abort (the `TrustQuorumAbort` operationId).
+	TrustQuorumAbort(ctx context.Context, body TrustQuorumAbortJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TrustQuorumEpochGet Show one trust-quorum epoch
+	//
+	// One configuration, in any state (aborted ones stay recorded, with their reason).
+	//
+	// Corresponds with GET /v1/system/trust-quorum/epochs/{epoch} (the `TrustQuorumEpochGet` operationId).
+	TrustQuorumEpochGet(ctx context.Context, epoch Epoch, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TrustQuorumLrtqUpgrade Upgrade the rack from LRTQ to the trust quorum
+	//
+	// Starts the first trust-quorum epoch (2 or later) of a rack that rack setup set up with LRTQ, over the LRTQ members, coordinated by one of them (it rebuilds the LRTQ secret from LRTQ shares and carries it, encrypted, into the new epoch). The `trust_quorum_manager` task drives it as any other epoch, retries included.
+	//
+	// Corresponds with POST /v1/system/trust-quorum/lrtq-upgrade (the `TrustQuorumLrtqUpgrade` operationId).
+	TrustQuorumLrtqUpgrade(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TrustQuorumMembershipChangeWithBody Add sleds to the trust quorum or remove them
+	//
+	// Starts the next epoch: the latest committed membership with `add` added and `remove` removed (3 to 32 members, threshold N/2+1), coordinated by a member picked at random among those that committed the last epoch. The `trust_quorum_manager` task then sends the coordinator its request, records prepare acks, decides the commit at K+Z and commits every member (directly, or through a committed member's proxy for a sled Nexus cannot reach). If the coordinator makes no progress for the task's configured time, the task aborts the epoch and starts the same change again at the next epoch with another coordinator, a bounded number of times; every attempt is recorded with the same `change_id`. A committing epoch that K+Z members already committed does not block a new change: it becomes `committed_partially`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/system/trust-quorum/membership (the `TrustQuorumMembershipChange` operationId).
+	TrustQuorumMembershipChangeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TrustQuorumMembershipChange Add sleds to the trust quorum or remove them
+	//
+	// Starts the next epoch: the latest committed membership with `add` added and `remove` removed (3 to 32 members, threshold N/2+1), coordinated by a member picked at random among those that committed the last epoch. The `trust_quorum_manager` task then sends the coordinator its request, records prepare acks, decides the commit at K+Z and commits every member (directly, or through a committed member's proxy for a sled Nexus cannot reach). If the coordinator makes no progress for the task's configured time, the task aborts the epoch and starts the same change again at the next epoch with another coordinator, a bounded number of times; every attempt is recorded with the same `change_id`. A committing epoch that K+Z members already committed does not block a new change: it becomes `committed_partially`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/system/trust-quorum/membership (the `TrustQuorumMembershipChange` operationId).
+	TrustQuorumMembershipChange(ctx context.Context, body TrustQuorumMembershipChangeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ArtifactList List artifacts
 	//
@@ -793,6 +899,23 @@ func (c *Client) SledList(ctx context.Context, params *SledListParams, reqEditor
 	return c.Client.Do(req)
 }
 
+// SledUninitializedList List sleds seen but not in the trust quorum
+//
+// Sleds that members of the latest committed configuration report as connected on the bootstrap network and that are not members (nor were ever: a removed sled is expunged), with the member that saw each and when. These are the sleds that can be added. One page holds them all.
+//
+// Corresponds with GET /v1/system/hardware/sleds-uninitialized (the `SledUninitializedList` operationId).
+func (c *Client) SledUninitializedList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSledUninitializedListRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // SledGet Fetch a sled
 //
 // One sled with its last reported inventory.
@@ -872,6 +995,133 @@ func (c *Client) TokenCreate(ctx context.Context, body TokenCreateJSONRequestBod
 // Corresponds with DELETE /v1/system/tokens/{id} (the `TokenRevoke` operationId).
 func (c *Client) TokenRevoke(ctx context.Context, id TokenID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewTokenRevokeRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TrustQuorumStatus Show the rack's trust quorum
+//
+// The latest configuration (in any state) and the latest committed one (either may be null, and both may be the same epoch), each with its members' states and `acked`/`required` (prepare acks of K+Z while preparing, commit acks of every member from committing on), and what the `trust_quorum_manager` task last saw of every node it watches, alarms included.
+//
+// Corresponds with GET /v1/system/trust-quorum (the `TrustQuorumStatus` operationId).
+func (c *Client) TrustQuorumStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustQuorumStatusRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TrustQuorumAbortWithBody Abort the epoch being prepared
+//
+// Aborts the latest epoch while it is preparing; an aborted epoch is never retried nor reused. An epoch Nexus decided to commit (K+Z members prepared it) cannot be aborted. Aborting an epoch that is aborted already changes nothing.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/system/trust-quorum/abort (the `TrustQuorumAbort` operationId).
+func (c *Client) TrustQuorumAbortWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustQuorumAbortRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TrustQuorumAbort Abort the epoch being prepared
+//
+// Aborts the latest epoch while it is preparing; an aborted epoch is never retried nor reused. An epoch Nexus decided to commit (K+Z members prepared it) cannot be aborted. Aborting an epoch that is aborted already changes nothing.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/system/trust-quorum/abort (the `TrustQuorumAbort` operationId).
+func (c *Client) TrustQuorumAbort(ctx context.Context, body TrustQuorumAbortJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustQuorumAbortRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TrustQuorumEpochGet Show one trust-quorum epoch
+//
+// One configuration, in any state (aborted ones stay recorded, with their reason).
+//
+// Corresponds with GET /v1/system/trust-quorum/epochs/{epoch} (the `TrustQuorumEpochGet` operationId).
+func (c *Client) TrustQuorumEpochGet(ctx context.Context, epoch Epoch, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustQuorumEpochGetRequest(c.Server, epoch)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TrustQuorumLrtqUpgrade Upgrade the rack from LRTQ to the trust quorum
+//
+// Starts the first trust-quorum epoch (2 or later) of a rack that rack setup set up with LRTQ, over the LRTQ members, coordinated by one of them (it rebuilds the LRTQ secret from LRTQ shares and carries it, encrypted, into the new epoch). The `trust_quorum_manager` task drives it as any other epoch, retries included.
+//
+// Corresponds with POST /v1/system/trust-quorum/lrtq-upgrade (the `TrustQuorumLrtqUpgrade` operationId).
+func (c *Client) TrustQuorumLrtqUpgrade(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustQuorumLrtqUpgradeRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TrustQuorumMembershipChangeWithBody Add sleds to the trust quorum or remove them
+//
+// Starts the next epoch: the latest committed membership with `add` added and `remove` removed (3 to 32 members, threshold N/2+1), coordinated by a member picked at random among those that committed the last epoch. The `trust_quorum_manager` task then sends the coordinator its request, records prepare acks, decides the commit at K+Z and commits every member (directly, or through a committed member's proxy for a sled Nexus cannot reach). If the coordinator makes no progress for the task's configured time, the task aborts the epoch and starts the same change again at the next epoch with another coordinator, a bounded number of times; every attempt is recorded with the same `change_id`. A committing epoch that K+Z members already committed does not block a new change: it becomes `committed_partially`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/system/trust-quorum/membership (the `TrustQuorumMembershipChange` operationId).
+func (c *Client) TrustQuorumMembershipChangeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustQuorumMembershipChangeRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TrustQuorumMembershipChange Add sleds to the trust quorum or remove them
+//
+// Starts the next epoch: the latest committed membership with `add` added and `remove` removed (3 to 32 members, threshold N/2+1), coordinated by a member picked at random among those that committed the last epoch. The `trust_quorum_manager` task then sends the coordinator its request, records prepare acks, decides the commit at K+Z and commits every member (directly, or through a committed member's proxy for a sled Nexus cannot reach). If the coordinator makes no progress for the task's configured time, the task aborts the epoch and starts the same change again at the next epoch with another coordinator, a bounded number of times; every attempt is recorded with the same `change_id`. A committing epoch that K+Z members already committed does not block a new change: it becomes `committed_partially`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/system/trust-quorum/membership (the `TrustQuorumMembershipChange` operationId).
+func (c *Client) TrustQuorumMembershipChange(ctx context.Context, body TrustQuorumMembershipChangeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustQuorumMembershipChangeRequest(c.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1503,6 +1753,33 @@ func NewSledListRequest(server string, params *SledListParams) (*http.Request, e
 	return req, nil
 }
 
+// NewSledUninitializedListRequest constructs an http.Request for the SledUninitializedList method
+func NewSledUninitializedListRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/system/hardware/sleds-uninitialized")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSledGetRequest constructs an http.Request for the SledGet method
 func NewSledGetRequest(server string, sledId openapi_types.UUID) (*http.Request, error) {
 	var err error
@@ -1673,6 +1950,174 @@ func NewTokenRevokeRequest(server string, id TokenID) (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewTrustQuorumStatusRequest constructs an http.Request for the TrustQuorumStatus method
+func NewTrustQuorumStatusRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/system/trust-quorum")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewTrustQuorumAbortRequest calls the generic TrustQuorumAbort builder with application/json body
+func NewTrustQuorumAbortRequest(server string, body TrustQuorumAbortJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewTrustQuorumAbortRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewTrustQuorumAbortRequestWithBody constructs an http.Request for the TrustQuorumAbort method, with any body, and a specified content type
+func NewTrustQuorumAbortRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/system/trust-quorum/abort")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewTrustQuorumEpochGetRequest constructs an http.Request for the TrustQuorumEpochGet method
+func NewTrustQuorumEpochGetRequest(server string, epoch Epoch) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "epoch", epoch, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: "int64"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/system/trust-quorum/epochs/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewTrustQuorumLrtqUpgradeRequest constructs an http.Request for the TrustQuorumLrtqUpgrade method
+func NewTrustQuorumLrtqUpgradeRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/system/trust-quorum/lrtq-upgrade")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewTrustQuorumMembershipChangeRequest calls the generic TrustQuorumMembershipChange builder with application/json body
+func NewTrustQuorumMembershipChangeRequest(server string, body TrustQuorumMembershipChangeJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewTrustQuorumMembershipChangeRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewTrustQuorumMembershipChangeRequestWithBody constructs an http.Request for the TrustQuorumMembershipChange method, with any body, and a specified content type
+func NewTrustQuorumMembershipChangeRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/system/trust-quorum/membership")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -2368,6 +2813,15 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/system/hardware/sleds (the `SledList` operationId).
 	SledListWithResponse(ctx context.Context, params *SledListParams, reqEditors ...RequestEditorFn) (*SledListResponse, error)
 
+	// SledUninitializedListWithResponse List sleds seen but not in the trust quorum
+	//
+	// Sleds that members of the latest committed configuration report as connected on the bootstrap network and that are not members (nor were ever: a removed sled is expunged), with the member that saw each and when. These are the sleds that can be added. One page holds them all.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/system/hardware/sleds-uninitialized (the `SledUninitializedList` operationId).
+	SledUninitializedListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SledUninitializedListResponse, error)
+
 	// SledGetWithResponse Fetch a sled
 	//
 	// One sled with its last reported inventory.
@@ -2412,6 +2866,69 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with DELETE /v1/system/tokens/{id} (the `TokenRevoke` operationId).
 	TokenRevokeWithResponse(ctx context.Context, id TokenID, reqEditors ...RequestEditorFn) (*TokenRevokeResponse, error)
+
+	// TrustQuorumStatusWithResponse Show the rack's trust quorum
+	//
+	// The latest configuration (in any state) and the latest committed one (either may be null, and both may be the same epoch), each with its members' states and `acked`/`required` (prepare acks of K+Z while preparing, commit acks of every member from committing on), and what the `trust_quorum_manager` task last saw of every node it watches, alarms included.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/system/trust-quorum (the `TrustQuorumStatus` operationId).
+	TrustQuorumStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TrustQuorumStatusResponse, error)
+
+	// TrustQuorumAbortWithBodyWithResponse Abort the epoch being prepared
+	//
+	// Aborts the latest epoch while it is preparing; an aborted epoch is never retried nor reused. An epoch Nexus decided to commit (K+Z members prepared it) cannot be aborted. Aborting an epoch that is aborted already changes nothing.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/system/trust-quorum/abort (the `TrustQuorumAbort` operationId).
+	TrustQuorumAbortWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TrustQuorumAbortResponse, error)
+
+	// TrustQuorumAbortWithResponse Abort the epoch being prepared
+	//
+	// Aborts the latest epoch while it is preparing; an aborted epoch is never retried nor reused. An epoch Nexus decided to commit (K+Z members prepared it) cannot be aborted. Aborting an epoch that is aborted already changes nothing.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/system/trust-quorum/abort (the `TrustQuorumAbort` operationId).
+	TrustQuorumAbortWithResponse(ctx context.Context, body TrustQuorumAbortJSONRequestBody, reqEditors ...RequestEditorFn) (*TrustQuorumAbortResponse, error)
+
+	// TrustQuorumEpochGetWithResponse Show one trust-quorum epoch
+	//
+	// One configuration, in any state (aborted ones stay recorded, with their reason).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/system/trust-quorum/epochs/{epoch} (the `TrustQuorumEpochGet` operationId).
+	TrustQuorumEpochGetWithResponse(ctx context.Context, epoch Epoch, reqEditors ...RequestEditorFn) (*TrustQuorumEpochGetResponse, error)
+
+	// TrustQuorumLrtqUpgradeWithResponse Upgrade the rack from LRTQ to the trust quorum
+	//
+	// Starts the first trust-quorum epoch (2 or later) of a rack that rack setup set up with LRTQ, over the LRTQ members, coordinated by one of them (it rebuilds the LRTQ secret from LRTQ shares and carries it, encrypted, into the new epoch). The `trust_quorum_manager` task drives it as any other epoch, retries included.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/system/trust-quorum/lrtq-upgrade (the `TrustQuorumLrtqUpgrade` operationId).
+	TrustQuorumLrtqUpgradeWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TrustQuorumLrtqUpgradeResponse, error)
+
+	// TrustQuorumMembershipChangeWithBodyWithResponse Add sleds to the trust quorum or remove them
+	//
+	// Starts the next epoch: the latest committed membership with `add` added and `remove` removed (3 to 32 members, threshold N/2+1), coordinated by a member picked at random among those that committed the last epoch. The `trust_quorum_manager` task then sends the coordinator its request, records prepare acks, decides the commit at K+Z and commits every member (directly, or through a committed member's proxy for a sled Nexus cannot reach). If the coordinator makes no progress for the task's configured time, the task aborts the epoch and starts the same change again at the next epoch with another coordinator, a bounded number of times; every attempt is recorded with the same `change_id`. A committing epoch that K+Z members already committed does not block a new change: it becomes `committed_partially`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/system/trust-quorum/membership (the `TrustQuorumMembershipChange` operationId).
+	TrustQuorumMembershipChangeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TrustQuorumMembershipChangeResponse, error)
+
+	// TrustQuorumMembershipChangeWithResponse Add sleds to the trust quorum or remove them
+	//
+	// Starts the next epoch: the latest committed membership with `add` added and `remove` removed (3 to 32 members, threshold N/2+1), coordinated by a member picked at random among those that committed the last epoch. The `trust_quorum_manager` task then sends the coordinator its request, records prepare acks, decides the commit at K+Z and commits every member (directly, or through a committed member's proxy for a sled Nexus cannot reach). If the coordinator makes no progress for the task's configured time, the task aborts the epoch and starts the same change again at the next epoch with another coordinator, a bounded number of times; every attempt is recorded with the same `change_id`. A committing epoch that K+Z members already committed does not block a new change: it becomes `committed_partially`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/system/trust-quorum/membership (the `TrustQuorumMembershipChange` operationId).
+	TrustQuorumMembershipChangeWithResponse(ctx context.Context, body TrustQuorumMembershipChangeJSONRequestBody, reqEditors ...RequestEditorFn) (*TrustQuorumMembershipChangeResponse, error)
 
 	// ArtifactListWithResponse List artifacts
 	//
@@ -3188,6 +3705,75 @@ func (r SledListResponse) ContentType() string {
 	return ""
 }
 
+type SledUninitializedListResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UninitializedSledPage
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SledUninitializedListResponse) GetJSON200() *UninitializedSledPage {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r SledUninitializedListResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SledUninitializedListResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r SledUninitializedListResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r SledUninitializedListResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SledUninitializedListResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SledUninitializedListResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SledUninitializedListResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SledUninitializedListResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SledGetResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3500,6 +4086,407 @@ func (r TokenRevokeResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r TokenRevokeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TrustQuorumStatusResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TrustQuorumStatus
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TrustQuorumStatusResponse) GetJSON200() *TrustQuorumStatus {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r TrustQuorumStatusResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TrustQuorumStatusResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TrustQuorumStatusResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TrustQuorumStatusResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TrustQuorumStatusResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TrustQuorumStatusResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TrustQuorumStatusResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TrustQuorumStatusResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TrustQuorumAbortResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TrustQuorumConfig
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *InvalidBody
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TrustQuorumAbortResponse) GetJSON200() *TrustQuorumConfig {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r TrustQuorumAbortResponse) GetJSON400() *InvalidBody {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r TrustQuorumAbortResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TrustQuorumAbortResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r TrustQuorumAbortResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TrustQuorumAbortResponse) GetJSON409() *Error {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TrustQuorumAbortResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TrustQuorumAbortResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TrustQuorumAbortResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TrustQuorumAbortResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TrustQuorumAbortResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TrustQuorumAbortResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TrustQuorumEpochGetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TrustQuorumConfig
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *InvalidParameter
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TrustQuorumEpochGetResponse) GetJSON200() *TrustQuorumConfig {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r TrustQuorumEpochGetResponse) GetJSON400() *InvalidParameter {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r TrustQuorumEpochGetResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TrustQuorumEpochGetResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r TrustQuorumEpochGetResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TrustQuorumEpochGetResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TrustQuorumEpochGetResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TrustQuorumEpochGetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TrustQuorumEpochGetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TrustQuorumEpochGetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TrustQuorumEpochGetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TrustQuorumLrtqUpgradeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *TrustQuorumConfig
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r TrustQuorumLrtqUpgradeResponse) GetJSON202() *TrustQuorumConfig {
+	return r.JSON202
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r TrustQuorumLrtqUpgradeResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TrustQuorumLrtqUpgradeResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TrustQuorumLrtqUpgradeResponse) GetJSON409() *Error {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TrustQuorumLrtqUpgradeResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TrustQuorumLrtqUpgradeResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TrustQuorumLrtqUpgradeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TrustQuorumLrtqUpgradeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TrustQuorumLrtqUpgradeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TrustQuorumLrtqUpgradeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TrustQuorumMembershipChangeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *TrustQuorumConfig
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r TrustQuorumMembershipChangeResponse) GetJSON202() *TrustQuorumConfig {
+	return r.JSON202
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r TrustQuorumMembershipChangeResponse) GetJSON400() *Error {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r TrustQuorumMembershipChangeResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TrustQuorumMembershipChangeResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TrustQuorumMembershipChangeResponse) GetJSON409() *Error {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TrustQuorumMembershipChangeResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TrustQuorumMembershipChangeResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TrustQuorumMembershipChangeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TrustQuorumMembershipChangeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TrustQuorumMembershipChangeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TrustQuorumMembershipChangeResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4592,6 +5579,21 @@ func (c *ClientWithResponses) SledListWithResponse(ctx context.Context, params *
 	return ParseSledListResponse(rsp)
 }
 
+// SledUninitializedListWithResponse List sleds seen but not in the trust quorum
+//
+// Sleds that members of the latest committed configuration report as connected on the bootstrap network and that are not members (nor were ever: a removed sled is expunged), with the member that saw each and when. These are the sleds that can be added. One page holds them all.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/system/hardware/sleds-uninitialized (the `SledUninitializedList` operationId).
+func (c *ClientWithResponses) SledUninitializedListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SledUninitializedListResponse, error) {
+	rsp, err := c.SledUninitializedList(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSledUninitializedListResponse(rsp)
+}
+
 // SledGetWithResponse Fetch a sled
 //
 // One sled with its last reported inventory.
@@ -4665,6 +5667,111 @@ func (c *ClientWithResponses) TokenRevokeWithResponse(ctx context.Context, id To
 		return nil, err
 	}
 	return ParseTokenRevokeResponse(rsp)
+}
+
+// TrustQuorumStatusWithResponse Show the rack's trust quorum
+//
+// The latest configuration (in any state) and the latest committed one (either may be null, and both may be the same epoch), each with its members' states and `acked`/`required` (prepare acks of K+Z while preparing, commit acks of every member from committing on), and what the `trust_quorum_manager` task last saw of every node it watches, alarms included.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/system/trust-quorum (the `TrustQuorumStatus` operationId).
+func (c *ClientWithResponses) TrustQuorumStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TrustQuorumStatusResponse, error) {
+	rsp, err := c.TrustQuorumStatus(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTrustQuorumStatusResponse(rsp)
+}
+
+// TrustQuorumAbortWithBodyWithResponse Abort the epoch being prepared
+//
+// Aborts the latest epoch while it is preparing; an aborted epoch is never retried nor reused. An epoch Nexus decided to commit (K+Z members prepared it) cannot be aborted. Aborting an epoch that is aborted already changes nothing.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/system/trust-quorum/abort (the `TrustQuorumAbort` operationId).
+func (c *ClientWithResponses) TrustQuorumAbortWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TrustQuorumAbortResponse, error) {
+	rsp, err := c.TrustQuorumAbortWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTrustQuorumAbortResponse(rsp)
+}
+
+// TrustQuorumAbortWithResponse Abort the epoch being prepared
+//
+// Aborts the latest epoch while it is preparing; an aborted epoch is never retried nor reused. An epoch Nexus decided to commit (K+Z members prepared it) cannot be aborted. Aborting an epoch that is aborted already changes nothing.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/system/trust-quorum/abort (the `TrustQuorumAbort` operationId).
+func (c *ClientWithResponses) TrustQuorumAbortWithResponse(ctx context.Context, body TrustQuorumAbortJSONRequestBody, reqEditors ...RequestEditorFn) (*TrustQuorumAbortResponse, error) {
+	rsp, err := c.TrustQuorumAbort(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTrustQuorumAbortResponse(rsp)
+}
+
+// TrustQuorumEpochGetWithResponse Show one trust-quorum epoch
+//
+// One configuration, in any state (aborted ones stay recorded, with their reason).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/system/trust-quorum/epochs/{epoch} (the `TrustQuorumEpochGet` operationId).
+func (c *ClientWithResponses) TrustQuorumEpochGetWithResponse(ctx context.Context, epoch Epoch, reqEditors ...RequestEditorFn) (*TrustQuorumEpochGetResponse, error) {
+	rsp, err := c.TrustQuorumEpochGet(ctx, epoch, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTrustQuorumEpochGetResponse(rsp)
+}
+
+// TrustQuorumLrtqUpgradeWithResponse Upgrade the rack from LRTQ to the trust quorum
+//
+// Starts the first trust-quorum epoch (2 or later) of a rack that rack setup set up with LRTQ, over the LRTQ members, coordinated by one of them (it rebuilds the LRTQ secret from LRTQ shares and carries it, encrypted, into the new epoch). The `trust_quorum_manager` task drives it as any other epoch, retries included.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/system/trust-quorum/lrtq-upgrade (the `TrustQuorumLrtqUpgrade` operationId).
+func (c *ClientWithResponses) TrustQuorumLrtqUpgradeWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TrustQuorumLrtqUpgradeResponse, error) {
+	rsp, err := c.TrustQuorumLrtqUpgrade(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTrustQuorumLrtqUpgradeResponse(rsp)
+}
+
+// TrustQuorumMembershipChangeWithBodyWithResponse Add sleds to the trust quorum or remove them
+//
+// Starts the next epoch: the latest committed membership with `add` added and `remove` removed (3 to 32 members, threshold N/2+1), coordinated by a member picked at random among those that committed the last epoch. The `trust_quorum_manager` task then sends the coordinator its request, records prepare acks, decides the commit at K+Z and commits every member (directly, or through a committed member's proxy for a sled Nexus cannot reach). If the coordinator makes no progress for the task's configured time, the task aborts the epoch and starts the same change again at the next epoch with another coordinator, a bounded number of times; every attempt is recorded with the same `change_id`. A committing epoch that K+Z members already committed does not block a new change: it becomes `committed_partially`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/system/trust-quorum/membership (the `TrustQuorumMembershipChange` operationId).
+func (c *ClientWithResponses) TrustQuorumMembershipChangeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TrustQuorumMembershipChangeResponse, error) {
+	rsp, err := c.TrustQuorumMembershipChangeWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTrustQuorumMembershipChangeResponse(rsp)
+}
+
+// TrustQuorumMembershipChangeWithResponse Add sleds to the trust quorum or remove them
+//
+// Starts the next epoch: the latest committed membership with `add` added and `remove` removed (3 to 32 members, threshold N/2+1), coordinated by a member picked at random among those that committed the last epoch. The `trust_quorum_manager` task then sends the coordinator its request, records prepare acks, decides the commit at K+Z and commits every member (directly, or through a committed member's proxy for a sled Nexus cannot reach). If the coordinator makes no progress for the task's configured time, the task aborts the epoch and starts the same change again at the next epoch with another coordinator, a bounded number of times; every attempt is recorded with the same `change_id`. A committing epoch that K+Z members already committed does not block a new change: it becomes `committed_partially`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/system/trust-quorum/membership (the `TrustQuorumMembershipChange` operationId).
+func (c *ClientWithResponses) TrustQuorumMembershipChangeWithResponse(ctx context.Context, body TrustQuorumMembershipChangeJSONRequestBody, reqEditors ...RequestEditorFn) (*TrustQuorumMembershipChangeResponse, error) {
+	rsp, err := c.TrustQuorumMembershipChange(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTrustQuorumMembershipChangeResponse(rsp)
 }
 
 // ArtifactListWithResponse List artifacts
@@ -5369,6 +6476,60 @@ func ParseSledListResponse(rsp *http.Response) (*SledListResponse, error) {
 	return response, nil
 }
 
+// ParseSledUninitializedListResponse parses an HTTP response from a SledUninitializedListWithResponse call
+func ParseSledUninitializedListResponse(rsp *http.Response) (*SledUninitializedListResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SledUninitializedListResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UninitializedSledPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseSledGetResponse parses an HTTP response from a SledGetWithResponse call
 func ParseSledGetResponse(rsp *http.Response) (*SledGetResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -5607,6 +6768,332 @@ func ParseTokenRevokeResponse(rsp *http.Response) (*TokenRevokeResponse, error) 
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTrustQuorumStatusResponse parses an HTTP response from a TrustQuorumStatusWithResponse call
+func ParseTrustQuorumStatusResponse(rsp *http.Response) (*TrustQuorumStatusResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TrustQuorumStatusResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TrustQuorumStatus
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTrustQuorumAbortResponse parses an HTTP response from a TrustQuorumAbortWithResponse call
+func ParseTrustQuorumAbortResponse(rsp *http.Response) (*TrustQuorumAbortResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TrustQuorumAbortResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TrustQuorumConfig
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest InvalidBody
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTrustQuorumEpochGetResponse parses an HTTP response from a TrustQuorumEpochGetWithResponse call
+func ParseTrustQuorumEpochGetResponse(rsp *http.Response) (*TrustQuorumEpochGetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TrustQuorumEpochGetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TrustQuorumConfig
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest InvalidParameter
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTrustQuorumLrtqUpgradeResponse parses an HTTP response from a TrustQuorumLrtqUpgradeWithResponse call
+func ParseTrustQuorumLrtqUpgradeResponse(rsp *http.Response) (*TrustQuorumLrtqUpgradeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TrustQuorumLrtqUpgradeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest TrustQuorumConfig
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTrustQuorumMembershipChangeResponse parses an HTTP response from a TrustQuorumMembershipChangeWithResponse call
+func ParseTrustQuorumMembershipChangeResponse(rsp *http.Response) (*TrustQuorumMembershipChangeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TrustQuorumMembershipChangeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest TrustQuorumConfig
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
@@ -6406,6 +7893,9 @@ type ServerInterface interface {
 	// SledList List sleds
 	// (GET /v1/system/hardware/sleds)
 	SledList(w http.ResponseWriter, r *http.Request, params SledListParams)
+	// SledUninitializedList List sleds seen but not in the trust quorum
+	// (GET /v1/system/hardware/sleds-uninitialized)
+	SledUninitializedList(w http.ResponseWriter, r *http.Request)
 	// SledGet Fetch a sled
 	// (GET /v1/system/hardware/sleds/{sled_id})
 	SledGet(w http.ResponseWriter, r *http.Request, sledId openapi_types.UUID)
@@ -6418,6 +7908,21 @@ type ServerInterface interface {
 	// TokenRevoke Revoke an operator token
 	// (DELETE /v1/system/tokens/{id})
 	TokenRevoke(w http.ResponseWriter, r *http.Request, id TokenID)
+	// TrustQuorumStatus Show the rack's trust quorum
+	// (GET /v1/system/trust-quorum)
+	TrustQuorumStatus(w http.ResponseWriter, r *http.Request)
+	// TrustQuorumAbort Abort the epoch being prepared
+	// (POST /v1/system/trust-quorum/abort)
+	TrustQuorumAbort(w http.ResponseWriter, r *http.Request)
+	// TrustQuorumEpochGet Show one trust-quorum epoch
+	// (GET /v1/system/trust-quorum/epochs/{epoch})
+	TrustQuorumEpochGet(w http.ResponseWriter, r *http.Request, epoch Epoch)
+	// TrustQuorumLrtqUpgrade Upgrade the rack from LRTQ to the trust quorum
+	// (POST /v1/system/trust-quorum/lrtq-upgrade)
+	TrustQuorumLrtqUpgrade(w http.ResponseWriter, r *http.Request)
+	// TrustQuorumMembershipChange Add sleds to the trust quorum or remove them
+	// (POST /v1/system/trust-quorum/membership)
+	TrustQuorumMembershipChange(w http.ResponseWriter, r *http.Request)
 	// ArtifactList List artifacts
 	// (GET /v1/system/update/artifacts)
 	ArtifactList(w http.ResponseWriter, r *http.Request, params ArtifactListParams)
@@ -6517,6 +8022,12 @@ func (_ Unimplemented) SledList(w http.ResponseWriter, r *http.Request, params S
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
+// SledUninitializedList List sleds seen but not in the trust quorum
+// (GET /v1/system/hardware/sleds-uninitialized)
+func (_ Unimplemented) SledUninitializedList(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
 // SledGet Fetch a sled
 // (GET /v1/system/hardware/sleds/{sled_id})
 func (_ Unimplemented) SledGet(w http.ResponseWriter, r *http.Request, sledId openapi_types.UUID) {
@@ -6538,6 +8049,36 @@ func (_ Unimplemented) TokenCreate(w http.ResponseWriter, r *http.Request) {
 // TokenRevoke Revoke an operator token
 // (DELETE /v1/system/tokens/{id})
 func (_ Unimplemented) TokenRevoke(w http.ResponseWriter, r *http.Request, id TokenID) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TrustQuorumStatus Show the rack's trust quorum
+// (GET /v1/system/trust-quorum)
+func (_ Unimplemented) TrustQuorumStatus(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TrustQuorumAbort Abort the epoch being prepared
+// (POST /v1/system/trust-quorum/abort)
+func (_ Unimplemented) TrustQuorumAbort(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TrustQuorumEpochGet Show one trust-quorum epoch
+// (GET /v1/system/trust-quorum/epochs/{epoch})
+func (_ Unimplemented) TrustQuorumEpochGet(w http.ResponseWriter, r *http.Request, epoch Epoch) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TrustQuorumLrtqUpgrade Upgrade the rack from LRTQ to the trust quorum
+// (POST /v1/system/trust-quorum/lrtq-upgrade)
+func (_ Unimplemented) TrustQuorumLrtqUpgrade(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TrustQuorumMembershipChange Add sleds to the trust quorum or remove them
+// (POST /v1/system/trust-quorum/membership)
+func (_ Unimplemented) TrustQuorumMembershipChange(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -6844,6 +8385,20 @@ func (siw *ServerInterfaceWrapper) SledList(w http.ResponseWriter, r *http.Reque
 	handler.ServeHTTP(w, r)
 }
 
+// SledUninitializedList operation middleware
+func (siw *ServerInterfaceWrapper) SledUninitializedList(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.SledUninitializedList(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // SledGet operation middleware
 func (siw *ServerInterfaceWrapper) SledGet(w http.ResponseWriter, r *http.Request) {
 
@@ -6947,6 +8502,88 @@ func (siw *ServerInterfaceWrapper) TokenRevoke(w http.ResponseWriter, r *http.Re
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.TokenRevoke(w, r, id)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TrustQuorumStatus operation middleware
+func (siw *ServerInterfaceWrapper) TrustQuorumStatus(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TrustQuorumStatus(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TrustQuorumAbort operation middleware
+func (siw *ServerInterfaceWrapper) TrustQuorumAbort(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TrustQuorumAbort(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TrustQuorumEpochGet operation middleware
+func (siw *ServerInterfaceWrapper) TrustQuorumEpochGet(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "epoch" -------------
+	var epoch Epoch
+
+	err = runtime.BindStyledParameterWithOptions("simple", "epoch", chi.URLParam(r, "epoch"), &epoch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "integer", Format: "int64", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "epoch", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TrustQuorumEpochGet(w, r, epoch)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TrustQuorumLrtqUpgrade operation middleware
+func (siw *ServerInterfaceWrapper) TrustQuorumLrtqUpgrade(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TrustQuorumLrtqUpgrade(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// TrustQuorumMembershipChange operation middleware
+func (siw *ServerInterfaceWrapper) TrustQuorumMembershipChange(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TrustQuorumMembershipChange(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -7458,6 +9095,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Get(options.BaseURL+"/v1/system/hardware/sleds", wrapper.SledList)
 	})
 	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/system/hardware/sleds-uninitialized", wrapper.SledUninitializedList)
+	})
+	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/system/hardware/sleds/{sled_id}", wrapper.SledGet)
 	})
 	r.Group(func(r chi.Router) {
@@ -7468,6 +9108,21 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Delete(options.BaseURL+"/v1/system/tokens/{id}", wrapper.TokenRevoke)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/system/trust-quorum", wrapper.TrustQuorumStatus)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/system/trust-quorum/abort", wrapper.TrustQuorumAbort)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/v1/system/trust-quorum/epochs/{epoch}", wrapper.TrustQuorumEpochGet)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/system/trust-quorum/lrtq-upgrade", wrapper.TrustQuorumLrtqUpgrade)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/v1/system/trust-quorum/membership", wrapper.TrustQuorumMembershipChange)
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/v1/system/update/artifacts", wrapper.ArtifactList)

@@ -34,6 +34,9 @@ type Health = api.Health
 // M2Device One M.2 device in a sled's inventory.
 type M2Device = api.M2Device
 
+// RackSetupHandoff The rack the rack-setup service set up.
+type RackSetupHandoff = api.RackSetupHandoff
+
 // Sled A registered sled.
 type Sled = api.Sled
 
@@ -42,6 +45,24 @@ type SledHealth = api.SledHealth
 
 // SledRegistration What a sled agent reports about itself.
 type SledRegistration = api.SledRegistration
+
+// TQConfiguration One epoch's configuration. It holds no secret, so Nexus stores it and may send it to anyone.
+type TQConfiguration = api.TQConfiguration
+
+// TQEncryptedRackSecrets The rack secrets of every earlier committed epoch, encrypted under this epoch's secret.
+type TQEncryptedRackSecrets = api.TQEncryptedRackSecrets
+
+// TQMember A member of a configuration: its baseboard, and the digest and x of its share.
+type TQMember = api.TQMember
+
+// TrustQuorumConfig One epoch of the rack's trust quorum. It holds no secret.
+type TrustQuorumConfig = api.TrustQuorumConfig
+
+// TrustQuorumMember One member of an epoch as Nexus recorded it.
+type TrustQuorumMember = api.TrustQuorumMember
+
+// RackSetupHandoffJSONRequestBody defines body for RackSetupHandoff for application/json ContentType.
+type RackSetupHandoffJSONRequestBody = RackSetupHandoff
 
 // SledRegisterJSONRequestBody defines body for SledRegister for application/json ContentType.
 type SledRegisterJSONRequestBody = SledRegistration
@@ -127,6 +148,24 @@ type ClientInterface interface {
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// RackSetupHandoffWithBody Hand the rack over from rack setup
+	//
+	// The rack-setup service (certificate identity `urn:rackplane:rss`, and only it) hands over the rack it set up: its id and either epoch 1 as committed on every member (`configuration`) or, with `lrtq`, the LRTQ members. Nexus records the rack and epoch 1 `committed` with every member acked, and from then on drives the trust quorum. The same handoff again changes nothing (200); a different one is refused (409 `rack_already_set_up`).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /v1/rack-setup (the `RackSetupHandoff` operationId).
+	RackSetupHandoffWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RackSetupHandoff Hand the rack over from rack setup
+	//
+	// The rack-setup service (certificate identity `urn:rackplane:rss`, and only it) hands over the rack it set up: its id and either epoch 1 as committed on every member (`configuration`) or, with `lrtq`, the LRTQ members. Nexus records the rack and epoch 1 `committed` with every member acked, and from then on drives the trust quorum. The same handoff again changes nothing (200); a different one is refused (409 `rack_already_set_up`).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /v1/rack-setup (the `RackSetupHandoff` operationId).
+	RackSetupHandoff(ctx context.Context, body RackSetupHandoffJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SledRegisterWithBody Register a sled, or refresh its registration
 	//
 	// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`), and so is an expunged sled (`sled_expunged`). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
@@ -153,6 +192,44 @@ type ClientInterface interface {
 // Corresponds with GET /healthz (the `Healthz` operationId).
 func (c *Client) Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewHealthzRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RackSetupHandoffWithBody Hand the rack over from rack setup
+//
+// The rack-setup service (certificate identity `urn:rackplane:rss`, and only it) hands over the rack it set up: its id and either epoch 1 as committed on every member (`configuration`) or, with `lrtq`, the LRTQ members. Nexus records the rack and epoch 1 `committed` with every member acked, and from then on drives the trust quorum. The same handoff again changes nothing (200); a different one is refused (409 `rack_already_set_up`).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /v1/rack-setup (the `RackSetupHandoff` operationId).
+func (c *Client) RackSetupHandoffWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRackSetupHandoffRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RackSetupHandoff Hand the rack over from rack setup
+//
+// The rack-setup service (certificate identity `urn:rackplane:rss`, and only it) hands over the rack it set up: its id and either epoch 1 as committed on every member (`configuration`) or, with `lrtq`, the LRTQ members. Nexus records the rack and epoch 1 `committed` with every member acked, and from then on drives the trust quorum. The same handoff again changes nothing (200); a different one is refused (409 `rack_already_set_up`).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /v1/rack-setup (the `RackSetupHandoff` operationId).
+func (c *Client) RackSetupHandoff(ctx context.Context, body RackSetupHandoffJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRackSetupHandoffRequest(c.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -224,6 +301,46 @@ func NewHealthzRequest(server string) (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewRackSetupHandoffRequest calls the generic RackSetupHandoff builder with application/json body
+func NewRackSetupHandoffRequest(server string, body RackSetupHandoffJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewRackSetupHandoffRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewRackSetupHandoffRequestWithBody constructs an http.Request for the RackSetupHandoff method, with any body, and a specified content type
+func NewRackSetupHandoffRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/rack-setup")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -328,6 +445,24 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	HealthzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*HealthzResponse, error)
 
+	// RackSetupHandoffWithBodyWithResponse Hand the rack over from rack setup
+	//
+	// The rack-setup service (certificate identity `urn:rackplane:rss`, and only it) hands over the rack it set up: its id and either epoch 1 as committed on every member (`configuration`) or, with `lrtq`, the LRTQ members. Nexus records the rack and epoch 1 `committed` with every member acked, and from then on drives the trust quorum. The same handoff again changes nothing (200); a different one is refused (409 `rack_already_set_up`).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/rack-setup (the `RackSetupHandoff` operationId).
+	RackSetupHandoffWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RackSetupHandoffResponse, error)
+
+	// RackSetupHandoffWithResponse Hand the rack over from rack setup
+	//
+	// The rack-setup service (certificate identity `urn:rackplane:rss`, and only it) hands over the rack it set up: its id and either epoch 1 as committed on every member (`configuration`) or, with `lrtq`, the LRTQ members. Nexus records the rack and epoch 1 `committed` with every member acked, and from then on drives the trust quorum. The same handoff again changes nothing (200); a different one is refused (409 `rack_already_set_up`).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /v1/rack-setup (the `RackSetupHandoff` operationId).
+	RackSetupHandoffWithResponse(ctx context.Context, body RackSetupHandoffJSONRequestBody, reqEditors ...RequestEditorFn) (*RackSetupHandoffResponse, error)
+
 	// SledRegisterWithBodyWithResponse Register a sled, or refresh its registration
 	//
 	// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`), and so is an expunged sled (`sled_expunged`). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
@@ -396,6 +531,89 @@ func (r HealthzResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r HealthzResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type RackSetupHandoffResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TrustQuorumConfig
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *TrustQuorumConfig
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RackSetupHandoffResponse) GetJSON200() *TrustQuorumConfig {
+	return r.JSON200
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r RackSetupHandoffResponse) GetJSON201() *TrustQuorumConfig {
+	return r.JSON201
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r RackSetupHandoffResponse) GetJSON400() *Error {
+	return r.JSON400
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r RackSetupHandoffResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r RackSetupHandoffResponse) GetJSON409() *Error {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r RackSetupHandoffResponse) GetJSON503() *Error {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r RackSetupHandoffResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RackSetupHandoffResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RackSetupHandoffResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RackSetupHandoffResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RackSetupHandoffResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -500,6 +718,36 @@ func (c *ClientWithResponses) HealthzWithResponse(ctx context.Context, reqEditor
 	return ParseHealthzResponse(rsp)
 }
 
+// RackSetupHandoffWithBodyWithResponse Hand the rack over from rack setup
+//
+// The rack-setup service (certificate identity `urn:rackplane:rss`, and only it) hands over the rack it set up: its id and either epoch 1 as committed on every member (`configuration`) or, with `lrtq`, the LRTQ members. Nexus records the rack and epoch 1 `committed` with every member acked, and from then on drives the trust quorum. The same handoff again changes nothing (200); a different one is refused (409 `rack_already_set_up`).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/rack-setup (the `RackSetupHandoff` operationId).
+func (c *ClientWithResponses) RackSetupHandoffWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RackSetupHandoffResponse, error) {
+	rsp, err := c.RackSetupHandoffWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRackSetupHandoffResponse(rsp)
+}
+
+// RackSetupHandoffWithResponse Hand the rack over from rack setup
+//
+// The rack-setup service (certificate identity `urn:rackplane:rss`, and only it) hands over the rack it set up: its id and either epoch 1 as committed on every member (`configuration`) or, with `lrtq`, the LRTQ members. Nexus records the rack and epoch 1 `committed` with every member acked, and from then on drives the trust quorum. The same handoff again changes nothing (200); a different one is refused (409 `rack_already_set_up`).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /v1/rack-setup (the `RackSetupHandoff` operationId).
+func (c *ClientWithResponses) RackSetupHandoffWithResponse(ctx context.Context, body RackSetupHandoffJSONRequestBody, reqEditors ...RequestEditorFn) (*RackSetupHandoffResponse, error) {
+	rsp, err := c.RackSetupHandoff(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRackSetupHandoffResponse(rsp)
+}
+
 // SledRegisterWithBodyWithResponse Register a sled, or refresh its registration
 //
 // Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`), and so is an expunged sled (`sled_expunged`). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
@@ -553,6 +801,74 @@ func ParseHealthzResponse(rsp *http.Response) (*HealthzResponse, error) {
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Health
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRackSetupHandoffResponse parses an HTTP response from a RackSetupHandoffWithResponse call
+func ParseRackSetupHandoffResponse(rsp *http.Response) (*RackSetupHandoffResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RackSetupHandoffResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TrustQuorumConfig
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest TrustQuorumConfig
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Error
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -643,6 +959,9 @@ type ServerInterface interface {
 	// Healthz Whether Nexus can serve
 	// (GET /healthz)
 	Healthz(w http.ResponseWriter, r *http.Request)
+	// RackSetupHandoff Hand the rack over from rack setup
+	// (PUT /v1/rack-setup)
+	RackSetupHandoff(w http.ResponseWriter, r *http.Request)
 	// SledRegister Register a sled, or refresh its registration
 	// (PUT /v1/sled-agents/{sled_id})
 	SledRegister(w http.ResponseWriter, r *http.Request, sledId openapi_types.UUID)
@@ -655,6 +974,12 @@ type Unimplemented struct{}
 // Healthz Whether Nexus can serve
 // (GET /healthz)
 func (_ Unimplemented) Healthz(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// RackSetupHandoff Hand the rack over from rack setup
+// (PUT /v1/rack-setup)
+func (_ Unimplemented) RackSetupHandoff(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -678,6 +1003,20 @@ func (siw *ServerInterfaceWrapper) Healthz(w http.ResponseWriter, r *http.Reques
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.Healthz(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RackSetupHandoff operation middleware
+func (siw *ServerInterfaceWrapper) RackSetupHandoff(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RackSetupHandoff(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -828,6 +1167,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/healthz", wrapper.Healthz)
+	})
+	r.Group(func(r chi.Router) {
+		r.Put(options.BaseURL+"/v1/rack-setup", wrapper.RackSetupHandoff)
 	})
 	r.Group(func(r chi.Router) {
 		r.Put(options.BaseURL+"/v1/sled-agents/{sled_id}", wrapper.SledRegister)

@@ -88,6 +88,9 @@ type TQExpunged = api.TQExpunged
 // TQLedgerDevice One M.2's copy of the trust-quorum ledger.
 type TQLedgerDevice = api.TQLedgerDevice
 
+// TQLoadRackSecretResult Whether the node holds the rack secret of its latest committed epoch.
+type TQLoadRackSecretResult = api.TQLoadRackSecretResult
+
 // TQLrtqUpgradeRequest Move an LRTQ rack to the trust quorum.
 type TQLrtqUpgradeRequest = api.TQLrtqUpgradeRequest
 
@@ -386,6 +389,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /trust-quorum/coordinator-status (the `TqCoordinatorStatus` operationId).
 	TqCoordinatorStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TqLoadRackSecret Gather the rack secret here
+	//
+	// Has the node gather K shares of its latest committed epoch (or of LRTQ) from the members and rebuild the rack secret, which never leaves the sled; non-blocking: `pending` until the shares are in, `loaded` after. Members that committed a newer epoch the node is not a member of answer that it is expunged, which is how a removed sled learns it (409 `expunged` from then on). Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Corresponds with POST /trust-quorum/load-rack-secret (the `TqLoadRackSecret` operationId).
+	TqLoadRackSecret(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// TqLrtqUpgradeWithBody Upgrade an LRTQ rack to the trust quorum
 	//
@@ -786,6 +796,23 @@ func (c *Client) TqCommit(ctx context.Context, body TqCommitJSONRequestBody, req
 // Corresponds with GET /trust-quorum/coordinator-status (the `TqCoordinatorStatus` operationId).
 func (c *Client) TqCoordinatorStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewTqCoordinatorStatusRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TqLoadRackSecret Gather the rack secret here
+//
+// Has the node gather K shares of its latest committed epoch (or of LRTQ) from the members and rebuild the rack secret, which never leaves the sled; non-blocking: `pending` until the shares are in, `loaded` after. Members that committed a newer epoch the node is not a member of answer that it is expunged, which is how a removed sled learns it (409 `expunged` from then on). Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Corresponds with POST /trust-quorum/load-rack-secret (the `TqLoadRackSecret` operationId).
+func (c *Client) TqLoadRackSecret(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTqLoadRackSecretRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -1517,6 +1544,33 @@ func NewTqCoordinatorStatusRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewTqLoadRackSecretRequest constructs an http.Request for the TqLoadRackSecret method
+func NewTqLoadRackSecretRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/trust-quorum/load-rack-secret")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewTqLrtqUpgradeRequest calls the generic TqLrtqUpgrade builder with application/json body
 func NewTqLrtqUpgradeRequest(server string, body TqLrtqUpgradeJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -2029,6 +2083,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /trust-quorum/coordinator-status (the `TqCoordinatorStatus` operationId).
 	TqCoordinatorStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TqCoordinatorStatusResponse, error)
+
+	// TqLoadRackSecretWithResponse Gather the rack secret here
+	//
+	// Has the node gather K shares of its latest committed epoch (or of LRTQ) from the members and rebuild the rack secret, which never leaves the sled; non-blocking: `pending` until the shares are in, `loaded` after. Members that committed a newer epoch the node is not a member of answer that it is expunged, which is how a removed sled learns it (409 `expunged` from then on). Nexus only (mutual TLS; the identity comes from the client certificate).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /trust-quorum/load-rack-secret (the `TqLoadRackSecret` operationId).
+	TqLoadRackSecretWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TqLoadRackSecretResponse, error)
 
 	// TqLrtqUpgradeWithBodyWithResponse Upgrade an LRTQ rack to the trust quorum
 	//
@@ -2914,6 +2977,75 @@ func (r TqCoordinatorStatusResponse) ContentType() string {
 	return ""
 }
 
+type TqLoadRackSecretResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TQLoadRackSecretResult
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *TQForbidden
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *TQRefused
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *TQUnavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r TqLoadRackSecretResponse) GetJSON200() *TQLoadRackSecretResult {
+	return r.JSON200
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r TqLoadRackSecretResponse) GetJSON403() *TQForbidden {
+	return r.JSON403
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r TqLoadRackSecretResponse) GetJSON409() *TQRefused {
+	return r.JSON409
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r TqLoadRackSecretResponse) GetJSON503() *TQUnavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TqLoadRackSecretResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TqLoadRackSecretResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TqLoadRackSecretResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TqLoadRackSecretResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TqLoadRackSecretResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type TqLrtqUpgradeResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3769,6 +3901,21 @@ func (c *ClientWithResponses) TqCoordinatorStatusWithResponse(ctx context.Contex
 	return ParseTqCoordinatorStatusResponse(rsp)
 }
 
+// TqLoadRackSecretWithResponse Gather the rack secret here
+//
+// Has the node gather K shares of its latest committed epoch (or of LRTQ) from the members and rebuild the rack secret, which never leaves the sled; non-blocking: `pending` until the shares are in, `loaded` after. Members that committed a newer epoch the node is not a member of answer that it is expunged, which is how a removed sled learns it (409 `expunged` from then on). Nexus only (mutual TLS; the identity comes from the client certificate).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /trust-quorum/load-rack-secret (the `TqLoadRackSecret` operationId).
+func (c *ClientWithResponses) TqLoadRackSecretWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*TqLoadRackSecretResponse, error) {
+	rsp, err := c.TqLoadRackSecret(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTqLoadRackSecretResponse(rsp)
+}
+
 // TqLrtqUpgradeWithBodyWithResponse Upgrade an LRTQ rack to the trust quorum
 //
 // As reconfigure, collecting the LRTQ shares instead. Nexus only (mutual TLS; the identity comes from the client certificate).
@@ -4541,6 +4688,60 @@ func ParseTqCoordinatorStatusResponse(rsp *http.Response) (*TqCoordinatorStatusR
 	return response, nil
 }
 
+// ParseTqLoadRackSecretResponse parses an HTTP response from a TqLoadRackSecretWithResponse call
+func ParseTqLoadRackSecretResponse(rsp *http.Response) (*TqLoadRackSecretResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TqLoadRackSecretResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TQLoadRackSecretResult
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest TQForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest TQRefused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest TQUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseTqLrtqUpgradeResponse parses an HTTP response from a TqLrtqUpgradeWithResponse call
 func ParseTqLrtqUpgradeResponse(rsp *http.Response) (*TqLrtqUpgradeResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -5077,6 +5278,9 @@ type ServerInterface interface {
 	// TqCoordinatorStatus What this node is coordinating
 	// (GET /trust-quorum/coordinator-status)
 	TqCoordinatorStatus(w http.ResponseWriter, r *http.Request)
+	// TqLoadRackSecret Gather the rack secret here
+	// (POST /trust-quorum/load-rack-secret)
+	TqLoadRackSecret(w http.ResponseWriter, r *http.Request)
 	// TqLrtqUpgrade Upgrade an LRTQ rack to the trust quorum
 	// (POST /trust-quorum/lrtq-upgrade)
 	TqLrtqUpgrade(w http.ResponseWriter, r *http.Request)
@@ -5182,6 +5386,12 @@ func (_ Unimplemented) TqCommit(w http.ResponseWriter, r *http.Request) {
 // TqCoordinatorStatus What this node is coordinating
 // (GET /trust-quorum/coordinator-status)
 func (_ Unimplemented) TqCoordinatorStatus(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// TqLoadRackSecret Gather the rack secret here
+// (POST /trust-quorum/load-rack-secret)
+func (_ Unimplemented) TqLoadRackSecret(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -5492,6 +5702,20 @@ func (siw *ServerInterfaceWrapper) TqCoordinatorStatus(w http.ResponseWriter, r 
 	handler.ServeHTTP(w, r)
 }
 
+// TqLoadRackSecret operation middleware
+func (siw *ServerInterfaceWrapper) TqLoadRackSecret(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TqLoadRackSecret(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // TqLrtqUpgrade operation middleware
 func (siw *ServerInterfaceWrapper) TqLrtqUpgrade(w http.ResponseWriter, r *http.Request) {
 
@@ -5787,6 +6011,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/trust-quorum/coordinator-status", wrapper.TqCoordinatorStatus)
+	})
+	r.Group(func(r chi.Router) {
+		r.Post(options.BaseURL+"/trust-quorum/load-rack-secret", wrapper.TqLoadRackSecret)
 	})
 	r.Group(func(r chi.Router) {
 		r.Post(options.BaseURL+"/trust-quorum/lrtq-upgrade", wrapper.TqLrtqUpgrade)

@@ -3,19 +3,25 @@
 // initial sled's bootstrap agent, asks one of them to coordinate epoch 1
 // over all of them (or to set up LRTQ), commits epoch 1 on each member
 // and can ask each to start its sled agent. That is all the rack-setup
-// identity may do; the sleds refuse anything else from it.
+// identity may do; the sleds refuse anything else from it. It then hands
+// the rack to Nexus (HandOff), the one thing Nexus's internal API lets
+// that identity do.
 package rss
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
+	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/sledagent/bootstrap"
 	"github.com/rackplane/rackplane/sledagent/bootstrap/bootnet"
@@ -171,6 +177,36 @@ type SetupResult struct {
 	Members     []trustquorum.BaseboardID
 	// Config is epoch 1's configuration (nil for LRTQ).
 	Config *trustquorum.Configuration
+}
+
+// Handoff is what the rack-setup service hands Nexus once the rack is set
+// up (Nexus's internal API, PUT /v1/rack-setup).
+func (r *SetupResult) Handoff(rack trustquorum.RackID) api.RackSetupHandoff {
+	h := api.RackSetupHandoff{RackID: uuid.UUID(rack), Lrtq: r.Config == nil, Coordinator: api.BaseboardFrom(r.Coordinator),
+		Configuration: api.TQConfigurationFrom(r.Config)}
+	for _, m := range r.Members {
+		h.Members = append(h.Members, api.BaseboardFrom(m))
+	}
+	return h
+}
+
+// HandOff hands the rack set up (res) to the Nexus whose internal API is
+// at nexusURL, presenting the rack-setup service's certificate. It
+// reports whether Nexus recorded it now; the same handoff again is a
+// no-op, a different one an error.
+func (c *Client) HandOff(ctx context.Context, nexusURL string, rack trustquorum.RackID, res *SetupResult) (api.TrustQuorumConfig, bool, error) {
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: c.opts.Bundle.ClientTLS(rackpki.OnlyKinds(rackpki.KindNexus), nil)}}
+	defer hc.CloseIdleConnections()
+	nx, err := client.NewNexusInternal(nexusURL, hc)
+	if err != nil {
+		return api.TrustQuorumConfig{}, false, err
+	}
+	cfg, created, err := nx.RackSetupHandoff(ctx, res.Handoff(rack))
+	if err != nil {
+		return cfg, false, fmt.Errorf("rss: hand the rack to Nexus: %w", err)
+	}
+	return cfg, created, nil
 }
 
 // SetupRack sets the rack up over every connected sled: epoch 1
