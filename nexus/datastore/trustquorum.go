@@ -137,7 +137,10 @@ func (d *Datastore) TQChange(ctx context.Context, name string, needs TQViewNeeds
 			}
 		}
 		return nil
-	})
+	}, Idempotent) // level-based: after an unknown commit outcome, decide runs again on the view as
+	// it is, and the fences on every op keep a change from applying twice. An operator's change
+	// carries its audit entry, which InTx checks first, so the operator is told what happened; a
+	// task's decision that finds its work done does nothing, or fails and is redecided next run.
 }
 
 // TQViewRead reads a view outside any change (for reads and the task's
@@ -597,7 +600,7 @@ func (d *Datastore) TQNodeStatusRecord(ctx context.Context, observedBy uuid.UUID
 	}
 	err := d.InTx(ctx, "tq_node_status_record", func(ctx context.Context, tx pgx.Tx) error {
 		return tx.SendBatch(ctx, b).Close()
-	})
+	}, Idempotent) // upserts of what was observed, by baseboard
 	return err
 }
 
