@@ -82,7 +82,16 @@ func TestMissingM2IsDegradedEverywhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitConverged(len(built.Artifacts))
-	if got, err := r.Nexus.Client.SledGet(ctx, victim.ID()); err != nil || got.Health.State != api.SledHealthOK {
-		t.Fatalf("after the M.2 came back: %v %+v", err, got.Health)
-	}
+	// Health comes from the sled's inventory report, which may reach
+	// Nexus a moment after replication sees both M.2s.
+	racktest.WaitFor(t, 20*time.Second, "the sled to report healthy after the M.2 came back", func() error {
+		got, err := r.Nexus.Client.SledGet(ctx, victim.ID())
+		if err != nil {
+			return err
+		}
+		if got.Health.State != api.SledHealthOK {
+			return fmt.Errorf("health %+v", got.Health)
+		}
+		return nil
+	})
 }
