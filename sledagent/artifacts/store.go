@@ -82,6 +82,11 @@ type Options struct {
 	// failure up to 5 s (default 100 ms); each delay is at least half its
 	// ceiling, the rest drawn from Rand.
 	CopyBackoff time.Duration
+	// CopyCooldown is how long copies from a source wait after a copy from
+	// it failed, doubled per failed copy in a row up to CopyCooldownMax
+	// (defaults DefaultCopyCooldown, DefaultCopyCooldownMax); each wait is
+	// at least half of that, the rest drawn from Rand.
+	CopyCooldown, CopyCooldownMax time.Duration
 	// Rand draws the copy retries' jitter (nil: seeded from the operating
 	// system). The store draws from it under its own lock.
 	Rand rand.Source
@@ -120,6 +125,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.CopyBackoff <= 0 {
 		o.CopyBackoff = 100 * time.Millisecond
+	}
+	if o.CopyCooldown <= 0 {
+		o.CopyCooldown = DefaultCopyCooldown
+	}
+	if o.CopyCooldownMax <= 0 {
+		o.CopyCooldownMax = DefaultCopyCooldownMax
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = defaultHTTPClient()
