@@ -70,7 +70,9 @@ type Config struct {
 	// M2Budgets caps the bytes an M.2 may hold, by directory: simulates
 	// small or full devices (tests). Absent means the file system's limit.
 	M2Budgets map[string]int64
-	// ScrubInterval is the time between scrub passes (negative disables).
+	// ScrubInterval is the least time between the starts of two scrub
+	// passes; the scrub runs at start and then continuously at ScrubRate
+	// (negative: only scrubs asked for over the API).
 	ScrubInterval time.Duration
 	// ScrubRate bounds scrub reads, in bytes per second.
 	ScrubRate int64
@@ -117,8 +119,8 @@ const (
 	DefaultRegisterInterval = 30 * time.Second
 	DefaultBaseboardPart    = "rackplane-sim"
 	DefaultM2PollInterval   = 2 * time.Second
-	DefaultScrubInterval    = time.Hour
-	DefaultScrubRate        = 64 << 20
+	DefaultScrubInterval    = artifacts.DefaultScrubInterval
+	DefaultScrubRate        = artifacts.DefaultScrubRate
 	DefaultReconcile        = time.Minute
 	DefaultMaxCopies        = 4
 )

@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		scrubBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "scrub_bytes_checked_total",
 			Help: "Bytes re-hashed by the scrub."}),
 		corrupt: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "corrupt_copies_total",
-			Help: "Corrupt stored copies found and removed, by what found them (scrub, local_copy)."}, []string{"found_by"}),
+			Help: "Corrupt stored copies found and removed, by what found them (scrub, local_copy, depot_read)."}, []string{"found_by"}),
 	}
 	for _, l := range []string{"put", "depot", "local"} {
 		m.bytesWritten.WithLabelValues(l)
@@ -55,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, l := range []string{"done", "failed", "already_present"} {
 		m.copies.WithLabelValues(l)
 	}
-	for _, l := range []string{"scrub", "local_copy"} {
+	for _, l := range []string{"scrub", "local_copy", "depot_read"} {
 		m.corrupt.WithLabelValues(l)
 	}
 	if reg == nil {

@@ -197,7 +197,7 @@ func (s *Store) removeCorrupt(d *device, sha string, info os.FileInfo, foundBy, 
 	_ = fsutil.SyncDir(d.dir)
 	s.metrics.corrupt.WithLabelValues(foundBy).Inc()
 	s.scrub.record(api.ScrubFinding{SHA256: sha, M2: d.path, Time: s.clk.Now(), Detail: detail + "; copy removed"})
-	log.Warn().Str("detail", detail).Msg("artifact deleted: stored copy is corrupt; it will be re-replicated")
+	log.Error().Str("detail", detail).Msg("artifact deleted: stored copy is corrupt; it will be re-replicated")
 	s.opts.OnChange()
 	s.TriggerReconcile()
 }
