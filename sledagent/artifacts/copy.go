@@ -386,24 +386,36 @@ func (e *terminalError) Unwrap() error { return e.err }
 // transfer with a Range request from the last byte received (the hash
 // state is kept, so resumed bytes are hashed in order), and commits it once
 // the whole artifact verified.
+//
+// The bytes land in partial copies (partial.go) that outlive the sled
+// agent: a copy that stops part-way, because the agent stops or the source
+// keeps failing, leaves them for the next copy from that source to resume.
 func (c *copier) fetch(sha, src string, devs []*device, log *zerolog.Logger) (commitResult, error) {
 	s := c.s
-	sp := s.openSpool(sha, "depot", devs)
+	sp := s.openPartial(sha, src, devs, log)
 	if sp.live() == 0 {
 		return commitResult{failed: sp.failures()}, &allFailedError{sp.failures()}
 	}
-	total := int64(-1)
+	total := sp.length
+	if sp.n > 0 {
+		c.update(sha, func(j *api.ArtifactCopy) { j.BytesDone, j.BytesTotal = sp.n, max(total, 0) })
+		log.Info().Int64("bytes_done", sp.n).Int64("bytes_total", total).Strs("m2", paths(liveDevices(sp))).
+			Msg("copy from depot resumes a partial copy kept from before")
+	}
 	failures := 0
 	retry := backoff.New(backoff.Policy{Initial: s.opts.CopyBackoff, Max: copyBackoffMax, Jitter: 0.5}, c.rnd)
 	var lastErr error
 	for attempt := 0; ; attempt++ {
+		if total >= 0 && sp.n == total {
+			break // every byte is here already; the commit checks them
+		}
 		if attempt > 0 {
 			if failures >= s.opts.CopyAttempts {
-				sp.abort()
+				sp.suspend()
 				return commitResult{failed: sp.failures()}, fmt.Errorf("gave up after %d attempts in a row without progress: %w", failures, lastErr)
 			}
 			if err := s.clk.Sleep(s.ctx, retry.NextBackOff()); err != nil {
-				sp.abort()
+				sp.suspend()
 				return commitResult{}, fmt.Errorf("the sled agent stopped during the copy: %w", err)
 			}
 		}
@@ -418,8 +430,12 @@ func (c *copier) fetch(sha, src string, devs []*device, log *zerolog.Logger) (co
 		if err == nil {
 			break
 		}
+		if s.ctx.Err() != nil {
+			sp.suspend()
+			return commitResult{failed: sp.failures()}, err
+		}
 		var term *terminalError
-		if errors.As(err, &term) || s.ctx.Err() != nil {
+		if errors.As(err, &term) {
 			sp.abort()
 			return commitResult{failed: sp.failures()}, err
 		}
@@ -432,7 +448,11 @@ func (c *copier) fetch(sha, src string, devs []*device, log *zerolog.Logger) (co
 		log.Warn().Err(err).Int64("bytes_done", sp.n).Int64("bytes_total", total).
 			Msg("copy from depot interrupted; resuming")
 	}
-	return sp.commit(log)
+	res, err := sp.commit(log)
+	if err == nil {
+		s.metrics.resumedBytes.Add(float64(sp.resumed))
+	}
+	return res, err
 }
 
 // attempt makes one request for the bytes from sp.n on and writes what
@@ -490,6 +510,7 @@ func (c *copier) attempt(sha, src string, sp *spool, total *int64) (progressed b
 		return false, fmt.Errorf("source %s answered HTTP %d: %w", src, resp.StatusCode, client.DecodeError(resp))
 	}
 	if *total >= 0 {
+		sp.setLength(*total)
 		c.update(sha, func(j *api.ArtifactCopy) { j.BytesTotal = *total })
 	}
 
@@ -516,6 +537,16 @@ func (c *copier) attempt(sha, src string, sp *spool, total *int64) (progressed b
 		return progressed, fmt.Errorf("source ended the transfer at byte %d of %d", sp.n, *total)
 	}
 	return progressed, nil
+}
+
+func liveDevices(sp *spool) []*device {
+	var out []*device
+	for _, t := range sp.targets {
+		if t.live() {
+			out = append(out, t.dev)
+		}
+	}
+	return out
 }
 
 // parseContentRange reads "bytes START-END/SIZE" (SIZE may be "*", given

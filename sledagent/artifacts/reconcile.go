@@ -46,7 +46,7 @@ func (s *Store) Reconcile(ctx context.Context) ReconcileResult {
 }
 
 // deleteUnwanted removes every stored copy whose hash the config does not
-// want. The config is re-checked under its lock immediately before each
+// want, and partial copies of such hashes. The config is re-checked under its lock immediately before each
 // unlink, so a hash that a newer config wants again is never deleted.
 func (s *Store) deleteUnwanted() int {
 	s.mu.RLock()
@@ -75,6 +75,7 @@ func (s *Store) deleteUnwanted() int {
 			}
 		}
 		deleted += n
+		s.removeUnwantedPartials(d)
 	}
 	return deleted
 }

@@ -348,7 +348,8 @@ func (s *Store) DeviceChanged(path string, present bool) error {
 }
 
 // prepare creates update/ and update/tmp on a present device and removes
-// what interrupted writes left in tmp/. It never creates the device
+// what interrupted writes left in tmp/, except partial copies from depots
+// (partial.go), which a copy resumes. It never creates the device
 // directory itself: a device whose directory is gone is absent.
 func prepare(d *device) error {
 	for _, dir := range []string{d.dir, d.tmp} {
@@ -360,7 +361,17 @@ func prepare(d *device) error {
 	if err != nil {
 		return fmt.Errorf("prepare %s: %w", d.tmp, err)
 	}
+	var names []string
 	for _, e := range entries {
+		if e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	keep := keepPartials(names)
+	for _, e := range entries {
+		if keep[e.Name()] {
+			continue
+		}
 		if err := os.RemoveAll(filepath.Join(d.tmp, e.Name())); err != nil {
 			return fmt.Errorf("clear %s: %w", d.tmp, err)
 		}

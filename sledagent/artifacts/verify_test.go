@@ -151,7 +151,10 @@ func TestScrubRunsAtStartAndContinuously(t *testing.T) {
 		}
 		return nil
 	})
-	if st := r.store.ScrubStatus(); st.Passes <= passes || st.RateBytesPerSecond != 64<<20 {
-		t.Fatalf("scrub status %+v (passes before %d)", st, passes)
-	}
+	waitFor(t, 5*time.Second, "that pass to finish", func() error {
+		if st := r.store.ScrubStatus(); st.Passes <= passes || st.RateBytesPerSecond != 64<<20 || st.CorruptFound != 2 {
+			return fmt.Errorf("scrub status %+v (passes before %d)", st, passes)
+		}
+		return nil
+	})
 }
