@@ -108,6 +108,9 @@ type App struct {
 	heartbeatTask string
 
 	uploads *uploadGate
+	// tokens remembers validated tokens for reads during a database
+	// outage (authcache.go).
+	tokens *authCache
 }
 
 // New returns the application layer.
@@ -126,8 +129,8 @@ func New(cfg Config, deps Deps) *App {
 	}
 	return &App{cfg: cfg, log: deps.Log, ds: deps.DS, depot: deps.Depot, tasks: deps.Tasks, taskdb: deps.TaskDB,
 		identity:    deps.Identity,
-		subscribers: map[Event][]func(string){},
-		uploads:     newUploadGate(cfg.UploadConcurrency, cfg.UploadTempBudget)}
+		subscribers: map[Event][]func(string){}, tokens: newAuthCache(),
+		uploads: newUploadGate(cfg.UploadConcurrency, cfg.UploadTempBudget)}
 }
 
 // NexusID is this instance's id.
@@ -203,6 +206,11 @@ func (a *App) ReplicationMatrix() model.ReplicationMatrix {
 // Ping checks that the database answers.
 func (a *App) Ping(ctx context.Context) error { return a.ds.Ping(ctx) }
 
+// dbUnavailable is what a request the database is needed for is told
+// while it is away.
+const dbUnavailable = "the database is unavailable, so nothing was read or changed; " +
+	"this Nexus still serves /healthz and its background tasks' status from memory; try again once the database is back"
+
 // translate turns the datastore's sentinels into faults with the codes the
 // API answers with; anything else passes through unchanged (a fault
 // already, or an internal error).
@@ -215,7 +223,7 @@ func translate(err error) error {
 	}
 	switch {
 	case errors.Is(err, datastore.ErrUnavailable):
-		return fault.Wrap(err, fault.Unavailable, api.CodeServiceUnavailable, "the database is unavailable; try again shortly")
+		return fault.Wrap(err, fault.Unavailable, api.CodeServiceUnavailable, "%s", dbUnavailable)
 	case errors.Is(err, datastore.ErrNotFound):
 		return fault.Wrap(err, fault.NotFound, api.CodeNotFound, "%s", stripSentinel(err, datastore.ErrNotFound))
 	case errors.Is(err, datastore.ErrConflict):
