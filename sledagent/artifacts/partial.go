@@ -279,8 +279,10 @@ func (sp *spool) suspend() {
 	}
 }
 
-// removeUnwantedPartials removes partial copies of hashes the config no
-// longer wants (and that no copy is writing), so they do not pile up.
+// removeUnwantedPartials removes partial copies that no copy is writing
+// and none will resume: of hashes the config no longer wants, or that the
+// device already holds (stored some other way meanwhile), so they do not
+// pile up.
 func (s *Store) removeUnwantedPartials(d *device) {
 	entries, err := os.ReadDir(d.tmp)
 	if err != nil {
@@ -294,11 +296,12 @@ func (s *Store) removeUnwantedPartials(d *device) {
 		s.mu.RLock()
 		wanted := s.wanted[m[1]]
 		s.mu.RUnlock()
-		if wanted || s.copies.busy(m[1]) {
+		if (wanted && !d.holds(m[1])) || s.copies.busy(m[1]) {
 			continue
 		}
 		if err := os.Remove(filepath.Join(d.tmp, e.Name())); err == nil && m[2] == "" {
-			s.log.Info().Str("sha256", m[1]).Str("m2", d.path).Msg("partial copy removed: not in the artifact config")
+			s.log.Info().Str("sha256", m[1]).Str("m2", d.path).Bool("wanted", wanted).
+				Msg("partial copy removed: the artifact is stored here already, or no longer wanted")
 		}
 	}
 }

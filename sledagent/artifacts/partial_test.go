@@ -212,3 +212,29 @@ func TestPartialCopiesThatCannotBeResumedAreDiscarded(t *testing.T) {
 		})
 	}
 }
+
+// The reconciler removes partial copies nothing will resume: of a hash
+// the config dropped, or one the M.2 holds already; it keeps one a copy
+// may still resume.
+func TestReconcileRemovesPartialCopiesNothingResumes(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{noRun: true})
+	held, pending, dropped := newArtifact(t, 1000), newArtifact(t, 2000), newArtifact(t, 3000)
+	r.putConfig(1, held, pending, dropped)
+	r.mustPut(1, held)
+	for _, a := range []artifact{held, pending, dropped} {
+		r.writePartial(0, a.sha, "http://depot"+api.DepotArtifactPath(a.sha), int64(len(a.data)), a.data[:100])
+	}
+	r.putConfig(2, held, pending)
+	r.store.Reconcile(context.Background())
+	for _, tc := range []struct {
+		a    artifact
+		kept bool
+	}{{held, false}, {pending, true}, {dropped, false}} {
+		for _, p := range []string{r.partialPath(0, tc.a.sha), r.partialPath(0, tc.a.sha) + ".json"} {
+			if _, err := os.Stat(p); (err == nil) != tc.kept {
+				t.Errorf("%s: kept %v, want %v", filepath.Base(p), err == nil, tc.kept)
+			}
+		}
+	}
+}
