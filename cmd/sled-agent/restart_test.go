@@ -223,7 +223,7 @@ func TestCopyResumesAfterTheSledProcessIsKilled(t *testing.T) {
 	}
 
 	before := relay.down.Load()
-	proc = startSledProcess(t, bin, args)
+	startSledProcess(t, bin, args) // stopped at cleanup
 	up("the restarted sled agent to answer")
 	if cfg, err := sc.ArtifactConfigGet(ctx); err != nil || cfg.Generation != 1 {
 		t.Fatalf("restarted sled's config %+v (%v)", cfg, err)
