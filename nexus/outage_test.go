@@ -132,11 +132,17 @@ func TestDatabaseAwayForMinutes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checks := 0
+	checks, backingOff := 0, 0
 	for time.Since(stopped) < *outageLength {
-		checkDuringOutage(t, nx, viewer, viewerToken, upload)
+		if checkDuringOutage(t, nx, viewer, viewerToken, upload) {
+			backingOff++
+		}
 		checks++
 		time.Sleep(250 * time.Millisecond)
+	}
+	// Between its retries the task is backing off, and its page says so.
+	if backingOff == 0 {
+		t.Fatalf("in %d rounds the replication task's page never said it was backing off", checks)
 	}
 	window := time.Since(stopped)
 	runs := taskActivations(t, viewer, tufreplication.Name) - activationsAtStop
@@ -188,9 +194,10 @@ func taskActivations(t *testing.T, c client.Nexus, name string) uint64 {
 }
 
 // checkDuringOutage checks one round of what Nexus answers while its
-// database is away.
+// database is away, and reports whether the replication task's page said
+// the task was backing off.
 func checkDuringOutage(t *testing.T, nx *racktest.Nexus, viewer client.Nexus, viewerToken string,
-	upload func(tufgen.Repo) (*tufgen.Built, error)) {
+	upload func(tufgen.Repo) (*tufgen.Built, error)) (backingOff bool) {
 	t.Helper()
 	ctx := context.Background()
 	if h, err := nx.Client.Health(ctx); err == nil || h.Checks["database"] != "unhealthy" {
@@ -216,17 +223,25 @@ func checkDuringOutage(t *testing.T, nx *racktest.Nexus, viewer client.Nexus, vi
 	if err := json.Unmarshal(task.Status, &st); err != nil || st.Artifacts == 0 {
 		t.Fatalf("replication status during the outage: %s (%v)", task.Status, err)
 	}
-	req, _ := http.NewRequest(http.MethodGet, nx.ExternalURL()+"/ui/replication", nil)
-	req.Header.Set("Authorization", "Bearer "+viewerToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	getPage := func(path string) string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, nx.ExternalURL()+path, nil)
+		req.Header.Set("Authorization", "Bearer "+viewerToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s during the outage: %d\n%s", path, resp.StatusCode, page)
+		}
+		return string(page)
 	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(page), "Artifact replication") {
-		t.Fatalf("replication page during the outage: %d\n%s", resp.StatusCode, page)
+	if page := getPage("/ui/replication"); !strings.Contains(page, "Artifact replication") {
+		t.Fatalf("replication page during the outage:\n%s", page)
 	}
+	backingOff = strings.Contains(getPage("/ui/background-tasks/"+tufreplication.Name), "backing off after a failed or stalled run")
 
 	// Changes are refused, saying why; nothing is left behind.
 	refused := func(what string, err error) {
@@ -255,4 +270,5 @@ func checkDuringOutage(t *testing.T, nx *racktest.Nexus, viewer client.Nexus, vi
 	if _, err := viewer.RepoList(ctx, false); client.StatusCode(err) != http.StatusServiceUnavailable {
 		t.Fatalf("repo list during the outage: %v", err)
 	}
+	return backingOff
 }
