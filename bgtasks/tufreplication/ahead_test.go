@@ -7,6 +7,8 @@ package tufreplication_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,6 +159,17 @@ func TestRestoredDatabaseIsFastForwarded(t *testing.T) {
 	if n := r.DB.Count(t, `SELECT count(*) FROM audit_log WHERE action = 'tuf_generation.fast_forward'
 		AND actor_kind = 'task' AND actor = $1 AND outcome = 'ok'`, tufreplication.Name); n != 1 {
 		t.Fatalf("%d audit rows for the fast-forward, want 1", n)
+	}
+	// The replication page says so.
+	resp, err := http.DefaultClient.Do(r.Nexus.Request(t, http.MethodGet, "/ui/replication", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "Generation fast-forwarded") ||
+		!strings.Contains(string(page), fmt.Sprintf("from %d to %d", backedUp, held+1)) {
+		t.Fatalf("replication page (%d) does not show the fast-forward:\n%s", resp.StatusCode, page)
 	}
 	// Converged, the task no longer reruns on its own (no storm).
 	quiesce(t, r.Nexus)

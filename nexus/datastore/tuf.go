@@ -504,8 +504,10 @@ func bumpGeneration(ctx context.Context, tx pgx.Tx, expect int64) (int64, error)
 // returns ErrGenerationNotBehind.
 func (d *Datastore) TufGenerationFastForward(ctx context.Context, seen int64) (before, after int64, err error) {
 	err = d.InTx(ctx, "tuf_generation_fast_forward", func(ctx context.Context, tx pgx.Tx) error {
-		cur, err := readGeneration(ctx, tx)
-		if err != nil {
+		// Locked like every other writer of the generation takes it: the
+		// row first, until the transaction ends.
+		var cur int64
+		if err := tx.QueryRow(ctx, `SELECT generation FROM tuf_generation WHERE singleton FOR UPDATE`).Scan(&cur); err != nil {
 			return err
 		}
 		if cur >= seen {

@@ -248,23 +248,17 @@ func TestReplicationPageShowsFastForwardAndBackoff(t *testing.T) {
 	sled := uuid.MustParse("00000000-0000-0000-0000-000000000007")
 	st := &api.ReplicationStatus{Generation: 12, BackingOff: 1, HeldBack: 2,
 		FastForward: &api.ReplicationFastForward{Time: now.Add(-time.Minute), From: 3, To: 12, SledGeneration: 11, Sled: sled}}
-	var p replicationPage
-	buildReplicationPage(&p, st, testMatrix(1, 1, now), nil, nil, now)
 	got := map[string]string{}
-	for _, row := range p.Summary {
+	for _, row := range faultRows(st, now) {
 		got[row.Key] = row.Value
 	}
 	if v := got["Generation fast-forwarded"]; v != "1m00s ago: from 3 to 12, past sled "+sled.String()+"'s 11" {
 		t.Errorf("fast-forward row %q", v)
 	}
-	if got["Sleds backing off"] != "1" || got["Requests held back"] != "2" {
-		t.Errorf("back-off rows: %v", got)
+	if got["Sleds backing off"] != "1" || got["Requests held back"] != "2" || len(got) != 3 {
+		t.Errorf("rows: %v", got)
 	}
-	p = replicationPage{}
-	buildReplicationPage(&p, &api.ReplicationStatus{Generation: 12}, testMatrix(1, 1, now), nil, nil, now)
-	for _, row := range p.Summary {
-		if row.Key == "Generation fast-forwarded" || row.Key == "Sleds backing off" || row.Key == "Requests held back" {
-			t.Errorf("row %q without cause", row.Key)
-		}
+	if rows := faultRows(&api.ReplicationStatus{Generation: 12}, now); len(rows) != 0 {
+		t.Errorf("rows without cause: %+v", rows)
 	}
 }
