@@ -103,13 +103,14 @@ type Task struct {
 	http *http.Client
 
 	pace *pacer
+	// lastForward is the last generation fast-forward this Nexus made
+	// (under mu).
+	lastForward *api.ReplicationFastForward
 
 	mu       sync.Mutex
 	lifetime Counters
 	recent   []RequestRecord // ring buffer, oldest first
 	matrix   model.ReplicationMatrix
-	// lastForward is the last generation fast-forward this Nexus made.
-	lastForward *api.ReplicationFastForward
 }
 
 // New returns the task.
