@@ -97,6 +97,9 @@ type App struct {
 	depot  *depot.Depot
 	tasks  *bgtasks.Driver
 	taskdb *taskdb.Store
+	// tokens remembers validated tokens for reads during a database
+	// outage (authcache.go).
+	tokens authCache
 	// identity is this Nexus's certificate.
 	identity *rackpki.Bundle
 
@@ -108,9 +111,6 @@ type App struct {
 	heartbeatTask string
 
 	uploads *uploadGate
-	// tokens remembers validated tokens for reads during a database
-	// outage (authcache.go).
-	tokens *authCache
 }
 
 // New returns the application layer.
@@ -129,8 +129,8 @@ func New(cfg Config, deps Deps) *App {
 	}
 	return &App{cfg: cfg, log: deps.Log, ds: deps.DS, depot: deps.Depot, tasks: deps.Tasks, taskdb: deps.TaskDB,
 		identity:    deps.Identity,
-		subscribers: map[Event][]func(string){}, tokens: newAuthCache(),
-		uploads: newUploadGate(cfg.UploadConcurrency, cfg.UploadTempBudget)}
+		subscribers: map[Event][]func(string){},
+		uploads:     newUploadGate(cfg.UploadConcurrency, cfg.UploadTempBudget)}
 }
 
 // NexusID is this instance's id.

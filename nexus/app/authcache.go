@@ -33,17 +33,19 @@ type cachedToken struct {
 	checked time.Time
 }
 
-// authCache holds tokens recently checked against the database, by hash.
+// authCache holds tokens recently checked against the database, by hash;
+// the zero value is empty and ready.
 type authCache struct {
 	mu sync.Mutex
 	m  map[string]cachedToken
 }
 
-func newAuthCache() *authCache { return &authCache{m: map[string]cachedToken{}} }
-
 func (c *authCache) put(hash []byte, t model.OperatorToken, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]cachedToken{}
+	}
 	if _, ok := c.m[string(hash)]; !ok && len(c.m) >= authCacheSize {
 		var oldest string
 		var at time.Time

@@ -15,7 +15,7 @@ import (
 // and the cache stays bounded.
 func TestAuthCacheBounds(t *testing.T) {
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	c := newAuthCache()
+	var c authCache
 	tok := model.OperatorToken{ID: uuid.New(), Name: "a", Role: model.RoleViewer}
 	c.put([]byte("h1"), tok, now)
 	if got, ok := c.get([]byte("h1"), now.Add(AuthCacheMaxAge)); !ok || got.ID != tok.ID {
