@@ -59,6 +59,20 @@ type ReplicationArtifact struct {
 	NexusHolders int    `json:"nexus_holders"`
 }
 
+// ReplicationFastForward records the wanted-set generation moved past
+// what a sled held, because the database was behind its sleds (restored
+// from a backup, say).
+type ReplicationFastForward struct {
+	Time time.Time `json:"time"`
+	// From is the database's generation before, To the one after.
+	From int64 `json:"from"`
+	To   int64 `json:"to"`
+	// SledGeneration is the highest generation a sled held, and Sled the
+	// sled holding it.
+	SledGeneration int64     `json:"sled_generation"`
+	Sled           uuid.UUID `json:"sled_id"`
+}
+
 // ReplicationStatus is what one activation saw and did.
 type ReplicationStatus struct {
 	Generation int64 `json:"generation"`
@@ -94,6 +108,18 @@ type ReplicationStatus struct {
 	LastRun     ReplicationCounters  `json:"last_run"`
 	Lifetime    ReplicationCounters  `json:"lifetime"`
 	Recent      []ReplicationRequest `json:"recent_requests"`
+
+	// FastForward is the last time this Nexus found the database behind
+	// its sleds and moved its generation past theirs (kept across runs, so
+	// operators see that it happened).
+	FastForward *ReplicationFastForward `json:"generation_fast_forward,omitempty"`
+	// HeldBack counts requests this run did not send because the same
+	// request to the same sled failed recently and is backing off (they
+	// are also counted in Deferred).
+	HeldBack int `json:"held_back,omitempty"`
+	// BackingOff counts sleds not asked anything this run because their
+	// recent requests failed; each says so in SledStates.
+	BackingOff int `json:"sleds_backing_off,omitempty"`
 }
 
 // ReplicationPhaseTimes are the durations of a run's phases, in milliseconds: asking

@@ -18,9 +18,11 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/internal/tufgen"
+	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/nexus/depot"
 )
 
@@ -246,4 +248,58 @@ func TestCrashMidUpload(t *testing.T) {
 	if names := depotNames(); len(names) != 24 {
 		t.Fatalf("depot holds %d files after the upload, want 24: %v", len(names), names)
 	}
+}
+
+// Local copies the database records but the depot lacks (a database
+// restored from a backup taken while Nexus held copies it has since
+// dropped, or a lost data dir) are forgotten when Nexus starts, so no
+// sled is sent to fetch them there, and a repo left without any holder
+// is marked degraded rather than believed safe.
+func TestStartupForgetsLocalCopiesTheDepotLacks(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	cfg := nexus.Config{TaskPeriods: map[string]time.Duration{tufreplication.Name: time.Hour}}
+	nx := racktest.StartNexus(t, db.URL, cfg)
+	l := newLineage(t, 62, tufgen.LineageOptions{})
+	if _, _, err := nx.Client.TrustRootAdd(ctx, l.TrustRoot()); err != nil {
+		t.Fatal(err)
+	}
+	archive, built := buildRepo(t, l, tufgen.Demo("1.0.0"))
+	if _, err := nx.Client.RepoUpload(ctx, "repo.zip", bytes.NewReader(archive), int64(len(archive)), nil); err != nil {
+		t.Fatal(err)
+	}
+	rows := func() int {
+		return db.Count(t, `SELECT count(*) FROM nexus_artifact_copy WHERE nexus_id = $1`, nx.ID())
+	}
+	if n := rows(); n != len(built.Artifacts) {
+		t.Fatalf("%d local copies recorded after the upload, want %d", n, len(built.Artifacts))
+	}
+	id, depotDir := nx.ID(), nx.Depot().Dir()
+	nx.Stop()
+	lost := built.Artifacts[0].SHA256
+	if err := os.Remove(filepath.Join(depotDir, lost)); err != nil {
+		t.Fatal(err)
+	}
+	cfg.ID, cfg.DataDir = id, filepath.Dir(depotDir)
+	nx = racktest.StartNexus(t, db.URL, cfg)
+	if n := rows(); n != len(built.Artifacts)-1 {
+		t.Fatalf("%d local copies recorded after the restart, want %d", n, len(built.Artifacts)-1)
+	}
+	if n := db.Count(t, `SELECT count(*) FROM nexus_artifact_copy WHERE sha256 = $1`, lost); n != 0 {
+		t.Fatalf("the lost copy is still recorded")
+	}
+	racktest.WaitFor(t, 20*time.Second, "the repo to be marked degraded", func() error {
+		if _, err := nx.Client.BackgroundTaskActivate(ctx, tufreplication.Name); err != nil {
+			return err
+		}
+		got, err := nx.Client.RepoGet(ctx, "1.0.0")
+		if err != nil {
+			return err
+		}
+		if got.Repo.State != api.RepoStateDegraded || !strings.Contains(got.Repo.StateReason, lost[:12]) {
+			return fmt.Errorf("state %s (%s)", got.Repo.State, got.Repo.StateReason)
+		}
+		return nil
+	})
 }

@@ -544,8 +544,12 @@ func startRack(ctx context.Context, dir, dbURL string, o replicateOptions, log z
 		if err != nil {
 			return nil, err
 		}
+		// No background scrub: the sleds here share one disk, where a real
+		// sled's scrub reads only its own M.2s (copies served are still
+		// checked as they stream, as on a rack).
 		s, err := sledagent.New(sledagent.Config{DataDir: sd, ListenAddr: "127.0.0.1:0", RepoDepotAddr: "127.0.0.1:0",
-			NexusURL: proxyURL, M2Dirs: m2s, CreateM2Dirs: true, ShutdownGrace: 5 * time.Second, TLS: sledTLS},
+			NexusURL: proxyURL, M2Dirs: m2s, CreateM2Dirs: true, ShutdownGrace: 5 * time.Second, TLS: sledTLS,
+			ScrubInterval: -1},
 			log.With().Str("component", "sled-agent").Int("sled", i).Logger())
 		if err != nil {
 			return nil, err

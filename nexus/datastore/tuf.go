@@ -21,6 +21,12 @@ import (
 // no longer the one its caller planned against.
 var ErrGenerationMoved = errors.New("tuf generation moved")
 
+// ErrGenerationNotBehind is TufGenerationFastForward's refusal: the
+// database's generation is not behind the one a sled reported, so the
+// caller's own view was stale (another Nexus moved the generation), not
+// the database.
+var ErrGenerationNotBehind = errors.New("tuf generation not behind the sleds")
+
 // Trust roots -------------------------------------------------------------
 
 // TrustRootRow is a live trust root as verification needs it.
@@ -643,6 +649,41 @@ func bumpGeneration(ctx context.Context, tx pgx.Tx, expect int64) (int64, error)
 		return 0, fmt.Errorf("%w: expected %d", ErrGenerationMoved, expect)
 	}
 	return g, err
+}
+
+// TufGenerationFastForward moves the wanted-set generation to seen+1 when
+// the database's own generation, read in the same transaction, is below
+// seen, the highest generation a sled reported. That happens only when the
+// database lost changes its sleds saw (restored from a backup, or a dev
+// rack's database recreated under kept sleds): without it every sled
+// would refuse every config as older than its own, forever. The wanted
+// set itself is left as the database has it; sleds converge to it at the
+// new generation. When the database is not behind it changes nothing and
+// returns ErrGenerationNotBehind.
+func (d *Datastore) TufGenerationFastForward(ctx context.Context, seen int64) (before, after int64, err error) {
+	err = d.InTx(ctx, "tuf_generation_fast_forward", func(ctx context.Context, tx pgx.Tx) error {
+		// Locked like every other writer of the generation takes it: the
+		// row first, until the transaction ends.
+		cur, err := lockGeneration(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if cur >= seen {
+			return fmt.Errorf("%w: the database holds generation %d, the sled %d", ErrGenerationNotBehind, cur, seen)
+		}
+		before, after = cur, seen+1
+		_, err = tx.Exec(ctx, `UPDATE tuf_generation SET generation = $2, time_modified = now()
+			WHERE singleton AND generation = $1`, cur, after)
+		return err
+	}, AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
+		// A second run would find the database no longer behind and
+		// refuse, hiding that the first one moved it: the attempt
+		// committed when the generation has reached what it set.
+		var g int64
+		err := tx.QueryRow(ctx, `SELECT generation FROM tuf_generation WHERE singleton`).Scan(&g)
+		return err == nil && g >= after, err
+	}))
+	return before, after, err
 }
 
 // TufRepoKnown reports whether an archive with this hash is recorded.

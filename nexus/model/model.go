@@ -286,6 +286,18 @@ type PruneResult struct {
 	Message string
 }
 
+// GenerationFastForward is a wanted-set generation moved past what a sled
+// holds: the database was behind its sleds (restored from a backup, say).
+type GenerationFastForward struct {
+	// Before is the database's generation when the change was decided, and
+	// After the one it holds now (SledGeneration + 1).
+	Before, After int64
+	// SledGeneration is the highest generation a sled reported, and Sled
+	// the sled that reported it.
+	SledGeneration int64
+	Sled           uuid.UUID
+}
+
 // ArtifactListItem is an artifact with the system versions of the repos
 // that carry it; WantedOnSleds is false when no live repo carries it.
 type ArtifactListItem struct {

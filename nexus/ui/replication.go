@@ -334,6 +334,30 @@ func buildReplicationPage(p *replicationPage, st *api.ReplicationStatus, m model
 			p.OlderFailed++
 		}
 	}
+	p.Summary = append(p.Summary, faultRows(st, now)...)
+}
+
+// faultRows are the summary rows about faults the task is riding out:
+// sleds backing off, requests held back, and a generation it had to move
+// past its sleds' because the database was behind them.
+func faultRows(st *api.ReplicationStatus, now time.Time) []kv {
+	var rows []kv
+	if n := st.BackingOff; n > 0 {
+		rows = append(rows, kv{Key: "Sleds backing off", Value: fmt.Sprint(n), Class: "num",
+			Title: "sleds whose recent requests failed are not asked again until their back-off has passed"})
+	}
+	if n := st.HeldBack; n > 0 {
+		rows = append(rows, kv{Key: "Requests held back", Value: fmt.Sprint(n), Class: "num",
+			Title: "requests that failed recently wait for their back-off before they are sent again"})
+	}
+	if ff := st.FastForward; ff != nil {
+		rows = append(rows, kv{Key: "Generation fast-forwarded",
+			Value: fmt.Sprintf("%s: from %d to %d, past sled %s's %d", humanize.Ago(now, ff.Time), ff.From, ff.To,
+				ff.Sled, ff.SledGeneration),
+			Title: "the database was behind what its sleds hold (restored from a backup?); " +
+				"sleds were brought to the database's wanted set at the new generation"})
+	}
+	return rows
 }
 
 // notConverged says, in operator terms, what keeps the rack from

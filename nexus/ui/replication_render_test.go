@@ -319,3 +319,25 @@ func TestColumnCountsAgreeWithTheAPI(t *testing.T) {
 		}
 	}
 }
+
+// A fast-forward of the generation, sleds backing off and requests held
+// back are on the page's summary; without them the rows are absent.
+func TestReplicationPageShowsFastForwardAndBackoff(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	sled := uuid.MustParse("00000000-0000-0000-0000-000000000007")
+	st := &api.ReplicationStatus{Generation: 12, BackingOff: 1, HeldBack: 2,
+		FastForward: &api.ReplicationFastForward{Time: now.Add(-time.Minute), From: 3, To: 12, SledGeneration: 11, Sled: sled}}
+	got := map[string]string{}
+	for _, row := range faultRows(st, now) {
+		got[row.Key] = row.Value
+	}
+	if v := got["Generation fast-forwarded"]; v != "1m00s ago: from 3 to 12, past sled "+sled.String()+"'s 11" {
+		t.Errorf("fast-forward row %q", v)
+	}
+	if got["Sleds backing off"] != "1" || got["Requests held back"] != "2" || len(got) != 3 {
+		t.Errorf("rows: %v", got)
+	}
+	if rows := faultRows(&api.ReplicationStatus{Generation: 12}, now); len(rows) != 0 {
+		t.Errorf("rows without cause: %+v", rows)
+	}
+}
