@@ -279,7 +279,9 @@ const (
 )
 
 // BuildFile writes the archive to path.
-func (l *Lineage) BuildFile(path string, r Repo) (*Built, error) { return l.Lineage.BuildFile(path, l.repo(r)) }
+func (l *Lineage) BuildFile(path string, r Repo) (*Built, error) {
+	return l.Lineage.BuildFile(path, l.repo(r))
+}
 
 // BuildBytes returns the archive in memory (for small repos).
 func (l *Lineage) BuildBytes(r Repo) ([]byte, *Built, error) { return l.Lineage.BuildBytes(l.repo(r)) }
