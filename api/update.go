@@ -87,6 +87,23 @@ const (
 	// targets.json signs a name that is not a plain relative path.
 	CodeUnsafeTargetName = "unsafe_target_name"
 
+	// Composite artifacts (host, trampoline, RoT and control-plane
+	// archives), expanded into their parts on upload. Not a gzip tar,
+	// damaged, or data after the tar's end:
+	CodeCompositeBadArchive = "composite_bad_archive"
+	// A part's bytes end before the size its tar header declares.
+	CodeCompositeSizeMismatch = "composite_size_mismatch"
+	// A tar entry's path is absolute, climbs out with "..", or is a link.
+	CodeCompositeUnsafePath = "composite_unsafe_path"
+	// An entry the kind's layout has no place for, or a part twice.
+	CodeCompositeExtraPart = "composite_extra_part"
+	// A part the kind's layout needs is missing.
+	CodeCompositeMissingPart = "composite_missing_part"
+	// oxide.json is missing or names another archive type than the kind.
+	CodeCompositeWrongType = "composite_wrong_type"
+	// A control-plane zone image's own oxide.json does not name the zone.
+	CodeCompositeBadZone = "composite_bad_zone"
+
 	// Rollback against earlier uploads of the same trust-root lineage.
 	CodeRootRollback      = "root_rollback"
 	CodeTimestampRollback = "timestamp_rollback"
