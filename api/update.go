@@ -191,8 +191,12 @@ type TufArtifact struct {
 // replication state as far as Nexus knows it.
 type TufRepoArtifact struct {
 	TufArtifact
-	// TargetName is the TUF target the artifact's bytes came from.
+	// TargetName is the TUF target the artifact's bytes came from (for a
+	// part, its composite's).
 	TargetName string `json:"target_name"`
+	// PartOf, for a part of a composite artifact, names the composite and
+	// where in its tarball the part was; nil for every other artifact.
+	PartOf *ArtifactPartOf `json:"part_of,omitempty"`
 	// NexusCopies counts Nexus instances holding a local copy.
 	NexusCopies int `json:"nexus_copies"`
 	// Replication is how far the artifact has spread to sleds, as the
@@ -202,6 +206,19 @@ type TufRepoArtifact struct {
 	// artifacts of a pruned repo that no live repo carries (they are no
 	// longer wanted on sleds, so no run looks for them).
 	Replication *ArtifactReplication `json:"replication"`
+}
+
+// ArtifactPartOf is the composite artifact a part was read out of on
+// upload: a host or trampoline image's phase-1 or phase-2 image, an RoT's
+// A or B image, one zone of the control plane.
+type ArtifactPartOf struct {
+	ID      uuid.UUID `json:"id"`
+	Kind    string    `json:"kind"`
+	Name    string    `json:"name"`
+	Version string    `json:"version"`
+	SHA256  string    `json:"sha256"`
+	// Path is where the part was in the composite's tarball.
+	Path string `json:"path"`
 }
 
 // ArtifactReplication is one artifact's spread over the in-service sleds,

@@ -432,3 +432,40 @@ func Sized(systemVersion string, total int64, n int, seed uint64) Repo {
 	}
 	return r
 }
+
+// Composites returns a small release with one artifact of every composite
+// kind (host and trampoline OS images, the three RoT images, the control
+// plane with two zones), their parts seeded from the system version so
+// that every version's bytes differ.
+func Composites(systemVersion string) Repo {
+	base := fnv.New64a()
+	base.Write([]byte("composites " + systemVersion))
+	seed := base.Sum64()
+	part := func(size int64) release.Part {
+		seed++
+		return Seeded{Size: size, Seed: seed}.Part("")
+	}
+	zone := func(file, pkg string) release.Part {
+		seed++
+		img, err := release.ZoneImage(pkg, systemVersion, map[string][]byte{"root.img": []byte(fmt.Sprintf("%s %d", pkg, seed))})
+		if err != nil {
+			panic(err) // a tarball in memory always writes
+		}
+		return release.Part{Path: file, Size: int64(len(img)), Source: release.Bytes(img)}
+	}
+	cp, err := release.ControlPlaneArchive([]release.Part{zone("nexus.tar.gz", "nexus"), zone("sled-agent.tar.gz", "sled-agent")})
+	if err != nil {
+		panic(err)
+	}
+	art := func(name, kind string, src release.Source) Artifact {
+		return Artifact{Name: name, Version: systemVersion, Kind: kind, Source: src}
+	}
+	return Repo{SystemVersion: systemVersion, Artifacts: []Artifact{
+		art("host", "host", release.HostArchive(part(32<<10), part(96<<10))),
+		art("trampoline", "trampoline", release.HostArchive(part(16<<10), part(48<<10))),
+		art("gimlet-rot", "gimlet_rot", release.RoTArchive(part(8<<10), part(8<<10))),
+		art("psc-rot", "psc_rot", release.RoTArchive(part(8<<10), part(8<<10))),
+		art("switch-rot", "switch_rot", release.RoTArchive(part(8<<10), part(8<<10))),
+		art("control-plane", "control_plane", cp),
+	}}
+}

@@ -162,8 +162,9 @@ func (a *App) admitUpload(length int64) (*reservation, error) {
 			"the upload is %d bytes, more than the %d bytes of temp space this Nexus allows uploads "+
 				"(see --upload-temp-budget)", length, a.uploads.budget)
 	}
-	// The archive sits in a temp file while its artifacts are copied out
-	// of it, so the disk briefly holds it twice.
+	// Each artifact is written once, where it will live, but composite
+	// artifacts' parts are written too (a host image's phases beside the
+	// image): a release may take up to twice its size.
 	need := 2 * int64(budgetStep)
 	if length >= 0 {
 		need = 2 * length
