@@ -784,7 +784,10 @@ func serveCountingProxy(ln net.Listener, target string, n *atomic.Int64) {
 				io.Copy(up, c)
 				up.Close()
 			}()
-			io.Copy(countingConn{Conn: c, n: n}, up)
+			// Counted as it flows (a Write at a time), not when the copy
+			// ends: sleds keep their connections to Nexus open, and the
+			// figure is read while they still are.
+			io.Copy(struct{ io.Writer }{countingConn{Conn: c, n: n}}, up)
 		}()
 	}
 }
