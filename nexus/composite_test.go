@@ -71,8 +71,8 @@ func TestCompositeUploadRecordsParts(t *testing.T) {
 	}
 	sort.Strings(got)
 	want := []string{
-		"control_plane/zones/nexus.tar.gz → zone nexus 1.0.0",
-		"control_plane/zones/sled-agent.tar.gz → zone sled-agent 1.0.0",
+		"control_plane/zones/crucible.tar.gz → zone crucible 1.0.0",
+		"control_plane/zones/oximeter.tar.gz → zone oximeter 1.0.0",
 		"gimlet_rot/archive-a.zip → gimlet_rot_image_a gimlet-rot 1.0.0",
 		"gimlet_rot/archive-b.zip → gimlet_rot_image_b gimlet-rot 1.0.0",
 		"host/image/rom → host_phase_1 host 1.0.0",

@@ -118,12 +118,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "rackdev: rack setup:", err)
 		return 1
 	}
-	built, err := rack.uploadDemoRepo(ctx, stdout)
+	hashes, err := rack.uploadDemoRepo(ctx, stdout)
 	if err != nil {
 		fmt.Fprintln(stderr, "rackdev: demo repo:", err)
 		return 1
 	}
-	if err := rack.waitReplicated(ctx, built, o.waitTimeout, stdout); err != nil {
+	if err := rack.waitReplicated(ctx, hashes, o.waitTimeout, stdout); err != nil {
 		fmt.Fprintln(stderr, "rackdev: demo repo:", err)
 		return 1
 	}
@@ -448,8 +448,10 @@ const (
 )
 
 // uploadDemoRepo registers the demo trust root and uploads a small signed
-// demo release, keeping both files in <data-dir>/demo for the user.
-func (r *rack) uploadDemoRepo(ctx context.Context, stdout io.Writer) (*tufgen.Built, error) {
+// demo release (plain artifacts and one composite of every kind, which
+// Nexus expands into parts), keeping both files in <data-dir>/demo for the
+// user. It returns the hashes of every artifact and part recorded.
+func (r *rack) uploadDemoRepo(ctx context.Context, stdout io.Writer) ([]string, error) {
 	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{'r', 'a', 'c', 'k', 'd', 'e', 'v'}), tufgen.LineageOptions{Consistent: true})
 	if err != nil {
 		return nil, err
@@ -462,7 +464,9 @@ func (r *rack) uploadDemoRepo(ctx context.Context, stdout io.Writer) (*tufgen.Bu
 		return nil, err
 	}
 	zipPath := filepath.Join(dir, demoZip)
-	built, err := l.BuildFile(zipPath, tufgen.Demo(demoVersion))
+	repo := tufgen.Demo(demoVersion)
+	repo.Artifacts = append(repo.Artifacts, tufgen.Composites(demoVersion).Artifacts...)
+	built, err := l.BuildFile(zipPath, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -482,13 +486,25 @@ func (r *rack) uploadDemoRepo(ctx context.Context, stdout io.Writer) (*tufgen.Bu
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(stdout, "rackdev: demo repo %s %s (%d artifacts)\n", res.Repo.SystemVersion, res.Status, res.Repo.ArtifactCount)
-	return built, nil
+	detail, err := nx.RepoGet(ctx, res.Repo.SystemVersion)
+	if err != nil {
+		return nil, err
+	}
+	hashes, parts := make([]string, len(detail.Artifacts)), 0
+	for i, a := range detail.Artifacts {
+		hashes[i] = a.SHA256
+		if a.PartOf != nil {
+			parts++
+		}
+	}
+	fmt.Fprintf(stdout, "rackdev: demo repo %s %s (%d artifacts, %d of them parts of its %d composites)\n",
+		res.Repo.SystemVersion, res.Status, res.Repo.ArtifactCount, parts, len(built.Artifacts)-len(tufgen.Demo(demoVersion).Artifacts))
+	return hashes, nil
 }
 
 // waitReplicated waits until every sled holds every artifact of the demo
 // repo on each of its M.2s, as the sleds themselves report it.
-func (r *rack) waitReplicated(ctx context.Context, built *tufgen.Built, timeout time.Duration, stdout io.Writer) error {
+func (r *rack) waitReplicated(ctx context.Context, hashes []string, timeout time.Duration, stdout io.Writer) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -500,8 +516,8 @@ func (r *rack) waitReplicated(ctx context.Context, built *tufgen.Built, timeout 
 				return err
 			}
 			list, err := sc.ArtifactList(ctx)
-			for _, a := range built.Artifacts {
-				if err != nil || list.M2Present == 0 || list.Artifacts[a.SHA256] < list.M2Present {
+			for _, h := range hashes {
+				if err != nil || list.M2Present == 0 || list.Artifacts[h] < list.M2Present {
 					missing++
 				}
 			}

@@ -453,7 +453,7 @@ func Composites(systemVersion string) Repo {
 		}
 		return release.Part{Path: file, Size: int64(len(img)), Source: release.Bytes(img)}
 	}
-	cp, err := release.ControlPlaneArchive([]release.Part{zone("nexus.tar.gz", "nexus"), zone("sled-agent.tar.gz", "sled-agent")})
+	cp, err := release.ControlPlaneArchive([]release.Part{zone("crucible.tar.gz", "crucible"), zone("oximeter.tar.gz", "oximeter")})
 	if err != nil {
 		panic(err)
 	}
