@@ -18,7 +18,7 @@ func TestSmoke(t *testing.T) {
 	}
 	s := out.String()
 	for _, want := range []string{"smoke: ok", "every sled holds the demo repo on each M.2", "nexus external API", "sled-2", "rackctl --nexus http://127.0.0.1:",
-		"demo repo 1.0.0 inserted (4 artifacts)", "repo list",
+		"demo repo 1.0.0 inserted (22 artifacts, 12 of them parts of its 6 composites)", "repo list",
 		"trust-quorum epoch 1 committed on 3 sleds over the bootstrap network", "sled-0 SIM-0001", "bootstrap 127.0.0.1:", "rack CA and certificates"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q:\n%s", want, s)
