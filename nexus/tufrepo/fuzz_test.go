@@ -176,6 +176,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	for _, tool := range realTools {
 		seeds["real-"+tool.name] = realFixture(t, tool.name)
 	}
+	seeds["real-"+tufaceousFixture] = realFixture(t, tufaceousFixture)
 
 	if os.Getenv("TUFREPO_WRITE_CORPUS") == "1" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -199,7 +200,8 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		}
 	}
 	roots := []tufrepo.TrustRoot{{ID: uuid.New(), JSON: plain.TrustRoot()}, {ID: uuid.New(), JSON: consistent.TrustRoot()}}
-	for _, name := range []string{"good-plain-v1", "good-consistent-v2", "real-infozip", "real-python-stream-zip64"} {
+	for _, name := range []string{"good-plain-v1", "good-consistent-v2", "real-infozip", "real-python-stream-zip64",
+		"real-" + tufaceousFixture} {
 		if _, _, err := verify(seeds[name], roots, nil, tufrepo.Options{}); err != nil {
 			t.Fatalf("seed %s does not verify: %v", name, err)
 		}
