@@ -3,6 +3,7 @@ package release
 import (
 	"archive/zip"
 	"bytes"
+	"compress/flate"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -106,6 +107,12 @@ type Repo struct {
 	// Composite artifacts are compressed already; stored targets let
 	// Nexus write each byte once.
 	DeflateTargets bool
+	// DataDescriptors writes each entry's CRC and sizes in a data
+	// descriptor after its data, as a zip writer that streams does
+	// (archive/zip's way), instead of in its local header before it. Nexus
+	// reads either, but sizes up front (as tufaceous writes them) let it
+	// place each stored entry's end without looking for it.
+	DataDescriptors bool
 	// Hooks alter the build at fixed points; nil builds a correct release.
 	Hooks *Hooks
 }
@@ -140,11 +147,19 @@ type Entry struct {
 	// Mode, when set, is recorded in the entry.
 	Mode fs.FileMode
 	Open func() (io.ReadCloser, error)
+	// Data, when set, is the entry's bytes (Open reads them too).
+	Data []byte
+	// Sized says Size and CRC32 are the bytes' length and CRC-32, known
+	// before they are written.
+	Sized bool
+	Size  int64
+	CRC32 uint32
 }
 
 // BytesEntry is an entry holding data.
 func BytesEntry(name string, method uint16, mode fs.FileMode, data []byte) Entry {
-	return Entry{Name: name, Method: method, Mode: mode, Open: Bytes(data).Open}
+	return Entry{Name: name, Method: method, Mode: mode, Open: Bytes(data).Open, Data: data, Sized: true,
+		Size: int64(len(data)), CRC32: crc32.ChecksumIEEE(data)}
 }
 
 // Built describes an archive that was written.
@@ -231,6 +246,7 @@ type target struct {
 	src    Source
 	sha    []byte
 	length int64
+	crc    uint32
 }
 
 // BuildFile writes the archive to path; on failure nothing is left there.
@@ -257,15 +273,15 @@ func (l *Lineage) BuildBytes(r Repo) ([]byte, *Built, error) {
 	return buf.Bytes(), b, err
 }
 
-func hashSource(s Source) ([]byte, int64, error) {
+func hashSource(s Source) ([]byte, int64, uint32, error) {
 	rc, err := s.Open()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	defer rc.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, rc)
-	return h.Sum(nil), n, err
+	h, c := sha256.New(), crc32.NewIEEE()
+	n, err := io.Copy(io.MultiWriter(h, c), rc)
+	return h.Sum(nil), n, c.Sum32(), err
 }
 
 // Build writes one release as a zip to w.
@@ -320,11 +336,11 @@ func (l *Lineage) Build(w io.Writer, r Repo) (*Built, error) {
 			if a.Source == nil {
 				return nil, fmt.Errorf("release: artifact %s %s has no source", a.Name, a.Version)
 			}
-			sha, n, err := hashSource(a.Source)
+			sha, n, crc, err := hashSource(a.Source)
 			if err != nil {
 				return nil, fmt.Errorf("release: artifact %s: %w", a.Name, err)
 			}
-			t = &target{name: name, src: a.Source, sha: sha, length: n}
+			t = &target{name: name, src: a.Source, sha: sha, length: n, crc: crc}
 			byName[name] = t
 			targets = append(targets, t)
 		}
@@ -339,7 +355,8 @@ func (l *Lineage) Build(w io.Writer, r Repo) (*Built, error) {
 		manifestName, manifest = hk.Manifest(manifestName, manifest)
 	}
 	ms := sha256.Sum256(manifest)
-	manifestTarget := &target{name: manifestName, src: Bytes(manifest), sha: ms[:], length: int64(len(manifest))}
+	manifestTarget := &target{name: manifestName, src: Bytes(manifest), sha: ms[:], length: int64(len(manifest)),
+		crc: crc32.ChecksumIEEE(manifest)}
 
 	// targets.json signs every target and the manifest.
 	targ := metadata.Targets(expires(RoleTargets))
@@ -392,7 +409,8 @@ func (l *Lineage) Build(w io.Writer, r Repo) (*Built, error) {
 				return readCloser{Reader: hk.Stored(name, rc), Closer: rc}, nil
 			}
 		}
-		entries = append(entries, Entry{Name: targetPath(consistent, t.name, t.sha), Method: method, Open: open})
+		entries = append(entries, Entry{Name: targetPath(consistent, t.name, t.sha), Method: method, Open: open,
+			Sized: hk.Stored == nil, Size: t.length, CRC32: t.crc})
 	}
 	meta := func(name string, data []byte) {
 		if hk.Metadata != nil {
@@ -415,7 +433,7 @@ func (l *Lineage) Build(w io.Writer, r Repo) (*Built, error) {
 	}
 
 	hw := &hashWriter{w: w, h: sha256.New()}
-	if err := WriteZip(hw, entries); err != nil {
+	if err := WriteZip(hw, entries, r.DataDescriptors); err != nil {
 		return nil, err
 	}
 	built.SHA256 = hex.EncodeToString(hw.h.Sum(nil))
@@ -428,27 +446,32 @@ type readCloser struct {
 	io.Closer
 }
 
-// WriteZip writes entries as a zip archive.
-func WriteZip(w io.Writer, entries []Entry) error {
+// WriteZip writes entries as a zip archive: with data descriptors, or
+// (for stored entries and those whose bytes are in memory) with sizes and
+// CRC in the local header.
+func WriteZip(w io.Writer, entries []Entry, descriptors bool) error {
 	zw := zip.NewWriter(w)
 	for _, e := range entries {
-		if err := writeEntry(zw, e); err != nil {
+		if err := writeEntry(zw, e, descriptors); err != nil {
 			return fmt.Errorf("release: %s: %w", e.Name, err)
 		}
 	}
 	return zw.Close()
 }
 
-func writeEntry(zw *zip.Writer, e Entry) error {
+func writeEntry(zw *zip.Writer, e Entry, descriptors bool) error {
+	fh := &zip.FileHeader{Name: e.Name, Method: e.Method}
+	if e.Mode != 0 {
+		fh.SetMode(e.Mode)
+	}
+	if !descriptors && e.Sized && (e.Method == zip.Store || (e.Method == zip.Deflate && e.Data != nil)) {
+		return writeSized(zw, fh, e)
+	}
 	rc, err := e.Open()
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	fh := &zip.FileHeader{Name: e.Name, Method: e.Method}
-	if e.Mode != 0 {
-		fh.SetMode(e.Mode)
-	}
 	if e.Method != zip.Store && e.Method != zip.Deflate {
 		// An unknown method can only be written raw: its bytes are stored
 		// as given, labelled with the method.
@@ -470,6 +493,46 @@ func writeEntry(zw *zip.Writer, e Entry) error {
 		return err
 	}
 	_, err = io.Copy(fw, rc)
+	return err
+}
+
+// writeSized writes an entry whose sizes and CRC go in its local header: a
+// stored one's bytes as they are, a deflated one's (in memory) compressed
+// first.
+func writeSized(zw *zip.Writer, fh *zip.FileHeader, e Entry) error {
+	fh.CRC32, fh.UncompressedSize64 = e.CRC32, uint64(e.Size)
+	if e.Method == zip.Deflate {
+		var buf bytes.Buffer
+		fw, err := flate.NewWriter(&buf, 5)
+		if err != nil {
+			return err
+		}
+		fw.Write(e.Data)
+		if err := fw.Close(); err != nil {
+			return err
+		}
+		fh.CompressedSize64 = uint64(buf.Len())
+		w, err := zw.CreateRaw(fh)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(buf.Bytes())
+		return err
+	}
+	fh.CompressedSize64 = uint64(e.Size)
+	w, err := zw.CreateRaw(fh)
+	if err != nil {
+		return err
+	}
+	rc, err := e.Open()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	n, err := io.Copy(w, rc)
+	if err == nil && n != e.Size {
+		err = fmt.Errorf("%d bytes, %d when hashed (did the source change?)", n, e.Size)
+	}
 	return err
 }
 

@@ -110,11 +110,7 @@ func (l *Lineage) Resign(w io.Writer, src io.ReaderAt, size int64, o ResignOptio
 		}
 	}
 	meta := func(name string, data []byte) error {
-		fw, err := zw.CreateHeader(&zip.FileHeader{Name: "repo/metadata/" + name, Method: zip.Deflate})
-		if err == nil {
-			_, err = fw.Write(data)
-		}
-		return err
+		return writeEntry(zw, BytesEntry("repo/metadata/"+name, zip.Deflate, 0, data), false)
 	}
 	for i, root := range l.Roots {
 		if err := meta(fmt.Sprintf("%d.root.json", i+1), root); err != nil {

@@ -256,7 +256,11 @@ func uploadSize(ctx context.Context, w io.Writer, s uploadSizeRun) (uploadResult
 	defer os.RemoveAll(s.dir)
 	fmt.Fprintf(w, "generating a %d MiB repo of %d artifacts ...\n", s.size>>20, s.artifacts)
 	zipPath := filepath.Join(s.dir, "repo.zip")
-	built, err := s.lineage.BuildFile(zipPath, tufgen.Sized(fmt.Sprintf("1.0.%d", s.run), s.size, s.artifacts, 1+uint64(s.run)))
+	// Sizes in the local headers, as rackrelease and tufaceous write
+	// releases.
+	repo := tufgen.Sized(fmt.Sprintf("1.0.%d", s.run), s.size, s.artifacts, 1+uint64(s.run))
+	repo.HeaderSizes = true
+	built, err := s.lineage.BuildFile(zipPath, repo)
 	if err != nil {
 		return res, err
 	}

@@ -264,6 +264,11 @@ type Repo struct {
 	// Expires of the non-root roles (default: the lineage's expiry).
 	Expires map[string]time.Time
 	Defects Defects
+	// HeaderSizes writes each entry's sizes in its local header, as
+	// rackrelease and tufaceous do, instead of in data descriptors
+	// (archive/zip's streaming way, which the tests' archives, pinned byte
+	// for byte, use).
+	HeaderSizes bool
 }
 
 // Built describes an archive that was written.
@@ -293,7 +298,7 @@ func (l *Lineage) Build(w io.Writer, r Repo) (*Built, error) { return l.Lineage.
 func (l *Lineage) repo(r Repo) release.Repo {
 	out := release.Repo{SystemVersion: r.SystemVersion, ManifestV2: r.ManifestV2, Metadata: r.Metadata,
 		TimestampVersion: r.TimestampVersion, SnapshotVersion: r.SnapshotVersion, TargetsVersion: r.TargetsVersion,
-		Expires: r.Expires, DeflateTargets: r.Defects.Deflate}
+		Expires: r.Expires, DeflateTargets: r.Defects.Deflate, DataDescriptors: !r.HeaderSizes}
 	for _, a := range r.Artifacts {
 		out.Artifacts = append(out.Artifacts, a.release())
 	}
@@ -302,12 +307,6 @@ func (l *Lineage) repo(r Repo) release.Repo {
 		Manifest: func(name string, data []byte) (string, []byte) { return manifest(r, name, data) },
 		SignedLength: func(target string, n int64) int64 {
 			return n + d.LengthLie[target]
-		},
-		Stored: func(target string, rd io.Reader) io.Reader {
-			if target == d.TamperTarget {
-				return &tamperReader{r: rd}
-			}
-			return rd
 		},
 		Signers: func(role string, keys []*release.Key) []*release.Key {
 			if n, ok := d.Undersign[role]; ok {
@@ -323,6 +322,14 @@ func (l *Lineage) repo(r Repo) release.Repo {
 			return data
 		},
 		Entries: func(entries []release.Entry) []release.Entry { return entriesWithDefects(entries, d) },
+	}
+	if d.TamperTarget != "" {
+		out.Hooks.Stored = func(target string, rd io.Reader) io.Reader {
+			if target == d.TamperTarget {
+				return &tamperReader{r: rd}
+			}
+			return rd
+		}
 	}
 	return out
 }

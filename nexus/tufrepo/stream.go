@@ -72,6 +72,8 @@ type Received struct {
 	// copyBuf carries stored entries' bytes: large, so they reach their
 	// files in few writes.
 	copyBuf []byte
+	// entryHash hashes entries' bytes beside the parser.
+	entryHash *bgHash
 }
 
 const copyBufSize = 1 << 20
@@ -120,6 +122,9 @@ func Receive(body io.Reader, spool Spool, o ReceiveOptions) (*Received, error) {
 	in := bufio.NewReaderSize(hr, 256<<10)
 	err := r.parse(in)
 	r.sha256, r.size = hr.sum()
+	if r.entryHash != nil {
+		r.entryHash.stop()
+	}
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -303,14 +308,17 @@ func (r *Received) entry(in *bufio.Reader) (more bool, err error) {
 // gzip stream.
 func (r *Received) data(e *streamEntry) *entryWriter {
 	e.data = r.st.newSink("upload-entry")
-	return &entryWriter{r: r, e: e, sha: sha256.New(), crc: crc32.NewIEEE()}
+	if r.entryHash == nil {
+		r.entryHash = newBGHash()
+	}
+	return &entryWriter{r: r, e: e, sha: r.entryHash, crc: crc32.NewIEEE()}
 }
 
 // entryWriter receives an entry's decompressed bytes.
 type entryWriter struct {
 	r    *Received
 	e    *streamEntry
-	sha  hash.Hash
+	sha  *bgHash
 	crc  hash.Hash32
 	head []byte
 	// sniffed is set once the first bytes decided whether to read the
@@ -356,7 +364,7 @@ func (w *entryWriter) Write(p []byte) (int, error) {
 // end finishes the entry's data.
 func (w *entryWriter) end(complete bool) {
 	w.e.complete = complete
-	w.e.sha = w.sha.Sum(nil)
+	w.e.sha = w.sha.sum()
 	w.e.crc = w.crc.Sum32()
 	w.e.data.finish()
 	if w.e.exp != nil {
@@ -426,6 +434,9 @@ func (r *Received) storedScan(in *bufio.Reader, e *streamEntry) (bool, error) {
 		}
 	}
 }
+
+// scanSigs are what may follow a stored entry's descriptor.
+var scanSigs = [][]byte{[]byte(localHeaderSig), []byte(centralSig)}
 
 // nextSigs are what may follow an entry: another entry or the directory
 // (or, in a directory-less archive, the end record).
@@ -497,16 +508,18 @@ func scanDescriptor(buf []byte, already int64, crc uint32, eof bool) (int, bool)
 			}
 		}
 	}
-	for at := 0; ; {
-		k := bytes.Index(buf[at:], []byte("PK"))
-		if k < 0 {
-			break
+	// What follows a stored entry is the next entry or the directory;
+	// each signature is searched for whole (a vectorised search for four
+	// bytes, far faster than stopping at every "PK" in random data).
+	for _, sig := range scanSigs {
+		for at := 0; ; {
+			k := bytes.Index(buf[at:], sig)
+			if k < 0 {
+				break
+			}
+			check(at + k)
+			at += k + 1
 		}
-		j := at + k
-		if j+4 <= len(buf) && isNextSig(buf[j:j+4]) {
-			check(j)
-		}
-		at = j + 1
 	}
 	if eof {
 		check(len(buf))
@@ -739,44 +752,47 @@ func (v virtual) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// parallelHash hashes the body on another goroutine as it is read, so the
-// archive's hash does not add to the time each byte takes on the way to
-// its file. Chunks are copied out of the reader's buffer (memory copies
-// are far cheaper than hashing) and handed over with a little slack.
-type parallelHash struct {
-	r        io.Reader
-	progress func(int64)
-	n        int64
-	cur      []byte
-	made     int
-	full     chan []byte
-	free     chan []byte
-	result   chan [sha256.Size]byte
-	once     sync.Once
-	sumHex   string
+// bgHash computes SHA-256 on a goroutine of its own, so that hashing does
+// not add to the time each byte takes on its way to its file: the upload
+// hashes every byte twice (the archive's hash, and its entry's), and each
+// hash gets its own core. Bytes are copied out of the caller's buffer
+// (memory copies are far cheaper than hashing) and handed over with a
+// little slack; sum waits for what was written so far and starts over.
+type bgHash struct {
+	cur  []byte
+	made int
+	work chan hashItem
+	free chan []byte
+}
+
+// hashItem is a chunk to hash, or a request for the sum so far.
+type hashItem struct {
+	data []byte
+	sum  chan []byte
 }
 
 const hashChunk, hashChunks = 256 << 10, 8
 
-func newParallelHash(r io.Reader, progress func(int64)) *parallelHash {
-	h := &parallelHash{r: r, progress: progress, full: make(chan []byte, hashChunks), free: make(chan []byte, hashChunks),
-		result: make(chan [sha256.Size]byte, 1)}
+func newBGHash() *bgHash {
+	h := &bgHash{work: make(chan hashItem, hashChunks), free: make(chan []byte, hashChunks)}
 	go func() {
 		s := sha256.New()
-		for b := range h.full {
-			s.Write(b)
-			h.free <- b[:0]
+		for it := range h.work {
+			if it.sum != nil {
+				it.sum <- s.Sum(nil)
+				s.Reset()
+				continue
+			}
+			s.Write(it.data)
+			h.free <- it.data[:0]
 		}
-		var out [sha256.Size]byte
-		copy(out[:], s.Sum(nil))
-		h.result <- out
 	}()
 	return h
 }
 
 // chunk is a buffer to fill: a free one, or a new one while fewer than
 // hashChunks exist (small uploads never make them all).
-func (h *parallelHash) chunk() []byte {
+func (h *bgHash) chunk() []byte {
 	select {
 	case b := <-h.free:
 		return b
@@ -789,23 +805,56 @@ func (h *parallelHash) chunk() []byte {
 	return <-h.free
 }
 
+func (h *bgHash) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if h.cur == nil {
+			h.cur = h.chunk()
+		}
+		k := min(len(p), cap(h.cur)-len(h.cur))
+		h.cur = append(h.cur, p[:k]...)
+		p = p[k:]
+		if len(h.cur) == cap(h.cur) {
+			h.work <- hashItem{data: h.cur}
+			h.cur = nil
+		}
+	}
+	return n, nil
+}
+
+// sum returns the hash of everything written since the last sum.
+func (h *bgHash) sum() []byte {
+	if len(h.cur) > 0 {
+		h.work <- hashItem{data: h.cur}
+		h.cur = nil
+	}
+	c := make(chan []byte, 1)
+	h.work <- hashItem{sum: c}
+	return <-c
+}
+
+// stop ends the goroutine.
+func (h *bgHash) stop() { close(h.work) }
+
+// parallelHash reads the body, hashing it in the background.
+type parallelHash struct {
+	r        io.Reader
+	progress func(int64)
+	n        int64
+	h        *bgHash
+	once     sync.Once
+	sumHex   string
+}
+
+func newParallelHash(r io.Reader, progress func(int64)) *parallelHash {
+	return &parallelHash{r: r, progress: progress, h: newBGHash()}
+}
+
 func (h *parallelHash) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
 	if n > 0 {
 		h.n += int64(n)
-		b := p[:n]
-		for len(b) > 0 {
-			if h.cur == nil {
-				h.cur = h.chunk()
-			}
-			k := min(len(b), cap(h.cur)-len(h.cur))
-			h.cur = append(h.cur, b[:k]...)
-			b = b[k:]
-			if len(h.cur) == cap(h.cur) {
-				h.full <- h.cur
-				h.cur = nil
-			}
-		}
+		h.h.Write(p[:n])
 		if h.progress != nil {
 			h.progress(h.n)
 		}
@@ -820,13 +869,8 @@ func (h *parallelHash) Read(p []byte) (int, error) {
 // length.
 func (h *parallelHash) sum() (string, int64) {
 	h.once.Do(func() {
-		if len(h.cur) > 0 {
-			h.full <- h.cur
-			h.cur = nil
-		}
-		close(h.full)
-		s := <-h.result
-		h.sumHex = hex.EncodeToString(s[:])
+		h.sumHex = hex.EncodeToString(h.h.sum())
+		h.h.stop()
 	})
 	return h.sumHex, h.n
 }

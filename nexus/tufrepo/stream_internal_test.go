@@ -31,6 +31,10 @@ func TestStreamFindsEveryEntry(t *testing.T) {
 		r := tufgen.Demo("1.0.1")
 		r.Defects.Deflate = true
 		return r
+	}(), "header-sizes": func() tufgen.Repo {
+		r := tufgen.Demo("1.0.2")
+		r.HeaderSizes = true
+		return r
 	}()} {
 		b, _, err := l.BuildBytes(r)
 		if err != nil {

@@ -305,6 +305,23 @@ func TestStrictArchiveVariantsAccepted(t *testing.T) {
 			})
 		}
 	}
+	// Sizes in the local headers, as rackrelease and tufaceous write
+	// them.
+	t.Run("header-sizes", func(t *testing.T) {
+		r := tinyRepo(true)
+		r.HeaderSizes = true
+		archive, built := build(t, l, r)
+		zr, err := zip.NewReader(bytes.NewReader(archive), int64(len(archive)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range zr.File {
+			if f.Flags&0x8 != 0 {
+				t.Fatalf("%s has a data descriptor", f.Name)
+			}
+		}
+		checkVerifies(t, archive, roots, built)
+	})
 	// Directory entries, as Info-ZIP and jar write them, and deflated
 	// targets.
 	t.Run("directories-and-deflate", func(t *testing.T) {
