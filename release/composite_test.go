@@ -129,8 +129,6 @@ type tarEntry struct {
 	name string
 	typ  byte
 	data string
-	// size, when set, is the size the header declares.
-	size int64
 }
 
 func tarGz(t *testing.T, entries []tarEntry, tail []byte) []byte {

@@ -214,23 +214,6 @@ func diskError(err error, what string) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// writeErrors marks errors from the temp file, so a copy's failure can be
-// told apart from the body's.
-type writeErrors struct{ w io.Writer }
-
-type writeError struct{ err error }
-
-func (e *writeError) Error() string { return e.err.Error() }
-func (e *writeError) Unwrap() error { return e.err }
-
-func (w writeErrors) Write(p []byte) (int, error) {
-	n, err := w.w.Write(p)
-	if err != nil {
-		return n, &writeError{err}
-	}
-	return n, nil
-}
-
 // UploadIdleTimeout is how long an upload's client may send nothing
 // before the HTTP edge cuts it off.
 func (a *App) UploadIdleTimeout() time.Duration { return a.cfg.UploadIdleTimeout }

@@ -256,8 +256,10 @@ func (r *Received) entry(in *bufio.Reader) (more bool, err error) {
 			_, err := r.toSpill(in, -1)
 			return false, err
 		}
+		// Only the compressed size places the data; Verify compares the
+		// rest with the directory.
 		if usize == max32 {
-			usize, vals = vals[0], vals[1:]
+			vals = vals[1:]
 		}
 		if csize == max32 {
 			csize = vals[0]
