@@ -12,17 +12,23 @@ import (
 
 // ReplicationCounters count requests by outcome.
 type ReplicationCounters struct {
-	ConfigPutOK  int   `json:"config_put_ok"`
-	ConfigPutErr int   `json:"config_put_err"`
-	ListOK       int   `json:"list_ok"`
-	ListErr      int   `json:"list_err"`
-	PutOK        int   `json:"put_ok"`
-	PutErr       int   `json:"put_err"`
-	CopyOK       int   `json:"copy_ok"`
-	CopyErr      int   `json:"copy_err"`
-	LocalDropped int   `json:"local_dropped"`
-	BytesPut     int64 `json:"bytes_put"`
-	// BytesCopied counts the bytes of copies sleds were asked to make.
+	ConfigPutOK  int `json:"config_put_ok"`
+	ConfigPutErr int `json:"config_put_err"`
+	ListOK       int `json:"list_ok"`
+	ListErr      int `json:"list_err"`
+	// SeedOK and SeedErr count requests that a sled copy an artifact from
+	// a Nexus's depot (the one copy of it a Nexus sends), CopyOK and
+	// CopyErr requests that it copy from another sled's.
+	SeedOK       int `json:"seed_ok"`
+	SeedErr      int `json:"seed_err"`
+	CopyOK       int `json:"copy_ok"`
+	CopyErr      int `json:"copy_err"`
+	LocalDropped int `json:"local_dropped"`
+	// BytesSeeded counts the bytes of the seeds sleds were asked to copy
+	// from a Nexus: what leaves Nexus.
+	BytesSeeded int64 `json:"bytes_seeded"`
+	// BytesCopied counts the bytes of copies sleds were asked to make
+	// from sleds.
 	BytesCopied int64 `json:"bytes_copied"`
 }
 

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -191,12 +190,12 @@ func addCounters(c *Counters, o Counters) {
 	c.ConfigPutErr += o.ConfigPutErr
 	c.ListOK += o.ListOK
 	c.ListErr += o.ListErr
-	c.PutOK += o.PutOK
-	c.PutErr += o.PutErr
+	c.SeedOK += o.SeedOK
+	c.SeedErr += o.SeedErr
 	c.CopyOK += o.CopyOK
 	c.CopyErr += o.CopyErr
 	c.LocalDropped += o.LocalDropped
-	c.BytesPut += o.BytesPut
+	c.BytesSeeded += o.BytesSeeded
 	c.BytesCopied += o.BytesCopied
 }
 
@@ -664,11 +663,11 @@ func (t *Task) execute(ctx context.Context, log zerolog.Logger, c collected, pla
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
-			case r.Kind == PutFromNexus && err == nil:
-				run.PutOK++
-				run.BytesPut += r.Artifact.Length
-			case r.Kind == PutFromNexus:
-				run.PutErr++
+			case r.SourceKind == "nexus" && err == nil:
+				run.SeedOK++
+				run.BytesSeeded += r.Artifact.Length
+			case r.SourceKind == "nexus":
+				run.SeedErr++
 			case err == nil:
 				run.CopyOK++
 				run.BytesCopied += r.Artifact.Length
@@ -696,14 +695,11 @@ func (t *Task) send(ctx context.Context, log zerolog.Logger, s datastore.Replica
 	ev := log.Info().Str("sled_id", r.Sled.String()).Str("sha256", string(r.Artifact.SHA256)).Uint64("generation", gen)
 	sc, err := t.sledClient(s)
 	if err == nil {
-		switch r.Kind {
-		case PutFromNexus:
-			rec.Operation, rec.Source = "put", "nexus"
-			err = t.put(ctx, sc, gen, r.Artifact)
-		default:
-			rec.Operation = "copy"
-			_, err = sc.ArtifactCopyFromDepot(ctx, string(r.Artifact.SHA256), gen, r.Source)
+		rec.Operation = "copy"
+		if r.SourceKind == "nexus" {
+			rec.Operation = "seed"
 		}
+		_, err = sc.ArtifactCopyFromDepot(ctx, string(r.Artifact.SHA256), gen, r.Source)
 	}
 	rec.Error = errString(err)
 	t.record(rec)
@@ -712,17 +708,6 @@ func (t *Task) send(ctx context.Context, log zerolog.Logger, s datastore.Replica
 			Uint64("generation", gen)
 	}
 	ev.Str("operation", rec.Operation).Str("source", rec.Source).Msg("replication request")
-	return err
-}
-
-// put streams the artifact from this Nexus's depot to the sled.
-func (t *Task) put(ctx context.Context, sc client.SledAgent, gen uint64, a Artifact) error {
-	f, err := os.Open(t.cfg.Depot.Path(string(a.SHA256)))
-	if err != nil {
-		return fmt.Errorf("local copy: %w", err)
-	}
-	defer f.Close()
-	_, err = sc.ArtifactPut(ctx, string(a.SHA256), gen, f, a.Length)
 	return err
 }
 

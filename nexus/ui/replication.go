@@ -476,15 +476,15 @@ func counterRows(last, life api.ReplicationCounters) []counterRow {
 	return []counterRow{
 		pair("Config puts", last.ConfigPutOK, last.ConfigPutErr, life.ConfigPutOK, life.ConfigPutErr),
 		pair("Holdings listed", last.ListOK, last.ListErr, life.ListOK, life.ListErr),
-		pair("Puts from this Nexus", last.PutOK, last.PutErr, life.PutOK, life.PutErr),
+		pair("Seeds copied from a Nexus", last.SeedOK, last.SeedErr, life.SeedOK, life.SeedErr),
 		pair("Sled-to-sled copies", last.CopyOK, last.CopyErr, life.CopyOK, life.CopyErr),
 		{Name: "Local copies dropped", Last: fmt.Sprint(last.LocalDropped), Lifetime: fmt.Sprint(life.LocalDropped)},
-		{Name: "Bytes sent by this Nexus", Last: humanize.Bytes(last.BytesPut), Lifetime: humanize.Bytes(life.BytesPut),
-			LastTitle: fmt.Sprint(last.BytesPut, " bytes"), LifeTitle: fmt.Sprint(life.BytesPut, " bytes")},
+		{Name: "Bytes seeded from a Nexus", Last: humanize.Bytes(last.BytesSeeded), Lifetime: humanize.Bytes(life.BytesSeeded),
+			LastTitle: fmt.Sprint(last.BytesSeeded, " bytes"), LifeTitle: fmt.Sprint(life.BytesSeeded, " bytes")},
 		{Name: "Bytes copied sled to sled", Last: humanize.Bytes(last.BytesCopied), Lifetime: humanize.Bytes(life.BytesCopied),
 			LastTitle: fmt.Sprint(last.BytesCopied, " bytes"), LifeTitle: fmt.Sprint(life.BytesCopied, " bytes")},
-		{Name: "Bytes moved in all", Last: humanize.Bytes(last.BytesPut + last.BytesCopied),
-			Lifetime: humanize.Bytes(life.BytesPut + life.BytesCopied)},
+		{Name: "Bytes moved in all", Last: humanize.Bytes(last.BytesSeeded + last.BytesCopied),
+			Lifetime: humanize.Bytes(life.BytesSeeded + life.BytesCopied)},
 	}
 }
 

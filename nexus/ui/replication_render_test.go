@@ -341,3 +341,40 @@ func TestReplicationPageShowsFastForwardAndBackoff(t *testing.T) {
 		t.Errorf("rows without cause: %+v", rows)
 	}
 }
+
+// A composite's parts follow it on the repo page, in path order, each
+// saying what it was read out of.
+func TestRepoPagePartsFollowTheirComposite(t *testing.T) {
+	now := time.Now()
+	host := model.TufRepoArtifact{TufArtifact: model.TufArtifact{ID: uuid.New(), Name: "host", Version: "1.0.0",
+		Kind: "host", SHA256: hashN(1)}, TargetName: "host.tar.gz"}
+	part := func(kind, path string, n int) model.TufRepoArtifact {
+		return model.TufRepoArtifact{TufArtifact: model.TufArtifact{ID: uuid.New(), Name: "host", Version: "1.0.0",
+			Kind: kind, SHA256: hashN(n)}, TargetName: "host.tar.gz", PartOf: &model.ArtifactPartOf{ID: host.ID,
+			Kind: "host", Name: "host", Version: "1.0.0", SHA256: host.SHA256, Path: path}}
+	}
+	sp := model.TufRepoArtifact{TufArtifact: model.TufArtifact{ID: uuid.New(), Name: "sp", Version: "1.0.0",
+		Kind: "gimlet_sp", SHA256: hashN(4)}}
+	repo := model.TufRepo{SystemVersion: "1.0.0", TimeCreated: now, ValidUntil: now.Add(time.Hour), ArtifactCount: 4}
+	d := model.TufRepoDetail{Repo: repo, Artifacts: []model.TufRepoArtifact{
+		part("host_phase_2", "image/zfs.img", 3), sp, host, part("host_phase_1", "image/rom", 2)}}
+	p := buildRepoPage(d, model.ReplicationMatrix{}, now)
+	var order []string
+	for _, r := range p.Artifacts {
+		order = append(order, r.Kind)
+	}
+	if strings.Join(order, " ") != "gimlet_sp host host_phase_1 host_phase_2" || p.Parts != 2 {
+		t.Fatalf("rows in order %v, %d parts", order, p.Parts)
+	}
+	var buf bytes.Buffer
+	if err := uiPages["repo"].ExecuteTemplate(&buf, "layout", uiPage{Title: "1.0.0", NexusID: uuid.NewString(), Body: p}); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{"part of host host, <code>image/rom</code>", `data-part-of="` + host.SHA256 + `"`,
+		"2 of them parts read out of composite artifacts"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the repo page lacks %q", want)
+		}
+	}
+}
