@@ -95,7 +95,7 @@ func TestUploadProgressBarOnlyOnATerminal(t *testing.T) {
 		t.Fatalf("upload on a terminal: %v (%s)", err, done())
 	}
 	term := done()
-	if stdout.String() != "system version 1.0.0 uploaded: 2 artifacts, 2.0 MiB, generation 2\n" {
+	if stdout.String() != "system version 1.0.0 uploaded (2 artifacts, generation 2); replication to the sleds has started\n" {
 		t.Errorf("stdout: %q", stdout.String())
 	}
 	if !strings.HasPrefix(term, "\r[") || !regexp.MustCompile(`\r\[#{30}\] 100\.0% 2\.0 MiB sent in \d+m?s; Nexus verifying for \d+m?s *\r\n$`).MatchString(term) ||
@@ -199,7 +199,7 @@ func TestUploadWait(t *testing.T) {
 	}
 	env := []string{"RACKPLANE_NEXUS_URL=" + nx.ExternalURL(), "RACKPLANE_TOKEN=" + nx.AdminToken}
 	code, out, errOut := rackctlMain(t, env, "repo", "upload", "--wait", zip)
-	if code != 0 || !regexp.MustCompile(`^system version 1\.0\.0 uploaded: 4 artifacts, .*\n`+
+	if code != 0 || !regexp.MustCompile(`^system version 1\.0\.0 uploaded \(4 artifacts, generation \d+\); replication to the sleds has started\n`+
 		`system version 1\.0\.0 replicated in \d+m?s: 4 of 4 artifacts on every M\.2 of all 2 sleds\n$`).MatchString(out) ||
 		!regexp.MustCompile(`\nreplication: 4 of 4 artifacts on every M\.2 of all 2 sleds, \d+m?s elapsed\n$`).MatchString(errOut) {
 		t.Fatalf("--wait: exit %d\n%s\n%s", code, out, errOut)
