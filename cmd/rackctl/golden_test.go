@@ -98,6 +98,13 @@ func startGoldenRack(t *testing.T, seed byte) *goldenRack {
 			return "REQID"
 		})
 	})
+	m.common()
+	return g
+}
+
+// common masks what differs from run to run on any rack: tokens, ids,
+// times and spans, ports, sizes, the toolchain.
+func (m *masker) common() {
 	m.regexpMask(`rp_[A-Za-z0-9_-]{20,}`, "rp_TOKEN")
 	m.regexpMask(`"(free_bytes|total_bytes)": \d+`, `"$1": N`)
 	m.regexpMask(`"go_version": "go[^"]*"`, `"go_version": "GO"`)
@@ -110,7 +117,6 @@ func startGoldenRack(t *testing.T, seed byte) *goldenRack {
 	m.regexpMask(`\b(\d+(\.\d+)?(µs|ms|s)|\d+m\d\ds|\d+h\d\dm|\d+d\d\dh)( ago)?\b|just now`, "SPAN")
 	m.regexpMask(`\d+\.\d (GiB|TiB)`, "DISK")
 	m.regexpMask(`\bgo\d+\.\d+(\.\d+)?[^\s),"]*`, "GO")
-	return g
 }
 
 // record runs one command line through the real binary and returns what
@@ -434,8 +440,10 @@ func TestOutputsGolden(t *testing.T) {
 	}
 
 	// Every command of the table has its golden output here, but the
-	// trust-quorum group's, which needs a rack set up with bootstrap
-	// agents and comes with its own tests.
+	// trust-quorum group's, which needs a rack set up over the bootstrap
+	// network: TestTrustQuorumCommands records status and show against
+	// testdata/trustquorum and checks what add, remove, abort and
+	// upgrade-from-lrtq print (their steps are the task's timing).
 	var missing []string
 	for _, c := range commandNames() {
 		if !covered[c] && !strings.HasPrefix(c, "trust-quorum") {
