@@ -228,6 +228,8 @@ func tqWait(ctx context.Context, e *env, c api.TrustQuorumConfig, timeout time.D
 			case err != nil:
 				return c, err
 			}
+			retry := fmt.Sprintf("epoch %d aborted (%s); Nexus retries the change as epoch %d", c.Epoch, c.AbortReason, next.Epoch)
+			w.show(retry, retry)
 			c = next
 			continue
 		}
