@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"strconv"
@@ -28,6 +29,11 @@ func repoCommands() []command {
 		},
 		run:   func(ctx context.Context, e *env, args []string) error { return repoUpload(ctx, e, args, up) },
 		files: []string{"zip"},
+	}, {
+		group: "repo", verb: "uploads", summary: "list the uploads the answering Nexus is receiving or verifying now",
+		long: "Each Nexus instance lists only the uploads it receives itself; behind a load balancer, ask each one\n" +
+			"(--nexus) to see them all.",
+		run: repoUploads,
 	}, {
 		group: "repo", verb: "list", summary: "list uploaded repositories, newest first",
 		flags: func(fs *flag.FlagSet) {
@@ -85,7 +91,7 @@ func validCell(t, now time.Time) string {
 }
 
 // repoState is a repo's state as an operator should read it: pruned
-// repos say so whatever their replication state; a state that needs
+// repos say when and by whom; a state that needs
 // attention is shouted.
 func repoState(r api.TufRepo, now time.Time) string {
 	if r.TimePruned != nil {
@@ -333,13 +339,64 @@ func repoDelete(ctx context.Context, e *env, args []string) error {
 	if e.json {
 		return printJSON(e.out, res)
 	}
-	if res.AlreadyPruned {
-		fmt.Fprintf(e.out, "system version %s was already pruned (%s)\n", args[0], repoState(res.Repo, e.now()))
+	if res.Message == "" {
+		// A Nexus older than the message.
+		fmt.Fprintf(e.out, "system version %s pruned (generation %d, already pruned: %t)\n", args[0], res.Generation, res.AlreadyPruned)
 		return nil
 	}
-	fmt.Fprintf(e.out, "system version %s pruned (generation %d): its artifacts leave the sleds unless a live repo carries them\n",
-		args[0], res.Generation)
+	fmt.Fprintln(e.out, res.Message)
 	return nil
+}
+
+func repoUploads(ctx context.Context, e *env, args []string) error {
+	if len(args) > 0 {
+		return usageError(fmt.Sprintf("repo uploads takes no arguments, got %q", args))
+	}
+	list, err := e.nexus.UploadList(ctx)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		if list.Items == nil {
+			list.Items = []api.TufUpload{}
+		}
+		return printJSON(e.out, list)
+	}
+	return printUploads(e.out, list, e.now())
+}
+
+// printUploads renders the uploads in progress: where each is (its phase
+// and for how long), how much of the body has arrived, who sends it.
+func printUploads(w io.Writer, list api.TufUploadList, now time.Time) error {
+	if len(list.Items) == 0 {
+		_, err := fmt.Fprintf(w, "no upload in progress on Nexus %s (each Nexus lists only the uploads it receives)\n", list.NexusID)
+		return err
+	}
+	rows := make([][]string, 0, len(list.Items))
+	for _, u := range list.Items {
+		received := humanize.Bytes(u.BytesReceived)
+		if u.ContentLength >= 0 {
+			received += " of " + humanize.Bytes(u.ContentLength)
+			if u.ContentLength > 0 {
+				received += fmt.Sprintf(" (%d%%)", 100*u.BytesReceived/u.ContentLength)
+			}
+		}
+		version := u.SystemVersion
+		if version == "" {
+			version = "- (not verified yet)"
+		}
+		req := u.RequestID
+		if req == "" {
+			req = "-"
+		}
+		rows = append(rows, []string{u.FileName, u.Actor, u.Phase + " for " + humanize.Duration(now.Sub(u.TimePhaseStarted)), received,
+			humanize.Ago(now, u.TimeStarted), version, req})
+	}
+	if err := table(w, []string{"FILE", "BY", "PHASE", "RECEIVED", "STARTED", "SYSTEM VERSION", "REQUEST"}, rows); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "%d upload(s) in progress on Nexus %s\n", len(list.Items), list.NexusID)
+	return err
 }
 
 // completeRepoVersions offers the repos' system versions (pruned ones
