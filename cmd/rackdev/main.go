@@ -75,6 +75,7 @@ type options struct {
 	tls          bool
 	noDemo       bool
 	version      bool
+	processes    bool
 }
 
 func main() {
@@ -105,6 +106,8 @@ func newFlags(o *options) *envflag.Set {
 	fs.Bool(&o.noDemo, "no-demo", "RACKDEV_NO_DEMO", false,
 		"register no demo trust root and upload no demo repo (the rack starts with no repos, so your own 1.0.0 is the first)")
 	fs.Bool(&o.version, "version", "", false, "print the version and exit")
+	fs.Bool(&o.processes, "processes", "RACKDEV_PROCESSES", false,
+		"run each sled as a sled-agent child process, restarted when it dies (Nexus stays in rackdev's process)")
 	return fs
 }
 
@@ -213,6 +216,9 @@ type rack struct {
 	wg         sync.WaitGroup
 	logFiles   []*os.File
 	runErrs    chan error
+
+	// children are the sleds under --processes (sleds is empty then).
+	children []*childSled
 }
 
 func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
@@ -286,6 +292,9 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 	}
 	r.goRun(ctx, "nexus", r.nexus.Run)
 
+	if o.processes {
+		return r, r.startChildSleds(ctx, ca, stdout)
+	}
 	var peers []string
 	for i := range o.sleds {
 		name := fmt.Sprintf("sled-%d", i)
@@ -397,7 +406,7 @@ func (r *rack) waitConverged(ctx context.Context, timeout time.Duration, stdout 
 			last = err.Error()
 		case st.Stopped != "":
 			last = st.Stopped
-		case st.Converged && st.Sleds == len(r.sleds):
+		case st.Converged && st.Sleds == len(r.nodes()):
 			repos, err := nx.RepoList(ctx, false)
 			if err != nil {
 				return err
@@ -407,7 +416,7 @@ func (r *rack) waitConverged(ctx context.Context, timeout time.Duration, stdout 
 			return nil
 		default:
 			last = fmt.Sprintf("not converged: %d requests, %d in flight, %d of %d sleds", st.Requests, st.InFlight,
-				st.Sleds, len(r.sleds))
+				st.Sleds, len(r.nodes()))
 		}
 		select {
 		case <-ctx.Done():
@@ -433,8 +442,8 @@ func (r *rack) rackCA() (*rackpki.CA, error) {
 // over its internal API. A rack kept from an earlier run that Nexus
 // already governs is not set up again.
 func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdout io.Writer) error {
-	if len(r.sleds) < trustquorum.MinMembers {
-		fmt.Fprintf(stdout, "rackdev: %d sleds; the trust quorum needs %d, so no rack setup\n", len(r.sleds), trustquorum.MinMembers)
+	if len(r.nodes()) < trustquorum.MinMembers {
+		fmt.Fprintf(stdout, "rackdev: %d sleds; the trust quorum needs %d, so no rack setup\n", len(r.nodes()), trustquorum.MinMembers)
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -451,7 +460,7 @@ func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdo
 		return nil
 	}
 	var addrs []string
-	for _, s := range r.sleds {
+	for _, s := range r.nodes() {
 		addrs = append(addrs, s.BootstrapAddr())
 	}
 	c, err := rss.Dial(ctx, addrs, rss.Options{Bundle: r.rss, PollInterval: 20 * time.Millisecond})
@@ -533,8 +542,8 @@ func (r *rack) check(ctx context.Context, timeout time.Duration) error {
 		return err
 	}
 	want := map[uuid.UUID]bool{}
-	for _, s := range r.sleds {
-		want[s.Server().ID()] = true
+	for _, s := range r.nodes() {
+		want[s.ID()] = true
 	}
 	var lastErr error
 	for {
@@ -561,13 +570,13 @@ func (r *rack) checkOnce(ctx context.Context, nx client.Nexus, want map[uuid.UUI
 	if _, err := nx.Health(ctx); err != nil {
 		return fmt.Errorf("nexus health: %w", err)
 	}
-	for _, s := range r.sleds {
-		sc, err := client.NewSledAgent(s.Server().URL(), r.sledHTTP())
+	for _, s := range r.nodes() {
+		sc, err := client.NewSledAgent(s.URL(), r.sledHTTP())
 		if err != nil {
 			return err
 		}
 		if _, err := sc.Health(ctx); err != nil {
-			return fmt.Errorf("sled %s health: %w", s.Server().ID(), err)
+			return fmt.Errorf("sled %s health: %w", s.ID(), err)
 		}
 	}
 	sleds, err := nx.SledList(ctx)
@@ -596,9 +605,8 @@ func (r *rack) printSummary(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "  nexus external API\t%s\n", r.nexus.ExternalURL())
 	fmt.Fprintf(tw, "  nexus internal API\t%s\n", r.nexus.InternalURL())
-	for i, s := range r.sleds {
-		srv := s.Server()
-		fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s  bootstrap %s\n", i, s.Baseboard().Serial, srv.URL(), srv.DepotURL(), s.BootstrapAddr())
+	for i, s := range r.nodes() {
+		fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s  bootstrap %s\n", i, s.Serial(), s.URL(), s.DepotURL(), s.BootstrapAddr())
 	}
 	fmt.Fprintf(tw, "  admin token\t%s  (also in %s)\n", r.adminToken, r.tokenFile())
 	fmt.Fprintf(tw, "  rack CA and certificates\t%s\n", r.pki)
@@ -715,8 +723,8 @@ func (r *rack) waitReplicated(ctx context.Context, hashes []string, timeout time
 	defer cancel()
 	for {
 		missing := 0
-		for _, s := range r.sleds {
-			sc, err := client.NewSledAgent(s.Server().URL(), r.sledHTTP())
+		for _, s := range r.nodes() {
+			sc, err := client.NewSledAgent(s.URL(), r.sledHTTP())
 			if err != nil {
 				return err
 			}
@@ -746,6 +754,7 @@ const defaultRackctlURL = "http://127.0.0.1:12220"
 
 // close stops everything in reverse order and removes what rackdev made.
 func (r *rack) close(w io.Writer) {
+	r.stopChildren()
 	if r.cancel != nil {
 		r.cancel()
 	}
