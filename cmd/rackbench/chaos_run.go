@@ -100,10 +100,9 @@ func (r *chaosRack) run(ctx context.Context, sched []fault, w io.Writer) (*chaos
 	if err := r.waitUp(ctx, 2*time.Minute); err != nil {
 		return nil, err
 	}
-	members := len(r.sleds)
 	if r.o.tq {
-		members = len(r.sleds) - 2
-		if err := r.setupRack(ctx, members, w); err != nil {
+		// The last two sleds join later, by membership changes.
+		if err := r.setupRack(ctx, len(r.sleds)-2, w); err != nil {
 			return nil, fmt.Errorf("rack setup: %w", err)
 		}
 	}
