@@ -26,6 +26,7 @@ import (
 	"github.com/rackplane/rackplane/nexus/depot"
 	"github.com/rackplane/rackplane/sledagent"
 	"github.com/rackplane/rackplane/sledagent/artifacts"
+	"github.com/rackplane/rackplane/trustquorum/tqcrypto"
 )
 
 // chaosResult is what a run found.
@@ -774,6 +775,15 @@ func (r *chaosRack) checkLogs(ctx context.Context) check {
 	}
 	sum := sha256.Sum256([]byte(r.token))
 	needles["the admin token's hash (hex)"] = hex.EncodeToString(sum[:])
+	shares, secrets := r.trustQuorumSecrets()
+	for i, b := range shares {
+		needles[fmt.Sprintf("key share %d (base64)", i)] = base64.StdEncoding.EncodeToString(b)
+		needles[fmt.Sprintf("key share %d (hex)", i)] = hex.EncodeToString(b)
+	}
+	for epoch, b := range secrets {
+		needles[fmt.Sprintf("the rack secret of epoch %d (base64)", epoch)] = base64.StdEncoding.EncodeToString(b)
+		needles[fmt.Sprintf("the rack secret of epoch %d (hex)", epoch)] = hex.EncodeToString(b)
+	}
 	needles["a private key"] = "PRIVATE KEY"
 	files, _ := filepath.Glob(filepath.Join(r.logDir, "*.log"))
 	var size int64
@@ -790,7 +800,72 @@ func (r *chaosRack) checkLogs(ctx context.Context) check {
 			}
 		}
 	}
-	c.name = fmt.Sprintf("no secret in any log (%d logs, %d MiB, %d needles: admin token, token hashes, PEM private keys)",
-		len(files), size>>20, len(needles))
+	c.name = fmt.Sprintf("no secret in any log (%d logs, %d MiB, %d needles: admin token, token hashes, PEM private keys, "+
+		"%d trust-quorum key shares, %d rack secrets rebuilt from them)", len(files), size>>20, len(needles), len(shares), len(secrets))
 	return c
+}
+
+// tqLedger is the part of a sled's persisted trust-quorum state (on each
+// M.2) that holds secrets: its key shares, and each configuration's
+// threshold.
+type tqLedger struct {
+	Value struct {
+		State struct {
+			Configs []struct {
+				Epoch     uint64 `json:"epoch"`
+				Threshold int    `json:"threshold"`
+			} `json:"configs"`
+			Shares []struct {
+				Epoch uint64 `json:"epoch"`
+				Share []byte `json:"share"`
+			} `json:"shares"`
+		} `json:"state"`
+	} `json:"value"`
+}
+
+// trustQuorumSecrets reads every sled's key shares from its M.2s and
+// rebuilds each epoch's rack secret from them: what the logs must never
+// hold. A ledger it cannot read adds nothing (the scan is for leaks, and
+// its needles are counted in the check's name).
+func (r *chaosRack) trustQuorumSecrets() ([][]byte, map[uint64][]byte) {
+	byEpoch := map[uint64]map[string][]byte{}
+	threshold := map[uint64]int{}
+	for _, s := range r.sleds {
+		for _, m2 := range s.m2 {
+			b, err := os.ReadFile(filepath.Join(m2, "bootstrap", "trust-quorum.json"))
+			if err != nil {
+				continue
+			}
+			var l tqLedger
+			if json.Unmarshal(b, &l) != nil {
+				continue
+			}
+			for _, c := range l.Value.State.Configs {
+				threshold[c.Epoch] = c.Threshold
+			}
+			for _, sh := range l.Value.State.Shares {
+				if byEpoch[sh.Epoch] == nil {
+					byEpoch[sh.Epoch] = map[string][]byte{}
+				}
+				byEpoch[sh.Epoch][s.serial] = sh.Share
+			}
+		}
+	}
+	var shares [][]byte
+	secrets := map[uint64][]byte{}
+	for epoch, bySled := range byEpoch {
+		var parsed []tqcrypto.Share
+		for _, b := range bySled {
+			shares = append(shares, b)
+			if sh, err := tqcrypto.ShareFromBytes(b); err == nil {
+				parsed = append(parsed, sh)
+			}
+		}
+		if k := threshold[epoch]; k > 0 && len(parsed) >= k {
+			if secret, err := tqcrypto.Combine(parsed, k); err == nil {
+				secrets[epoch] = bytes.Clone(secret.Expose())
+			}
+		}
+	}
+	return shares, secrets
 }

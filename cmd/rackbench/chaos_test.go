@@ -3,11 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rackplane/rackplane/trustquorum/tqcrypto"
 )
 
 // ciSeed is the first seed whose short schedule injects every kind of
@@ -90,7 +100,85 @@ func TestChaosShort(t *testing.T) {
 			t.Errorf("%s was killed but started %d times", name, res.starts[name])
 		}
 	}
+	// The log scan had the trust quorum's secrets to look for.
+	m := regexp.MustCompile(`(\d+) trust-quorum key shares, (\d+) rack secrets`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatal("no log-scan line in the output")
+	}
+	if n, _ := strconv.Atoi(m[1]); n < 3 {
+		t.Errorf("the log scan read %s key shares", m[1])
+	}
+	if n, _ := strconv.Atoi(m[2]); n < 1 {
+		t.Errorf("the log scan rebuilt %s rack secrets", m[2])
+	}
 	if !strings.Contains(out.String(), fmt.Sprintf("seed %d", o.seed)) || !strings.Contains(out.String(), "schedule (") {
 		t.Error("the output does not print the seed and the schedule")
+	}
+}
+
+// The log scan finds what it looks for: a share read from a sled's
+// ledger, the rack secret rebuilt from the shares, the operator token and
+// a private key, each planted in a log of its own; clean logs pass.
+func TestChaosLogScanFindsSecrets(t *testing.T) {
+	dir := t.TempDir()
+	r := &chaosRack{logDir: filepath.Join(dir, "logs"), token: "rp_chaos-test-token", dbURL: "postgres://nowhere.invalid/x"}
+	if err := os.MkdirAll(r.logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	secret, err := tqcrypto.NewSecret(rand.NewChaCha8([32]byte{1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shares, err := tqcrypto.Split(secret, 3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, sh := range shares {
+		s := &chaosSled{serial: fmt.Sprintf("S%d", i), m2: []string{filepath.Join(dir, fmt.Sprintf("sled-%d", i), "m2-a")}}
+		r.sleds = append(r.sleds, s)
+		var l tqLedger
+		l.Value.State.Configs = append(l.Value.State.Configs, struct {
+			Epoch     uint64 `json:"epoch"`
+			Threshold int    `json:"threshold"`
+		}{Epoch: 2, Threshold: 2})
+		l.Value.State.Shares = append(l.Value.State.Shares, struct {
+			Epoch uint64 `json:"epoch"`
+			Share []byte `json:"share"`
+		}{Epoch: 2, Share: bytes.Clone(sh.Expose())})
+		b, err := json.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(s.m2[0], "bootstrap"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(s.m2[0], "bootstrap", "trust-quorum.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(name, line string) {
+		if err := os.WriteFile(filepath.Join(r.logDir, name), []byte(line+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("clean.log", `{"level":"info","message":"nothing to see"}`)
+	ctx := context.Background()
+	if c := r.checkLogs(ctx); len(c.failures) != 0 || !strings.Contains(c.name, "3 trust-quorum key shares, 1 rack secrets") {
+		t.Fatalf("clean logs: %q %v", c.name, c.failures)
+	}
+	write("share.log", `{"share":"`+base64.StdEncoding.EncodeToString(shares[1].Expose())+`"}`)
+	write("secret.log", `{"secret":"`+hex.EncodeToString(secret.Expose())+`"}`)
+	write("token.log", `{"auth":"Bearer rp_chaos-test-token"}`)
+	write("key.log", "-----BEGIN EC PRIVATE KEY-----")
+	c := r.checkLogs(ctx)
+	got := strings.Join(c.failures, "\n")
+	for _, want := range []string{"share.log holds key share", "secret.log holds the rack secret of epoch 2 (hex)",
+		"token.log holds the admin token", "key.log holds a private key"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the scan missed %q; it found:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "clean.log") {
+		t.Errorf("a clean log was flagged:\n%s", got)
 	}
 }
