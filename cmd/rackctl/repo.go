@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/humanize"
 )
@@ -193,10 +195,21 @@ func repoShow(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintln(e.out)
 	tableRows := make([][]string, 0, len(d.Artifacts))
-	for _, a := range d.Artifacts {
+	parts := 0
+	for _, a := range partsAfterComposites(d.Artifacts) {
 		holding, full := sledCounts(a.Replication)
-		tableRows = append(tableRows, []string{a.Name, a.Version, a.Kind, humanize.Bytes(a.Length), a.SHA256[:16], holding, full,
+		name := a.Name
+		if a.PartOf != nil {
+			// A part is listed under the composite it was read out of.
+			name = "  " + a.PartOf.Path
+			parts++
+		}
+		tableRows = append(tableRows, []string{name, a.Version, a.Kind, humanize.Bytes(a.Length), a.SHA256[:16], holding, full,
 			strconv.Itoa(a.NexusCopies)})
+	}
+	if parts > 0 {
+		fmt.Fprintf(e.out, "%d of the artifacts are parts Nexus read out of composite artifacts on upload; each is "+
+			"listed, by its path in the composite, under it.\n\n", parts)
 	}
 	return table(e.out, []string{"NAME", "VERSION", "KIND", "SIZE", "SHA256", "SLEDS HOLDING", "ON EVERY M.2", "NEXUS COPIES"}, tableRows)
 }
@@ -413,4 +426,29 @@ func completeRepoVersions(withPruned bool) func(ctx context.Context, e *env, arg
 		}
 		return out, err
 	}
+}
+
+// partsAfterComposites orders artifacts as Nexus lists them, except that
+// the parts of a composite follow it, in path order: what a host image or
+// the control plane was expanded into reads right below it.
+func partsAfterComposites(arts []api.TufRepoArtifact) []api.TufRepoArtifact {
+	parts := map[uuid.UUID][]api.TufRepoArtifact{}
+	present := map[uuid.UUID]bool{}
+	for _, a := range arts {
+		present[a.ID] = true
+		if a.PartOf != nil {
+			parts[a.PartOf.ID] = append(parts[a.PartOf.ID], a)
+		}
+	}
+	out := make([]api.TufRepoArtifact, 0, len(arts))
+	for _, a := range arts {
+		if a.PartOf != nil && present[a.PartOf.ID] {
+			continue
+		}
+		out = append(out, a)
+		ps := parts[a.ID]
+		sort.SliceStable(ps, func(i, j int) bool { return ps[i].PartOf.Path < ps[j].PartOf.Path })
+		out = append(out, ps...)
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -203,5 +204,67 @@ func TestRepoExpiryAndPrunedState(t *testing.T) {
 	}
 	if d, err := nx.Client.RepoGet(context.Background(), "2.0.0"); err != nil || d.Repo.Kept {
 		t.Fatalf("after unkeep: %+v %v", d.Repo, err)
+	}
+}
+
+// A release with composite artifacts: `repo show` lists each part, by
+// its path in the composite, right under the composite it came from.
+func TestRepoShowListsPartsUnderTheirComposite(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	nx := racktest.StartNexus(t, db.URL, nexus.Config{})
+	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{9}), tufgen.LineageOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := nx.Client.TrustRootAdd(context.Background(), l.TrustRoot()); err != nil {
+		t.Fatal(err)
+	}
+	zip := filepath.Join(t.TempDir(), "composites.zip")
+	if _, err := l.BuildFile(zip, tufgen.Composites("4.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	url := nx.ExternalURL()
+	if code, out, errOut := rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "upload", zip); code != 0 {
+		t.Fatalf("upload: exit %d %q %q", code, out, errOut)
+	}
+	d, err := nx.Client.RepoGet(context.Background(), "4.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := rackctl(t, "--nexus", url, "--token", nx.AdminToken, "repo", "show", "4.0.0")
+	if code != 0 {
+		t.Fatalf("show: exit %d %q %q", code, out, errOut)
+	}
+	var parts int
+	lines := strings.Split(out, "\n")
+	for _, a := range d.Artifacts {
+		if a.PartOf == nil {
+			continue
+		}
+		parts++
+		// The part's row comes after its composite's and before any
+		// artifact that is not a part of the same composite.
+		row, comp := -1, -1
+		for i, line := range lines {
+			if strings.HasPrefix(line, "  "+a.PartOf.Path+" ") && strings.Contains(line, a.SHA256[:16]) {
+				row = i
+			}
+			if strings.HasPrefix(line, a.PartOf.Name+" ") && strings.Contains(line, a.PartOf.SHA256[:16]) {
+				comp = i
+			}
+		}
+		if row < 0 || comp < 0 || row < comp {
+			t.Errorf("part %s (%s) of %s: row %d, composite row %d\n%s", a.PartOf.Path, a.Kind, a.PartOf.Name, row, comp, out)
+			continue
+		}
+		for _, line := range lines[comp+1 : row] {
+			if !strings.HasPrefix(line, "  ") {
+				t.Errorf("part %s is separated from %s by %q", a.PartOf.Path, a.PartOf.Name, line)
+			}
+		}
+	}
+	if parts == 0 || !strings.Contains(out, strconv.Itoa(parts)+" of the artifacts are parts Nexus read out of composite artifacts") {
+		t.Fatalf("%d parts; show:\n%s", parts, out)
 	}
 }
