@@ -446,7 +446,7 @@ func nodeView(st *api.TQStatus) *model.TQNodeView {
 	v := &model.TQNodeView{LatestCommittedEpoch: st.LatestCommittedEpoch, HasLrtq: st.HasLrtq,
 		CoordinatingEpoch: st.Coordination.Epoch, CoordinationState: st.Coordination.State,
 		ConnectedPeers: []model.Baseboard{}, Alarms: []model.TQAlarm{}, LedgerGeneration: st.LedgerGeneration,
-		Stopped: st.Stopped, StoppedReason: st.StoppedReason}
+		Stopped: st.Stopped, StoppedReason: st.StoppedReason, StorageLock: st.StorageLock, StorageLockReason: st.StorageLockReason}
 	if st.LatestConfiguration != nil {
 		v.LatestConfigEpoch = st.LatestConfiguration.Epoch
 	}

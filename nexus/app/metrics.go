@@ -55,7 +55,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(reposDesc, prometheus.GaugeValue, float64(counts[st]), st)
 		}
 	}
-	if sleds, err := c.a.ds.SledList(ctx, uuid.Nil, sledsCounted); err != nil {
+	if sleds, err := c.a.ListSleds(ctx, uuid.Nil, sledsCounted); err != nil {
 		ch <- prometheus.NewInvalidMetric(sledsDesc, err)
 		ch <- prometheus.NewInvalidMetric(sledHealthDesc, err)
 	} else {

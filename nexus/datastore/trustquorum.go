@@ -489,6 +489,8 @@ type tqNodeRow struct {
 	LedgerGeneration     uint64         `json:"ledger_generation"`
 	Stopped              bool           `json:"stopped"`
 	StoppedReason        string         `json:"stopped_reason,omitempty"`
+	StorageLock          string         `json:"storage_lock,omitempty"`
+	StorageLockReason    string         `json:"storage_lock_reason,omitempty"`
 }
 
 type tqBoardRow struct {
@@ -521,7 +523,7 @@ func nodeViewToRow(v *model.TQNodeView) tqNodeRow {
 	r := tqNodeRow{LatestCommittedEpoch: v.LatestCommittedEpoch, LatestConfigEpoch: v.LatestConfigEpoch,
 		HasLrtq: v.HasLrtq, CoordinatingEpoch: v.CoordinatingEpoch, CoordinationState: v.CoordinationState,
 		ConnectedPeers: boardsToRows(v.ConnectedPeers), Alarms: []tqAlarmRow{}, LedgerGeneration: v.LedgerGeneration,
-		Stopped: v.Stopped, StoppedReason: v.StoppedReason}
+		Stopped: v.Stopped, StoppedReason: v.StoppedReason, StorageLock: v.StorageLock, StorageLockReason: v.StorageLockReason}
 	if x := v.Expunged; x != nil {
 		r.Expunged = &tqExpungedRow{Epoch: x.Epoch, From: tqBoardRow(x.From)}
 	}
@@ -540,6 +542,7 @@ func nodeRowToView(r tqNodeRow) *model.TQNodeView {
 	v := &model.TQNodeView{LatestCommittedEpoch: r.LatestCommittedEpoch, LatestConfigEpoch: r.LatestConfigEpoch,
 		HasLrtq: r.HasLrtq, CoordinatingEpoch: r.CoordinatingEpoch, CoordinationState: r.CoordinationState,
 		LedgerGeneration: r.LedgerGeneration, Stopped: r.Stopped, StoppedReason: r.StoppedReason,
+		StorageLock: r.StorageLock, StorageLockReason: r.StorageLockReason,
 		ConnectedPeers: []model.Baseboard{}, Alarms: []model.TQAlarm{}}
 	for _, p := range r.ConnectedPeers {
 		v.ConnectedPeers = append(v.ConnectedPeers, model.Baseboard(p))
