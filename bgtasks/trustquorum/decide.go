@@ -231,8 +231,10 @@ func removed(in Input) []RemovedPlan {
 		if lc.IsMember(b) || (in.Active != nil && in.Active.IsMember(b)) {
 			continue
 		}
+		// A removed sled's record is expunged as its epoch commits; it
+		// is still told (that gives it no work).
 		s, ok := in.Sleds[b]
-		if !o.Reached() || o.Via != model.TQViaDirect || o.Status.Expunged != nil || !ok || !s.InService {
+		if !o.Reached() || o.Via != model.TQViaDirect || o.Status.Expunged != nil || !ok || s.Address == "" {
 			continue
 		}
 		if o.Status.LatestCommittedEpoch == 0 && !o.Status.HasLrtq {

@@ -348,7 +348,8 @@ func (t *Task) readStatuses(ctx context.Context, c *collected) {
 	}
 	var direct []model.Baseboard
 	for _, b := range c.watched {
-		if s, ok := c.sleds[b]; ok && s.InService && s.Address != "" {
+		// An expunged sled is still read (a removed one, until it knows).
+		if s, ok := c.sleds[b]; ok && s.Address != "" {
 			direct = append(direct, b)
 		}
 	}

@@ -38,7 +38,9 @@ func (a *App) RegisterSled(ctx context.Context, id uuid.UUID, reg model.SledRegi
 	case errors.Is(err, datastore.ErrConflict):
 		return res, fault.Wrap(err, fault.Conflict, api.CodeBaseboardInUse, "%s", stripSentinel(err, datastore.ErrConflict))
 	case errors.Is(err, datastore.ErrExpunged):
-		return res, fault.Wrap(err, fault.Conflict, api.CodeSledExpunged, "%s", stripSentinel(err, datastore.ErrExpunged))
+		// Its certificate is still the rack CA's, but the sled was removed
+		// from the trust quorum: it may no longer take part.
+		return res, fault.Wrap(err, fault.Forbidden, api.CodeSledExpunged, "%s", stripSentinel(err, datastore.ErrExpunged))
 	case err != nil:
 		return res, translate(err)
 	}
