@@ -65,6 +65,10 @@ type TaskCurrent struct {
 	RunID     string     `json:"run_id,omitempty"`
 	// Pending is the reason of a trigger waiting to run, if any.
 	Pending string `json:"pending,omitempty"`
+	// BackoffUntil is set while the task backs off after an activation
+	// that failed or could not make progress: nothing starts it before
+	// then, however it is triggered; it then retries.
+	BackoffUntil *time.Time `json:"backoff_until,omitempty"`
 }
 
 // TaskActivation is one completed activation.

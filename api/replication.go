@@ -12,17 +12,23 @@ import (
 
 // ReplicationCounters count requests by outcome.
 type ReplicationCounters struct {
-	ConfigPutOK  int   `json:"config_put_ok"`
-	ConfigPutErr int   `json:"config_put_err"`
-	ListOK       int   `json:"list_ok"`
-	ListErr      int   `json:"list_err"`
-	PutOK        int   `json:"put_ok"`
-	PutErr       int   `json:"put_err"`
-	CopyOK       int   `json:"copy_ok"`
-	CopyErr      int   `json:"copy_err"`
-	LocalDropped int   `json:"local_dropped"`
-	BytesPut     int64 `json:"bytes_put"`
-	// BytesCopied counts the bytes of copies sleds were asked to make.
+	ConfigPutOK  int `json:"config_put_ok"`
+	ConfigPutErr int `json:"config_put_err"`
+	ListOK       int `json:"list_ok"`
+	ListErr      int `json:"list_err"`
+	// SeedOK and SeedErr count requests that a sled copy an artifact from
+	// a Nexus's depot (the one copy of it a Nexus sends), CopyOK and
+	// CopyErr requests that it copy from another sled's.
+	SeedOK       int `json:"seed_ok"`
+	SeedErr      int `json:"seed_err"`
+	CopyOK       int `json:"copy_ok"`
+	CopyErr      int `json:"copy_err"`
+	LocalDropped int `json:"local_dropped"`
+	// BytesSeeded counts the bytes of the seeds sleds were asked to copy
+	// from a Nexus: what leaves Nexus.
+	BytesSeeded int64 `json:"bytes_seeded"`
+	// BytesCopied counts the bytes of copies sleds were asked to make
+	// from sleds.
 	BytesCopied int64 `json:"bytes_copied"`
 }
 
@@ -57,6 +63,20 @@ type ReplicationArtifact struct {
 	FullSleds    int    `json:"full_sleds"`
 	InFlight     int    `json:"in_flight"`
 	NexusHolders int    `json:"nexus_holders"`
+}
+
+// ReplicationFastForward records the wanted-set generation moved past
+// what a sled held, because the database was behind its sleds (restored
+// from a backup, say).
+type ReplicationFastForward struct {
+	Time time.Time `json:"time"`
+	// From is the database's generation before, To the one after.
+	From int64 `json:"from"`
+	To   int64 `json:"to"`
+	// SledGeneration is the highest generation a sled held, and Sled the
+	// sled holding it.
+	SledGeneration int64     `json:"sled_generation"`
+	Sled           uuid.UUID `json:"sled_id"`
 }
 
 // ReplicationStatus is what one activation saw and did.
@@ -94,6 +114,18 @@ type ReplicationStatus struct {
 	LastRun     ReplicationCounters  `json:"last_run"`
 	Lifetime    ReplicationCounters  `json:"lifetime"`
 	Recent      []ReplicationRequest `json:"recent_requests"`
+
+	// FastForward is the last time this Nexus found the database behind
+	// its sleds and moved its generation past theirs (kept across runs, so
+	// operators see that it happened).
+	FastForward *ReplicationFastForward `json:"generation_fast_forward,omitempty"`
+	// HeldBack counts requests this run did not send because the same
+	// request to the same sled failed recently and is backing off (they
+	// are also counted in Deferred).
+	HeldBack int `json:"held_back,omitempty"`
+	// BackingOff counts sleds not asked anything this run because their
+	// recent requests failed; each says so in SledStates.
+	BackingOff int `json:"sleds_backing_off,omitempty"`
 }
 
 // ReplicationPhaseTimes are the durations of a run's phases, in milliseconds: asking

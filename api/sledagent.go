@@ -232,7 +232,9 @@ type ScrubFinding struct {
 type ScrubStatus struct {
 	// RateBytesPerSecond bounds how fast a scrub reads.
 	RateBytesPerSecond int64 `json:"rate_bytes_per_second"`
-	// IntervalSeconds is the time between the starts of two passes.
+	// IntervalSeconds is the least time between the starts of two
+	// passes: the scrub runs at start and then pass after pass at
+	// RateBytesPerSecond; 0 when only passes asked for run.
 	IntervalSeconds float64   `json:"interval_seconds"`
 	Running         bool      `json:"running"`
 	Passes          int64     `json:"passes"`

@@ -90,6 +90,23 @@ const (
 	// targets.json signs a name that is not a plain relative path.
 	CodeUnsafeTargetName = "unsafe_target_name"
 
+	// Composite artifacts (host, trampoline, RoT and control-plane
+	// archives), expanded into their parts on upload. Not a gzip tar,
+	// damaged, or data after the tar's end:
+	CodeCompositeBadArchive = "composite_bad_archive"
+	// A part's bytes end before the size its tar header declares.
+	CodeCompositeSizeMismatch = "composite_size_mismatch"
+	// A tar entry's path is absolute, climbs out with "..", or is a link.
+	CodeCompositeUnsafePath = "composite_unsafe_path"
+	// An entry the kind's layout has no place for, or a part twice.
+	CodeCompositeExtraPart = "composite_extra_part"
+	// A part the kind's layout needs is missing.
+	CodeCompositeMissingPart = "composite_missing_part"
+	// oxide.json is missing or names another archive type than the kind.
+	CodeCompositeWrongType = "composite_wrong_type"
+	// A control-plane zone image's own oxide.json does not name the zone.
+	CodeCompositeBadZone = "composite_bad_zone"
+
 	// Rollback against earlier uploads of the same trust-root lineage.
 	CodeRootRollback      = "root_rollback"
 	CodeTimestampRollback = "timestamp_rollback"
@@ -200,8 +217,12 @@ type TufArtifact struct {
 // replication state as far as Nexus knows it.
 type TufRepoArtifact struct {
 	TufArtifact
-	// TargetName is the TUF target the artifact's bytes came from.
+	// TargetName is the TUF target the artifact's bytes came from (for a
+	// part, its composite's).
 	TargetName string `json:"target_name"`
+	// PartOf, for a part of a composite artifact, names the composite and
+	// where in its tarball the part was; nil for every other artifact.
+	PartOf *ArtifactPartOf `json:"part_of,omitempty"`
 	// NexusCopies counts Nexus instances holding a local copy.
 	NexusCopies int `json:"nexus_copies"`
 	// Replication is how far the artifact has spread to sleds, as the
@@ -211,6 +232,19 @@ type TufRepoArtifact struct {
 	// artifacts of a pruned repo that no live repo carries (they are no
 	// longer wanted on sleds, so no run looks for them).
 	Replication *ArtifactReplication `json:"replication"`
+}
+
+// ArtifactPartOf is the composite artifact a part was read out of on
+// upload: a host or trampoline image's phase-1 or phase-2 image, an RoT's
+// A or B image, one zone of the control plane.
+type ArtifactPartOf struct {
+	ID      uuid.UUID `json:"id"`
+	Kind    string    `json:"kind"`
+	Name    string    `json:"name"`
+	Version string    `json:"version"`
+	SHA256  string    `json:"sha256"`
+	// Path is where the part was in the composite's tarball.
+	Path string `json:"path"`
 }
 
 // ArtifactReplication is one artifact's spread over the in-service sleds,

@@ -31,10 +31,23 @@
 // carry times and counts that differ on every run. Call it only when the
 // world changed (a row written, a sled's state flipped).
 //
-// # Failures, switches and shutdown
+// # Failures and back-off
 //
-// A panic is recovered and recorded as that activation's error; the task
-// runs again at its next trigger. Before every activation the driver asks
+// A panic is recovered and recorded as that activation's error. After an
+// activation that failed, or one that called [Activation.RetryLater]
+// (it ran but could not make progress: a stale view, say), the task backs
+// off: it runs again, with reason retry, once a jittered delay has passed
+// ([DefaultRetry]: 50-100 ms at first, doubling with every such
+// activation in a row up to the task's period), and every trigger that
+// arrives meanwhile waits for that run rather than starting one sooner. So
+// nothing — an operator, an event, the task's own follow-ups — reruns a
+// failing task faster than the back-off allows; the first activation that
+// succeeds ends it. The task's status shows the back-off's end
+// (current.backoff_until).
+//
+// # Switches and shutdown
+//
+// Before every activation the driver asks
 // [Options.Enabled] (in Nexus: the bgtask_setting table, so the switch holds
 // across restarts and every Nexus instance); a disabled task does not run
 // and records the outcome "disabled". [Driver.Stop] cancels every

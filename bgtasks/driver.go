@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"regexp"
 	"runtime/debug"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/internal/reqid"
 )
@@ -32,6 +34,15 @@ var (
 
 // DefaultHistory is how many completed activations a task keeps.
 const DefaultHistory = 32
+
+// DefaultRetry paces a task after an activation that failed or asked to
+// retry later: the first retry within 50-100 ms (a stale read usually
+// resolves at once), each further one in a row waiting twice as long, up
+// to the task's period, which is the Max of every task's schedule
+// whatever the policy says. At least half of each delay is always waited,
+// so a persistent failure costs at most twice the activations the
+// ceilings alone would allow.
+var DefaultRetry = backoff.Policy{Initial: 100 * time.Millisecond, Jitter: 0.5}
 
 // Registration describes a task to the driver.
 type Registration struct {
@@ -68,6 +79,13 @@ type Options struct {
 	Metrics *Metrics
 	// History is how many activations each task keeps (DefaultHistory).
 	History int
+	// Retry is the back-off after failed or stalled activations
+	// (DefaultRetry when Initial is zero); its Max is replaced by each
+	// task's period.
+	Retry backoff.Policy
+	// Rand draws the back-off's jitter (nil: seeded from the operating
+	// system), so tests can replay it.
+	Rand rand.Source
 }
 
 // Driver runs registered tasks: once at start, then on their period, on
@@ -81,6 +99,8 @@ type Driver struct {
 	periods map[string]time.Duration
 	metrics *Metrics
 	history int
+	retry   backoff.Policy
+	rnd     *backoff.Rand
 
 	mu      sync.Mutex
 	tasks   map[string]*runner
@@ -102,8 +122,12 @@ func NewDriver(opts Options) *Driver {
 	if opts.History <= 0 {
 		opts.History = DefaultHistory
 	}
+	if opts.Retry.Initial <= 0 {
+		opts.Retry = DefaultRetry
+	}
 	return &Driver{log: opts.Log, clock: opts.Clock, enabled: opts.Enabled, periods: opts.Periods,
-		metrics: opts.Metrics, history: opts.History, tasks: map[string]*runner{}}
+		metrics: opts.Metrics, history: opts.History, retry: opts.Retry, rnd: backoff.NewRand(opts.Rand),
+		tasks: map[string]*runner{}}
 }
 
 var validName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
@@ -134,8 +158,10 @@ func (d *Driver) Register(reg Registration) error {
 		return fmt.Errorf("%w: %s needs a positive period, got %s", ErrInvalidRegistration, reg.Name, reg.Period)
 	}
 	reg.DependsOn = slices.Clone(reg.DependsOn)
-	r := &runner{d: d, reg: reg, wake: make(chan struct{}, 1), finished: make(chan time.Duration, 1),
-		completed: make(chan struct{}), enabled: true}
+	policy := d.retry
+	policy.Max = reg.Period
+	r := &runner{d: d, reg: reg, wake: make(chan struct{}, 1), finished: make(chan finish, 1),
+		completed: make(chan struct{}), enabled: true, retry: backoff.New(policy, d.rnd)}
 	d.tasks[reg.Name] = r
 	d.order = append(d.order, r)
 	if d.metrics != nil {
@@ -372,13 +398,24 @@ type trigger struct {
 	requester string
 }
 
+// finish is what a finished activation tells the task's loop.
+type finish struct {
+	// followUp is the follow-up the task asked for (0: none).
+	followUp time.Duration
+	// backOff is set after a failed activation, or one that asked to
+	// retry later.
+	backOff bool
+}
+
 // runner is one task's loop and status.
 type runner struct {
 	d          *Driver
 	reg        Registration
 	dependents []*runner // set by Start, read-only afterwards
 	wake       chan struct{}
-	finished   chan time.Duration // a follow-up delay (0: none) per finished activation
+	finished   chan finish // one per finished activation
+	// retry is the back-off schedule; only the loop touches it.
+	retry *backoff.Schedule
 
 	mu            sync.Mutex
 	pending       *trigger
@@ -395,6 +432,9 @@ type runner struct {
 	activations   uint64
 	errors        uint64
 	consecutive   uint64
+	// holdUntil is when the back-off after a failed or stalled activation
+	// ends (zero: no back-off); nothing starts before it.
+	holdUntil time.Time
 }
 
 // trigger records a request for an activation and wakes the loop. At most
@@ -421,22 +461,38 @@ func (r *runner) trigger(t trigger) {
 // loop owns the period timer and starts activations. Activations run in
 // their own goroutine so that the timer keeps ticking (and coalescing)
 // while one runs.
+//
+// After an activation that failed or asked to retry later, the loop holds
+// every trigger until the back-off has passed and then starts a retry: no
+// trigger, however often it comes (an operator, an event, the task's own
+// follow-ups), reruns a failing task sooner than the back-off allows.
 func (r *runner) loop(ctx context.Context) {
 	defer r.d.wg.Done()
 	timer := r.d.clock.NewTimer(r.reg.Period)
 	defer timer.Stop()
-	// followUp fires the follow-up an activation asked for; it is separate
-	// from the period timer so that it does not move the schedule.
-	var followUp clock.Timer
-	var followC <-chan time.Time
+	// followUp fires the follow-up an activation asked for, and hold the
+	// end of a back-off; both are separate from the period timer so that
+	// they do not move the schedule.
+	var followUp, hold clock.Timer
+	var followC, holdC <-chan time.Time
 	defer func() {
-		if followUp != nil {
-			followUp.Stop()
+		for _, t := range []clock.Timer{followUp, hold} {
+			if t != nil {
+				t.Stop()
+			}
 		}
 	}()
-	busy := false
+	arm := func(t *clock.Timer, d time.Duration) <-chan time.Time {
+		if *t == nil {
+			*t = r.d.clock.NewTimer(d)
+		} else {
+			(*t).Reset(d)
+		}
+		return (*t).C()
+	}
+	busy, held := false, false
 	for {
-		if !busy {
+		if !busy && !held {
 			if act, ok := r.begin(); ok {
 				busy = true
 				r.d.wg.Add(1)
@@ -452,21 +508,40 @@ func (r *runner) loop(ctx context.Context) {
 			timer.Reset(r.reg.Period)
 			r.trigger(trigger{reason: ReasonPeriodic})
 		case <-r.wake:
-		case d := <-r.finished:
+		case f := <-r.finished:
 			busy = false
-			if d > 0 {
-				if followUp == nil {
-					followUp = r.d.clock.NewTimer(d)
-				} else {
-					followUp.Reset(d)
+			if f.backOff {
+				d := r.retry.NextBackOff()
+				held = true
+				r.setHold(r.d.clock.Now().Add(d))
+				holdC = arm(&hold, d)
+				// The retry stands for any follow-up asked for.
+				followC = nil
+				if followUp != nil {
+					followUp.Stop()
 				}
-				followC = followUp.C()
+				continue
+			}
+			r.retry.Reset()
+			if f.followUp > 0 {
+				followC = arm(&followUp, f.followUp)
 			}
 		case <-followC:
 			followC = nil
 			r.trigger(trigger{reason: ReasonFollowUp, requester: r.reg.Name})
+		case <-holdC:
+			holdC, held = nil, false
+			r.setHold(time.Time{})
+			r.trigger(trigger{reason: ReasonRetry, requester: r.reg.Name})
 		}
 	}
+}
+
+// setHold records when the current back-off ends, for the status.
+func (r *runner) setHold(until time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.holdUntil = until
 }
 
 // begin turns the pending trigger, if any, into a running activation.
@@ -557,11 +632,14 @@ func (r *runner) run(ctx context.Context, act Activation) {
 	r.record(rec, ran, enabled)
 	// The loop may already have returned at shutdown; finished has room
 	// for this one signal because only one activation runs at a time.
-	var followUp time.Duration
-	if ran && ctx.Err() == nil {
-		followUp = act.Requeue()
+	var f finish
+	if ctx.Err() == nil {
+		f.backOff = rec.Outcome == api.TaskOutcomeError || (ran && act.Retrying())
+		if ran {
+			f.followUp = act.Requeue()
+		}
 	}
-	r.finished <- followUp
+	r.finished <- f
 }
 
 func (r *runner) lastEnabled() bool {
@@ -637,6 +715,10 @@ func (r *runner) snapshot(withHistory bool) api.BackgroundTask {
 	}
 	if r.pending != nil {
 		t.Current.Pending = string(r.pending.reason)
+	}
+	if !r.holdUntil.IsZero() {
+		until := r.holdUntil
+		t.Current.BackoffUntil = &until
 	}
 	if r.last != nil {
 		last := *r.last

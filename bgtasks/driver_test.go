@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/bgtasks"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/clock"
 )
 
@@ -286,9 +288,36 @@ func TestDependentRunsWhenUpstreamChanges(t *testing.T) {
 	}
 }
 
+// backoffUntil waits until the task backs off after a failed or stalled
+// activation and returns when the back-off ends.
+func backoffUntil(t *testing.T, d *bgtasks.Driver, name string) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		task, err := d.Task(name, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u := task.Current.BackoffUntil; u != nil {
+			return *u
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never backed off: %+v", name, task)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// passBackoff moves clk to the end of the task's back-off.
+func passBackoff(t *testing.T, d *bgtasks.Driver, clk *clock.Fake, name string) {
+	t.Helper()
+	clk.Advance(backoffUntil(t, d, name).Sub(clk.Now()))
+}
+
 func TestPanicIsRecordedAndTheTaskGoesOn(t *testing.T) {
 	t.Parallel()
-	d := newDriver(t, clock.NewFake(t0), bgtasks.Options{})
+	clk := clock.NewFake(t0)
+	d := newDriver(t, clk, bgtasks.Options{})
 	register(t, d, "fragile", time.Hour, func(_ context.Context, act bgtasks.Activation) (any, error) {
 		if act.Iteration == 1 {
 			var m map[string]int
@@ -307,6 +336,9 @@ func TestPanicIsRecordedAndTheTaskGoesOn(t *testing.T) {
 	if err := d.Activate("op", "fragile"); err != nil {
 		t.Fatal(err)
 	}
+	// The failed activation is followed by a back-off that the explicit
+	// trigger waits for.
+	passBackoff(t, d, clk, "fragile")
 	task = wait(t, d, "fragile", 2)
 	if a := activation(t, task, 2); a.Outcome != api.TaskOutcomeOK || string(a.Status) != `"fine"` ||
 		task.ConsecutiveErrors != 0 || task.Errors != 1 {
@@ -544,7 +576,8 @@ func TestMetricsCountActivationsByOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	sw := &switches{off: map[string]bool{}}
-	d := newDriver(t, clock.NewFake(t0), bgtasks.Options{Metrics: m, Enabled: sw.enabled})
+	clk := clock.NewFake(t0)
+	d := newDriver(t, clk, bgtasks.Options{Metrics: m, Enabled: sw.enabled})
 	register(t, d, "m", time.Hour, func(_ context.Context, act bgtasks.Activation) (any, error) {
 		if act.Iteration == 2 {
 			return nil, errors.New("nope")
@@ -557,6 +590,7 @@ func TestMetricsCountActivationsByOutcome(t *testing.T) {
 	wait(t, d, "m", 2)
 	sw.set("m", true, nil)
 	_ = d.Activate("op", "m")
+	passBackoff(t, d, clk, "m")
 	wait(t, d, "m", 3)
 
 	got := map[string]float64{}
@@ -642,5 +676,123 @@ func TestRequeueAfterRunsAFollowUp(t *testing.T) {
 	task = wait(t, d, "copier", 4)
 	if a := activation(t, task, 4); a.Reason != "periodic" {
 		t.Fatalf("period moved by follow-ups: %+v", a)
+	}
+}
+
+// A task that keeps failing is retried after a jittered back-off that
+// doubles up to its period, and nothing (a flood of explicit activations,
+// its period) starts it sooner; a success ends the back-off.
+func TestFailingTaskBacksOffUpToItsPeriod(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(t0)
+	const period = 10 * time.Second
+	d := newDriver(t, clk, bgtasks.Options{Rand: rand.NewPCG(7, 7)})
+	var failing atomic.Bool
+	failing.Store(true)
+	register(t, d, "flaky", period, func(context.Context, bgtasks.Activation) (any, error) {
+		if failing.Load() {
+			return nil, errors.New("the database is away")
+		}
+		return "fine", nil
+	})
+	start(t, d)
+	ceiling := bgtasks.DefaultRetry.Initial
+	jittered := false
+	for it := uint64(1); it <= 12; it++ {
+		task := wait(t, d, "flaky", it)
+		last := task.LastActivation
+		if last.Outcome != api.TaskOutcomeError {
+			t.Fatalf("iteration %d: %+v", it, last)
+		}
+		end := last.Start.Add(time.Duration(last.DurationMS * float64(time.Millisecond)))
+		until := backoffUntil(t, d, "flaky")
+		delay := until.Sub(end)
+		if delay < ceiling/2 || delay > ceiling {
+			t.Fatalf("back-off after failure %d is %s, want within [%s, %s]", it, delay, ceiling/2, ceiling)
+		}
+		if delay != ceiling {
+			jittered = true
+		}
+		// Asked for over and over during the back-off, the task does not
+		// run; the triggers wait, folded into one.
+		for range 20 {
+			if err := d.Activate("impatient operator", "flaky"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clk.Advance(until.Sub(clk.Now()) - time.Nanosecond)
+		time.Sleep(5 * time.Millisecond) // a loop that wrongly starts a run gets the chance
+		if task, _ := d.Task("flaky", false); task.Activations != it || task.Current.State != api.TaskStateIdle ||
+			task.Current.Pending == "" {
+			t.Fatalf("during back-off %d: %d activations, current %+v", it, task.Activations, task.Current)
+		}
+		clk.Advance(time.Nanosecond)
+		ceiling = min(2*ceiling, period)
+	}
+	if !jittered {
+		t.Fatal("every back-off sat on its ceiling")
+	}
+	if ceiling != period {
+		t.Fatalf("the back-off never reached the period: ceiling %s", ceiling)
+	}
+	// Fixed: the retry succeeds and the back-off is over; the next
+	// failure starts again from the first delay.
+	failing.Store(false)
+	task := wait(t, d, "flaky", 13)
+	if a := activation(t, task, 13); a.Outcome != api.TaskOutcomeOK || task.Current.BackoffUntil != nil ||
+		task.ConsecutiveErrors != 0 {
+		t.Fatalf("after the fix: %+v, task %+v", a, task)
+	}
+	failing.Store(true)
+	_ = d.Activate("op", "flaky")
+	task = wait(t, d, "flaky", 14)
+	last := task.LastActivation
+	end := last.Start.Add(time.Duration(last.DurationMS * float64(time.Millisecond)))
+	if delay := backoffUntil(t, d, "flaky").Sub(end); delay > bgtasks.DefaultRetry.Initial {
+		t.Fatalf("back-off after a success and a new failure is %s, want at most %s", delay, bgtasks.DefaultRetry.Initial)
+	}
+}
+
+// A task that asks to retry later (it made no progress) is paced like a
+// failed one: its follow-up request is ignored, and it runs again, with
+// reason retry, only after the back-off.
+func TestRetryLaterIsPacedByTheBackoff(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(t0)
+	d := newDriver(t, clk, bgtasks.Options{Retry: backoff.Policy{Initial: time.Second, Jitter: 0}})
+	var runs atomic.Int32
+	register(t, d, "stale", time.Hour, func(_ context.Context, act bgtasks.Activation) (any, error) {
+		if runs.Add(1) <= 3 {
+			act.RequeueAfter(time.Millisecond)
+			act.RetryLater()
+		}
+		return "looked", nil
+	})
+	start(t, d)
+	for it, delay := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+		task := wait(t, d, "stale", uint64(it+1))
+		if a := task.LastActivation; a.Outcome != api.TaskOutcomeOK {
+			t.Fatalf("a run that retries later is not a failure: %+v", a)
+		}
+		until := backoffUntil(t, d, "stale")
+		if got := until.Sub(clk.Now()); got != delay {
+			t.Fatalf("back-off %d is %s, want %s", it+1, got, delay)
+		}
+		clk.Advance(delay - time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+		if task, _ := d.Task("stale", false); task.Activations != uint64(it+1) {
+			t.Fatalf("the follow-up ran during the back-off: %d activations", task.Activations)
+		}
+		clk.Advance(time.Millisecond)
+		task = wait(t, d, "stale", uint64(it+2))
+		if a := activation(t, task, uint64(it+2)); a.Reason != string(bgtasks.ReasonRetry) || a.Requester != "stale" {
+			t.Fatalf("activation after the back-off: %+v", a)
+		}
+	}
+	// The fourth run made progress: no back-off, no further run.
+	task := wait(t, d, "stale", 4)
+	time.Sleep(5 * time.Millisecond)
+	if task, _ = d.Task("stale", false); task.Current.BackoffUntil != nil || task.Activations != 4 {
+		t.Fatalf("after progress: %+v", task)
 	}
 }

@@ -24,6 +24,10 @@ const (
 	// ReasonFollowUp is the task's own request (Activation.RequeueAfter)
 	// to run again soon because work it started is still finishing.
 	ReasonFollowUp Reason = "follow_up"
+	// ReasonRetry follows an activation that failed or could not make
+	// progress (Activation.RetryLater), once the driver's back-off has
+	// passed.
+	ReasonRetry Reason = "retry"
 )
 
 // Activation describes one run of a task.
@@ -46,6 +50,7 @@ type Activation struct {
 	// receiver.
 	changed *atomic.Bool
 	requeue *atomic.Int64 // nanoseconds; 0 means no follow-up
+	retry   *atomic.Bool
 }
 
 // NewActivation returns an Activation that records MarkChanged, as the
@@ -53,7 +58,7 @@ type Activation struct {
 // report.
 func NewActivation(iteration uint64, reason Reason, requester, runID string, start time.Time) Activation {
 	return Activation{Iteration: iteration, Reason: reason, Requester: requester, RunID: runID, Start: start,
-		changed: new(atomic.Bool), requeue: new(atomic.Int64)}
+		changed: new(atomic.Bool), requeue: new(atomic.Int64), retry: new(atomic.Bool)}
 }
 
 // MarkChanged tells the driver that this activation changed the result that
@@ -99,6 +104,22 @@ func (a Activation) Requeue() time.Duration {
 	}
 	return time.Duration(a.requeue.Load())
 }
+
+// RetryLater tells the driver that this activation could not make
+// progress (its view of the world was stale, something it needs was not
+// ready) although it did not fail: the driver paces it as it paces a
+// failed activation. The task runs again once a jittered back-off has
+// passed, the back-off doubling with every such activation in a row up to
+// the task's period, and every trigger that arrives meanwhile waits for it
+// too. A follow-up asked for with RequeueAfter is then ignored.
+func (a Activation) RetryLater() {
+	if a.retry != nil {
+		a.retry.Store(true)
+	}
+}
+
+// Retrying reports whether RetryLater was called for this activation.
+func (a Activation) Retrying() bool { return a.retry != nil && a.retry.Load() }
 
 // Task is one level-triggered reconciler. Each activation re-reads all the
 // desired state it needs and moves the world one step toward it, so running

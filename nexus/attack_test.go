@@ -1,7 +1,9 @@
 package nexus_test
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -115,6 +117,14 @@ func TestUploadAttackSuite(t *testing.T) {
 			return b
 		}
 	}
+	// composite adds a composite artifact of kind whose archive is data.
+	composite := func(v, kind string, data []byte) func(t *testing.T) []byte {
+		return good(v, func(r *tufgen.Repo) {
+			r.Artifacts = append(r.Artifacts, tufgen.Artifact{Name: "composite", Version: v, Kind: kind, Data: data})
+		})
+	}
+	osMeta := tarEntry{"oxide.json", `{"v":"1","t":"os"}`}
+	rom, zfs := tarEntry{"image/rom", "phase 1"}, tarEntry{"image/zfs.img", "phase 2"}
 	bad := http.StatusBadRequest
 	attacks := []attack{
 		// Archive hygiene.
@@ -180,6 +190,22 @@ func TestUploadAttackSuite(t *testing.T) {
 			return b
 		}}), bad, api.CodeInvalidMetadata, false, false},
 
+		// Composite artifacts, expanded into their parts on upload.
+		{"composite missing a part", composite("0.6.0", "host", tarGz(t, osMeta, rom)), bad, api.CodeCompositeMissingPart, false, false},
+		{"composite with an extra part", composite("0.6.1", "host", tarGz(t, osMeta, rom, zfs, tarEntry{"image/payload", "x"})),
+			bad, api.CodeCompositeExtraPart, false, false},
+		{"composite not a tar", composite("0.6.2", "trampoline", []byte("\x1f\x8b\x08 not really gzip")), bad,
+			api.CodeCompositeBadArchive, false, false},
+		{"composite path escape", composite("0.6.3", "gimlet_rot", tarGz(t, tarEntry{"oxide.json", `{"v":"1","t":"rot"}`},
+			tarEntry{"../../../etc/cron.d/x", "* * * * * root sh"})), bad, api.CodeCompositeUnsafePath, false, false},
+		{"composite size lie", composite("0.6.4", "host", truncatedTarGz(t, osMeta, "image/rom", 1<<20, 4096)), bad,
+			api.CodeCompositeSizeMismatch, false, false},
+		{"composite of the wrong type", composite("0.6.5", "control_plane", tarGz(t, osMeta, rom, zfs)), bad,
+			api.CodeCompositeWrongType, false, false},
+		{"control plane zone not a zone image", composite("0.6.6", "control_plane",
+			tarGz(t, tarEntry{"oxide.json", `{"v":"1","t":"control_plane"}`}, tarEntry{"zones/nexus.tar.gz", "plain bytes"})),
+			bad, api.CodeCompositeBadZone, false, false},
+
 		// Rollback against the release uploaded above.
 		{"timestamp rollback", good("0.5.0", versions(9, 10, 10)), bad, api.CodeTimestampRollback, false, false},
 		{"snapshot rollback", good("0.5.1", versions(11, 9, 10)), bad, api.CodeSnapshotRollback, false, false},
@@ -215,6 +241,46 @@ func TestUploadAttackSuite(t *testing.T) {
 	}
 	// After all that, a good upload still goes through.
 	mustUpload(t, nx.Client, good("2.0.0", versions(11, 11, 11))(t), api.UploadInserted)
+}
+
+type tarEntry struct{ name, data string }
+
+// tarGz is a gzip-compressed tar of entries, as no release tool would
+// make it.
+func tarGz(t *testing.T, entries ...tarEntry) []byte {
+	t.Helper()
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	for _, e := range entries {
+		if err := tw.WriteHeader(&tar.Header{Name: e.name, Typeflag: tar.TypeReg, Mode: 0o444, Size: int64(len(e.data))}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(e.data))
+	}
+	tw.Close()
+	return gz(raw.Bytes())
+}
+
+// truncatedTarGz ends inside its last entry: the header declares size
+// bytes, only have follow.
+func truncatedTarGz(t *testing.T, first tarEntry, name string, size, have int64) []byte {
+	t.Helper()
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	tw.WriteHeader(&tar.Header{Name: first.name, Typeflag: tar.TypeReg, Size: int64(len(first.data))})
+	tw.Write([]byte(first.data))
+	tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Size: size})
+	tw.Write(make([]byte, have))
+	tw.Flush()
+	return gz(raw.Bytes())
+}
+
+func gz(b []byte) []byte {
+	var out bytes.Buffer
+	zw := gzip.NewWriter(&out)
+	zw.Write(b)
+	zw.Close()
+	return out.Bytes()
 }
 
 func asAPIError(err error, out **api.Error) bool {

@@ -18,9 +18,11 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/internal/tufgen"
+	"github.com/rackplane/rackplane/nexus"
 	"github.com/rackplane/rackplane/nexus/depot"
 )
 
@@ -111,10 +113,11 @@ func (p *nexusProcess) kill(t *testing.T) {
 	_ = p.cmd.Wait()
 }
 
-// Nexus killed in the middle of an upload (while the body streams in, and
-// again while the archive is being verified and copied into the depot)
-// leaves no row, and after a restart no file; the same upload then
-// succeeds.
+// Nexus killed -9 in the middle of an upload (while the body streams in
+// and its entries are landing in the depot's temp files, and again after
+// the verified artifacts are renamed into place but before the row that
+// records them commits) leaves no row, and after a restart no file; the
+// same upload then succeeds.
 func TestCrashMidUpload(t *testing.T) {
 	t.Parallel()
 	bin := buildNexus(t)
@@ -132,7 +135,7 @@ func TestCrashMidUpload(t *testing.T) {
 	}
 	noRows := func(when string) {
 		t.Helper()
-		for _, table := range []string{"tuf_repo", "tuf_artifact", "tuf_repo_artifact", "nexus_artifact_copy"} {
+		for _, table := range []string{"tuf_repo", "tuf_artifact", "tuf_repo_artifact", "tuf_artifact_part", "nexus_artifact_copy"} {
 			var n int
 			if err := db.Pool.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil {
 				t.Fatal(err)
@@ -150,6 +153,16 @@ func TestCrashMidUpload(t *testing.T) {
 		}
 		return out
 	}
+	// tempBytes is what the upload's temp files hold so far.
+	tempBytes := func() int64 {
+		var n int64
+		for _, name := range depotNames() {
+			if fi, err := os.Stat(filepath.Join(depotDir, name)); err == nil && strings.HasPrefix(name, ".tmp-upload") {
+				n += fi.Size()
+			}
+		}
+		return n
+	}
 
 	nx := startNexusProcess(t, bin, db.URL, dataDir, id)
 	root := l.TrustRoot()
@@ -158,7 +171,7 @@ func TestCrashMidUpload(t *testing.T) {
 	}
 
 	// 1. Killed while the body streams in: send part of it, wait until
-	// Nexus has written it to its temp file, kill.
+	// Nexus has written it to its entries' temp files, kill.
 	pr, pw := io.Pipe()
 	uploadDone := make(chan error, 1)
 	go func() {
@@ -173,14 +186,12 @@ func TestCrashMidUpload(t *testing.T) {
 	if _, err := io.CopyN(pw, f, 8<<20); err != nil {
 		t.Fatal(err)
 	}
-	racktest.WaitFor(t, 20*time.Second, "the upload's temp file to fill", func() error {
-		for _, name := range depotNames() {
-			if fi, err := os.Stat(filepath.Join(depotDir, name)); err == nil && strings.HasPrefix(name, ".tmp-upload") &&
-				fi.Size() >= 8<<20 {
-				return nil
-			}
+	racktest.WaitFor(t, 20*time.Second, "the upload's temp files to fill", func() error {
+		// The last bytes sent may still be in Nexus's read buffer.
+		if n := tempBytes(); n < 7<<20 {
+			return fmt.Errorf("temp files hold %d bytes; depot holds %v", n, depotNames())
 		}
-		return fmt.Errorf("depot holds %v", depotNames())
+		return nil
 	})
 	nx.kill(t)
 	pw.CloseWithError(io.ErrClosedPipe)
@@ -188,13 +199,24 @@ func TestCrashMidUpload(t *testing.T) {
 		t.Fatal("the upload succeeded although Nexus was killed")
 	}
 	noRows("after kill mid-body")
+	if tempBytes() == 0 {
+		t.Fatal("the kill left no temp files; the case proves nothing")
+	}
 
-	// 2. Killed while verifying: the body is all there, and artifacts are
-	// landing in the depot; kill as soon as the first one is renamed into
-	// place, before any row can exist.
+	// 2. Killed between storing and recording: the whole body is there,
+	// verified, and the artifacts renamed into place, but the transaction
+	// that records them cannot commit while the test holds a lock on the
+	// table it writes; kill as soon as the first artifact is in place.
 	nx = startNexusProcess(t, bin, db.URL, dataDir, id)
 	if names := depotNames(); len(names) != 0 {
 		t.Fatalf("after restart the depot still holds %v", names)
+	}
+	lock, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(ctx, "LOCK TABLE tuf_repo_artifact IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
 	}
 	go func() {
 		f, err := os.Open(zipPath)
@@ -206,28 +228,29 @@ func TestCrashMidUpload(t *testing.T) {
 		_, err = nx.client.RepoUpload(ctx, "big.zip", f, built.Size, nil)
 		uploadDone <- err
 	}()
-	deadline := time.Now().Add(30 * time.Second)
 	var stray string
-	for stray == "" && time.Now().Before(deadline) {
+	racktest.WaitFor(t, 30*time.Second, "an artifact to be renamed into place", func() error {
 		for _, name := range depotNames() {
 			if depot.ValidHash(name) {
 				stray = name
+				return nil
 			}
 		}
-	}
-	if stray == "" {
-		t.Fatalf("no artifact reached the depot: %v", depotNames())
-	}
+		return fmt.Errorf("depot holds %v", depotNames())
+	})
 	nx.kill(t)
-	if err := <-uploadDone; err == nil {
-		t.Fatal("the upload succeeded although Nexus was killed mid-verification")
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
 	}
-	noRows("after kill mid-verification")
+	if err := <-uploadDone; err == nil {
+		t.Fatal("the upload succeeded although Nexus was killed before recording it")
+	}
+	noRows("after kill before recording")
 	if _, err := os.Stat(filepath.Join(depotDir, stray)); err != nil {
 		t.Fatalf("the artifact seen before the kill is gone already: %v", err)
 	}
 
-	// 3. Restart: start-up removes the artifact nobody recorded; the
+	// 3. Restart: start-up removes the artifacts nobody recorded; the
 	// same upload now succeeds.
 	nx = startNexusProcess(t, bin, db.URL, dataDir, id)
 	if names := depotNames(); len(names) != 0 {
@@ -246,4 +269,58 @@ func TestCrashMidUpload(t *testing.T) {
 	if names := depotNames(); len(names) != 24 {
 		t.Fatalf("depot holds %d files after the upload, want 24: %v", len(names), names)
 	}
+}
+
+// Local copies the database records but the depot lacks (a database
+// restored from a backup taken while Nexus held copies it has since
+// dropped, or a lost data dir) are forgotten when Nexus starts, so no
+// sled is sent to fetch them there, and a repo left without any holder
+// is marked degraded rather than believed safe.
+func TestStartupForgetsLocalCopiesTheDepotLacks(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	cfg := nexus.Config{TaskPeriods: map[string]time.Duration{tufreplication.Name: time.Hour}}
+	nx := racktest.StartNexus(t, db.URL, cfg)
+	l := newLineage(t, 62, tufgen.LineageOptions{})
+	if _, _, err := nx.Client.TrustRootAdd(ctx, l.TrustRoot()); err != nil {
+		t.Fatal(err)
+	}
+	archive, built := buildRepo(t, l, tufgen.Demo("1.0.0"))
+	if _, err := nx.Client.RepoUpload(ctx, "repo.zip", bytes.NewReader(archive), int64(len(archive)), nil); err != nil {
+		t.Fatal(err)
+	}
+	rows := func() int {
+		return db.Count(t, `SELECT count(*) FROM nexus_artifact_copy WHERE nexus_id = $1`, nx.ID())
+	}
+	if n := rows(); n != len(built.Artifacts) {
+		t.Fatalf("%d local copies recorded after the upload, want %d", n, len(built.Artifacts))
+	}
+	id, depotDir := nx.ID(), nx.Depot().Dir()
+	nx.Stop()
+	lost := built.Artifacts[0].SHA256
+	if err := os.Remove(filepath.Join(depotDir, lost)); err != nil {
+		t.Fatal(err)
+	}
+	cfg.ID, cfg.DataDir = id, filepath.Dir(depotDir)
+	nx = racktest.StartNexus(t, db.URL, cfg)
+	if n := rows(); n != len(built.Artifacts)-1 {
+		t.Fatalf("%d local copies recorded after the restart, want %d", n, len(built.Artifacts)-1)
+	}
+	if n := db.Count(t, `SELECT count(*) FROM nexus_artifact_copy WHERE sha256 = $1`, lost); n != 0 {
+		t.Fatalf("the lost copy is still recorded")
+	}
+	racktest.WaitFor(t, 20*time.Second, "the repo to be marked degraded", func() error {
+		if _, err := nx.Client.BackgroundTaskActivate(ctx, tufreplication.Name); err != nil {
+			return err
+		}
+		got, err := nx.Client.RepoGet(ctx, "1.0.0")
+		if err != nil {
+			return err
+		}
+		if got.Repo.State != api.RepoStateDegraded || !strings.Contains(got.Repo.StateReason, lost[:12]) {
+			return fmt.Errorf("state %s (%s)", got.Repo.State, got.Repo.StateReason)
+		}
+		return nil
+	})
 }

@@ -93,7 +93,7 @@ func TestMetricsAfterRealActions(t *testing.T) {
 		`rackplane_depot_artifacts`:                                                                                           0,
 		`rackplane_http_request_duration_seconds_count{api="external",method="PUT",` + uploadRoute + `}`:                      0,
 		`rackplane_http_request_duration_seconds_count{api="external",method="GET",route="/readyz"}`:                          0,
-		`rackplane_replication_bytes_total{path="nexus_put"}`:                                                                 0,
+		`rackplane_replication_bytes_total{path="nexus_seed"}`:                                                                0,
 		`rackplane_bgtask_errors_total{task="tuf_repo_pruner"}`:                                                               0,
 		`rackplane_bgtask_activations_total{outcome="error",task="tuf_artifact_replication"}`:                                 0,
 	})
@@ -146,9 +146,9 @@ func TestMetricsAfterRealActions(t *testing.T) {
 	if got := m[`rackplane_tuf_upload_received_bytes_total`]; got <= float64(len(archive)) || got >= float64(len(archive)+len(junk)) {
 		t.Errorf("received bytes %v, want more than the archive's %d and less than %d", got, len(archive), len(archive)+len(junk))
 	}
-	// Nexus put each artifact to at least one sled itself.
-	if got := m[`rackplane_replication_bytes_total{path="nexus_put"}`]; got < float64(artifactBytes) {
-		t.Errorf("bytes put by Nexus %v, want at least %d", got, artifactBytes)
+	// Nexus seeded each artifact to at least one sled (the sled copied it from Nexus's depot).
+	if got := m[`rackplane_replication_bytes_total{path="nexus_seed"}`]; got < float64(artifactBytes) {
+		t.Errorf("bytes seeded by Nexus %v, want at least %d", got, artifactBytes)
 	}
 	if m[`rackplane_http_request_duration_seconds_count{api="internal",method="PUT",route="/v1/sled-agents/{sled_id}"}`] < 2 {
 		t.Error("the sleds' registrations are not counted on the internal listener")

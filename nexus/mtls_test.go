@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -32,6 +33,20 @@ func quietRack(t *testing.T, sleds int) *racktest.Rack {
 	if _, err := r.Nexus.Client.BackgroundTaskSetEnabled(context.Background(), tufreplication.Name, false); err != nil {
 		t.Fatal(err)
 	}
+	// A run that started before the switch may still be going: wait for
+	// the one that saw it. (The task acts on sleds whose generation is
+	// ahead of the database's, as the tests here set them.)
+	racktest.WaitFor(t, 20*time.Second, "replication to stop", func() error {
+		task, err := r.Nexus.Client.BackgroundTaskGet(context.Background(), tufreplication.Name)
+		if err != nil {
+			return err
+		}
+		if task.Current.State != api.TaskStateIdle || task.LastActivation == nil ||
+			task.LastActivation.Outcome != api.TaskOutcomeDisabled {
+			return fmt.Errorf("state %s, last %+v", task.Current.State, task.LastActivation)
+		}
+		return nil
+	})
 	return r
 }
 

@@ -169,3 +169,44 @@ func TestRestoredRepoIsNotPrunedAgainAtOnce(t *testing.T) {
 		t.Fatalf("the pruner after unkeep: %+v", st)
 	}
 }
+
+// A pruned record with composite artifacts is replaced like any other:
+// its composites and their parts go with it, part links included, and
+// nothing is left that no repo names.
+func TestReplaceAPrunedVersionWithComposites(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	nx := racktest.StartNexus(t, db.URL, nexus.Config{})
+	ctx := context.Background()
+	l := newLineage(t, 23, tufgen.LineageOptions{})
+	addRoot(t, nx.Client, l.TrustRoot())
+	withParts := tufgen.Composites("3.0.0")
+	first, _ := buildRepo(t, l, withParts)
+	a := mustUpload(t, nx.Client, first, api.UploadInserted)
+	var links int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM tuf_artifact_part`).Scan(&links); err != nil || links == 0 {
+		t.Fatalf("the composites' parts are not linked: %d (%v)", links, err)
+	}
+	if _, err := nx.Client.RepoDelete(ctx, "3.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	plain := tufgen.Demo("3.0.0")
+	plain.TimestampVersion, plain.SnapshotVersion, plain.TargetsVersion = 2, 2, 2
+	second, builtB := buildRepo(t, l, plain)
+	res, err := nx.Client.RepoUpload(ctx, "plain.zip", strings.NewReader(string(second)), int64(len(second)), nil)
+	if err != nil || res.Status != api.UploadReplaced || res.Replaced == nil || res.Replaced.ID != a.Repo.ID ||
+		res.Repo.SHA256 != builtB.SHA256 {
+		t.Fatalf("replace a record with composites: %v %+v", err, res)
+	}
+	var orphans int
+	if err := db.Pool.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM tuf_artifact a WHERE NOT EXISTS
+			(SELECT 1 FROM tuf_repo_artifact ra WHERE ra.artifact_id = a.id)) +
+		(SELECT count(*) FROM tuf_artifact_part)`).Scan(&orphans); err != nil || orphans != 0 {
+		t.Fatalf("%d unlinked artifact rows or part links left (%v)", orphans, err)
+	}
+	detail, err := nx.Client.RepoGet(ctx, "3.0.0")
+	if err != nil || len(detail.Artifacts) != len(builtB.Artifacts) {
+		t.Fatalf("the new record: %v %+v", err, detail)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -421,6 +422,25 @@ func (s *Server) openDepot(ctx context.Context) (*depot.Depot, error) {
 	stray, err := d.RemoveExcept(held)
 	if err != nil {
 		return nil, fmt.Errorf("nexus: %w", err)
+	}
+	// The other way round: copies recorded but not on disk, which only a
+	// database restored from a backup (or a data dir lost or replaced)
+	// leaves. Forgotten, no sled is sent here for them, and a repo whose
+	// artifact now has no holder at all shows as degraded.
+	var missing []string
+	for h := range held {
+		if _, err := os.Stat(d.Path(h)); errors.Is(err, os.ErrNotExist) {
+			missing = append(missing, h)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		if err := s.ds.NexusArtifactCopiesDrop(ctx, s.cfg.ID, missing); err != nil {
+			return nil, fmt.Errorf("nexus: forget local copies the depot lacks: %w", err)
+		}
+		s.log.Warn().Strs("sha256", missing).Str("dir", d.Dir()).
+			Msg("the database recorded local artifact copies this Nexus's depot does not hold " +
+				"(a restored database, or a lost data dir): forgotten")
 	}
 	if temps > 0 || len(stray) > 0 {
 		s.log.Info().Int("temp_files", temps).Strs("unrecorded", stray).Str("dir", d.Dir()).

@@ -81,7 +81,7 @@ type world struct {
 	files []string
 }
 
-var depotTables = []string{"tuf_repo", "tuf_artifact", "tuf_repo_artifact", "nexus_artifact_copy",
+var depotTables = []string{"tuf_repo", "tuf_artifact", "tuf_repo_artifact", "tuf_artifact_part", "nexus_artifact_copy",
 	"tuf_trust_root_lineage"}
 
 func snapshotWorld(t testing.TB, pool *pgxpool.Pool, depotDir string) world {

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,4 +102,71 @@ func TestRegistrationRetriesNeverExceedTheInterval(t *testing.T) {
 	if tail := waits[5:]; !slices.Equal(tail, []time.Duration{2 * time.Second, 2 * time.Second, 2 * time.Second}) {
 		t.Fatalf("at the ceiling the waits are %v, want the 2 s interval", tail)
 	}
+}
+
+// While Nexus refuses the sled, changes it wants to report wait for the
+// back-off like any retry: a flood of triggers makes no extra attempts.
+func TestRegistrationTriggersWaitForTheBackoff(t *testing.T) {
+	t.Parallel()
+	// A "Nexus" that takes every connection and hangs up at once, counting
+	// them: each registration attempt is one connection.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			c.Close()
+		}
+	}()
+	fake := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg := sledagent.Config{Clock: fake, Rand: rand.NewPCG(4, 4), M2Dirs: []string{}, M2PollInterval: 24 * time.Hour,
+		ArtifactReconcileInterval: 24 * time.Hour, ScrubInterval: -1}
+	sled := sledtest.StartSled(t, "https://"+ln.Addr().String(), cfg)
+	waits := registrationWaits(t, sled, fake, 3)
+	// The fourth attempt (the clock is at it) fails and arms its retry.
+	var retryAt time.Time
+	sledtest.WaitFor(t, 10*time.Second, "the fourth attempt and its retry timer", func() error {
+		now := fake.Now()
+		if st := sled.Registration(); !st.LastAttempt.Equal(now) || st.LastError == "" {
+			return fmt.Errorf("last attempt %s, clock at %s", st.LastAttempt, now)
+		}
+		next, ok := fake.NextDeadline()
+		if !ok || !next.After(now) || next.Sub(now) > time.Minute {
+			return errors.New("no retry armed yet")
+		}
+		retryAt = next
+		return nil
+	})
+	before := conns.Load()
+	if before != 4 {
+		t.Fatalf("%d connections for 4 attempts", before)
+	}
+	for range 50 {
+		sled.TriggerRegistration()
+		time.Sleep(time.Millisecond) // a loop that wrongly takes the triggers gets the chance
+	}
+	if n := conns.Load(); n != before {
+		t.Fatalf("50 triggers during the back-off made %d more attempts", n-before)
+	}
+	// The retry comes when the back-off said, at least half a doubled
+	// ceiling after the attempt, and reports the triggers in one attempt.
+	ceiling := min(250*time.Millisecond<<len(waits), 10*time.Second)
+	if d := retryAt.Sub(fake.Now()); d < ceiling/2 {
+		t.Fatalf("the retry is due %s after the attempt, want at least %s (earlier waits %v)", d, ceiling/2, waits)
+	}
+	fake.Advance(retryAt.Sub(fake.Now()))
+	sledtest.WaitFor(t, 10*time.Second, "the retry", func() error {
+		if n := conns.Load(); n != before+1 {
+			return fmt.Errorf("%d attempts after the back-off", n-before)
+		}
+		return nil
+	})
 }

@@ -73,7 +73,9 @@ type Config struct {
 	// M2Budgets caps the bytes an M.2 may hold, by directory: simulates
 	// small or full devices (tests). Absent means the file system's limit.
 	M2Budgets map[string]int64
-	// ScrubInterval is the time between scrub passes (negative disables).
+	// ScrubInterval is the least time between the starts of two scrub
+	// passes; the scrub runs at start and then continuously at ScrubRate
+	// (negative: only scrubs asked for over the API).
 	ScrubInterval time.Duration
 	// ScrubRate bounds scrub reads, in bytes per second.
 	ScrubRate int64
@@ -124,8 +126,8 @@ const (
 	DefaultRegisterInterval = 30 * time.Second
 	DefaultBaseboardPart    = "rackplane-sim"
 	DefaultM2PollInterval   = 2 * time.Second
-	DefaultScrubInterval    = time.Hour
-	DefaultScrubRate        = 64 << 20
+	DefaultScrubInterval    = artifacts.DefaultScrubInterval
+	DefaultScrubRate        = artifacts.DefaultScrubRate
 	DefaultReconcile        = time.Minute
 	DefaultMaxCopies        = 4
 )
@@ -440,16 +442,23 @@ func (s *Server) TriggerRegistration() {
 var registrationRetry = backoff.Policy{Initial: 250 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.5}
 
 // registerLoop registers on start, then every RegisterInterval, retrying
-// failures sooner with back-off (never later than RegisterInterval).
+// failures sooner with back-off (never later than RegisterInterval). A
+// change the sled wants to report (TriggerRegistration) registers at once
+// while registrations succeed; after a failure it waits for the back-off
+// like everything else, so a sled whose state keeps changing while Nexus
+// refuses it does not retry at the rate of its changes.
 func (s *Server) registerLoop(ctx context.Context) {
 	retry := backoff.New(registrationRetry, s.rnd)
 	for {
 		next := s.cfg.RegisterInterval
+		triggers := s.registerNow
 		if err := s.registerOnce(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			next = min(retry.NextBackOff(), s.cfg.RegisterInterval)
+			// The trigger stays pending; the retry reports it.
+			triggers = nil
 		} else {
 			retry.Reset()
 		}
@@ -458,7 +467,7 @@ func (s *Server) registerLoop(ctx context.Context) {
 		case <-ctx.Done():
 			t.Stop()
 			return
-		case <-s.registerNow:
+		case <-triggers:
 			t.Stop()
 		case <-t.C():
 		}
@@ -466,6 +475,11 @@ func (s *Server) registerLoop(ctx context.Context) {
 }
 
 func (s *Server) registerOnce(parent context.Context) error {
+	// A change reported before this attempt is reported by it.
+	select {
+	case <-s.registerNow:
+	default:
+	}
 	ctx, cancel := context.WithTimeout(reqid.With(parent, reqid.New()), 10*time.Second)
 	defer cancel()
 	gen := s.store.Generation()

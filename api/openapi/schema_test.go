@@ -74,6 +74,7 @@ var goTypes = map[string]reflect.Type{
 	"api.Page[api.TufRepo]":           reflect.TypeFor[api.Page[api.TufRepo]](),
 	"api.ArtifactReplication":         reflect.TypeFor[api.ArtifactReplication](),
 	"api.TufRepoArtifact":             reflect.TypeFor[api.TufRepoArtifact](),
+	"api.ArtifactPartOf":              reflect.TypeFor[api.ArtifactPartOf](),
 	"api.TufRepoDetail":               reflect.TypeFor[api.TufRepoDetail](),
 	"api.TufRepoUpload":               reflect.TypeFor[api.TufRepoUpload](),
 	"api.TufRepoPrune":                reflect.TypeFor[api.TufRepoPrune](),

@@ -76,7 +76,7 @@ func Registrar(cfg Config) func(a *app.App) error {
 		}
 		d, log := a.Tasks(), a.Log()
 		replication := tufreplication.New(tufreplication.Config{
-			DS: a.Datastore(), Depot: a.Depot(), NexusID: a.NexusID(), Log: log,
+			App: a, DS: a.Datastore(), Depot: a.Depot(), NexusID: a.NexusID(), Log: log,
 			Limits: tufreplication.Limits{
 				MinSledReplication: cfg.Replication.MinSledReplication,
 				MaxCopiesPerSource: cfg.Replication.MaxCopiesPerSource,

@@ -235,8 +235,8 @@ func activatedBy(t *testing.T, nx *racktest.Nexus, requester string, t0 time.Tim
 }
 
 // An upload reaches every M.2 of every sled; Nexus sends each artifact to
-// at most min_sled_replication sleds itself (the rest fan out from sleds),
-// and drops its local copies once enough sleds hold them.
+// one sled, which copies it from Nexus's depot (the rest fan out from
+// sleds), and drops its local copies once enough sleds hold them.
 func TestUploadReachesEveryM2(t *testing.T) {
 	t.Parallel()
 	r := newRack(t, 6)
@@ -249,11 +249,12 @@ func TestUploadReachesEveryM2(t *testing.T) {
 	for _, a := range built.Artifacts {
 		total += a.Length
 	}
-	if st.Lifetime.BytesPut > 3*total {
-		t.Errorf("Nexus sent %d bytes for a %d-byte repo: more than min_sled_replication (3) times", st.Lifetime.BytesPut, total)
+	if st.Lifetime.BytesSeeded != total || st.Lifetime.SeedOK != len(want) {
+		t.Errorf("Nexus seeded %d bytes in %d seeds for a %d-byte repo of %d artifacts: want each artifact once",
+			st.Lifetime.BytesSeeded, st.Lifetime.SeedOK, total, len(want))
 	}
-	if st.Lifetime.BytesPut == 0 || st.Lifetime.CopyOK == 0 {
-		t.Errorf("expected both Nexus puts and sled-to-sled copies: %+v", st.Lifetime)
+	if st.Lifetime.CopyOK == 0 {
+		t.Errorf("expected sled-to-sled copies: %+v", st.Lifetime)
 	}
 	if st.FullyReplicated != len(want) || st.Artifacts != len(want) || st.Sleds != 6 || len(st.Unheld) != 0 {
 		t.Errorf("status after convergence: %+v", st)
@@ -316,13 +317,13 @@ func TestLateSledCatchesUp(t *testing.T) {
 	built := r.upload(r.Nexus, tufgen.Demo("1.0.0"))
 	r.waitHeld(r.Sleds, hashes(built), 30*time.Second)
 	waitConverged(t, r.Nexus, 30*time.Second)
-	putsBefore := racktest.ReplicationStatus(t, r.Nexus).Lifetime.PutOK
+	seedsBefore := racktest.ReplicationStatus(t, r.Nexus).Lifetime.SeedOK
 
 	late := r.AddSled(sledConfig())
 	racktest.WaitRegistered(t, r.Nexus.Client, late)
 	r.waitHeld([]*racktest.Sled{late}, hashes(built), 30*time.Second)
-	if st := racktest.ReplicationStatus(t, r.Nexus); st.Lifetime.PutOK != putsBefore {
-		t.Errorf("the late sled was fed by Nexus (%d puts, %d before), not by sleds", st.Lifetime.PutOK, putsBefore)
+	if st := racktest.ReplicationStatus(t, r.Nexus); st.Lifetime.SeedOK != seedsBefore {
+		t.Errorf("the late sled was fed by Nexus (%d seeds, %d before), not by sleds", st.Lifetime.SeedOK, seedsBefore)
 	}
 }
 

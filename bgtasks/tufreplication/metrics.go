@@ -24,7 +24,7 @@ var (
 		"0 while the last run converged; otherwise seconds since a run last did (or since this Nexus started, if none has).",
 		nil, nil)
 	bytesDesc = prometheus.NewDesc("rackplane_replication_bytes_total",
-		"Bytes of artifacts moved since this Nexus started: put by Nexus itself, or copied sled to sled on its request.",
+		"Bytes of artifacts moved since this Nexus started on its requests: seeded (a sled copying from Nexus's depot) or copied sled to sled.",
 		[]string{"path"}, nil)
 	generationDesc = prometheus.NewDesc("rackplane_replication_generation",
 		"The wanted-artifact generation the last run worked at.", nil, nil)
@@ -73,6 +73,6 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(convergedDesc, 0)
 		gauge(sinceDesc, t.cfg.Now().Sub(since).Seconds())
 	}
-	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(life.BytesPut), "nexus_put")
+	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(life.BytesSeeded), "nexus_seed")
 	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(life.BytesCopied), "sled_copy")
 }

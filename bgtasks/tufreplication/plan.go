@@ -63,8 +63,9 @@ type NexusCopy struct {
 // Limits bound what one run asks of the rack.
 type Limits struct {
 	// MinSledReplication is how many sleds must hold an artifact before
-	// Nexus may drop its local copy, and also how many sleds Nexus seeds
-	// an artifact to itself: everything beyond that fans out from sleds.
+	// Nexus may drop its local copy. Nexus itself seeds an artifact to one
+	// sled (only while no sled holds or receives it): every other copy
+	// fans out from sleds, so each byte leaves Nexus once.
 	MinSledReplication int
 	// MaxCopiesPerSource bounds the copies one sled serves at once,
 	// counting copies already in flight.
@@ -90,8 +91,8 @@ type Input struct {
 	Artifacts []Artifact
 	// Sleds are the in-service sleds, in any order.
 	Sleds []Sled
-	// Self is the Nexus running the plan; its local copies can be PUT
-	// straight from disk.
+	// Self is the Nexus running the plan; its own depot is the first
+	// choice among Nexus sources (it costs no other Nexus anything).
 	Self uuid.UUID
 	// NexusCopies lists every Nexus's local copies of wanted artifacts.
 	NexusCopies []NexusCopy
@@ -104,14 +105,11 @@ type Input struct {
 // RequestKind is what a request asks a sled to do.
 type RequestKind string
 
-const (
-	// PutFromNexus streams the artifact from this Nexus's local depot to
-	// the sled (PUT /artifacts/{sha256}).
-	PutFromNexus RequestKind = "put"
-	// CopyFromDepot asks the sled to fetch the artifact from another
-	// sled's depot or another Nexus (POST /artifacts/{sha256}/copy-from-depot).
-	CopyFromDepot RequestKind = "copy"
-)
+// CopyFromDepot asks the sled to fetch the artifact from another sled's
+// depot or a Nexus's (POST /artifacts/{sha256}/copy-from-depot). The copy
+// runs after the reply, so seeding from this Nexus does not hold the run
+// (or its connection) for as long as the artifact takes to send.
+const CopyFromDepot RequestKind = "copy"
 
 // Request is one call the execute phase makes to a sled.
 type Request struct {
@@ -171,10 +169,10 @@ type source struct {
 //
 // For each wanted artifact, rarest first: sleds that lack it (or lack it on
 // one of their M.2s) get a copy from the least-loaded sled that holds it;
-// only when fewer than MinSledReplication sleds hold or are receiving it
-// does Nexus send it itself (PUT from this Nexus, or a copy from another
-// Nexus's depot). Every finished copy adds a source, so the number of
-// sources grows with each run: a tree, not a star.
+// only when no sled holds it or is receiving it does a Nexus send it, to
+// one sled (which copies it from the Nexus's depot, this one's first).
+// Every finished copy adds a source, so the number of sources grows with
+// each run: a tree, not a star, whose root is the one seed.
 //
 // The phases run in this order, each over the state the ones before it
 // left in a planner: stop on a stale view, register sources, count what is
@@ -451,8 +449,9 @@ func (p *planner) assign(rank, a int) {
 		return
 	}
 	holders := p.sledHolders(a)
-	// Nexus seeds only what sleds do not already have or receive.
-	nexusBudget := p.lim.MinSledReplication - st.Holders - st.InFlight
+	// Nexus seeds one sled, and only an artifact no sled has or receives:
+	// the rest of the rack copies from sleds.
+	nexusBudget := 1 - st.Holders - st.InFlight
 	// Start each artifact's targets at a different sled, so that seeds
 	// (and so the next run's sources) spread over the rack.
 	offset := rank * max(p.lim.MinSledReplication, 1)
@@ -510,17 +509,14 @@ func (p *planner) chooseSource(i, a int, holders []*source, nexusOK bool) (src *
 	return nil, false
 }
 
-// newRequest is the request giving art to sled from src: a PUT when src is
-// this Nexus's own disk, otherwise a copy from src's depot.
+// newRequest is the request giving art to sled from src: a copy from src's
+// depot, whether src is a sled or a Nexus (this one or another).
 func newRequest(sled uuid.UUID, art Artifact, src *source) Request {
-	switch src.kind {
-	case "self":
-		return Request{Kind: PutFromNexus, Sled: sled, Artifact: art, SourceKind: "nexus"}
-	case "nexus":
-		return Request{Kind: CopyFromDepot, Sled: sled, Artifact: art, Source: src.url, SourceKind: "nexus"}
-	default:
-		return Request{Kind: CopyFromDepot, Sled: sled, Artifact: art, Source: src.url, SourceKind: src.kind}
+	kind := src.kind
+	if kind == "self" {
+		kind = "nexus"
 	}
+	return Request{Kind: CopyFromDepot, Sled: sled, Artifact: art, Source: src.url, SourceKind: kind}
 }
 
 // droppable lists, sorted, the local copies (local) this Nexus may delete:
@@ -567,8 +563,8 @@ func anySpare(cands []*source) bool {
 	return false
 }
 
-// preferSelf puts this Nexus's own copy first: a PUT from local disk
-// costs no other Nexus anything.
+// preferSelf puts this Nexus's own copy first: serving it costs no other
+// Nexus anything.
 func preferSelf(cands []*source) []*source {
 	for i, s := range cands {
 		if s.kind == "self" {

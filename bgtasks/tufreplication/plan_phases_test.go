@@ -536,17 +536,19 @@ func TestAssign(t *testing.T) {
 			deferred: 1,
 		},
 		{
-			name: "Nexus seeds up to MinSledReplication and no more",
+			// The others wait for the seed to finish and copy from it:
+			// each byte leaves Nexus once, whatever MinSledReplication is.
+			name: "Nexus seeds one sled and no more",
 			input: func() Input {
 				in := rack(5, 1)
 				in.selfHolds(0)
 				return in
 			},
-			requests: []string{"put sled-00 <- nexus-self", "put sled-01 <- nexus-self", "put sled-02 <- nexus-self"},
-			deferred: 2, nexusSends: 3,
+			requests: []string{"copy sled-00 <- nexus-self"},
+			deferred: 4, nexusSends: 1,
 		},
 		{
-			name: "Nexus seeds count what sleds already hold or receive",
+			name: "Nexus seeds nothing that a sled holds or receives",
 			input: func() Input {
 				in := rack(5, 1)
 				in.selfHolds(0)
@@ -555,10 +557,10 @@ func TestAssign(t *testing.T) {
 				in.Sleds[1].InFlight = []InFlight{{Artifact: 0, Source: selfURL}}
 				return in
 			},
-			// sled-00 serves one copy; Nexus seeds 3 - 1 held - 1 in
-			// flight = 1; the last target waits.
-			requests: []string{"copy sled-02 <- sled-00", "put sled-03 <- nexus-self"},
-			deferred: 1, nexusSends: 1,
+			// sled-00 serves one copy (its limit); the last two targets
+			// wait for it or for sled-01's copy to finish.
+			requests: []string{"copy sled-02 <- sled-00"},
+			deferred: 2, nexusSends: 0,
 		},
 		{
 			name: "Nexus stops at the run's send limit",
@@ -567,9 +569,9 @@ func TestAssign(t *testing.T) {
 				in.selfHolds(0)
 				return in
 			},
-			setup:    func(p *planner) { p.nexusSends = p.lim.MaxNexusSends - 2 },
-			requests: []string{"put sled-00 <- nexus-self", "put sled-01 <- nexus-self"},
-			deferred: 3, nexusSends: 8,
+			setup:    func(p *planner) { p.nexusSends = p.lim.MaxNexusSends },
+			requests: nil,
+			deferred: 5, nexusSends: 8,
 		},
 		{
 			name: "another Nexus seeds through its depot",
@@ -578,8 +580,9 @@ func TestAssign(t *testing.T) {
 				in.NexusCopies = []NexusCopy{{NexusID: otherID, URL: otherURL, Artifact: 0}}
 				return in
 			},
-			requests:   []string{"copy sled-00 <- nexus-other", "copy sled-01 <- nexus-other"},
-			nexusSends: 2,
+			requests:   []string{"copy sled-00 <- nexus-other"},
+			deferred:   1,
+			nexusSends: 1,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -591,9 +594,6 @@ func TestAssign(t *testing.T) {
 			got := []string{}
 			for _, r := range p.plan.Requests {
 				src := name(r.Source)
-				if r.Kind == PutFromNexus {
-					src = "nexus-self"
-				}
 				got = append(got, fmt.Sprintf("%s %s <- %s", r.Kind, name(sledURL(indexOf(p, r.Sled))), src))
 			}
 			want := tc.requests
@@ -625,7 +625,8 @@ func TestNewRequest(t *testing.T) {
 		src  *source
 		want Request
 	}{
-		{&source{url: selfURL, kind: "self"}, Request{Kind: PutFromNexus, Sled: id, Artifact: art, SourceKind: "nexus"}},
+		{&source{url: selfURL, kind: "self"},
+			Request{Kind: CopyFromDepot, Sled: id, Artifact: art, Source: selfURL, SourceKind: "nexus"}},
 		{&source{url: otherURL, kind: "nexus"},
 			Request{Kind: CopyFromDepot, Sled: id, Artifact: art, Source: otherURL, SourceKind: "nexus"}},
 		{&source{url: sledURL(1), kind: "sled"},

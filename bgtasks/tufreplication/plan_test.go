@@ -73,14 +73,14 @@ func (in *Input) holdAll(sleds ...int) {
 }
 
 var goldenCases = map[string]func() Input{
-	// A repo just uploaded to this Nexus: it seeds each artifact to
-	// MinSledReplication sleds and no more.
+	// A repo just uploaded to this Nexus: it seeds each artifact to one
+	// sled (which copies it from Nexus's depot) and no more.
 	"new_repo_16_sleds": func() Input {
 		in := rack(16, 3)
 		in.selfHolds(0, 1, 2)
 		return in
 	},
-	// The next run after the seeding: three sleds hold everything, the
+	// Three sleds hold everything (the seeds and their first copies): the
 	// other thirteen copy from them, two at a time per source.
 	"new_repo_16_sleds_second_run": func() Input {
 		in := rack(16, 3)
@@ -103,8 +103,7 @@ var goldenCases = map[string]func() Input{
 		return in
 	},
 	// Artifact 0 is held only by this Nexus, artifact 1 only by another
-	// Nexus instance (its uploader): both seed sleds, this one by PUT,
-	// the other through its depot.
+	// Nexus instance (its uploader): each seeds one sled from its depot.
 	"held_only_by_nexus": func() Input {
 		in := rack(5, 2)
 		in.selfHolds(0)
@@ -129,7 +128,7 @@ var goldenCases = map[string]func() Input{
 		return in
 	},
 	// One holder, already serving one copy: it takes one more; Nexus
-	// seeds one (3 - 1 holder - 1 in flight); the rest wait.
+	// seeds nothing (a sled holds it); the rest wait.
 	"fan_out_limited_by_sources": func() Input {
 		in := rack(8, 1)
 		in.selfHolds(0)
@@ -214,9 +213,6 @@ func render(in Input, p Plan) string {
 	fmt.Fprintf(&b, "requests: %d\n", len(p.Requests))
 	for _, r := range p.Requests {
 		src := names[r.Source]
-		if r.Kind == PutFromNexus {
-			src = "(local disk)"
-		}
 		fmt.Fprintf(&b, "  %-4s %s %s <- %s [%s]\n", r.Kind, short(r.Artifact.SHA256), sledName[r.Sled], src, r.SourceKind)
 	}
 	fmt.Fprintf(&b, "deferred: %d\n", p.Deferred)

@@ -5,9 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +20,7 @@ import (
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks"
+	"github.com/rackplane/rackplane/nexus/app"
 	"github.com/rackplane/rackplane/nexus/datastore"
 	"github.com/rackplane/rackplane/nexus/depot"
 	"github.com/rackplane/rackplane/nexus/model"
@@ -58,6 +59,9 @@ const (
 
 // Config is the task's wiring and tuning.
 type Config struct {
+	// App is the application layer the task changes things through, as
+	// itself (audited): fast-forwarding a generation the database lost.
+	App     *app.App
 	DS      *datastore.Datastore
 	Depot   *depot.Depot
 	NexusID uuid.UUID
@@ -66,8 +70,19 @@ type Config struct {
 	Limits Limits
 	// Concurrency bounds the sleds talked to at once.
 	Concurrency int
-	// FollowUp is how soon to run again while copies are in flight.
-	FollowUp time.Duration
+	// FollowUp is how soon to run again while copies are in flight and
+	// the last run saw something change; FollowUpMax caps the follow-up
+	// delay, which doubles (with jitter) from FollowUp while nothing does.
+	FollowUp    time.Duration
+	FollowUpMax time.Duration
+	// SledBackoff is the first wait before a sled whose request failed is
+	// asked again (or a failed request re-sent), doubling per failure in a
+	// row up to SledBackoffMax (default: DefaultPeriod).
+	SledBackoff    time.Duration
+	SledBackoffMax time.Duration
+	// Rand draws the back-offs' jitter (nil: seeded from the operating
+	// system).
+	Rand rand.Source
 	// TLS is how the task talks to sleds (mutual TLS: this Nexus's
 	// certificate, sleds' accepted); required.
 	TLS *tls.Config
@@ -85,6 +100,11 @@ type Task struct {
 	// http talks to sleds: no whole-request timeout (PUTs stream whole
 	// artifacts), a dial and a response-header timeout.
 	http *http.Client
+
+	pace *pacer
+	// lastForward is the last generation fast-forward this Nexus made
+	// (under mu).
+	lastForward *api.ReplicationFastForward
 
 	mu       sync.Mutex
 	lifetime Counters
@@ -107,13 +127,22 @@ func New(cfg Config) *Task {
 	if cfg.FollowUp <= 0 {
 		cfg.FollowUp = DefaultFollowUp
 	}
+	if cfg.FollowUpMax <= 0 {
+		cfg.FollowUpMax = DefaultFollowUpMax
+	}
+	if cfg.SledBackoff <= 0 {
+		cfg.SledBackoff = DefaultSledBackoff
+	}
+	if cfg.SledBackoffMax <= 0 {
+		cfg.SledBackoffMax = DefaultPeriod
+	}
 	if cfg.Dial == nil {
 		cfg.Dial = (&net.Dialer{Timeout: 5 * time.Second}).DialContext
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Task{cfg: cfg, started: cfg.Now(), http: &http.Client{Transport: &http.Transport{
+	return &Task{cfg: cfg, started: cfg.Now(), pace: newPacer(cfg), http: &http.Client{Transport: &http.Transport{
 		DialContext:           cfg.Dial,
 		TLSClientConfig:       cfg.TLS,
 		TLSHandshakeTimeout:   10 * time.Second,
@@ -161,12 +190,12 @@ func addCounters(c *Counters, o Counters) {
 	c.ConfigPutErr += o.ConfigPutErr
 	c.ListOK += o.ListOK
 	c.ListErr += o.ListErr
-	c.PutOK += o.PutOK
-	c.PutErr += o.PutErr
+	c.SeedOK += o.SeedOK
+	c.SeedErr += o.SeedErr
 	c.CopyOK += o.CopyOK
 	c.CopyErr += o.CopyErr
 	c.LocalDropped += o.LocalDropped
-	c.BytesPut += o.BytesPut
+	c.BytesSeeded += o.BytesSeeded
 	c.BytesCopied += o.BytesCopied
 }
 
@@ -197,8 +226,16 @@ type collected struct {
 	snap   datastore.ReplicationSnapshot
 	input  Input
 	states []SledState
-	stale  string
-	run    Counters
+	// stale says why the view is stale: a sled (ahead) holds a newer
+	// generation (aheadGen) than the snapshot's.
+	stale    string
+	ahead    uuid.UUID
+	aheadGen int64
+	run      Counters
+	// print fingerprints input, to tell a run that saw change.
+	print uint64
+	// backingOff counts sleds not asked because they are backing off.
+	backingOff int
 }
 
 var _ bgtasks.Task = (*Task)(nil)
@@ -208,9 +245,27 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 	ctx, roundTrips := datastore.CountRoundTrips(ctx)
 	log := t.cfg.Log.With().Str("task", Name).Str("run_id", act.RunID).Logger()
 	ctx = log.WithContext(ctx)
+	// What the task changes in the database it changes as itself.
+	ctx = app.WithActor(ctx, app.TaskActor(Name))
 	clock := phaseClock{now: t.cfg.Now, last: t.cfg.Now()}
+	t.pace.forget()
 
 	c, err := t.collect(ctx, log)
+	var run Counters
+	if err == nil && c.stale != "" {
+		// A sled is ahead of this run's snapshot. Either this Nexus read
+		// the database before another Nexus moved it on (stop, and look
+		// again after the back-off), or the database itself is behind its
+		// sleds (restored): move it past them and collect again.
+		var forwarded bool
+		forwarded, err = t.fastForward(ctx, c)
+		if err == nil && forwarded {
+			addCounters(&run, c.run)
+			c, err = t.collect(ctx, log)
+		}
+	}
+	addCounters(&run, c.run)
+	c.run = run
 	collectMS := clock.lap()
 	if err != nil {
 		return t.status(Status{Generation: c.snap.Generation, RoundTrips: roundTrips.Load(),
@@ -218,11 +273,12 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 	}
 	st := Status{Generation: c.snap.Generation, Artifacts: len(c.input.Artifacts), Sleds: len(c.states),
 		SledStates: c.states, Phases: PhaseTimes{Collect: collectMS}}
+	st.BackingOff = c.backingOff
 	if c.stale != "" {
 		st.Stopped = c.stale
 		st.RoundTrips = roundTrips.Load()
 		log.Warn().Str("reason", c.stale).Msg("replication run stopped: view is stale")
-		act.RequeueAfter(t.cfg.FollowUp)
+		act.RetryLater()
 		return t.status(st, c.run), nil
 	}
 
@@ -232,11 +288,11 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 		st.Stopped = plan.Stop
 		st.RoundTrips = roundTrips.Load()
 		log.Warn().Str("reason", plan.Stop).Msg("replication run stopped: view is stale")
-		act.RequeueAfter(t.cfg.FollowUp)
+		act.RetryLater()
 		return t.status(st, c.run), nil
 	}
 	var errs []error
-	t.execute(ctx, log, c, plan, &c.run)
+	st.HeldBack = t.execute(ctx, log, c, plan, &c.run)
 	st.Phases.Execute = clock.lap()
 
 	// Drop local copies that enough sleds hold (or nobody wants).
@@ -257,7 +313,7 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 		st.RepoChanges = append(st.RepoChanges, ch.SystemVersion+": "+ch.State)
 	}
 
-	st.Requests, st.Deferred, st.Unheld = len(plan.Requests), plan.Deferred, hashesOf(plan.Unheld)
+	st.Requests, st.Deferred, st.Unheld = len(plan.Requests)-st.HeldBack, plan.Deferred+st.HeldBack, hashesOf(plan.Unheld)
 	held := 0
 	for _, h := range c.snap.Copies {
 		if h.NexusID == t.cfg.NexusID {
@@ -289,8 +345,10 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 		len(c.states) == usableSleds(c.input) && st.DegradedSleds == 0
 	if !st.Converged && (len(plan.Requests) > 0 || st.InFlight > 0 || plan.Deferred > 0) {
 		// Copies are running: look again soon, so that every finished
-		// copy becomes a source for the next ones within moments.
-		act.RequeueAfter(t.cfg.FollowUp)
+		// copy becomes a source for the next ones within moments; less
+		// and less often while nothing changes (a long copy, or requests
+		// that keep failing).
+		act.RequeueAfter(t.pace.nextFollowUp(c.print))
 	}
 	st.RoundTrips = roundTrips.Load()
 	st.Phases.Finish = clock.lap()
@@ -341,6 +399,10 @@ func (t *Task) status(st Status, run Counters) Status {
 	defer t.mu.Unlock()
 	addCounters(&t.lifetime, run)
 	st.LastRun, st.Lifetime = run, t.lifetime
+	if ff := t.lastForward; ff != nil {
+		cp := *ff
+		st.FastForward = &cp
+	}
 	st.Recent = slices.Clone(t.recent)
 	slices.Reverse(st.Recent) // newest first
 	if st.SledStates == nil {
@@ -408,6 +470,7 @@ func (t *Task) collect(ctx context.Context, log zerolog.Logger) (collected, erro
 	in.Sleds = make([]Sled, len(snap.Sleds))
 	c.states = make([]SledState, len(snap.Sleds))
 	runs := make([]Counters, len(snap.Sleds))
+	backingOff := make([]bool, len(snap.Sleds))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, t.cfg.Concurrency)
 	for i, s := range snap.Sleds {
@@ -416,18 +479,23 @@ func (t *Task) collect(ctx context.Context, log zerolog.Logger) (collected, erro
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			in.Sleds[i], c.states[i] = t.collectSled(ctx, log, s, config, index, &runs[i])
+			in.Sleds[i], c.states[i] = t.collectSled(ctx, log, s, config, index, &runs[i], &backingOff[i])
 		}()
 	}
 	wg.Wait()
 	for i := range runs {
 		addCounters(&c.run, runs[i])
-		if st := c.states[i]; st.Generation > gen {
+		if backingOff[i] {
+			c.backingOff++
+		}
+		if st := c.states[i]; st.Generation > gen && int64(st.Generation) > c.aheadGen {
+			c.ahead, c.aheadGen = st.ID, int64(st.Generation)
 			c.stale = fmt.Sprintf("sled %s holds artifact generation %d, newer than this Nexus's %d: its view is stale",
 				st.ID, st.Generation, gen)
 		}
 	}
 	c.input = in
+	c.print = fingerprint(in)
 	t.keepMatrix(in, c.states)
 	return c, nil
 }
@@ -435,14 +503,28 @@ func (t *Task) collect(ctx context.Context, log zerolog.Logger) (collected, erro
 // collectSled brings one sled to the config's generation if it is behind,
 // and reads what it holds and copies.
 func (t *Task) collectSled(ctx context.Context, log zerolog.Logger, s datastore.ReplicationSled,
-	config api.ArtifactConfig, index map[string]int, run *Counters) (Sled, SledState) {
+	config api.ArtifactConfig, index map[string]int, run *Counters, backingOff *bool) (Sled, SledState) {
 	out := Sled{ID: s.ID, DepotURL: depotURL(s), Copies: make([]uint8, len(config.Artifacts))}
 	st := SledState{ID: s.ID, Address: s.SledAgentAddress}
 	slog := log.With().Str("sled_id", s.ID.String()).Uint64("generation", config.Generation).Logger()
+	key := sledKey{s.ID, depotURL(s) + " " + s.SledAgentAddress}
+	if p, ok := t.pace.sledWaiting(key); ok {
+		// Its last requests failed: leave it alone until the back-off
+		// has passed, however often the task runs meanwhile.
+		*backingOff = true
+		st.Error = fmt.Sprintf("not asked: backing off after %d failed requests in a row, until %s; last error: %s",
+			p.failures, p.until.UTC().Format(time.RFC3339Nano), p.last)
+		return out, st
+	}
 	fail := func(op string, err error) (Sled, SledState) {
 		st.Error = fmt.Sprintf("%s: %v", op, err)
 		t.record(RequestRecord{Time: t.cfg.Now(), Sled: s.ID, Operation: op, Error: err.Error()})
 		slog.Warn().Err(err).Str("operation", op).Msg("sled request failed")
+		if client.ErrorCode(err) != api.CodeConfigGeneration {
+			// A sled ahead of this Nexus is a stale view, not a fault of
+			// the sled's.
+			t.pace.sledFailed(key, err)
+		}
 		return out, st
 	}
 	sc, err := t.sledClient(s)
@@ -457,6 +539,7 @@ func (t *Task) collectSled(ctx context.Context, log zerolog.Logger, s datastore.
 		return fail("list", err)
 	}
 	run.ListOK++
+	t.pace.sledOK(key)
 	if list.Generation < config.Generation {
 		// Behind (or new): give it the config, then look again.
 		_, err := sc.ArtifactConfigPut(lctx, config)
@@ -547,10 +630,11 @@ func (t *Task) keepMatrix(in Input, states []SledState) {
 	t.mu.Unlock()
 }
 
-// execute sends the plan's requests with bounded concurrency. A sled that
-// answers with a generation conflict means this Nexus's view went stale:
-// the remaining requests are not sent.
-func (t *Task) execute(ctx context.Context, log zerolog.Logger, c collected, plan Plan, run *Counters) {
+// execute sends the plan's requests with bounded concurrency, except those
+// that failed recently and are still backing off (it returns how many it
+// held back). A sled that answers with a generation conflict means this
+// Nexus's view went stale: the remaining requests are not sent.
+func (t *Task) execute(ctx context.Context, log zerolog.Logger, c collected, plan Plan, run *Counters) (heldBack int) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sleds := make(map[uuid.UUID]datastore.ReplicationSled, len(c.snap.Sleds))
@@ -562,6 +646,10 @@ func (t *Task) execute(ctx context.Context, log zerolog.Logger, c collected, pla
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, t.cfg.Concurrency)
 	for _, r := range plan.Requests {
+		if t.pace.requestWaiting(r.Sled, r.Artifact.SHA256) {
+			heldBack++
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -575,24 +663,31 @@ func (t *Task) execute(ctx context.Context, log zerolog.Logger, c collected, pla
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
-			case r.Kind == PutFromNexus && err == nil:
-				run.PutOK++
-				run.BytesPut += r.Artifact.Length
-			case r.Kind == PutFromNexus:
-				run.PutErr++
+			case r.SourceKind == "nexus" && err == nil:
+				run.SeedOK++
+				run.BytesSeeded += r.Artifact.Length
+			case r.SourceKind == "nexus":
+				run.SeedErr++
 			case err == nil:
 				run.CopyOK++
 				run.BytesCopied += r.Artifact.Length
 			default:
 				run.CopyErr++
 			}
-			if code := client.ErrorCode(err); code == api.CodeGenerationMismatch || code == api.CodeConfigGeneration {
+			code := client.ErrorCode(err)
+			switch {
+			case code == api.CodeGenerationMismatch || code == api.CodeConfigGeneration:
 				log.Warn().Str("sled_id", r.Sled.String()).Msg("sled is at another generation: stopping this run's requests")
 				cancel()
+			case err != nil && ctx.Err() == nil:
+				t.pace.requestFailed(r.Sled, r.Artifact.SHA256, err)
+			case err == nil:
+				t.pace.requestOK(r.Sled, r.Artifact.SHA256)
 			}
 		}()
 	}
 	wg.Wait()
+	return heldBack
 }
 
 func (t *Task) send(ctx context.Context, log zerolog.Logger, s datastore.ReplicationSled, gen uint64, r Request) error {
@@ -600,14 +695,11 @@ func (t *Task) send(ctx context.Context, log zerolog.Logger, s datastore.Replica
 	ev := log.Info().Str("sled_id", r.Sled.String()).Str("sha256", string(r.Artifact.SHA256)).Uint64("generation", gen)
 	sc, err := t.sledClient(s)
 	if err == nil {
-		switch r.Kind {
-		case PutFromNexus:
-			rec.Operation, rec.Source = "put", "nexus"
-			err = t.put(ctx, sc, gen, r.Artifact)
-		default:
-			rec.Operation = "copy"
-			_, err = sc.ArtifactCopyFromDepot(ctx, string(r.Artifact.SHA256), gen, r.Source)
+		rec.Operation = "copy"
+		if r.SourceKind == "nexus" {
+			rec.Operation = "seed"
 		}
+		_, err = sc.ArtifactCopyFromDepot(ctx, string(r.Artifact.SHA256), gen, r.Source)
 	}
 	rec.Error = errString(err)
 	t.record(rec)
@@ -616,17 +708,6 @@ func (t *Task) send(ctx context.Context, log zerolog.Logger, s datastore.Replica
 			Uint64("generation", gen)
 	}
 	ev.Str("operation", rec.Operation).Str("source", rec.Source).Msg("replication request")
-	return err
-}
-
-// put streams the artifact from this Nexus's depot to the sled.
-func (t *Task) put(ctx context.Context, sc client.SledAgent, gen uint64, a Artifact) error {
-	f, err := os.Open(t.cfg.Depot.Path(string(a.SHA256)))
-	if err != nil {
-		return fmt.Errorf("local copy: %w", err)
-	}
-	defer f.Close()
-	_, err = sc.ArtifactPut(ctx, string(a.SHA256), gen, f, a.Length)
 	return err
 }
 
@@ -656,4 +737,30 @@ func (t *Task) dropLocal(ctx context.Context, log zerolog.Logger, hashes []Hash)
 		return nil, err
 	}
 	return hs, errors.Join(errs...)
+}
+
+// fastForward handles a sled ahead of the run's snapshot: when the
+// database itself is behind (read in the transaction that changes it), it
+// moves the generation past the sled's, records it and reports true; when
+// only this Nexus's snapshot was behind its database, it changes nothing
+// and reports false, and the run stops as stale.
+func (t *Task) fastForward(ctx context.Context, c collected) (bool, error) {
+	if t.cfg.App == nil {
+		return false, nil
+	}
+	ff, err := t.cfg.App.FastForwardTufGeneration(ctx, c.aheadGen, c.ahead)
+	switch {
+	case errors.Is(err, app.ErrGenerationNotBehind):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("sled %s holds generation %d, above the run's %d; fast-forwarding the database's: %w",
+			c.ahead, c.aheadGen, c.snap.Generation, err)
+	}
+	// The application layer has logged it, loudly, with both numbers.
+	rec := &api.ReplicationFastForward{Time: t.cfg.Now(), From: ff.Before, To: ff.After,
+		SledGeneration: ff.SledGeneration, Sled: ff.Sled}
+	t.mu.Lock()
+	t.lastForward = rec
+	t.mu.Unlock()
+	return true, nil
 }

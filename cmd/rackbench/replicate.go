@@ -254,7 +254,7 @@ type runFigures struct {
 	start      time.Duration // since the clock started
 	duration   time.Duration
 	roundTrips int64
-	puts       int
+	seeds      int
 	copies     int
 	deferred   int
 	inFlight   int
@@ -290,21 +290,21 @@ func (r replication) print(w io.Writer, o replicateOptions) {
 		r.limit().Seconds(), iolimit.MBps(stored, r.limit()), r.limitBefore.Seconds(), r.limitAfter.Seconds(), r.workers)
 	fmt.Fprintf(w, "  ratio                           %8.2f    (target <= 2.0; %.2f to the task's report)\n",
 		r.inPlace.Seconds()/r.limit().Seconds(), r.reported.Seconds()/r.limit().Seconds())
-	fmt.Fprintf(w, "  Nexus PUT artifact bytes        %8.1f MiB = %.2f × repo (%d puts; target <= %d)\n",
-		float64(lt.BytesPut)/(1<<20), float64(lt.BytesPut)/float64(r.repoBytes), lt.PutOK, o.minRepl)
-	fmt.Fprintf(w, "  bytes Nexus sent to sleds       %8.1f MiB = %.2f × repo (task's requests %s, internal API %s)\n",
+	fmt.Fprintf(w, "  seeds from Nexus's depot        %8.1f MiB = %.2f × repo (%d seeds for %d artifacts; one each)\n",
+		float64(lt.BytesSeeded)/(1<<20), float64(lt.BytesSeeded)/float64(r.repoBytes), lt.SeedOK, r.artifacts)
+	fmt.Fprintf(w, "  bytes Nexus sent to sleds       %8.1f MiB = %.2f × repo (target <= 1.1; task's requests %s, internal API %s)\n",
 		float64(r.sentPut+r.sentServed)/(1<<20), float64(r.sentPut+r.sentServed)/float64(r.repoBytes),
 		sizeString(r.sentPut), sizeString(r.sentServed))
-	fmt.Fprintf(w, "  sled-to-sled copies             %8d    (%.1f MiB; %d failed, %d puts failed)\n",
-		lt.CopyOK, float64(lt.BytesCopied)/(1<<20), lt.CopyErr, lt.PutErr)
+	fmt.Fprintf(w, "  sled-to-sled copies             %8d    (%.1f MiB; %d failed, %d seeds failed)\n",
+		lt.CopyOK, float64(lt.BytesCopied)/(1<<20), lt.CopyErr, lt.SeedErr)
 	fmt.Fprintf(w, "  db round trips per run          %s\n", r.roundTrips())
 	if o.timeline {
 		fmt.Fprintf(w, "  activations: start, duration (collect+plan+execute+finish ms), requests, copies in flight seen:\n")
 		for i, f := range r.runs {
 			p := f.phases
-			fmt.Fprintf(w, "    %3d  %7.3f s  %6.3f s (%4.0f+%3.0f+%4.0f+%4.0f)  %3d puts  %4d copies  %4d deferred  %3d in flight\n",
+			fmt.Fprintf(w, "    %3d  %7.3f s  %6.3f s (%4.0f+%3.0f+%4.0f+%4.0f)  %3d seeds  %4d copies  %4d deferred  %3d in flight\n",
 				i+1, f.start.Seconds(), f.duration.Seconds(), p.Collect, p.Plan, p.Execute, p.Finish,
-				f.puts, f.copies, f.deferred, f.inFlight)
+				f.seeds, f.copies, f.deferred, f.inFlight)
 		}
 	}
 }
@@ -544,8 +544,12 @@ func startRack(ctx context.Context, dir, dbURL string, o replicateOptions, log z
 		if err != nil {
 			return nil, err
 		}
+		// No background scrub: the sleds here share one disk, where a real
+		// sled's scrub reads only its own M.2s (copies served are still
+		// checked as they stream, as on a rack).
 		s, err := sledagent.New(sledagent.Config{DataDir: sd, ListenAddr: "127.0.0.1:0", RepoDepotAddr: "127.0.0.1:0",
-			NexusURL: proxyURL, M2Dirs: m2s, CreateM2Dirs: true, ShutdownGrace: 5 * time.Second, TLS: sledTLS},
+			NexusURL: proxyURL, M2Dirs: m2s, CreateM2Dirs: true, ShutdownGrace: 5 * time.Second, TLS: sledTLS,
+			ScrubInterval: -1},
 			log.With().Str("component", "sled-agent").Int("sled", i).Logger())
 		if err != nil {
 			return nil, err
@@ -636,7 +640,7 @@ func (rk *rack) waitConverged(ctx context.Context, start time.Time, timeout time
 			}
 			took := time.Duration(a.DurationMS * float64(time.Millisecond))
 			runs = append(runs, runFigures{start: a.Start.Sub(start), duration: took, roundTrips: st.RoundTrips,
-				puts: st.LastRun.PutOK + st.LastRun.PutErr, copies: st.LastRun.CopyOK + st.LastRun.CopyErr,
+				seeds: st.LastRun.SeedOK + st.LastRun.SeedErr, copies: st.LastRun.CopyOK + st.LastRun.CopyErr,
 				deferred: st.Deferred, inFlight: st.InFlight, phases: st.Phases})
 			if st.Converged {
 				return runs, a.Start.Add(took), nil
@@ -782,7 +786,10 @@ func serveCountingProxy(ln net.Listener, target string, n *atomic.Int64) {
 				io.Copy(up, c)
 				up.Close()
 			}()
-			io.Copy(countingConn{Conn: c, n: n}, up)
+			// Counted as it flows (a Write at a time), not when the copy
+			// ends: sleds keep their connections to Nexus open, and the
+			// figure is read while they still are.
+			io.Copy(struct{ io.Writer }{countingConn{Conn: c, n: n}}, up)
 		}()
 	}
 }

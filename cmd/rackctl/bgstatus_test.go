@@ -41,8 +41,8 @@ func TestStatusRendering(t *testing.T) {
 		SledStates: []api.ReplicationSled{{ID: sledA, Address: "127.0.0.1:38271", Generation: 7, M2Present: 2},
 			{ID: sledB, Address: "127.0.0.1:44799", Generation: 6, M2Present: 1, InFlight: 2},
 			{ID: unknown, Address: "127.0.0.1:40001", Error: "sled " + unknown.String() + " did not answer: connection refused"}},
-		LastRun:  api.ReplicationCounters{ListOK: 2, ListErr: 1, PutOK: 1, BytesPut: 360448},
-		Lifetime: api.ReplicationCounters{ConfigPutOK: 4, ListOK: 35, PutOK: 8, BytesPut: 245760, BytesCopied: 3 << 30},
+		LastRun:  api.ReplicationCounters{ListOK: 2, ListErr: 1, SeedOK: 1, BytesSeeded: 360448},
+		Lifetime: api.ReplicationCounters{ConfigPutOK: 4, ListOK: 35, SeedOK: 8, BytesSeeded: 245760, BytesCopied: 3 << 30},
 		Recent:   recent,
 	}
 	liveness := sledliveness.Status{ThresholdSeconds: 90, DatabaseTime: now.Add(-1500 * time.Millisecond), Active: 2, Unreachable: 1,

@@ -169,11 +169,12 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stdout, "rackdev: --no-demo: no trust root registered, no repo uploaded (the demo release and its root "+
 			"are in %s if you want them)\n", filepath.Dir(rack.demoZip()))
 	default:
-		if err := rack.uploadDemoRepo(ctx, demo, built, stdout); err != nil {
+		hashes, err := rack.uploadDemoRepo(ctx, demo, built, stdout)
+		if err != nil {
 			fmt.Fprintln(stderr, "rackdev: demo repo:", err)
 			return 1
 		}
-		if err := rack.waitReplicated(ctx, built, o.waitTimeout, stdout); err != nil {
+		if err := rack.waitReplicated(ctx, hashes, o.waitTimeout, stdout); err != nil {
 			fmt.Fprintln(stderr, "rackdev: demo repo:", err)
 			return 1
 		}
@@ -644,7 +645,9 @@ const (
 
 // writeDemo writes the demo release and its trust root to
 // <data-dir>/demo (the user may upload them again, or themselves under
-// --no-demo) and returns the lineage that signed them.
+// --no-demo) and returns the lineage that signed them. Beside the plain
+// artifacts it carries one composite of every kind, which Nexus expands
+// into parts.
 func (r *rack) writeDemo() (*tufgen.Lineage, *tufgen.Built, error) {
 	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{'r', 'a', 'c', 'k', 'd', 'e', 'v'}), tufgen.LineageOptions{Consistent: true})
 	if err != nil {
@@ -656,7 +659,9 @@ func (r *rack) writeDemo() (*tufgen.Lineage, *tufgen.Built, error) {
 	if err := os.WriteFile(r.demoRoot(), l.TrustRoot(), 0o644); err != nil {
 		return nil, nil, err
 	}
-	built, err := l.BuildFile(r.demoZip(), tufgen.Demo(demoVersion))
+	repo := tufgen.Demo(demoVersion)
+	repo.Artifacts = append(repo.Artifacts, tufgen.Composites(demoVersion).Artifacts...)
+	built, err := l.BuildFile(r.demoZip(), repo)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -668,31 +673,43 @@ func (r *rack) demoZip() string  { return filepath.Join(r.dataDir, "demo", demoZ
 func (r *rack) demoRoot() string { return filepath.Join(r.dataDir, "demo", "root.json") }
 
 // uploadDemoRepo registers the demo trust root and uploads the demo
-// release.
-func (r *rack) uploadDemoRepo(ctx context.Context, l *tufgen.Lineage, built *tufgen.Built, stdout io.Writer) error {
+// release. It returns the hashes of every artifact and part recorded.
+func (r *rack) uploadDemoRepo(ctx context.Context, l *tufgen.Lineage, built *tufgen.Built, stdout io.Writer) ([]string, error) {
 	nx, err := r.client()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, _, err := nx.TrustRootAdd(ctx, l.TrustRoot()); err != nil {
-		return err
+		return nil, err
 	}
 	f, err := os.Open(r.demoZip())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Close()
 	res, err := nx.RepoUpload(ctx, demoZip, f, built.Size, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	fmt.Fprintf(stdout, "rackdev: demo repo %s %s (%d artifacts)\n", res.Repo.SystemVersion, res.Status, res.Repo.ArtifactCount)
-	return nil
+	detail, err := nx.RepoGet(ctx, res.Repo.SystemVersion)
+	if err != nil {
+		return nil, err
+	}
+	hashes, parts := make([]string, len(detail.Artifacts)), 0
+	for i, a := range detail.Artifacts {
+		hashes[i] = a.SHA256
+		if a.PartOf != nil {
+			parts++
+		}
+	}
+	fmt.Fprintf(stdout, "rackdev: demo repo %s %s (%d artifacts, %d of them parts of its %d composites)\n",
+		res.Repo.SystemVersion, res.Status, res.Repo.ArtifactCount, parts, len(built.Artifacts)-len(tufgen.Demo(demoVersion).Artifacts))
+	return hashes, nil
 }
 
 // waitReplicated waits until every sled holds every artifact of the demo
 // repo on each of its M.2s, as the sleds themselves report it.
-func (r *rack) waitReplicated(ctx context.Context, built *tufgen.Built, timeout time.Duration, stdout io.Writer) error {
+func (r *rack) waitReplicated(ctx context.Context, hashes []string, timeout time.Duration, stdout io.Writer) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -704,8 +721,8 @@ func (r *rack) waitReplicated(ctx context.Context, built *tufgen.Built, timeout 
 				return err
 			}
 			list, err := sc.ArtifactList(ctx)
-			for _, a := range built.Artifacts {
-				if err != nil || list.M2Present == 0 || list.Artifacts[a.SHA256] < list.M2Present {
+			for _, h := range hashes {
+				if err != nil || list.M2Present == 0 || list.Artifacts[h] < list.M2Present {
 					missing++
 				}
 			}

@@ -22,7 +22,7 @@ func TestSmoke(t *testing.T) {
 	}
 	s := out.String()
 	for _, want := range []string{"smoke: ok", "every sled holds the demo repo on each M.2", "nexus external API", "sled-2", "rackctl --nexus http://127.0.0.1:",
-		"demo repo 1.0.0 inserted (4 artifacts)", "repo list", "a fresh rack; PostgreSQL keeps its data in " + dataDir + "/postgres",
+		"demo repo 1.0.0 inserted (22 artifacts, 12 of them parts of its 6 composites)", "repo list", "a fresh rack; PostgreSQL keeps its data in " + dataDir + "/postgres",
 		"demo release and its root", dataDir + "/demo/root.json",
 		"trust-quorum epoch 1 committed on 3 sleds over the bootstrap network", "handed to Nexus", "sled-0 SIM-0001", "bootstrap 127.0.0.1:", "rack CA and certificates"} {
 		if !strings.Contains(s, want) {

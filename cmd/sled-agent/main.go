@@ -91,10 +91,11 @@ func newFlags(o *options) *envflag.Set {
 		"create the --m2 directories that are missing at start (dev racks; otherwise a missing one is an absent device)")
 	fs.Duration(&o.cfg.M2PollInterval, "m2-poll-interval", "RACKPLANE_SLED_M2_POLL_INTERVAL", sledagent.DefaultM2PollInterval,
 		"how often to check the M.2 directories for arrival and departure")
+	fs.Int(&o.scrubRate, "scrub-bytes-per-second", "RACKPLANE_SLED_SCRUB_BYTES_PER_SECOND", sledagent.DefaultScrubRate,
+		"how fast the scrub re-reads stored artifacts to find corrupt copies: it runs at start and then continuously")
 	fs.Duration(&o.cfg.ScrubInterval, "scrub-interval", "RACKPLANE_SLED_SCRUB_INTERVAL", sledagent.DefaultScrubInterval,
-		"time between scrub passes that re-hash stored artifacts (negative disables)")
-	fs.Int(&o.scrubRate, "scrub-rate", "RACKPLANE_SLED_SCRUB_RATE", sledagent.DefaultScrubRate,
-		"scrub read rate limit, in bytes per second")
+		"least time between the starts of two scrub passes (a small store is not re-read in a loop); "+
+			"negative: scrub only when asked over the API (copies served to other sleds are checked regardless)")
 	fs.Duration(&o.cfg.ArtifactReconcileInterval, "artifact-reconcile-interval", "RACKPLANE_SLED_ARTIFACT_RECONCILE_INTERVAL",
 		sledagent.DefaultReconcile, "how often to delete unwanted artifacts and refill M.2s from each other without a trigger")
 	fs.Int(&o.cfg.MaxConcurrentCopies, "max-concurrent-copies", "RACKPLANE_SLED_MAX_CONCURRENT_COPIES", sledagent.DefaultMaxCopies,
@@ -133,7 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if scrubRate < 1 || cfg.MaxConcurrentCopies < 1 || cfg.M2PollInterval <= 0 || cfg.ArtifactReconcileInterval <= 0 {
-		fmt.Fprintln(stderr, "sled-agent: --scrub-rate and --max-concurrent-copies must be at least 1, "+
+		fmt.Fprintln(stderr, "sled-agent: --scrub-bytes-per-second and --max-concurrent-copies must be at least 1, "+
 			"--m2-poll-interval and --artifact-reconcile-interval positive")
 		return 2
 	}

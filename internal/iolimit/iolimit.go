@@ -44,7 +44,18 @@ func ReadHashWrite(src, dstDir string) (time.Duration, string, error) {
 	return time.Since(start), out.Name(), nil
 }
 
-// Twice is the upload path's floor: read+hash+write the archive once (the
+// Once is the one-pass upload's floor: read the archive, SHA-256 it and
+// write it durably (fsynced), once. It returns the time and removes its
+// copy.
+func Once(src, dstDir string) (time.Duration, error) {
+	d, copyPath, err := ReadHashWrite(src, dstDir)
+	if err != nil {
+		return 0, fmt.Errorf("iolimit: %w", err)
+	}
+	return d, os.Remove(copyPath)
+}
+
+// Twice was the two-pass upload's floor: read+hash+write the archive once (the
 // body arriving) and then its copy again (verifying and storing the
 // artifacts). It returns the total time and removes its files.
 func Twice(src, dstDir string) (time.Duration, error) {

@@ -46,3 +46,24 @@ func TestStoreCopiesFailsOnAnUnwritableDir(t *testing.T) {
 		t.Fatal("storing under a regular file succeeded")
 	}
 }
+
+// Once copies the file (hashing it on the way) and leaves nothing behind.
+func TestOnce(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(src, bytes.Repeat([]byte("x"), 3*chunk+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := t.TempDir()
+	took, err := Once(src, dst)
+	if err != nil || took <= 0 {
+		t.Fatalf("Once: %v %v", took, err)
+	}
+	if left, _ := os.ReadDir(dst); len(left) != 0 {
+		t.Fatalf("Once left %d files", len(left))
+	}
+	if _, err := Once(filepath.Join(dir, "missing"), dst); err == nil {
+		t.Fatal("Once of a missing file succeeded")
+	}
+}

@@ -54,6 +54,10 @@ type Actor struct {
 	Token *model.OperatorToken
 	// Sled is the baseboard a sled's certificate names (sleds only).
 	Sled model.Baseboard
+	// Cached is set for an operator whose token was accepted from memory
+	// because the database could not be asked (authcache.go): such an
+	// actor may read, never change anything.
+	Cached bool
 }
 
 // PeerActor is the actor of a caller on the internal listener, from the
@@ -147,7 +151,13 @@ func (a *App) Authenticate(ctx context.Context, secret string) (Actor, error) {
 		return Actor{}, fault.New(fault.Unauthenticated, api.CodeInvalidToken,
 			"the token is not one Nexus issued (tokens start with %q); %s", TokenPrefix, tokenHint)
 	}
-	t, err := a.ds.OperatorTokenByHash(ctx, hashToken(secret))
+	hash := hashToken(secret)
+	t, err := a.ds.OperatorTokenByHash(ctx, hash)
+	if errors.Is(err, datastore.ErrUnavailable) {
+		if t, ok := a.tokens.get(hash, a.cfg.Now()); ok {
+			return Actor{Kind: ActorOperator, Name: t.Name, TokenID: t.ID, Role: t.Role, Token: &t, Cached: true}, nil
+		}
+	}
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
 		return Actor{}, fault.New(fault.Unauthenticated, api.CodeInvalidToken,
@@ -161,6 +171,7 @@ func (a *App) Authenticate(ctx context.Context, secret string) (Actor, error) {
 		return Actor{}, fault.New(fault.Unauthenticated, api.CodeTokenExpired,
 			"token %q expired at %s; ask an admin for a new one", t.Name, t.TimeExpires.UTC().Format(time.RFC3339))
 	}
+	a.tokens.put(hash, t, a.cfg.Now())
 	if err := a.ds.OperatorTokenUsed(ctx, t.ID, tokenTouchInterval); err != nil {
 		// Last use is for the operator's information; failing to note it
 		// must not lock anyone out.
@@ -188,6 +199,13 @@ func Authorize(ctx context.Context, need model.Role) (Actor, error) {
 // change without a transaction).
 func (a *App) audited(ctx context.Context, need model.Role, action, target string, fn func(ctx context.Context) error) error {
 	actor, err := Authorize(ctx, need)
+	if err == nil && actor.Cached {
+		// Authenticated from memory: the database is away, so the change
+		// could be neither made durable nor audited.
+		return fault.New(fault.Unavailable, api.CodeServiceUnavailable,
+			"the database is unavailable, so no change can be made (nothing was changed); "+
+				"reads of this Nexus's background tasks still work; try again once the database is back")
+	}
 	entry := model.AuditEntry{Actor: actor.Name, ActorKind: actor.Kind, Action: action, Target: target,
 		RequestID: reqid.From(ctx)}
 	if entry.ActorKind == "" {
@@ -322,6 +340,7 @@ func (a *App) RevokeToken(ctx context.Context, id uuid.UUID) (model.OperatorToke
 		if err != nil {
 			return translate(err)
 		}
+		a.tokens.forget(id)
 		zerolog.Ctx(ctx).Info().Str("token_id", id.String()).Str("name", out.Name).Msg("operator token revoked")
 		return nil
 	})

@@ -110,6 +110,9 @@ type App struct {
 	depot  *depot.Depot
 	tasks  *bgtasks.Driver
 	taskdb *taskdb.Store
+	// tokens remembers validated tokens for reads during a database
+	// outage (authcache.go).
+	tokens authCache
 	// identity is this Nexus's certificate.
 	identity *rackpki.Bundle
 
@@ -240,6 +243,11 @@ func (a *App) ReplicationMatrix() model.ReplicationMatrix {
 // Ping checks that the database answers.
 func (a *App) Ping(ctx context.Context) error { return a.ds.Ping(ctx) }
 
+// dbUnavailable is what a request the database is needed for is told
+// while it is away.
+const dbUnavailable = "the database is unavailable, so nothing was read or changed; " +
+	"this Nexus still serves /healthz and its background tasks' status from memory; try again once the database is back"
+
 // translate turns the datastore's sentinels into faults with the codes the
 // API answers with; anything else passes through unchanged (a fault
 // already, or an internal error).
@@ -258,7 +266,7 @@ func translate(err error) error {
 		return fault.Wrap(err, fault.Unavailable, api.CodeServiceUnavailable,
 			"the database could not confirm whether the change was made; look before trying again")
 	case errors.Is(err, datastore.ErrUnavailable):
-		return fault.Wrap(err, fault.Unavailable, api.CodeServiceUnavailable, "the database is unavailable; try again shortly")
+		return fault.Wrap(err, fault.Unavailable, api.CodeServiceUnavailable, "%s", dbUnavailable)
 	case errors.Is(err, datastore.ErrNotFound):
 		return fault.Wrap(err, fault.NotFound, api.CodeNotFound, "%s", stripSentinel(err, datastore.ErrNotFound))
 	case errors.Is(err, datastore.ErrConflict):

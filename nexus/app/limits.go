@@ -162,8 +162,9 @@ func (a *App) admitUpload(length int64) (*reservation, error) {
 			"the upload is %d bytes, more than the %d bytes of temp space this Nexus allows uploads "+
 				"(see --upload-temp-budget)", length, a.gate.budget)
 	}
-	// The archive sits in a temp file while its artifacts are copied out
-	// of it, so the disk briefly holds it twice.
+	// Each artifact is written once, where it will live, but composite
+	// artifacts' parts are written too (a host image's phases beside the
+	// image): a release may take up to twice its size.
 	need := 2 * int64(budgetStep)
 	if length >= 0 {
 		need = 2 * length
@@ -211,23 +212,6 @@ func diskError(err error, what string) error {
 			"this Nexus's depot disk filled up during the upload; nothing was kept; free space or prune old repos first")
 	}
 	return fmt.Errorf("%s: %w", what, err)
-}
-
-// writeErrors marks errors from the temp file, so a copy's failure can be
-// told apart from the body's.
-type writeErrors struct{ w io.Writer }
-
-type writeError struct{ err error }
-
-func (e *writeError) Error() string { return e.err.Error() }
-func (e *writeError) Unwrap() error { return e.err }
-
-func (w writeErrors) Write(p []byte) (int, error) {
-	n, err := w.w.Write(p)
-	if err != nil {
-		return n, &writeError{err}
-	}
-	return n, nil
 }
 
 // UploadIdleTimeout is how long an upload's client may send nothing

@@ -1,13 +1,11 @@
 package app
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 	"unicode"
 
@@ -22,10 +20,6 @@ import (
 	"github.com/rackplane/rackplane/nexus/model"
 	"github.com/rackplane/rackplane/nexus/tufrepo"
 )
-
-// copyBufferSize is the buffer uploads are streamed and copied through:
-// large enough to keep syscalls few, small enough that memory stays flat.
-const copyBufferSize = 1 << 20
 
 // Upload is one repository archive arriving.
 type Upload struct {
@@ -63,11 +57,12 @@ func (a *App) tooLarge() error {
 
 // UploadRepo receives, verifies and records a TUF repository archive.
 //
-// The body is streamed to a temp file in the depot directory while it is
-// hashed; the archive is then verified from that file, each artifact's
-// bytes checked as they are copied into the depot; only then are rows
-// written, in one transaction. Every failure removes the temp file and any
-// artifact file this upload created.
+// The body is read once (tufrepo.Receive): each entry's bytes are hashed
+// as they are written to a temp file in the depot, where they will live,
+// and composite artifacts are expanded into their parts on the way. Only
+// once the whole archive, its directory and its signed metadata check out
+// are the verified files renamed into place, and then the rows written in
+// one transaction. Every failure removes every file this upload made.
 //
 // While it runs, Uploads shows it (its phase and the bytes received); the
 // metrics count its bytes, its outcome and its duration.
@@ -120,75 +115,73 @@ func (a *App) uploadRepo(ctx context.Context, up Upload, tr *tracked) (model.Upl
 	defer resv.release()
 
 	start := time.Now()
-	tmp, err := a.depot.CreateTemp("upload")
-	if err != nil {
-		return res, fmt.Errorf("create upload file: %w", err)
-	}
-	defer func() {
-		tmp.Close()
-		os.Remove(tmp.Name())
-	}()
-	buf := make([]byte, copyBufferSize)
-	h := sha256.New()
 	// One byte past the limit tells "exactly at the limit" from "over";
-	// no byte reaches the temp file before the budget grants it.
+	// no byte reaches the depot before the budget grants it.
 	body := &budgetedReader{r: io.LimitReader(up.Body, a.cfg.UploadMaxBytes+1), res: resv}
 	// A body that does not start as a repository archive is refused
-	// after its first few KiB, not after all of it is on disk.
-	first := buf[:tufrepo.PrefixLen]
+	// after its first few KiB, before anything is written.
+	first := make([]byte, tufrepo.PrefixLen)
 	n, err := io.ReadFull(body, first)
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-		err = nil
 	case err != nil:
 		return res, a.bodyError(ctx, err, int64(n))
 	}
 	if perr := tufrepo.CheckPrefix(first[:n]); perr != nil {
 		return res, perr
 	}
-	if _, err := tmp.Write(first[:n]); err != nil {
-		return res, diskError(err, "write upload file")
-	}
-	h.Write(first[:n])
-	rest, err := io.CopyBuffer(io.MultiWriter(writeErrors{tmp}, h), body, buf)
-	size := int64(n) + rest
+	rcv, err := tufrepo.Receive(io.MultiReader(bytes.NewReader(first[:n]), body), a.depot, tufrepo.ReceiveOptions{
+		Options: a.tufOptions()})
 	if err != nil {
-		var werr *writeError
-		if errors.As(err, &werr) {
-			return res, diskError(werr.err, "write upload file")
-		}
-		return res, a.bodyError(ctx, err, size)
+		return res, a.receiveError(ctx, err)
 	}
-	if size > a.cfg.UploadMaxBytes {
+	defer rcv.Close()
+	if rcv.Size() > a.cfg.UploadMaxBytes {
 		return res, a.tooLarge()
 	}
-	archiveSHA := hex.EncodeToString(h.Sum(nil))
 	received := time.Since(start)
 
 	tr.phase(model.UploadWaiting)
 	err = a.depot.Exclusive(func() error {
 		tr.phase(model.UploadVerifying)
-		res, err = a.verifyAndRecord(ctx, tmp, size, archiveSHA, up.FileName, roots, buf, tr)
+		res, err = a.verifyAndRecord(ctx, rcv, up.FileName, roots, tr)
 		return err
 	})
 	if err != nil {
 		return res, translate(err)
 	}
 	res.Message = uploadMessage(res)
-	log.Info().Str("system_version", res.Repo.SystemVersion).Str("sha256", archiveSHA).Int64("bytes", size).
+	log.Info().Str("system_version", res.Repo.SystemVersion).Str("sha256", rcv.SHA256()).Int64("bytes", rcv.Size()).
 		Str("outcome", res.Status).Int64("generation", res.Generation).Float64("receive_ms", logging.Millis(received)).
 		Float64("duration_ms", logging.Millis(time.Since(start))).Msg("tuf repo uploaded")
 	a.notify(ReposChanged, reqid.From(ctx))
 	return res, nil
 }
 
+func (a *App) tufOptions() tufrepo.Options {
+	return tufrepo.Options{MaxExpansion: a.cfg.TufMaxExpansion, EnforceExpiry: a.cfg.TufEnforceExpiry, Now: a.cfg.Now()}
+}
+
+// receiveError is what a failed receive tells the client.
+func (a *App) receiveError(ctx context.Context, err error) error {
+	var re *tufrepo.ReadError
+	var we *tufrepo.WriteError
+	switch {
+	case errors.As(err, &we):
+		return diskError(we.Err, "write upload file")
+	case errors.As(err, &re):
+		return a.bodyError(ctx, re.Err, re.N)
+	}
+	return err
+}
+
 // verifyAndRecord runs inside the depot's exclusive section.
-func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64, archiveSHA, fileName string,
-	roots []datastore.TrustRootRow, buf []byte, tr *tracked) (model.UploadResult, error) {
+func (a *App) verifyAndRecord(ctx context.Context, rcv *tufrepo.Received, fileName string,
+	roots []datastore.TrustRootRow, tr *tracked) (model.UploadResult, error) {
 	var res model.UploadResult
 	// A re-upload of a recorded archive is not held to the rollback
 	// floors: it is the same release, verified before.
-	known, err := a.ds.TufRepoKnown(ctx, archiveSHA)
+	known, err := a.ds.TufRepoKnown(ctx, rcv.SHA256())
 	if err != nil {
 		return res, err
 	}
@@ -206,64 +199,62 @@ func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64,
 			floors[tr.ID] = tufrepo.Floor(f)
 		}
 	}
-	arch, err := tufrepo.Open(archive, size, tufrepo.Options{MaxExpansion: a.cfg.TufMaxExpansion,
-		EnforceExpiry: a.cfg.TufEnforceExpiry, Now: a.cfg.Now()})
+	v, err := rcv.Verify(trust, floors)
 	if err != nil {
-		return res, err
-	}
-	v, err := arch.Verify(trust, floors)
-	if err != nil {
+		var we *tufrepo.WriteError
+		if errors.As(err, &we) {
+			return res, diskError(we.Err, "write upload file")
+		}
 		return res, err
 	}
 	tr.systemVersion(v.SystemVersion)
 
-	// Copy every artifact into the depot, checking its bytes; ones the
-	// depot already holds are still read and checked, so every byte of
-	// the archive that names an artifact is verified. The batch flushes
-	// each artifact to disk while the next one is read.
-	batch := a.depot.NewBatch()
+	// The verified bytes go into place: a temp file is renamed (it was
+	// written in the depot's directory, fsynced already), a small one in
+	// memory is written. An artifact the depot holds already stays.
 	var created []string
 	ok := false
 	defer func() {
-		if !ok {
-			if created == nil {
-				batch.Abort()
-				return
-			}
-			for _, sha := range created {
-				if rerr := a.depot.Remove(sha); rerr != nil {
-					a.log.Error().Err(rerr).Str("sha256", sha).Msg("could not remove artifact of a failed upload")
-				}
+		if ok {
+			return
+		}
+		for _, sha := range created {
+			if rerr := a.depot.Remove(sha); rerr != nil {
+				a.log.Error().Err(rerr).Str("sha256", sha).Msg("could not remove artifact of a failed upload")
 			}
 		}
+		_ = a.depot.Sync()
 	}()
-	for _, target := range v.Targets() {
+	for _, b := range rcv.Blobs() {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		sha := v.TargetSHA256(target)
-		have, err := a.depot.Has(sha, v.TargetLength(target))
+		have, err := a.depot.Has(b.SHA256, b.Length)
 		if err != nil {
 			return res, err
 		}
 		if have {
-			if err := arch.CopyTarget(v, target, io.Discard, buf); err != nil {
-				return res, err
-			}
 			continue
 		}
-		if err := batch.Put(sha, func(w io.Writer) error { return arch.CopyTarget(v, target, w, buf) }); err != nil {
-			return res, err
+		if b.Path != "" {
+			err = a.depot.Adopt(b.SHA256, b.Path)
+		} else {
+			err = a.depot.Put(b.SHA256, func(w io.Writer) error {
+				_, err := w.Write(b.Data)
+				return err
+			})
 		}
+		if err != nil {
+			return res, diskError(err, "store artifact")
+		}
+		created = append(created, b.SHA256)
 	}
-	stored, err := batch.Wait()
-	created = append([]string{}, stored...)
-	if err != nil {
-		return res, err
+	if err := a.depot.Sync(); err != nil {
+		return res, diskError(err, "store artifacts")
 	}
 
 	in := datastore.TufRepoInsert{
-		NexusID: a.cfg.NexusID, SystemVersion: v.SystemVersion, FileName: fileName, SHA256: archiveSHA,
+		NexusID: a.cfg.NexusID, SystemVersion: v.SystemVersion, FileName: fileName, SHA256: rcv.SHA256(),
 		ValidUntil: v.ValidUntil, TrustRootID: v.TrustRootID, Versions: datastore.TufVersions(v.Versions),
 		TargetsSHA256: v.TargetsSHA256, ManifestFormat: v.ManifestFormat, ManifestMetadata: v.Metadata,
 		LineageKey: lineage[v.TrustRootID],
@@ -273,7 +264,13 @@ func (a *App) verifyAndRecord(ctx context.Context, archive *os.File, size int64,
 		in.Artifacts = append(in.Artifacts, datastore.TufArtifactInsert{Name: art.Name, Version: art.Version,
 			Kind: art.Kind, TargetName: art.TargetName, SHA256: art.SHA256, Length: art.Length, Tags: art.Tags})
 	}
-	in.AuditDetail = fmt.Sprintf("file %s, sha256 %s, %d bytes", fileName, archiveSHA, size)
+	for _, p := range v.Parts {
+		in.Parts = append(in.Parts, datastore.TufPartInsert{TufArtifactInsert: datastore.TufArtifactInsert{Name: p.Name,
+			Version: p.Version, Kind: p.Kind, TargetName: p.TargetName, SHA256: p.SHA256, Length: p.Length},
+			Composite: p.Composite, Path: p.Path})
+	}
+	in.AuditDetail = fmt.Sprintf("file %s, sha256 %s, %d bytes, %d artifacts and %d composite parts", fileName,
+		rcv.SHA256(), rcv.Size(), len(v.Artifacts), len(v.Parts))
 	datastore.UpdateAudit(ctx, func(e *model.AuditEntry) { e.Target = "repo " + v.SystemVersion })
 	tr.phase(model.UploadRecording)
 	res, err = a.ds.TufRepoInsert(ctx, in)

@@ -21,6 +21,12 @@ import (
 // no longer the one its caller planned against.
 var ErrGenerationMoved = errors.New("tuf generation moved")
 
+// ErrGenerationNotBehind is TufGenerationFastForward's refusal: the
+// database's generation is not behind the one a sled reported, so the
+// caller's own view was stale (another Nexus moved the generation), not
+// the database.
+var ErrGenerationNotBehind = errors.New("tuf generation not behind the sleds")
+
 // Trust roots -------------------------------------------------------------
 
 // TrustRootRow is a live trust root as verification needs it.
@@ -219,6 +225,16 @@ type TufArtifactInsert struct {
 	Tags                map[string]string
 }
 
+// TufPartInsert is a part of a composite artifact of a repo being
+// recorded.
+type TufPartInsert struct {
+	TufArtifactInsert
+	// Composite indexes TufRepoInsert.Artifacts.
+	Composite int
+	// Path is where the part was in the composite's tarball.
+	Path string
+}
+
 // TufRepoInsert is a verified upload to record.
 type TufRepoInsert struct {
 	// NexusID is the instance whose depot now holds the artifacts.
@@ -233,6 +249,9 @@ type TufRepoInsert struct {
 	ManifestFormat   int
 	ManifestMetadata map[string]string
 	Artifacts        []TufArtifactInsert
+	// Parts are the composite artifacts' parts; each is recorded as an
+	// artifact of the repo too (wanted on sleds like any other).
+	Parts []TufPartInsert
 	// LineageKey names the trust-root lineage (the root's hash) whose
 	// rollback floors apply; CheckFloor refuses versions below them. Both
 	// are ignored for a re-upload of a known repo.
@@ -290,7 +309,7 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 		if err := advanceFloors(ctx, tx, in); err != nil {
 			return err
 		}
-		hashes := distinctHashes(in.Artifacts)
+		hashes := distinctHashes(in.all())
 		newToSleds, err := countNotWanted(ctx, tx, hashes, uuid.Nil)
 		if err != nil {
 			return err
@@ -309,15 +328,20 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 			in.TargetsSHA256, in.ManifestFormat, meta); err != nil {
 			return err
 		}
-		for _, a := range in.Artifacts {
+		ids := make([]uuid.UUID, len(in.Artifacts))
+		for i, a := range in.Artifacts {
 			id, err := artifactRow(ctx, tx, in.SystemVersion, a)
 			if err != nil {
 				return err
 			}
+			ids[i] = id
 			if _, err := tx.Exec(ctx, `INSERT INTO tuf_repo_artifact (repo_id, artifact_id, target_name)
 				VALUES ($1, $2, $3)`, repoID, id, a.TargetName); err != nil {
 				return err
 			}
+		}
+		if err := insertParts(ctx, tx, in, repoID, ids); err != nil {
+			return err
 		}
 		if err := recordCopies(ctx, tx, in.NexusID, hashes); err != nil {
 			return err
@@ -346,8 +370,8 @@ func (d *Datastore) TufRepoInsert(ctx context.Context, in TufRepoInsert) (model.
 		// this Nexus's copies; with both in place its result holds.
 		var n int
 		err := tx.QueryRow(ctx, `SELECT count(*) FROM nexus_artifact_copy WHERE nexus_id = $1::UUID
-			AND sha256 = ANY($2::TEXT[])`, in.NexusID, distinctHashes(in.Artifacts)).Scan(&n)
-		if err != nil || n < len(distinctHashes(in.Artifacts)) {
+			AND sha256 = ANY($2::TEXT[])`, in.NexusID, distinctHashes(in.all())).Scan(&n)
+		if err != nil || n < len(distinctHashes(in.all())) {
 			return false, err
 		}
 		return exists(ctx, tx, `SELECT EXISTS (SELECT 1 FROM tuf_repo WHERE id = $1::UUID AND time_pruned IS NULL)`,
@@ -397,11 +421,44 @@ func reupload(ctx context.Context, tx pgx.Tx, in TufRepoInsert, existing model.T
 			res.GenerationBumped = true
 		}
 	}
-	if err := recordCopies(ctx, tx, in.NexusID, distinctHashes(in.Artifacts)); err != nil {
+	if err := recordCopies(ctx, tx, in.NexusID, distinctHashes(in.all())); err != nil {
 		return err
 	}
 	res.Repo, err = scanRepo(tx.QueryRow(ctx, `SELECT `+repoColumns+` FROM tuf_repo r WHERE r.id = $1`, existing.ID))
 	return err
+}
+
+// all is every artifact of the upload, parts included.
+func (in TufRepoInsert) all() []TufArtifactInsert {
+	out := append([]TufArtifactInsert{}, in.Artifacts...)
+	for _, p := range in.Parts {
+		out = append(out, p.TufArtifactInsert)
+	}
+	return out
+}
+
+// insertParts records the parts: each an artifact of the repo (a row of
+// its own, reused for identical bytes as any artifact's is), linked to
+// the composite it came from.
+func insertParts(ctx context.Context, tx pgx.Tx, in TufRepoInsert, repoID uuid.UUID, composites []uuid.UUID) error {
+	for _, p := range in.Parts {
+		if p.Composite < 0 || p.Composite >= len(composites) {
+			return fmt.Errorf("datastore: part %s names composite %d of %d artifacts", p.Path, p.Composite, len(composites))
+		}
+		id, err := artifactRow(ctx, tx, in.SystemVersion, p.TufArtifactInsert)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO tuf_repo_artifact (repo_id, artifact_id, target_name)
+			VALUES ($1, $2, $3)`, repoID, id, p.TargetName); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO tuf_artifact_part (composite_id, part_id, path) VALUES ($1, $2, $3)
+			ON CONFLICT (composite_id, part_id) DO NOTHING`, composites[p.Composite], id, p.Path); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkSameVersion looks for a recorded repo of the upload's system
@@ -446,7 +503,7 @@ func checkSameVersion(ctx context.Context, tx pgx.Tx, in TufRepoInsert) (*model.
 		return nil, err
 	}
 	uploaded := map[string]string{}
-	for _, a := range in.Artifacts {
+	for _, a := range in.all() {
 		uploaded[a.Name+" "+a.Version+" ("+a.Kind+")"] = a.SHA256
 	}
 	var artDiffs []string
@@ -493,8 +550,15 @@ func replacePruned(ctx context.Context, tx pgx.Tx, old model.TufRepo) error {
 	if _, err := tx.Exec(ctx, `DELETE FROM tuf_repo WHERE id = $1 AND time_pruned IS NOT NULL`, old.ID); err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, `DELETE FROM tuf_artifact a WHERE a.id = ANY($1)
-		AND NOT EXISTS (SELECT 1 FROM tuf_repo_artifact ra WHERE ra.artifact_id = a.id)`, ids)
+	// The artifacts no other repo names go, and with them their links to
+	// the composites they were parts of (or the parts read out of them).
+	orphans := `SELECT a.id FROM tuf_artifact a WHERE a.id = ANY($1::UUID[])
+		AND NOT EXISTS (SELECT 1 FROM tuf_repo_artifact ra WHERE ra.artifact_id = a.id)`
+	if _, err := tx.Exec(ctx, `DELETE FROM tuf_artifact_part WHERE composite_id IN (`+orphans+`)
+		OR part_id IN (`+orphans+`)`, ids); err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM tuf_artifact WHERE id IN (`+orphans+`)`, ids)
 	return err
 }
 
@@ -645,6 +709,41 @@ func bumpGeneration(ctx context.Context, tx pgx.Tx, expect int64) (int64, error)
 	return g, err
 }
 
+// TufGenerationFastForward moves the wanted-set generation to seen+1 when
+// the database's own generation, read in the same transaction, is below
+// seen, the highest generation a sled reported. That happens only when the
+// database lost changes its sleds saw (restored from a backup, or a dev
+// rack's database recreated under kept sleds): without it every sled
+// would refuse every config as older than its own, forever. The wanted
+// set itself is left as the database has it; sleds converge to it at the
+// new generation. When the database is not behind it changes nothing and
+// returns ErrGenerationNotBehind.
+func (d *Datastore) TufGenerationFastForward(ctx context.Context, seen int64) (before, after int64, err error) {
+	err = d.InTx(ctx, "tuf_generation_fast_forward", func(ctx context.Context, tx pgx.Tx) error {
+		// Locked like every other writer of the generation takes it: the
+		// row first, until the transaction ends.
+		cur, err := lockGeneration(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if cur >= seen {
+			return fmt.Errorf("%w: the database holds generation %d, the sled %d", ErrGenerationNotBehind, cur, seen)
+		}
+		before, after = cur, seen+1
+		_, err = tx.Exec(ctx, `UPDATE tuf_generation SET generation = $2, time_modified = now()
+			WHERE singleton AND generation = $1`, cur, after)
+		return err
+	}, AppliedIf(func(ctx context.Context, tx pgx.Tx) (bool, error) {
+		// A second run would find the database no longer behind and
+		// refuse, hiding that the first one moved it: the attempt
+		// committed when the generation has reached what it set.
+		var g int64
+		err := tx.QueryRow(ctx, `SELECT generation FROM tuf_generation WHERE singleton`).Scan(&g)
+		return err == nil && g >= after, err
+	}))
+	return before, after, err
+}
+
 // TufRepoKnown reports whether an archive with this hash is recorded.
 func (d *Datastore) TufRepoKnown(ctx context.Context, sha256 string) (bool, error) {
 	var known bool
@@ -738,7 +837,41 @@ func (d *Datastore) TufRepoGet(ctx context.Context, systemVersion string) (model
 		a.NexusCopies = int(copies)
 		return a, err
 	})
-	return out, classify(err)
+	if err != nil {
+		return out, classify(err)
+	}
+	return out, classify(repoParts(ctx, d.pool, &out))
+}
+
+// repoParts fills in which composite of the repo each part came from.
+func repoParts(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, d *model.TufRepoDetail) error {
+	rows, err := q.Query(ctx, `SELECT p.part_id, p.composite_id, p.path FROM tuf_artifact_part p
+		JOIN tuf_repo_artifact rc ON rc.artifact_id = p.composite_id AND rc.repo_id = $1
+		JOIN tuf_repo_artifact rp ON rp.artifact_id = p.part_id AND rp.repo_id = $1
+		ORDER BY p.part_id, p.path, p.composite_id`, d.Repo.ID)
+	if err != nil {
+		return err
+	}
+	byID := map[uuid.UUID]int{}
+	for i, a := range d.Artifacts {
+		byID[a.ID] = i
+	}
+	var part, comp uuid.UUID
+	var path string
+	_, err = pgx.ForEachRow(rows, []any{&part, &comp, &path}, func() error {
+		pi, ok1 := byID[part]
+		ci, ok2 := byID[comp]
+		if !ok1 || !ok2 || d.Artifacts[pi].PartOf != nil {
+			return nil
+		}
+		c := d.Artifacts[ci]
+		d.Artifacts[pi].PartOf = &model.ArtifactPartOf{ID: c.ID, Kind: c.Kind, Name: c.Name, Version: c.Version,
+			SHA256: c.SHA256, Path: path}
+		return nil
+	})
+	return err
 }
 
 // TufRepoPrune marks a repo pruned and bumps the generation when that

@@ -4,10 +4,11 @@
 //
 // Files are written to a temp name in the same directory, fsynced and
 // renamed, so a name in the depot always holds complete bytes. Temp files
-// (uploads in flight, artifacts being copied) carry fsutil.TempPrefix and
-// are removed at start-up, so a crash never leaves anything that is later
-// mistaken for data. The depot does not hash: callers hand it bytes they
-// have verified on the way in (see tufrepo.Archive.CopyTarget).
+// (an upload's entries as they arrive, artifacts being copied) carry
+// fsutil.TempPrefix and are removed at start-up, so a crash never leaves
+// anything that is later mistaken for data. The depot does not hash:
+// callers hand it bytes they have verified on the way in (see
+// tufrepo.Receive), renamed into place (Adopt) or written (Put).
 package depot
 
 import (
@@ -114,6 +115,22 @@ func (d *Depot) Put(sha256 string, write func(w io.Writer) error) error {
 	return nil
 }
 
+// Adopt moves a verified temp file of the depot (made by CreateTemp, its
+// bytes written and fsynced) into place as the artifact sha256. Call Sync
+// once after a batch to make the renames durable.
+func (d *Depot) Adopt(sha256, tmp string) error {
+	if !ValidHash(sha256) {
+		return fmt.Errorf("depot: %q is not a sha256 hex string", sha256)
+	}
+	if filepath.Dir(tmp) != filepath.Clean(d.dir) || !strings.HasPrefix(filepath.Base(tmp), fsutil.TempPrefix) {
+		return fmt.Errorf("depot: %s is not one of this depot's temp files", tmp)
+	}
+	if err := os.Rename(tmp, d.Path(sha256)); err != nil {
+		return fmt.Errorf("depot: store %s: %w", sha256, err)
+	}
+	return nil
+}
+
 // Sync makes renames and removals in the depot durable.
 func (d *Depot) Sync() error { return fsutil.SyncDir(d.dir) }
 
@@ -193,95 +210,6 @@ func (d *Depot) RemoveExcept(keep map[string]bool) ([]string, error) {
 		}
 	}
 	return removed, nil
-}
-
-// Batch stores several artifacts, fsyncing and renaming each in the
-// background while the caller writes the next, so the disk flushes one
-// artifact while the next is being verified. Wait (or Abort) must be
-// called once the batch is done.
-type Batch struct {
-	d       *Depot
-	pending chan pending
-	done    chan struct{}
-	err     error
-	// renamed lists the artifacts the batch put in place (for Abort).
-	renamed []string
-}
-
-type pending struct {
-	f   *os.File
-	sha string
-}
-
-// NewBatch starts a batch.
-func (d *Depot) NewBatch() *Batch {
-	b := &Batch{d: d, pending: make(chan pending, 4), done: make(chan struct{})}
-	go b.syncer()
-	return b
-}
-
-func (b *Batch) syncer() {
-	defer close(b.done)
-	for p := range b.pending {
-		if b.err != nil {
-			p.f.Close()
-			os.Remove(p.f.Name())
-			continue
-		}
-		err := p.f.Sync()
-		if cerr := p.f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(p.f.Name(), b.d.Path(p.sha))
-		}
-		if err != nil {
-			os.Remove(p.f.Name())
-			b.err = fmt.Errorf("depot: store %s: %w", p.sha, err)
-			continue
-		}
-		b.renamed = append(b.renamed, p.sha)
-	}
-}
-
-// Put writes an artifact's verified bytes (see Depot.Put) and queues it
-// to be fsynced and renamed. A write error leaves nothing behind.
-func (b *Batch) Put(sha256 string, write func(w io.Writer) error) error {
-	if !ValidHash(sha256) {
-		return fmt.Errorf("depot: %q is not a sha256 hex string", sha256)
-	}
-	f, err := b.d.CreateTemp(sha256[:16])
-	if err != nil {
-		return fmt.Errorf("depot: %w", err)
-	}
-	if err := write(f); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	b.pending <- pending{f: f, sha: sha256}
-	return nil
-}
-
-// Wait finishes every queued artifact and makes the renames durable; it
-// returns the stored hashes, or the first error (after which the batch's
-// artifacts should be removed with Abort).
-func (b *Batch) Wait() ([]string, error) {
-	close(b.pending)
-	<-b.done
-	if b.err != nil {
-		return b.renamed, b.err
-	}
-	return b.renamed, b.d.Sync()
-}
-
-// Abort finishes the batch and removes every artifact it stored.
-func (b *Batch) Abort() {
-	renamed, _ := b.Wait()
-	for _, sha := range renamed {
-		_ = b.d.Remove(sha)
-	}
-	_ = b.d.Sync()
 }
 
 // Free is how many bytes the depot's filesystem has free for it.

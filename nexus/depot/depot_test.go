@@ -64,33 +64,41 @@ func TestPutAndCleanup(t *testing.T) {
 	}
 }
 
-func TestBatch(t *testing.T) {
+// A verified temp file of the depot is renamed into place; a file that is
+// not one of its temp files is refused and left alone.
+func TestAdopt(t *testing.T) {
 	d, _, err := depot.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := d.NewBatch()
-	for _, sha := range []string{shaA, shaB} {
-		if err := b.Put(sha, func(w io.Writer) error { _, err := w.Write([]byte(sha[:4])); return err }); err != nil {
-			t.Fatal(err)
+	f, err := d.CreateTemp("upload-entry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("bytes")
+	f.Close()
+	if err := d.Adopt(shaA, f.Name()); err != nil {
+		t.Fatal(err)
+	}
+	if have, err := d.Has(shaA, 5); !have || err != nil {
+		t.Fatalf("adopted artifact: has %v %v", have, err)
+	}
+	if got := names(t, d.Dir()); !slices.Equal(got, []string{shaA}) {
+		t.Fatalf("depot holds %v", got)
+	}
+	outside := filepath.Join(t.TempDir(), ".tmp-x")
+	os.WriteFile(outside, []byte("x"), 0o600)
+	inside := filepath.Join(d.Dir(), "not-a-temp")
+	os.WriteFile(inside, []byte("x"), 0o600)
+	for _, p := range []string{outside, inside} {
+		if err := d.Adopt(shaB, p); err == nil {
+			t.Errorf("adopted %s", p)
+		}
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s is gone after a refused adopt", p)
 		}
 	}
-	stored, err := b.Wait()
-	if err != nil || !slices.Equal(stored, []string{shaA, shaB}) {
-		t.Fatalf("wait: %v %v", stored, err)
-	}
-	if got, _ := d.List(); !slices.Equal(got, []string{shaA, shaB}) {
-		t.Fatalf("list: %v", got)
-	}
-
-	d2, _, _ := depot.Open(t.TempDir())
-	b = d2.NewBatch()
-	_ = b.Put(shaA, func(w io.Writer) error { _, err := w.Write([]byte("a")); return err })
-	if err := b.Put(shaB, func(io.Writer) error { return errors.New("bad bytes") }); err == nil {
-		t.Fatal("failed write reported success")
-	}
-	b.Abort()
-	if got := names(t, d2.Dir()); len(got) != 0 {
-		t.Fatalf("aborted batch left %v", got)
+	if have, _ := d.Has(shaB, 1); have {
+		t.Fatal("a refused adopt stored the artifact")
 	}
 }

@@ -98,6 +98,10 @@ func APIRepoDetail(d model.TufRepoDetail) api.TufRepoDetail {
 			rep := api.ArtifactReplication(*a.Replication)
 			out.Artifacts[i].Replication = &rep
 		}
+		if a.PartOf != nil {
+			p := api.ArtifactPartOf(*a.PartOf)
+			out.Artifacts[i].PartOf = &p
+		}
 	}
 	return out
 }

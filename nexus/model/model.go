@@ -189,13 +189,26 @@ type TufArtifact struct {
 // TufRepoArtifact is an artifact as one repo carries it.
 type TufRepoArtifact struct {
 	TufArtifact
-	// TargetName is the TUF target the artifact's bytes came from.
+	// TargetName is the TUF target the artifact's bytes came from (for a
+	// part, its composite's).
 	TargetName string
+	// PartOf names the composite artifact of the repo a part was read out
+	// of; nil for every other artifact.
+	PartOf *ArtifactPartOf
 	// NexusCopies counts Nexus instances holding a local copy.
 	NexusCopies int
 	// Replication is how far it has spread to sleds, as this Nexus's
 	// replication task last observed it; nil when it has not observed it.
 	Replication *ArtifactReplication
+}
+
+// ArtifactPartOf is the composite a part was read out of on upload, and
+// where in its tarball the part was.
+type ArtifactPartOf struct {
+	ID                  uuid.UUID
+	Kind, Name, Version string
+	SHA256              string
+	Path                string
 }
 
 // ArtifactReplication is one artifact's spread over the in-service sleds
@@ -289,6 +302,18 @@ type PruneResult struct {
 	AlreadyPruned bool
 	// Message says what happened, and how to bring the repo back.
 	Message string
+}
+
+// GenerationFastForward is a wanted-set generation moved past what a sled
+// holds: the database was behind its sleds (restored from a backup, say).
+type GenerationFastForward struct {
+	// Before is the database's generation when the change was decided, and
+	// After the one it holds now (SledGeneration + 1).
+	Before, After int64
+	// SledGeneration is the highest generation a sled reported, and Sled
+	// the sled that reported it.
+	SledGeneration int64
+	Sled           uuid.UUID
 }
 
 // ArtifactListItem is an artifact with the system versions of the repos

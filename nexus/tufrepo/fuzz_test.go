@@ -2,9 +2,9 @@ package tufrepo_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -34,10 +34,13 @@ func tinyRepo(v2 bool) tufgen.Repo {
 	}}
 }
 
-// FuzzArchive feeds arbitrary bytes to the archive reader and verifier.
-// Whatever the input, they must not panic, every refusal must be an
-// Invalid fault with a code (which the API turns into a 400), and CheckPrefix
-// must not refuse an archive the reader accepts. The seeds include every
+// FuzzArchive feeds arbitrary bytes to the archive reader and verifier,
+// both on disk (Open, Verify, CopyTarget) and streamed (Receive, then
+// Received.Verify: the path uploads take). Whatever the input, they must
+// not panic, every refusal must be an Invalid fault with a code (which the
+// API turns into a 400), both paths must decide alike and, when they
+// accept, store the same bytes for every artifact, and CheckPrefix must
+// not refuse an archive the reader accepts. The seeds include every
 // strict-zip case (strict-*) and archives made by real zip tools (real-*).
 //
 //	go test ./nexus/tufrepo -run XXX -fuzz FuzzArchive -fuzzminimizetime 2s
@@ -56,26 +59,80 @@ func FuzzArchive(f *testing.F) {
 		if prefixErr != nil {
 			mustBeRefusal(t, prefixErr)
 		}
-		a, err := tufrepo.Open(bytes.NewReader(data), int64(len(data)), opts)
-		if err != nil {
-			mustBeRefusal(t, err)
-			return
+		onDisk, diskErr := fuzzOnDisk(data, roots, opts)
+		if diskErr != nil {
+			mustBeRefusal(t, diskErr)
 		}
-		v, err := a.Verify(roots, nil)
-		if err != nil {
-			mustBeRefusal(t, err)
-			return
+		streamed, streamErr := fuzzStreamed(t, data, roots, opts)
+		if streamErr != nil {
+			mustBeRefusal(t, streamErr)
 		}
-		for _, name := range v.Targets() {
-			if err := a.CopyTarget(v, name, io.Discard, make([]byte, 512)); err != nil {
-				mustBeRefusal(t, err)
-				return
-			}
-		}
-		if prefixErr != nil {
+		switch {
+		case (diskErr == nil) != (streamErr == nil):
+			t.Fatalf("the paths disagree: on disk %v, streamed %v", diskErr, streamErr)
+		case diskErr == nil && fmt.Sprint(onDisk) != fmt.Sprint(streamed):
+			t.Fatalf("the paths store different bytes:\non disk  %v\nstreamed %v", onDisk, streamed)
+		case diskErr == nil && prefixErr != nil:
 			t.Fatalf("CheckPrefix refused an archive the reader accepts: %v", prefixErr)
 		}
 	})
+}
+
+// fuzzOnDisk verifies data as an archive on disk and returns every
+// artifact target's hash by name.
+func fuzzOnDisk(data []byte, roots []tufrepo.TrustRoot, opts tufrepo.Options) (map[string]string, error) {
+	a, err := tufrepo.Open(bytes.NewReader(data), int64(len(data)), opts)
+	if err != nil {
+		return nil, err
+	}
+	v, err := a.Verify(roots, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, name := range v.Targets() {
+		h := sha256.New()
+		if err := a.CopyTarget(v, name, h, make([]byte, 512)); err != nil {
+			return nil, err
+		}
+		out[name] = fmt.Sprintf("%x", h.Sum(nil))
+	}
+	return out, nil
+}
+
+// fuzzStreamed receives data as an upload and returns every artifact
+// target's stored hash by name; the spool must be empty after Close.
+func fuzzStreamed(t *testing.T, data []byte, roots []tufrepo.TrustRoot, opts tufrepo.Options) (map[string]string, error) {
+	dir := t.TempDir()
+	defer func() {
+		if left, _ := os.ReadDir(dir); len(left) != 0 {
+			t.Fatalf("the spool holds %d files after Close", len(left))
+		}
+	}()
+	r, err := tufrepo.Receive(bytes.NewReader(data), dirSpool(dir), tufrepo.ReceiveOptions{Options: opts})
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	v, err := r.Verify(roots, nil)
+	if err != nil {
+		return nil, err
+	}
+	stored := map[string]string{}
+	for _, b := range r.Blobs() {
+		data := b.Data
+		if b.Path != "" {
+			if data, err = os.ReadFile(b.Path); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stored[b.SHA256] = fmt.Sprintf("%x", sha256.Sum256(data))
+	}
+	out := map[string]string{}
+	for _, name := range v.Targets() {
+		out[name] = stored[v.TargetSHA256(name)]
+	}
+	return out, nil
 }
 
 func mustBeRefusal(t *testing.T, err error) {
@@ -119,6 +176,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	for _, tool := range realTools {
 		seeds["real-"+tool.name] = realFixture(t, tool.name)
 	}
+	seeds["real-"+tufaceousFixture] = realFixture(t, tufaceousFixture)
 
 	if os.Getenv("TUFREPO_WRITE_CORPUS") == "1" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -142,7 +200,8 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		}
 	}
 	roots := []tufrepo.TrustRoot{{ID: uuid.New(), JSON: plain.TrustRoot()}, {ID: uuid.New(), JSON: consistent.TrustRoot()}}
-	for _, name := range []string{"good-plain-v1", "good-consistent-v2", "real-infozip", "real-python-stream-zip64"} {
+	for _, name := range []string{"good-plain-v1", "good-consistent-v2", "real-infozip", "real-python-stream-zip64",
+		"real-" + tufaceousFixture} {
 		if _, _, err := verify(seeds[name], roots, nil, tufrepo.Options{}); err != nil {
 			t.Fatalf("seed %s does not verify: %v", name, err)
 		}

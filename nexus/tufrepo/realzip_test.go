@@ -92,6 +92,31 @@ func TestRealToolArchives(t *testing.T) {
 }
 
 func writeRealFixtures(t *testing.T, archive []byte) {
+	dir := unpack(t, archive)
+	outDir, err := filepath.Abs(filepath.Join("testdata", "realzip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range realTools {
+		packWith(t, tool.name, tool.args, tool.stream, dir, filepath.Join(outDir, tool.name+".zip"))
+	}
+}
+
+// writeToolFixture unpacks archive and packs it again with Info-ZIP into
+// out, as an operator's tools would.
+func writeToolFixture(t *testing.T, archive []byte, out string) {
+	abs, err := filepath.Abs(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packWith(t, "infozip", realTools[0].args, false, unpack(t, archive), abs)
+}
+
+// unpack writes an archive's entries under a new directory.
+func unpack(t *testing.T, archive []byte) string {
 	dir := t.TempDir()
 	zr, err := zip.NewReader(bytes.NewReader(archive), int64(len(archive)))
 	if err != nil {
@@ -114,36 +139,31 @@ func writeRealFixtures(t *testing.T, archive []byte) {
 			t.Fatal(err)
 		}
 	}
-	outDir, err := filepath.Abs(filepath.Join("testdata", "realzip"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, tool := range realTools {
-		out := filepath.Join(outDir, tool.name+".zip")
-		os.Remove(out)
-		args := make([]string, len(tool.args))
-		for i, a := range tool.args {
-			if a == "OUT" {
-				a = out
-			}
-			args[i] = a
+	return dir
+}
+
+// packWith runs a zip tool in dir (which holds repo/) to write out.
+func packWith(t *testing.T, name string, toolArgs []string, stream bool, dir, out string) {
+	os.Remove(out)
+	args := make([]string, len(toolArgs))
+	for i, a := range toolArgs {
+		if a == "OUT" {
+			a = out
 		}
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Dir = dir
-		// A bytes.Buffer, not a file, so that a streaming tool writes
-		// to a pipe.
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("%s: %v\n%s%s", tool.name, err, stdout.Bytes(), stderr.Bytes())
-		}
-		if tool.stream {
-			if err := os.WriteFile(out, stdout.Bytes(), 0o644); err != nil {
-				t.Fatal(err)
-			}
+		args[i] = a
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = dir
+	// A bytes.Buffer, not a file, so that a streaming tool writes to a
+	// pipe.
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v\n%s%s", name, err, stdout.Bytes(), stderr.Bytes())
+	}
+	if stream {
+		if err := os.WriteFile(out, stdout.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/flate"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -255,15 +256,24 @@ func TestStrictArchiveRefusals(t *testing.T) {
 	if _, _, err := verify(relayout(func(*tufgen.ZipLayout) {})(t), roots, nil, tufrepo.Options{}); err != nil {
 		t.Fatalf("the archive rewritten unchanged is refused: %v", err)
 	}
+	if _, _, err := receive(t, plainArchive(t, nil), roots, nil, tufrepo.Options{}); err != nil {
+		t.Fatalf("the archive the cases start from is refused on the streaming path: %v", err)
+	}
 	for _, c := range strictCases() {
 		t.Run(c.name, func(t *testing.T) {
-			_, _, err := verify(c.build(t), roots, nil, c.opts)
-			if code(err) != c.code {
-				t.Fatalf("got %v, want code %s", err, c.code)
-			}
-			var e *fault.Error
-			if !errors.As(err, &e) || len(e.Message) < 40 {
-				t.Fatalf("message too thin for an operator: %v", err)
+			archive := c.build(t)
+			for path, run := range map[string]func() error{
+				"on disk":   func() error { _, _, err := verify(archive, roots, nil, c.opts); return err },
+				"streaming": func() error { _, _, err := receive(t, archive, roots, nil, c.opts); return err },
+			} {
+				err := run()
+				if code(err) != c.code {
+					t.Fatalf("%s: got %v, want code %s", path, err, c.code)
+				}
+				var e *fault.Error
+				if !errors.As(err, &e) || len(e.Message) < 40 {
+					t.Fatalf("%s: message too thin for an operator: %v", path, err)
+				}
 			}
 		})
 	}
@@ -295,6 +305,23 @@ func TestStrictArchiveVariantsAccepted(t *testing.T) {
 			})
 		}
 	}
+	// Sizes in the local headers, as rackrelease and tufaceous write
+	// them.
+	t.Run("header-sizes", func(t *testing.T) {
+		r := tinyRepo(true)
+		r.HeaderSizes = true
+		archive, built := build(t, l, r)
+		zr, err := zip.NewReader(bytes.NewReader(archive), int64(len(archive)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range zr.File {
+			if f.Flags&0x8 != 0 {
+				t.Fatalf("%s has a data descriptor", f.Name)
+			}
+		}
+		checkVerifies(t, archive, roots, built)
+	})
 	// Directory entries, as Info-ZIP and jar write them, and deflated
 	// targets.
 	t.Run("directories-and-deflate", func(t *testing.T) {
@@ -307,18 +334,30 @@ func TestStrictArchiveVariantsAccepted(t *testing.T) {
 	})
 }
 
+// checkVerifies checks that an archive verifies, on disk and streamed,
+// with the artifacts it was built with.
 func checkVerifies(t *testing.T, archive []byte, roots []tufrepo.TrustRoot, built *tufgen.Built) {
 	t.Helper()
-	v, copied, err := verify(archive, roots, nil, tufrepo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(v.Artifacts) != len(built.Artifacts) {
-		t.Fatalf("%d artifacts, want %d", len(v.Artifacts), len(built.Artifacts))
-	}
-	for i, a := range v.Artifacts {
-		if a.SHA256 != built.Artifacts[i].SHA256 || int64(len(copied[a.TargetName])) != a.Length {
-			t.Fatalf("artifact %s: %+v, copied %d bytes", a.Name, a, len(copied[a.TargetName]))
+	for path, run := range map[string]func() (*tufrepo.Verified, map[string][]byte, error){
+		"on disk": func() (*tufrepo.Verified, map[string][]byte, error) {
+			return verify(archive, roots, nil, tufrepo.Options{})
+		},
+		"streaming": func() (*tufrepo.Verified, map[string][]byte, error) {
+			return receive(t, archive, roots, nil, tufrepo.Options{})
+		},
+	} {
+		v, copied, err := run()
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if len(v.Artifacts) != len(built.Artifacts) {
+			t.Fatalf("%s: %d artifacts, want %d", path, len(v.Artifacts), len(built.Artifacts))
+		}
+		for i, a := range v.Artifacts {
+			if a.SHA256 != built.Artifacts[i].SHA256 || int64(len(copied[a.TargetName])) != a.Length ||
+				fmt.Sprintf("%x", sha256.Sum256(copied[a.TargetName])) != a.SHA256 {
+				t.Fatalf("%s: artifact %s: %+v, copied %d bytes", path, a.Name, a, len(copied[a.TargetName]))
+			}
 		}
 	}
 }

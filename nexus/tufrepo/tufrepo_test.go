@@ -5,9 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/google/uuid"
@@ -213,4 +216,70 @@ func TestHugeRootVersionIsAGap(t *testing.T) {
 	if code(err) != api.CodeRootVersionGap || time.Since(start) > 5*time.Second {
 		t.Fatalf("got %v after %s", err, time.Since(start))
 	}
+}
+
+// dirSpool is a spool in a test's temp dir.
+type dirSpool string
+
+func (d dirSpool) CreateTemp(purpose string) (*os.File, error) {
+	return os.CreateTemp(string(d), ".tmp-"+purpose+"-*")
+}
+
+// receive streams an archive through Receive and verifies it, returning
+// the verified repo and the stored bytes by target, as verify does for an
+// archive on disk; the spool is checked to be empty once it is closed.
+func receive(t testing.TB, archive []byte, roots []tufrepo.TrustRoot, floors map[uuid.UUID]tufrepo.Floor,
+	opts tufrepo.Options) (*tufrepo.Verified, map[string][]byte, error) {
+	t.Helper()
+	dir := t.TempDir()
+	defer func() {
+		if left, _ := os.ReadDir(dir); len(left) != 0 {
+			t.Errorf("the spool holds %d files after Close", len(left))
+		}
+	}()
+	// Small archives arrive a byte at a time, the worst a network can do
+	// to the parser's buffering.
+	var body io.Reader = bytes.NewReader(archive)
+	if len(archive) < 256<<10 {
+		body = iotest.OneByteReader(body)
+	}
+	rc, err := tufrepo.Receive(body, dirSpool(dir), tufrepo.ReceiveOptions{Options: opts})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rc.Close()
+	if rc.Size() != int64(len(archive)) || rc.SHA256() != fmt.Sprintf("%x", sha256.Sum256(archive)) {
+		t.Errorf("received %d bytes hashing to %s, sent %d", rc.Size(), rc.SHA256(), len(archive))
+	}
+	v, err := rc.Verify(roots, floors)
+	if err != nil {
+		return nil, nil, err
+	}
+	blobs := map[string][]byte{}
+	for _, b := range rc.Blobs() {
+		data := b.Data
+		if b.Path != "" {
+			if data, err = os.ReadFile(b.Path); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if int64(len(data)) != b.Length || fmt.Sprintf("%x", sha256.Sum256(data)) != b.SHA256 {
+			t.Fatalf("blob %s holds %d bytes hashing otherwise", b.SHA256, len(data))
+		}
+		blobs[b.SHA256] = data
+	}
+	out := map[string][]byte{}
+	for _, name := range v.Targets() {
+		data, ok := blobs[v.TargetSHA256(name)]
+		if !ok {
+			t.Fatalf("no blob for target %s", name)
+		}
+		out[name] = data
+	}
+	for _, p := range v.Parts {
+		if _, ok := blobs[p.SHA256]; !ok {
+			t.Fatalf("no blob for part %s of %s", p.Path, p.TargetName)
+		}
+	}
+	return v, out, nil
 }

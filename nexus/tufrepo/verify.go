@@ -62,6 +62,9 @@ type Verified struct {
 	// metadata differ in what they sign.
 	TargetsSHA256 string
 	Artifacts     []Artifact
+	// Parts are the composite artifacts' parts (set by Received.Verify;
+	// Archive.Verify does not read artifacts' bytes).
+	Parts []Part
 	// targets maps a target name to its signed length and hash.
 	targets map[string]signedTarget
 	// consistent is the final root's consistent_snapshot.

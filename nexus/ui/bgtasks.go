@@ -205,6 +205,10 @@ func (s *Pages) uiTask(w http.ResponseWriter, r *http.Request) {
 	if t.Current.Pending != "" {
 		p.State += "; another activation (" + t.Current.Pending + ") is queued"
 	}
+	if u := t.Current.BackoffUntil; u != nil {
+		p.State += "; backing off after a failed or stalled run: the next run starts in " +
+			humanize.Duration(u.Sub(now)) + ", however it is triggered"
+	}
 	if t.LastActivation != nil {
 		last := activationView(*t.LastActivation, now)
 		p.Last = &last

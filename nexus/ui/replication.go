@@ -334,6 +334,30 @@ func buildReplicationPage(p *replicationPage, st *api.ReplicationStatus, m model
 			p.OlderFailed++
 		}
 	}
+	p.Summary = append(p.Summary, faultRows(st, now)...)
+}
+
+// faultRows are the summary rows about faults the task is riding out:
+// sleds backing off, requests held back, and a generation it had to move
+// past its sleds' because the database was behind them.
+func faultRows(st *api.ReplicationStatus, now time.Time) []kv {
+	var rows []kv
+	if n := st.BackingOff; n > 0 {
+		rows = append(rows, kv{Key: "Sleds backing off", Value: fmt.Sprint(n), Class: "num",
+			Title: "sleds whose recent requests failed are not asked again until their back-off has passed"})
+	}
+	if n := st.HeldBack; n > 0 {
+		rows = append(rows, kv{Key: "Requests held back", Value: fmt.Sprint(n), Class: "num",
+			Title: "requests that failed recently wait for their back-off before they are sent again"})
+	}
+	if ff := st.FastForward; ff != nil {
+		rows = append(rows, kv{Key: "Generation fast-forwarded",
+			Value: fmt.Sprintf("%s: from %d to %d, past sled %s's %d", humanize.Ago(now, ff.Time), ff.From, ff.To,
+				ff.Sled, ff.SledGeneration),
+			Title: "the database was behind what its sleds hold (restored from a backup?); " +
+				"sleds were brought to the database's wanted set at the new generation"})
+	}
+	return rows
 }
 
 // notConverged says, in operator terms, what keeps the rack from
@@ -452,15 +476,15 @@ func counterRows(last, life api.ReplicationCounters) []counterRow {
 	return []counterRow{
 		pair("Config puts", last.ConfigPutOK, last.ConfigPutErr, life.ConfigPutOK, life.ConfigPutErr),
 		pair("Holdings listed", last.ListOK, last.ListErr, life.ListOK, life.ListErr),
-		pair("Puts from this Nexus", last.PutOK, last.PutErr, life.PutOK, life.PutErr),
+		pair("Seeds copied from a Nexus", last.SeedOK, last.SeedErr, life.SeedOK, life.SeedErr),
 		pair("Sled-to-sled copies", last.CopyOK, last.CopyErr, life.CopyOK, life.CopyErr),
 		{Name: "Local copies dropped", Last: fmt.Sprint(last.LocalDropped), Lifetime: fmt.Sprint(life.LocalDropped)},
-		{Name: "Bytes sent by this Nexus", Last: humanize.Bytes(last.BytesPut), Lifetime: humanize.Bytes(life.BytesPut),
-			LastTitle: fmt.Sprint(last.BytesPut, " bytes"), LifeTitle: fmt.Sprint(life.BytesPut, " bytes")},
+		{Name: "Bytes seeded from a Nexus", Last: humanize.Bytes(last.BytesSeeded), Lifetime: humanize.Bytes(life.BytesSeeded),
+			LastTitle: fmt.Sprint(last.BytesSeeded, " bytes"), LifeTitle: fmt.Sprint(life.BytesSeeded, " bytes")},
 		{Name: "Bytes copied sled to sled", Last: humanize.Bytes(last.BytesCopied), Lifetime: humanize.Bytes(life.BytesCopied),
 			LastTitle: fmt.Sprint(last.BytesCopied, " bytes"), LifeTitle: fmt.Sprint(life.BytesCopied, " bytes")},
-		{Name: "Bytes moved in all", Last: humanize.Bytes(last.BytesPut + last.BytesCopied),
-			Lifetime: humanize.Bytes(life.BytesPut + life.BytesCopied)},
+		{Name: "Bytes moved in all", Last: humanize.Bytes(last.BytesSeeded + last.BytesCopied),
+			Lifetime: humanize.Bytes(life.BytesSeeded + life.BytesCopied)},
 	}
 }
 

@@ -44,7 +44,7 @@ func TestReplicationPageInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"converged", "host-os", "1.0.0", "Recent requests", "Puts from this Nexus",
+	for _, w := range []string{"converged", "host-os", "1.0.0", "Recent requests", "Seeds copied from a Nexus",
 		fmt.Sprintf("%d of %d artifacts are on every M.2 of all 3 sleds", len(first.Artifacts), len(first.Artifacts))} {
 		if !strings.Contains(text, w) {
 			t.Errorf("replication page lacks %q:\n%s", w, text)

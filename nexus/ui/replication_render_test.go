@@ -319,3 +319,62 @@ func TestColumnCountsAgreeWithTheAPI(t *testing.T) {
 		}
 	}
 }
+
+// A fast-forward of the generation, sleds backing off and requests held
+// back are on the page's summary; without them the rows are absent.
+func TestReplicationPageShowsFastForwardAndBackoff(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	sled := uuid.MustParse("00000000-0000-0000-0000-000000000007")
+	st := &api.ReplicationStatus{Generation: 12, BackingOff: 1, HeldBack: 2,
+		FastForward: &api.ReplicationFastForward{Time: now.Add(-time.Minute), From: 3, To: 12, SledGeneration: 11, Sled: sled}}
+	got := map[string]string{}
+	for _, row := range faultRows(st, now) {
+		got[row.Key] = row.Value
+	}
+	if v := got["Generation fast-forwarded"]; v != "1m00s ago: from 3 to 12, past sled "+sled.String()+"'s 11" {
+		t.Errorf("fast-forward row %q", v)
+	}
+	if got["Sleds backing off"] != "1" || got["Requests held back"] != "2" || len(got) != 3 {
+		t.Errorf("rows: %v", got)
+	}
+	if rows := faultRows(&api.ReplicationStatus{Generation: 12}, now); len(rows) != 0 {
+		t.Errorf("rows without cause: %+v", rows)
+	}
+}
+
+// A composite's parts follow it on the repo page, in path order, each
+// saying what it was read out of.
+func TestRepoPagePartsFollowTheirComposite(t *testing.T) {
+	now := time.Now()
+	host := model.TufRepoArtifact{TufArtifact: model.TufArtifact{ID: uuid.New(), Name: "host", Version: "1.0.0",
+		Kind: "host", SHA256: hashN(1)}, TargetName: "host.tar.gz"}
+	part := func(kind, path string, n int) model.TufRepoArtifact {
+		return model.TufRepoArtifact{TufArtifact: model.TufArtifact{ID: uuid.New(), Name: "host", Version: "1.0.0",
+			Kind: kind, SHA256: hashN(n)}, TargetName: "host.tar.gz", PartOf: &model.ArtifactPartOf{ID: host.ID,
+			Kind: "host", Name: "host", Version: "1.0.0", SHA256: host.SHA256, Path: path}}
+	}
+	sp := model.TufRepoArtifact{TufArtifact: model.TufArtifact{ID: uuid.New(), Name: "sp", Version: "1.0.0",
+		Kind: "gimlet_sp", SHA256: hashN(4)}}
+	repo := model.TufRepo{SystemVersion: "1.0.0", TimeCreated: now, ValidUntil: now.Add(time.Hour), ArtifactCount: 4}
+	d := model.TufRepoDetail{Repo: repo, Artifacts: []model.TufRepoArtifact{
+		part("host_phase_2", "image/zfs.img", 3), sp, host, part("host_phase_1", "image/rom", 2)}}
+	p := buildRepoPage(d, model.ReplicationMatrix{}, now)
+	var order []string
+	for _, r := range p.Artifacts {
+		order = append(order, r.Kind)
+	}
+	if strings.Join(order, " ") != "gimlet_sp host host_phase_1 host_phase_2" || p.Parts != 2 {
+		t.Fatalf("rows in order %v, %d parts", order, p.Parts)
+	}
+	var buf bytes.Buffer
+	if err := uiPages["repo"].ExecuteTemplate(&buf, "layout", uiPage{Title: "1.0.0", NexusID: uuid.NewString(), Body: p}); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{"part of host host, <code>image/rom</code>", `data-part-of="` + host.SHA256 + `"`,
+		"2 of them parts read out of composite artifacts"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the repo page lacks %q", want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sort"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -223,6 +224,8 @@ type repoPage struct {
 	// Unanswered counts in-service sleds whose holdings are unknown, of
 	// InService.
 	Unanswered, InService int
+	// Parts counts the artifacts read out of composites on upload.
+	Parts int
 }
 
 type repoArtifactRow struct {
@@ -268,7 +271,10 @@ func buildRepoPage(d model.TufRepoDetail, m model.ReplicationMatrix, now time.Ti
 	if !m.Time.IsZero() {
 		p.Observed, p.ObservedTitle, p.Generation = humanize.Ago(now, m.Time), m.Time.UTC().Format(time.RFC3339Nano), m.Generation
 	}
-	for _, a := range d.Artifacts {
+	for _, a := range partsAfterComposites(d.Artifacts) {
+		if a.PartOf != nil {
+			p.Parts++
+		}
 		row := repoArtifactRow{TufRepoArtifact: a, Size: humanize.Bytes(a.Length), Short: shortHash(a.SHA256),
 			Holding: "—", AllM2: "—", Class: "unknown", Title: "not observed by this Nexus's replication task yet"}
 		if rep := a.Replication; rep != nil {
@@ -294,6 +300,31 @@ func buildRepoPage(d model.TufRepoDetail, m model.ReplicationMatrix, now time.Ti
 		p.Artifacts = append(p.Artifacts, row)
 	}
 	return p
+}
+
+// partsAfterComposites orders artifacts as given, except that the parts of
+// a composite artifact follow it, in path order, so the page shows what a
+// host image or the control plane was expanded into right below it.
+func partsAfterComposites(arts []model.TufRepoArtifact) []model.TufRepoArtifact {
+	parts := map[uuid.UUID][]model.TufRepoArtifact{}
+	present := map[uuid.UUID]bool{}
+	for _, a := range arts {
+		present[a.ID] = true
+		if a.PartOf != nil {
+			parts[a.PartOf.ID] = append(parts[a.PartOf.ID], a)
+		}
+	}
+	out := make([]model.TufRepoArtifact, 0, len(arts))
+	for _, a := range arts {
+		if a.PartOf != nil && present[a.PartOf.ID] {
+			continue
+		}
+		out = append(out, a)
+		ps := parts[a.ID]
+		sort.SliceStable(ps, func(i, j int) bool { return ps[i].PartOf.Path < ps[j].PartOf.Path })
+		out = append(out, ps...)
+	}
+	return out
 }
 
 // uiUnavailable renders a database failure as a 503 with the request id.

@@ -29,6 +29,16 @@ const maxCopyEntries = 1000
 // copyBackoffMax caps the wait between attempts of one copy.
 const copyBackoffMax = 5 * time.Second
 
+// After a copy from a source fails, the next copy from the same source
+// waits for a cool-down: DefaultCopyCooldown at first, doubling per failed
+// copy in a row up to DefaultCopyCooldownMax, at least half of it always
+// waited. Without it Nexus asking again for a copy that just failed would
+// send the sled at the broken source once more, attempts and all.
+const (
+	DefaultCopyCooldown    = time.Second
+	DefaultCopyCooldownMax = time.Minute
+)
+
 func defaultHTTPClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
@@ -51,6 +61,15 @@ type copier struct {
 	// that the store's wait for its copies sees every one (a WaitGroup
 	// must not grow from zero while it is waited on).
 	stopped bool
+	// cool holds the cool-downs of sources whose last copies failed, by
+	// origin (scheme://host:port).
+	cool map[string]*cooldown
+}
+
+// cooldown is one source's back-off between failed copies.
+type cooldown struct {
+	sched *backoff.Schedule
+	until time.Time
 }
 
 // stop refuses new copies; the ones already started see the store's
@@ -63,7 +82,48 @@ func (c *copier) stop() {
 
 func newCopier(s *Store) *copier {
 	return &copier{s: s, rnd: backoff.NewRand(s.opts.Rand), sem: make(chan struct{}, s.opts.MaxConcurrentCopies),
-		jobs: map[string]*api.ArtifactCopy{}}
+		jobs: map[string]*api.ArtifactCopy{}, cool: map[string]*cooldown{}}
+}
+
+// origin is the part of a source URL its cool-down is kept by: one broken
+// depot fails every copy from it.
+func origin(src string) string {
+	u, err := url.Parse(src)
+	if err != nil {
+		return src
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// coolUntil is when copies from src may start again (zero: now).
+func (c *copier) coolUntil(src string) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cd := c.cool[origin(src)]; cd != nil {
+		return cd.until
+	}
+	return time.Time{}
+}
+
+// cooled records the outcome of a copy from src: a failure starts (or
+// doubles) the source's cool-down, a success ends it.
+func (c *copier) cooled(src string, failed bool) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := origin(src)
+	if !failed {
+		delete(c.cool, key)
+		return 0
+	}
+	cd := c.cool[key]
+	if cd == nil {
+		cd = &cooldown{sched: backoff.New(backoff.Policy{Initial: c.s.opts.CopyCooldown,
+			Max: c.s.opts.CopyCooldownMax, Jitter: 0.5}, c.rnd)}
+		c.cool[key] = cd
+	}
+	d := cd.sched.NextBackOff()
+	cd.until = c.s.clk.Now().Add(d)
+	return d
 }
 
 // busy reports whether a copy of sha is queued or running.
@@ -227,6 +287,16 @@ func (c *copier) run(sha, src string) {
 	log := s.log.With().Str("sha256", sha).Uint64("generation", j.Generation).Str("source_url", src).
 		Str("request_id", j.RequestID).Logger()
 
+	if until := c.coolUntil(src); until.After(s.clk.Now()) {
+		// The source failed the last copies asked of it: this one stays
+		// queued (and so in flight for Nexus, which does not ask again)
+		// until its cool-down has passed.
+		log.Info().Time("until", until).Msg("copy waits: the source failed recently")
+		if err := s.clk.Sleep(s.ctx, until.Sub(s.clk.Now())); err != nil {
+			c.finish(sha, commitResult{}, errors.New("the sled agent stopped before the copy started"), &log)
+			return
+		}
+	}
 	select {
 	case c.sem <- struct{}{}:
 		defer func() { <-c.sem }()
@@ -263,6 +333,11 @@ func (c *copier) run(sha, src string) {
 		_, lacking = split(devs, sha)
 	}
 	res, err := c.fetch(sha, src, lacking, &log)
+	if s.ctx.Err() == nil {
+		if d := c.cooled(src, err != nil); d > 0 {
+			log.Info().Dur("cooldown", d).Msg("copies from this source wait before the next one starts")
+		}
+	}
 	c.finish(sha, res, err, &log)
 }
 
@@ -311,24 +386,36 @@ func (e *terminalError) Unwrap() error { return e.err }
 // transfer with a Range request from the last byte received (the hash
 // state is kept, so resumed bytes are hashed in order), and commits it once
 // the whole artifact verified.
+//
+// The bytes land in partial copies (partial.go) that outlive the sled
+// agent: a copy that stops part-way, because the agent stops or the source
+// keeps failing, leaves them for the next copy from that source to resume.
 func (c *copier) fetch(sha, src string, devs []*device, log *zerolog.Logger) (commitResult, error) {
 	s := c.s
-	sp := s.openSpool(sha, "depot", devs)
+	sp := s.openPartial(sha, src, devs, log)
 	if sp.live() == 0 {
 		return commitResult{failed: sp.failures()}, &allFailedError{sp.failures()}
 	}
-	total := int64(-1)
+	total := sp.length
+	if sp.n > 0 {
+		c.update(sha, func(j *api.ArtifactCopy) { j.BytesDone, j.BytesTotal = sp.n, max(total, 0) })
+		log.Info().Int64("bytes_done", sp.n).Int64("bytes_total", total).Strs("m2", paths(liveDevices(sp))).
+			Msg("copy from depot resumes a partial copy kept from before")
+	}
 	failures := 0
 	retry := backoff.New(backoff.Policy{Initial: s.opts.CopyBackoff, Max: copyBackoffMax, Jitter: 0.5}, c.rnd)
 	var lastErr error
 	for attempt := 0; ; attempt++ {
+		if total >= 0 && sp.n == total {
+			break // every byte is here already; the commit checks them
+		}
 		if attempt > 0 {
 			if failures >= s.opts.CopyAttempts {
-				sp.abort()
+				sp.suspend()
 				return commitResult{failed: sp.failures()}, fmt.Errorf("gave up after %d attempts in a row without progress: %w", failures, lastErr)
 			}
 			if err := s.clk.Sleep(s.ctx, retry.NextBackOff()); err != nil {
-				sp.abort()
+				sp.suspend()
 				return commitResult{}, fmt.Errorf("the sled agent stopped during the copy: %w", err)
 			}
 		}
@@ -343,8 +430,12 @@ func (c *copier) fetch(sha, src string, devs []*device, log *zerolog.Logger) (co
 		if err == nil {
 			break
 		}
+		if s.ctx.Err() != nil {
+			sp.suspend()
+			return commitResult{failed: sp.failures()}, err
+		}
 		var term *terminalError
-		if errors.As(err, &term) || s.ctx.Err() != nil {
+		if errors.As(err, &term) {
 			sp.abort()
 			return commitResult{failed: sp.failures()}, err
 		}
@@ -357,7 +448,11 @@ func (c *copier) fetch(sha, src string, devs []*device, log *zerolog.Logger) (co
 		log.Warn().Err(err).Int64("bytes_done", sp.n).Int64("bytes_total", total).
 			Msg("copy from depot interrupted; resuming")
 	}
-	return sp.commit(log)
+	res, err := sp.commit(log)
+	if err == nil {
+		s.metrics.resumedBytes.Add(float64(sp.resumed))
+	}
+	return res, err
 }
 
 // attempt makes one request for the bytes from sp.n on and writes what
@@ -415,6 +510,7 @@ func (c *copier) attempt(sha, src string, sp *spool, total *int64) (progressed b
 		return false, fmt.Errorf("source %s answered HTTP %d: %w", src, resp.StatusCode, client.DecodeError(resp))
 	}
 	if *total >= 0 {
+		sp.setLength(*total)
 		c.update(sha, func(j *api.ArtifactCopy) { j.BytesTotal = *total })
 	}
 
@@ -441,6 +537,16 @@ func (c *copier) attempt(sha, src string, sp *spool, total *int64) (progressed b
 		return progressed, fmt.Errorf("source ended the transfer at byte %d of %d", sp.n, *total)
 	}
 	return progressed, nil
+}
+
+func liveDevices(sp *spool) []*device {
+	var out []*device
+	for _, t := range sp.targets {
+		if t.live() {
+			out = append(out, t.dev)
+		}
+	}
+	return out
 }
 
 // parseContentRange reads "bytes START-END/SIZE" (SIZE may be "*", given

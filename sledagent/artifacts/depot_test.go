@@ -98,6 +98,10 @@ type source struct {
 	ignoreRange bool
 	gate        chan struct{}
 	wrong       []byte
+	// stallAfter, when > 0, holds the first response after this many body
+	// bytes until stall is closed or the client goes away.
+	stallAfter int
+	stall      chan struct{}
 
 	requests atomic.Int32
 	served   atomic.Int64
@@ -140,8 +144,20 @@ func (s *source) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler) // drop the connection mid-body
 	}
+	if s.stallAfter > 0 && n == 1 {
+		m, _ := io.CopyN(w, resp.Body, int64(s.stallAfter))
+		s.served.Add(m)
+		w.(http.Flusher).Flush()
+		select {
+		case <-s.stall:
+		case <-r.Context().Done():
+		}
+		panic(http.ErrAbortHandler)
+	}
 	m, _ := io.Copy(w, resp.Body)
-	s.served.Add(m)
+	if resp.StatusCode < 300 {
+		s.served.Add(m) // artifact bytes, not error bodies
+	}
 }
 
 func (s *source) rangeHeaders() []string {

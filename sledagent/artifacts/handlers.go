@@ -291,7 +291,9 @@ func (h depotHandlers) ArtifactHead(w http.ResponseWriter, r *http.Request, sha 
 
 // handleDepotGet serves a stored copy to another sled (or anyone copying
 // from this depot), with Range support so an interrupted copy resumes.
-// The ETag is the hash: the content of a name never changes.
+// The ETag is the hash: the content of a name never changes. Every read
+// is checked against the hash as it streams (verify.go); a copy found
+// corrupt is removed and reported, and the transfer is cut short.
 func (s *Store) handleDepotGet(w http.ResponseWriter, r *http.Request, sha string) error {
 	if err := checkPathSHA(sha); err != nil {
 		return err
@@ -300,9 +302,10 @@ func (s *Store) handleDepotGet(w http.ResponseWriter, r *http.Request, sha strin
 	devs := s.activeLocked()
 	s.mu.RUnlock()
 	var f *os.File
+	var dev *device
 	for _, d := range devs {
 		if c, err := os.Open(d.file(sha)); err == nil {
-			f = c
+			f, dev = c, d
 			break
 		}
 	}
@@ -310,13 +313,42 @@ func (s *Store) handleDepotGet(w http.ResponseWriter, r *http.Request, sha strin
 		return fault.NotFoundf(api.CodeNotFound, "this sled holds no copy of artifact %s", sha)
 	}
 	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat stored copy: %w", err)
+	}
+	v := newVerifiedReader(f, info.Size(), sha)
+	if rng := r.Header.Get("Range"); r.Method == http.MethodGet && rng != "" && !openEnded.MatchString(rng) {
+		// This range stops before the end of the file: check it all first.
+		if err := v.verifyAll(); err != nil {
+			return s.depotReadFailed(dev, sha, info, v, err)
+		}
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("ETag", `"`+sha+`"`)
 	dw := &depotWriter{ResponseWriter: w, r: r}
-	http.ServeContent(dw, r, "", time.Time{}, f)
+	http.ServeContent(dw, r, "", time.Time{}, v)
 	s.metrics.bytesServed.Add(float64(dw.n))
+	if v.err != nil {
+		// The status and part of the body are out: the transfer ends short
+		// of its length, which the reader sees.
+		_ = s.depotReadFailed(dev, sha, info, v, v.err)
+	}
 	return nil
+}
+
+// depotReadFailed handles a depot read that could not be completed: a
+// corrupt copy is removed and reported (the reader gets a 503 when nothing
+// was sent yet), any other error is the caller's to report.
+func (s *Store) depotReadFailed(d *device, sha string, info os.FileInfo, v *verifiedReader, err error) error {
+	if !errors.Is(err, errCorruptCopy) {
+		return fmt.Errorf("read stored copy: %w", err)
+	}
+	s.removeCorrupt(d, sha, info, "depot_read",
+		fmt.Sprintf("a depot read found sha256 %s over %d bytes", v.got, v.size))
+	return fault.New(fault.Unavailable, api.CodeServiceUnavailable,
+		"this sled's copy of artifact %s is corrupt; it was removed, ask again or copy from another sled", sha)
 }
 
 // depotWriter counts the bytes served and turns http.ServeContent's

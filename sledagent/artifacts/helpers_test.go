@@ -57,16 +57,26 @@ type rigOptions struct {
 func newRig(t testing.TB, o rigOptions) *rig {
 	t.Helper()
 	root := t.TempDir()
-	r := &rig{t: t, reg: prometheus.NewRegistry()}
-	budgets := map[string]int64{}
+	var dirs []string
 	for i := range 2 {
 		d := filepath.Join(root, "m2-"+string(rune('a'+i)))
-		r.dirs = append(r.dirs, d)
+		dirs = append(dirs, d)
 		if !slices.Contains(o.absent, i) {
 			if err := os.Mkdir(d, 0o755); err != nil {
 				t.Fatal(err)
 			}
 		}
+	}
+	return newRigOn(t, dirs, o)
+}
+
+// newRigOn is a rig on M.2 directories that already exist (or, for those
+// absent, may appear), as a sled restarted on its disks sees them.
+func newRigOn(t testing.TB, dirs []string, o rigOptions) *rig {
+	t.Helper()
+	r := &rig{t: t, reg: prometheus.NewRegistry(), dirs: dirs}
+	budgets := map[string]int64{}
+	for i, d := range dirs {
 		if b := o.budgets[i]; b > 0 {
 			budgets[d] = b
 		}

@@ -13,6 +13,7 @@ type metrics struct {
 	bytesWritten   *prometheus.CounterVec // by source: put, depot, local
 	stored         *prometheus.CounterVec // copies renamed into place, by source
 	bytesServed    prometheus.Counter
+	resumedBytes   prometheus.Counter
 	deleted        prometheus.Counter
 	copiesInFlight prometheus.Gauge
 	copies         *prometheus.CounterVec // finished copy-from-depot requests, by result
@@ -33,6 +34,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Verified artifact copies stored on an M.2, by source (put, depot, local)."}, []string{"source"}),
 		bytesServed: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "bytes_served_total",
 			Help: "Artifact bytes the repo depot served."}),
+		resumedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "copy_resumed_bytes_total",
+			Help: "Bytes of copies from depots found in partial copies kept from before (a restart) and not fetched again."}),
 		deleted: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "deleted_total",
 			Help: "Artifact copies deleted because the config no longer wants them."}),
 		copiesInFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: ns + "copies_in_flight",
@@ -46,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		scrubBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "scrub_bytes_checked_total",
 			Help: "Bytes re-hashed by the scrub."}),
 		corrupt: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "corrupt_copies_total",
-			Help: "Corrupt stored copies found and removed, by what found them (scrub, local_copy)."}, []string{"found_by"}),
+			Help: "Corrupt stored copies found and removed, by what found them (scrub, local_copy, depot_read)."}, []string{"found_by"}),
 	}
 	for _, l := range []string{"put", "depot", "local"} {
 		m.bytesWritten.WithLabelValues(l)
@@ -55,13 +58,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, l := range []string{"done", "failed", "already_present"} {
 		m.copies.WithLabelValues(l)
 	}
-	for _, l := range []string{"scrub", "local_copy"} {
+	for _, l := range []string{"scrub", "local_copy", "depot_read"} {
 		m.corrupt.WithLabelValues(l)
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.generation, m.bytesWritten, m.stored, m.bytesServed, m.deleted,
+	for _, c := range []prometheus.Collector{m.generation, m.bytesWritten, m.stored, m.bytesServed, m.resumedBytes, m.deleted,
 		m.copiesInFlight, m.copies, m.scrubPasses, m.scrubFiles, m.scrubBytes, m.corrupt} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("artifacts: register metrics: %w", err)

@@ -46,7 +46,7 @@ func (s *Store) Reconcile(ctx context.Context) ReconcileResult {
 }
 
 // deleteUnwanted removes every stored copy whose hash the config does not
-// want. The config is re-checked under its lock immediately before each
+// want, and partial copies of such hashes. The config is re-checked under its lock immediately before each
 // unlink, so a hash that a newer config wants again is never deleted.
 func (s *Store) deleteUnwanted() int {
 	s.mu.RLock()
@@ -75,6 +75,7 @@ func (s *Store) deleteUnwanted() int {
 			}
 		}
 		deleted += n
+		s.removeUnwantedPartials(d)
 	}
 	return deleted
 }
@@ -197,7 +198,7 @@ func (s *Store) removeCorrupt(d *device, sha string, info os.FileInfo, foundBy, 
 	_ = fsutil.SyncDir(d.dir)
 	s.metrics.corrupt.WithLabelValues(foundBy).Inc()
 	s.scrub.record(api.ScrubFinding{SHA256: sha, M2: d.path, Time: s.clk.Now(), Detail: detail + "; copy removed"})
-	log.Warn().Str("detail", detail).Msg("artifact deleted: stored copy is corrupt; it will be re-replicated")
+	log.Error().Str("detail", detail).Msg("artifact deleted: stored copy is corrupt; it will be re-replicated")
 	s.opts.OnChange()
 	s.TriggerReconcile()
 }

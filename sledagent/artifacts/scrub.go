@@ -66,22 +66,44 @@ func (s *Store) TriggerScrub() {
 	}
 }
 
-// scrubLoop runs a pass every ScrubInterval (as the injected clock tells
-// time) and when triggered.
+// scrubLoop scrubs continuously: a pass at start, then pass after pass,
+// each reading at ScrubRate, a new one starting no sooner than
+// ScrubInterval after the one before it started (so a small store is not
+// re-read in a tight loop), and at once when triggered. A negative
+// ScrubInterval leaves only triggered passes.
 func (s *Store) scrubLoop() {
 	for {
-		var tick <-chan time.Time
-		if s.opts.ScrubInterval > 0 {
-			tick = s.clk.After(s.opts.ScrubInterval)
+		if s.opts.ScrubInterval < 0 {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-s.scrubNow:
+			}
+		}
+		start := s.clk.Now()
+		if _, err := s.Scrub(s.ctx); err != nil && s.ctx.Err() == nil {
+			s.log.Warn().Err(err).Msg("scrub pass stopped early")
+		}
+		if s.opts.ScrubInterval < 0 {
+			continue
+		}
+		var next <-chan time.Time
+		if wait := s.opts.ScrubInterval - s.clk.Now().Sub(start); wait > 0 {
+			next = s.clk.After(wait)
+		}
+		if next == nil {
+			select {
+			case <-s.ctx.Done():
+				return
+			default:
+			}
+			continue
 		}
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-tick:
+		case <-next:
 		case <-s.scrubNow:
-		}
-		if _, err := s.Scrub(s.ctx); err != nil && s.ctx.Err() == nil {
-			s.log.Warn().Err(err).Msg("scrub pass stopped early")
 		}
 	}
 }
@@ -93,8 +115,10 @@ type ScrubResult struct {
 
 // Scrub re-hashes every stored copy on every device in use, reading at
 // most ScrubRate bytes per second, and removes the copies whose contents
-// no longer match their name (the reconciler then refills them from a
-// sibling, or Nexus re-replicates them).
+// no longer match their name, reporting each at once (metrics, the scrub
+// status, the log, and a re-registration that tells Nexus the sled lost
+// a copy); the reconciler then refills it from a sibling, or Nexus
+// re-replicates it.
 func (s *Store) Scrub(ctx context.Context) (ScrubResult, error) {
 	sc := s.scrub
 	sc.mu.Lock()

@@ -30,15 +30,32 @@ type spool struct {
 	targets []*target
 	h       hash.Hash
 	n       int64
+	// from is the source URL of a copy whose temp files are kept across
+	// restarts (partial.go); "" for the others.
+	from string
+	// length is the artifact's length when known (-1: not yet).
+	length int64
+	// resumed counts the bytes found in partial copies and not fetched
+	// again (until a reset throws them away).
+	resumed int64
 }
 
 type target struct {
 	dev     *device
 	f       *os.File
 	tmp     string
-	err     error // why the device was dropped
-	closed  bool  // committed or aborted: the temp file is gone or renamed
+	meta    string // the partial copy's description, kept beside tmp ("" for a plain temp)
+	err     error  // why the device was dropped
+	closed  bool   // committed or aborted: the temp file is gone or renamed
 	written int64
+}
+
+// discard removes the target's files.
+func (t *target) discard() {
+	os.Remove(t.tmp)
+	if t.meta != "" {
+		os.Remove(t.meta)
+	}
 }
 
 func (t *target) live() bool { return t.err == nil && !t.closed }
@@ -46,7 +63,7 @@ func (t *target) live() bool { return t.err == nil && !t.closed }
 // openSpool creates a temp file for sha on each of devs. Temp names are
 // unique, so concurrent writers of one hash never share a file.
 func (s *Store) openSpool(sha, source string, devs []*device) *spool {
-	sp := &spool{s: s, sha: sha, source: source, h: sha256.New()}
+	sp := &spool{s: s, sha: sha, source: source, h: sha256.New(), length: -1}
 	for _, d := range devs {
 		t := &target{dev: d}
 		f, err := os.CreateTemp(d.tmp, sha+"-*")
@@ -78,7 +95,7 @@ func (sp *spool) fail(t *target, err error) {
 	t.err = err
 	if t.f != nil {
 		t.f.Close()
-		os.Remove(t.tmp)
+		t.discard()
 	}
 	sp.s.log.Warn().Err(err).Str("sha256", sp.sha).Str("m2", t.dev.path).Str("source", sp.source).
 		Int64("bytes_written", t.written).Msg("M.2 dropped from an artifact write")
@@ -176,7 +193,7 @@ func (sp *spool) readFrom(r io.Reader) (int64, error) {
 // a resumed request with the whole artifact.
 func (sp *spool) reset() error {
 	sp.h.Reset()
-	sp.n = 0
+	sp.n, sp.resumed = 0, 0
 	for _, t := range sp.targets {
 		if !t.live() {
 			continue
@@ -201,7 +218,7 @@ func (sp *spool) abort() {
 	for _, t := range sp.targets {
 		if t.live() {
 			t.f.Close()
-			os.Remove(t.tmp)
+			t.discard()
 			t.closed = true
 		}
 	}
@@ -306,6 +323,9 @@ func (sp *spool) commit(log *zerolog.Logger) (commitResult, error) {
 		if err := os.Rename(t.tmp, t.dev.file(sp.sha)); err != nil {
 			sp.fail(t, fmt.Errorf("rename into place: %w", err))
 			continue
+		}
+		if t.meta != "" {
+			os.Remove(t.meta)
 		}
 		t.closed = true
 		renamed = append(renamed, t)

@@ -46,6 +46,14 @@ const (
 	ConfigFile = "artifact-config.json"
 )
 
+// Scrub defaults: every stored byte is re-read continuously at 8 MiB/s
+// (a sled holding 3 releases of 3 GiB on each of 2 M.2s is checked every
+// 40 minutes, a small one at most once a minute).
+const (
+	DefaultScrubInterval = time.Minute
+	DefaultScrubRate     = 8 << 20
+)
+
 // Options configure a Store. Zero values take the defaults.
 type Options struct {
 	// Clock tells time for scheduling, pacing and status (default: real).
@@ -62,10 +70,14 @@ type Options struct {
 	// ReconcileInterval is how often deletes, local fills and ledger
 	// repair run even when nothing triggered them (default 1 min).
 	ReconcileInterval time.Duration
-	// ScrubInterval is the time between scrub passes (default 1 h;
-	// negative disables periodic scrubs).
+	// ScrubInterval is the least time between the starts of two scrub
+	// passes: the scrub runs at start and then continuously, pass after
+	// pass at ScrubRate, but a store that reads in less than this waits
+	// for it (default DefaultScrubInterval; negative: only passes asked
+	// for with TriggerScrub). Reads for copies are checked whatever it is.
 	ScrubInterval time.Duration
-	// ScrubRate bounds scrub reads in bytes per second (default 64 MiB/s).
+	// ScrubRate bounds scrub reads in bytes per second (default
+	// DefaultScrubRate).
 	ScrubRate int64
 
 	// MaxConcurrentCopies bounds copy-from-depot transfers (default 4).
@@ -82,6 +94,11 @@ type Options struct {
 	// failure up to 5 s (default 100 ms); each delay is at least half its
 	// ceiling, the rest drawn from Rand.
 	CopyBackoff time.Duration
+	// CopyCooldown is how long copies from a source wait after a copy from
+	// it failed, doubled per failed copy in a row up to CopyCooldownMax
+	// (defaults DefaultCopyCooldown, DefaultCopyCooldownMax); each wait is
+	// at least half of that, the rest drawn from Rand.
+	CopyCooldown, CopyCooldownMax time.Duration
 	// Rand draws the copy retries' jitter (nil: seeded from the operating
 	// system). The store draws from it under its own lock.
 	Rand rand.Source
@@ -101,10 +118,10 @@ func (o *Options) setDefaults() {
 		o.ReconcileInterval = time.Minute
 	}
 	if o.ScrubInterval == 0 {
-		o.ScrubInterval = time.Hour
+		o.ScrubInterval = DefaultScrubInterval
 	}
 	if o.ScrubRate <= 0 {
-		o.ScrubRate = 64 << 20
+		o.ScrubRate = DefaultScrubRate
 	}
 	if o.MaxConcurrentCopies <= 0 {
 		o.MaxConcurrentCopies = 4
@@ -120,6 +137,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.CopyBackoff <= 0 {
 		o.CopyBackoff = 100 * time.Millisecond
+	}
+	if o.CopyCooldown <= 0 {
+		o.CopyCooldown = DefaultCopyCooldown
+	}
+	if o.CopyCooldownMax <= 0 {
+		o.CopyCooldownMax = DefaultCopyCooldownMax
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = defaultHTTPClient()
@@ -325,7 +348,8 @@ func (s *Store) DeviceChanged(path string, present bool) error {
 }
 
 // prepare creates update/ and update/tmp on a present device and removes
-// what interrupted writes left in tmp/. It never creates the device
+// what interrupted writes left in tmp/, except partial copies from depots
+// (partial.go), which a copy resumes. It never creates the device
 // directory itself: a device whose directory is gone is absent.
 func prepare(d *device) error {
 	for _, dir := range []string{d.dir, d.tmp} {
@@ -337,7 +361,17 @@ func prepare(d *device) error {
 	if err != nil {
 		return fmt.Errorf("prepare %s: %w", d.tmp, err)
 	}
+	var names []string
 	for _, e := range entries {
+		if e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	keep := keepPartials(names)
+	for _, e := range entries {
+		if keep[e.Name()] {
+			continue
+		}
 		if err := os.RemoveAll(filepath.Join(d.tmp, e.Name())); err != nil {
 			return fmt.Errorf("clear %s: %w", d.tmp, err)
 		}

@@ -26,6 +26,9 @@ type ArtifactListItem = api.ArtifactListItem
 // ArtifactListItemPage One page of artifacts.
 type ArtifactListItemPage = api.Page[api.ArtifactListItem]
 
+// ArtifactPartOf The composite artifact a part was read out of.
+type ArtifactPartOf = api.ArtifactPartOf
+
 // ArtifactReplication One artifact's spread over the in-service sleds, as one Nexus's replication task saw it when it last listed every sled's holdings. A sled holds an artifact when at least one of its M.2s has a verified copy.
 type ArtifactReplication = api.ArtifactReplication
 
@@ -146,7 +149,7 @@ type TrustRootPage = api.Page[api.TrustRoot]
 // TufRepo An uploaded TUF repository.
 type TufRepo = api.TufRepo
 
-// TufRepoArtifact An artifact as one repo carries it, with its replication as far as Nexus knows it.
+// TufRepoArtifact An artifact as one repo carries it, with its replication as far as Nexus knows it. The parts of a composite artifact (a host image's phase-1 and phase-2 images, an RoT's A and B images, the control plane's zones) are artifacts of the repo too, each naming its composite in part_of.
 type TufRepoArtifact = api.TufRepoArtifact
 
 // TufRepoDetail One repo with its artifacts.

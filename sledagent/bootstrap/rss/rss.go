@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sync"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/sledagent/bootstrap"
 	"github.com/rackplane/rackplane/sledagent/bootstrap/bootnet"
@@ -49,6 +51,9 @@ type Options struct {
 	// PollInterval is how often SetupRack polls the coordinator (100 ms).
 	PollInterval time.Duration
 	Log          zerolog.Logger
+	// Rand draws the jitter of redials to sleds not up yet (nil: seeded
+	// from the operating system).
+	Rand rand.Source
 }
 
 // Dial connects to the bootstrap agents at addrs, retrying each until ctx
@@ -78,7 +83,13 @@ func Dial(ctx context.Context, addrs []string, o Options) (*Client, error) {
 	return c, nil
 }
 
+// dialRetry paces its redials of a sled that is not up yet: 50-100 ms at
+// first, doubling to 1-2 s, so a sled that stays down is not dialled ten
+// times a second for as long as the setup waits.
+var dialRetryPolicy = backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second, Jitter: 0.5}
+
 func dialRetry(ctx context.Context, addr string, o Options) (*bootnet.Conn, error) {
+	retry := backoff.New(dialRetryPolicy, backoff.NewRand(o.Rand))
 	for {
 		conn, err := bootnet.Dial(ctx, addr, bootnet.DialOptions{Bundle: o.Bundle, Log: o.Log})
 		if err == nil {
@@ -87,7 +98,7 @@ func dialRetry(ctx context.Context, addr string, o Options) (*bootnet.Conn, erro
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("rss: %s: %w (last attempt: %w)", addr, ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(retry.NextBackOff()):
 		}
 	}
 }

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS tuf_artifact_part;
