@@ -2,7 +2,10 @@ package trustquorum_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,9 +13,11 @@ import (
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
+	"github.com/rackplane/rackplane/bgtasks/trustquorum"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/sledtest"
+	"github.com/rackplane/rackplane/internal/tufgen"
 	"github.com/rackplane/rackplane/sledagent/storage"
 )
 
@@ -105,5 +110,60 @@ func TestRemovedSledStaysLockedAndCannotRegister(t *testing.T) {
 	_, err = nc.SledRegister(ctxT(t), uuid.New(), api.SledRegistration{Baseboard: gone, SledAgentAddress: "127.0.0.1:1", RepoDepotPort: 2})
 	if err := isCode(err, 403, api.CodeSledExpunged); err != nil {
 		t.Fatalf("registering under a new id: %v", err)
+	}
+}
+
+// A spare sled, running only its bootstrap agent, added end to end: Nexus
+// lists it as uninitialised, the operator adds it, the epoch commits
+// (through a member's proxy), the manager asks it (proxied) to start its
+// sled agent, it unlocks its disks, registers, and replication gives it
+// every artifact on both M.2s.
+func TestSpareAddedEndToEnd(t *testing.T) {
+	t.Parallel()
+	r := newRack(t, 4, 1, false)
+	built := r.Upload(r.Nexus, tufgen.Demo("1.0.0"), "repo.zip")
+	spareP := r.Processes[4]
+	spare := r.board(4)
+	waitUninitialized(t, r.Nexus, spare)
+	if st := r.nodeStatus(4).StorageLock; st.State != storage.Locked || spareP.Server() != nil {
+		t.Fatalf("the spare before it is added: %+v, sled agent %v", st, spareP.Server() != nil)
+	}
+	if _, err := r.Nexus.Client.TrustQuorumMembership(ctxT(t), api.TrustQuorumMembership{Add: []api.Baseboard{spare}}); err != nil {
+		t.Fatal(err)
+	}
+	r.assertCommitted(r.Nexus, 2, span(0, 5))
+	racktest.WaitProcessesRegistered(t, r.Nexus, spareP)
+	if st := r.nodeStatus(4).StorageLock; st.State != storage.Unlocked || st.Epoch != 2 {
+		t.Fatalf("the added sled's storage: %+v", st)
+	}
+	racktest.WaitFor(t, 60*time.Second, "the added sled to hold every artifact on both M.2s", func() error {
+		for _, a := range built.Artifacts {
+			for _, m2 := range spareP.Config.Agent.M2Dirs {
+				if !racktest.Verified(racktest.ArtifactPath(m2, a.SHA256), a.SHA256) {
+					return fmt.Errorf("%s lacks %s", m2, a.SHA256)
+				}
+			}
+		}
+		return nil
+	})
+	// The manager's status says it started the sled agent.
+	task, err := r.Nexus.Client.BackgroundTaskGet(ctxT(t), trustquorum.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, run := range task.History {
+		var st trustquorum.Status
+		if json.Unmarshal(run.Status, &st) == nil && st.Lifetime.SledAgentsStarted > 0 &&
+			slices.ContainsFunc(st.Did, func(d string) bool { return strings.HasPrefix(d, "started the sled agent of "+spare.Part+"/"+spare.Serial) }) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no run of the manager says it started the spare's sled agent: %s", task.Status)
+	}
+	runOnce(t, r.Nexus)
+	if s, err := sledRecord(t, r.Nexus, spare); err != nil || s.Health.StorageLock != storage.Unlocked {
+		t.Fatalf("Nexus's record of the added sled: %+v %v", s, err)
 	}
 }
