@@ -155,7 +155,9 @@ func TestSpareAddedEndToEnd(t *testing.T) {
 	for _, run := range task.History {
 		var st trustquorum.Status
 		if json.Unmarshal(run.Status, &st) == nil && st.Lifetime.SledAgentsStarted > 0 &&
-			slices.ContainsFunc(st.Did, func(d string) bool { return strings.HasPrefix(d, "started the sled agent of "+spare.Part+"/"+spare.Serial) }) {
+			slices.ContainsFunc(st.Did, func(d string) bool {
+				return strings.HasPrefix(d, "started the sled agent of "+spare.Part+"/"+spare.Serial)
+			}) {
 			found = true
 		}
 	}
