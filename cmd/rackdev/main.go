@@ -223,7 +223,7 @@ type rack struct {
 	sleds   []*sled.Sled
 	// spares run only their bootstrap agent until added (--spare-sleds).
 	spares []*sled.Sled
-	pki     string
+	pki    string
 	// externalCA, when the external API serves HTTPS (--tls), is the CA
 	// file clients need to trust it.
 	externalCA string
