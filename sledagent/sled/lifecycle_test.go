@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,10 +24,13 @@ import (
 
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/sledtest"
+	"github.com/rackplane/rackplane/sledagent/bootstrap"
 	"github.com/rackplane/rackplane/sledagent/bootstrap/rss"
+	"github.com/rackplane/rackplane/sledagent/ledger"
 	"github.com/rackplane/rackplane/sledagent/sled"
 	"github.com/rackplane/rackplane/sledagent/storage"
 	"github.com/rackplane/rackplane/trustquorum"
+	"github.com/rackplane/rackplane/trustquorum/tqcrypto"
 )
 
 // The storage lifecycle of whole sled processes, without Nexus: rack
@@ -318,10 +323,64 @@ func TestCrashBetweenRekeyWritesUnlocks(t *testing.T) {
 	}
 }
 
-// assertNoKeysLeaked derives every sled's disk keys for every epoch it
-// committed (through its bootstrap agent, the only holder) and checks that
-// none appears, raw, in hex or in base64, in any log line or in any file
-// on its M.2s or data disks; nor the data keys' wrappings' plaintext.
+// rackSecret rebuilds the rack secret of the sleds' latest committed
+// epoch the way an attacker holding K sleds' M.2s would: K shares from
+// their trust-quorum ledgers.
+func rackSecret(t *testing.T, r *lockedRack) (*tqcrypto.Secret, trustquorum.Epoch) {
+	t.Helper()
+	l := ledger.New[struct {
+		State json.RawMessage `json:"state"`
+	}](bootstrap.LedgerFile)
+	var shares []tqcrypto.Share
+	var epoch trustquorum.Epoch
+	k := 0
+	for _, p := range r.ps {
+		var dirs []string
+		for _, m2 := range p.Config.Agent.M2Dirs {
+			dirs = append(dirs, filepath.Join(m2, bootstrap.LedgerDir))
+		}
+		rec, err := l.Read(dirs)
+		if err != nil || !rec.Found {
+			t.Fatalf("sled %d's ledger: %v", p.Index, err)
+		}
+		st, err := trustquorum.DecodeState(rec.Value.State)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := st.LatestCommittedEpoch()
+		if epoch == 0 {
+			epoch = e
+		}
+		if e != epoch {
+			continue
+		}
+		if s, ok := st.Shares[e]; ok {
+			shares = append(shares, s)
+			k = int(st.Configs[e].Threshold)
+		}
+	}
+	if k == 0 || len(shares) < k {
+		t.Fatalf("%d shares of epoch %d on the M.2s, threshold %d", len(shares), epoch, k)
+	}
+	secret, err := tqcrypto.Combine(shares, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return secret, epoch
+}
+
+func encodings(raw []byte) [][]byte {
+	return [][]byte{raw, []byte(hex.EncodeToString(raw)), []byte(strings.ToUpper(hex.EncodeToString(raw))),
+		[]byte(base64.StdEncoding.EncodeToString(raw)), []byte(base64.RawStdEncoding.EncodeToString(raw)),
+		[]byte(base64.URLEncoding.EncodeToString(raw)), []byte(base64.RawURLEncoding.EncodeToString(raw))}
+}
+
+// assertNoKeysLeaked checks that neither the rack secret of the latest
+// committed epoch nor any unlocked sled's disk keys (derived through its
+// bootstrap agent, the only holder) appear, raw, in hex or in base64, in
+// any log line of any sled, nor the disk keys in any file on its M.2s or
+// data disks. The secret rebuilt from the ledgers is checked against the
+// agents' own disk keys first, so the scan looks for the right bytes.
 func assertNoKeysLeaked(t *testing.T, r *lockedRack) {
 	t.Helper()
 	logs := r.logs.Bytes()
@@ -329,6 +388,12 @@ func assertNoKeysLeaked(t *testing.T, r *lockedRack) {
 		t.Fatal("no log lines were captured")
 	}
 	ctx := context.Background()
+	secret, secretEpoch := rackSecret(t, r)
+	for _, enc := range encodings(secret.Expose()) {
+		if bytes.Contains(logs, enc) {
+			t.Fatalf("the rack secret of epoch %d is in the logs", secretEpoch)
+		}
+	}
 	checked := 0
 	for _, p := range r.ps {
 		if !p.Running() {
@@ -360,8 +425,16 @@ func assertNoKeysLeaked(t *testing.T, r *lockedRack) {
 			}
 			raw := bytes.Clone(k.Expose())
 			k.Zero()
-			for _, enc := range [][]byte{raw, []byte(hex.EncodeToString(raw)), []byte(base64.StdEncoding.EncodeToString(raw)),
-				[]byte(base64.RawURLEncoding.EncodeToString(raw))} {
+			if st.StorageLock.Epoch == secretEpoch {
+				mine, err := tqcrypto.DeriveDiskKey(secret, r.rack, serial)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(mine.Expose(), raw) {
+					t.Fatalf("the secret rebuilt from the ledgers does not give sled %d's disk key", p.Index)
+				}
+			}
+			for _, enc := range encodings(raw) {
 				if bytes.Contains(logs, enc) {
 					t.Fatalf("sled %d's disk key for %s is in the logs", p.Index, serial)
 				}
