@@ -173,13 +173,13 @@ func TestTrustRoots(t *testing.T) {
 	if err != nil || len(roots) != 2 {
 		t.Fatalf("list: %d roots, %v", len(roots), err)
 	}
-	if err := nx.Client.TrustRootDelete(ctx, tr.ID); err != nil {
+	if _, err := nx.Client.TrustRootRemove(ctx, tr.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := nx.Client.TrustRootGet(ctx, tr.ID); client.StatusCode(err) != http.StatusNotFound {
 		t.Fatalf("get deleted: %v", err)
 	}
-	if err := nx.Client.TrustRootDelete(ctx, tr.ID); client.StatusCode(err) != http.StatusNotFound {
+	if _, err := nx.Client.TrustRootRemove(ctx, tr.ID, false); client.StatusCode(err) != http.StatusNotFound {
 		t.Fatalf("delete twice: %v", err)
 	}
 	roots, _ = nx.Client.TrustRootList(ctx)

@@ -43,15 +43,9 @@ func (n Nexus) TrustRootGet(ctx context.Context, id uuid.UUID) (api.TrustRoot, e
 	return t, err
 }
 
-// TrustRootDelete removes a trust root that no live repo was verified
-// against (409 trust_root_in_use otherwise).
-func (n Nexus) TrustRootDelete(ctx context.Context, id uuid.UUID) error {
-	_, err := n.TrustRootRemove(ctx, id, false)
-	return err
-}
-
-// TrustRootRemove removes a trust root, with force even one that live
-// repos were verified against, and says what that means for uploads.
+// TrustRootRemove removes a trust root; one that live repos were verified
+// against only with force (409 trust_root_in_use otherwise, naming them).
+// The answer says what the removal means for uploads.
 func (n Nexus) TrustRootRemove(ctx context.Context, id uuid.UUID, force bool) (api.TrustRootDeleted, error) {
 	var out api.TrustRootDeleted
 	params := &external.TrustRootDeleteParams{}

@@ -171,11 +171,11 @@ func tokenRevoke(ctx context.Context, e *env, args []string) error {
 		}
 		switch len(match) {
 		case 0:
-			return fmt.Errorf("no working token is named %q (see rackctl token list)", args[0])
+			return fail(api.CodeNotFound, "no working token is named %q (see rackctl token list)", args[0])
 		case 1:
 			id = match[0].ID
 		default:
-			return fmt.Errorf("%d working tokens are named %q; revoke one by its ID (see rackctl token list)", len(match), args[0])
+			return fail("ambiguous_name", "%d working tokens are named %q; revoke one by its ID (see rackctl token list)", len(match), args[0])
 		}
 	}
 	t, err := e.nexus.TokenRevoke(ctx, id)

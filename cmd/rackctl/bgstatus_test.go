@@ -32,14 +32,16 @@ func TestStatusRendering(t *testing.T) {
 	recent[3].Error = "sled BRM42220002 answered 507: no space on m2-b"
 	replication := api.ReplicationStatus{
 		Generation: 7, Artifacts: 4, Sleds: 3, Converged: false, Requests: 5, Deferred: 1, InFlight: 2, RoundTrips: 4,
-		Phases:          api.ReplicationPhaseTimes{Collect: 1.98593, Plan: 0.011, Execute: 1250.5, Finish: 0.2},
-		FullyReplicated: 2,
+		Phases: api.ReplicationPhaseTimes{Collect: 1.98593, Plan: 0.011, Execute: 1250.5, Finish: 0.2},
+		// The second sled has one of its two M.2s: degraded, so nothing
+		// counts as fully replicated (as the task reports it).
+		DegradedSleds: 1, FullyReplicated: 0,
 		LeastReplicated: []api.ReplicationArtifact{{SHA256: sha(1), Length: 360448, Sleds: 1, FullSleds: 0, InFlight: 2, NexusHolders: 1}},
 		Unheld:          []string{sha(2)},
 		RepoChanges:     []string{"2.0.0: active -> degraded"},
 		LocalCopies:     3,
-		SledStates: []api.ReplicationSled{{ID: sledA, Address: "127.0.0.1:38271", Generation: 7, M2Present: 2},
-			{ID: sledB, Address: "127.0.0.1:44799", Generation: 6, M2Present: 1, InFlight: 2},
+		SledStates: []api.ReplicationSled{{ID: sledA, Address: "127.0.0.1:38271", Generation: 7, M2Present: 2, M2Expected: 2},
+			{ID: sledB, Address: "127.0.0.1:44799", Generation: 6, M2Present: 1, M2Expected: 2, InFlight: 2},
 			{ID: unknown, Address: "127.0.0.1:40001", Error: "sled " + unknown.String() + " did not answer: connection refused"}},
 		LastRun:  api.ReplicationCounters{ListOK: 2, ListErr: 1, SeedOK: 1, BytesSeeded: 360448},
 		Lifetime: api.ReplicationCounters{ConfigPutOK: 4, ListOK: 35, SeedOK: 8, BytesSeeded: 245760, BytesCopied: 3 << 30},

@@ -276,7 +276,7 @@ func (b *builder) leaf(c command) *cobra.Command {
 		Long:  long,
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cc *cobra.Command, args []string) error {
-			e, err := b.env(!c.noToken, b.stderr)
+			e, err := b.env(c, b.stderr)
 			if err != nil {
 				return err
 			}
@@ -306,7 +306,7 @@ func (b *builder) completeArgs(ctx context.Context, c command, args []string, to
 	// Completion must not hang the shell, nor print into it.
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	e, err := b.env(!c.noToken, io.Discard)
+	e, err := b.env(c, io.Discard)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
@@ -424,10 +424,11 @@ func flagError(c *cobra.Command, err error) error {
 	return usageError(fmt.Sprintf("%s (see %s --help)", err, path))
 }
 
-// env resolves the global flags for a command that is about to run: the
-// Nexus URL, the HTTP clients, and the token when the command needs one.
-// warn receives warnings (a token file others can read).
-func (b *builder) env(needToken bool, warn io.Writer) (*env, error) {
+// env resolves the global flags for command c, which is about to run: the
+// Nexus URL, the HTTP clients, and the token when the command needs one
+// (or, for one that needs none, when one is at hand). warn receives
+// warnings (a token file others can read).
+func (b *builder) env(c command, warn io.Writer) (*env, error) {
 	g := b.g
 	if g.envErr != nil {
 		return nil, g.envErr
@@ -452,13 +453,21 @@ func (b *builder) env(needToken bool, warn io.Writer) (*env, error) {
 	stream, _ := client.NewNexus(base, &http.Client{Transport: tr})
 	e := &env{out: b.stdout, errOut: b.stderr, json: g.json, baseURL: base, clock: b.clock, timeout: g.timeout,
 		terminal: isTerminal(b.stderr) && !g.json}
-	if needToken {
+	switch {
+	case !c.noToken:
 		token, err := g.resolveToken(warn, g.json)
 		if err != nil {
 			return nil, err
 		}
 		e.token = token
 		nx, stream = nx.WithToken(token), stream.WithToken(token)
+	case c.tokenIfAny:
+		// Without a token the command still works; with one Nexus says
+		// more. A token that cannot be found is no error here.
+		if token, err := g.resolveToken(warn, g.json); err == nil {
+			e.token = token
+			nx, stream = nx.WithToken(token), stream.WithToken(token)
+		}
 	}
 	e.nexus, e.streaming = nx, stream
 	return e, nil
@@ -522,6 +531,12 @@ func checkNexusURL(raw string) (string, error) {
 // for HTTPS when given.
 func transport(caFile string) (*http.Transport, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// An upload asks for 100 Continue (api/client sets Expect when the
+	// length is known) and waits this long for it, so a refusal Nexus
+	// makes before reading (no trust roots, too big, no upload slot)
+	// costs no body; past the wait the body goes anyway, for a server
+	// or proxy that never answers 100.
+	tr.ExpectContinueTimeout = 2 * time.Second
 	if caFile == "" {
 		return tr, nil
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/internal/buildinfo"
 	"github.com/rackplane/rackplane/internal/racktest"
 	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/nexus"
@@ -28,7 +29,7 @@ func TestGlobalFlagsAnywhere(t *testing.T) {
 		{"--token", tok, "sleds", "list", "--timeout", "5s", "--nexus=" + url},
 	} {
 		code, out, errOut := rackctlMain(t, nil, args...)
-		if code != 0 || out != "ID  SERIAL  PART  ADDRESS  DEPOT PORT  POLICY  STATE  M.2  LAST SEEN\n0 sled(s)\n" || errOut != "" {
+		if code != 0 || out != "ID  SERIAL  PART  ADDRESS  DEPOT PORT  POLICY  STATE  HEALTH  M.2  LAST SEEN\n0 sled(s)\n" || errOut != "" {
 			t.Errorf("%q: exit %d, %q %q", args, code, out, errOut)
 		}
 	}
@@ -104,14 +105,15 @@ func TestHelp(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	t.Parallel()
+	// The child is this test binary, so it reads the same build record.
 	code, out, errOut := rackctlMain(t, nil, "--version")
-	want := " " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"
-	if code != 0 || !strings.HasPrefix(out, "rackctl ") || !strings.HasSuffix(out, want) || errOut != "" {
-		t.Errorf("--version: exit %d, %q %q; want rackctl ...%q", code, out, errOut, want)
+	if want := buildinfo.Line("rackctl") + "\n"; code != 0 || out != want || errOut != "" ||
+		!strings.Contains(out, runtime.Version()) {
+		t.Errorf("--version: exit %d, %q %q; want %q", code, out, errOut, want)
 	}
 	code, out, _ = rackctlMain(t, nil, "--version", "--json")
-	var v versionInfo
-	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v.Go != runtime.Version() || v.Version == "" {
+	var v api.BuildInfo
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v.GoVersion != runtime.Version() || v.Version != buildinfo.Read().Version {
 		t.Errorf("--json --version: exit %d, %q", code, out)
 	}
 }

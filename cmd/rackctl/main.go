@@ -39,8 +39,9 @@ type command struct {
 	complete func(ctx context.Context, env *env, args []string) ([]string, error)
 	// files makes shell completion offer files with these extensions.
 	files []string
-	// noToken marks a command that needs no operator token.
-	noToken bool
+	// noToken marks a command that needs no operator token; with
+	// tokenIfAny it sends one when one is given (Nexus then says more).
+	noToken, tokenIfAny bool
 }
 
 // commands lists every command; each group lives in its own file.

@@ -13,6 +13,7 @@ import (
 // command that calls it.
 var operationCommands = map[string]string{
 	"healthz":                     "health",
+	"readyz":                      "health",
 	"sled_list":                   "sleds list",
 	"sled_get":                    "sleds show",
 	"background_task_list":        "bgtasks list",
@@ -25,6 +26,7 @@ var operationCommands = map[string]string{
 	"trust_root_delete":           "trust-root delete",
 	"repo_list":                   "repo list",
 	"repo_upload":                 "repo upload",
+	"upload_list":                 "repo uploads",
 	"repo_get":                    "repo show",
 	"repo_prune":                  "repo delete",
 	"repo_set_kept":               "repo keep",
@@ -33,6 +35,13 @@ var operationCommands = map[string]string{
 	"token_create":                "token create",
 	"token_revoke":                "token revoke",
 	"audit_log_list":              "audit list",
+
+	"trust_quorum_status":            "trust-quorum status",
+	"sled_uninitialized_list":        "trust-quorum status",
+	"trust_quorum_epoch_get":         "trust-quorum show",
+	"trust_quorum_membership_change": "trust-quorum add", // and remove
+	"trust_quorum_lrtq_upgrade":      "trust-quorum upgrade-from-lrtq",
+	"trust_quorum_abort":             "trust-quorum abort",
 }
 
 // operationsLeftOut are operations no command calls, and why.

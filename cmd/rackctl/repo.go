@@ -4,11 +4,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/internal/humanize"
@@ -28,6 +31,11 @@ func repoCommands() []command {
 		},
 		run:   func(ctx context.Context, e *env, args []string) error { return repoUpload(ctx, e, args, up) },
 		files: []string{"zip"},
+	}, {
+		group: "repo", verb: "uploads", summary: "list the uploads the answering Nexus is receiving or verifying now",
+		long: "Each Nexus instance lists only the uploads it receives itself; behind a load balancer, ask each one\n" +
+			"(--nexus) to see them all.",
+		run: repoUploads,
 	}, {
 		group: "repo", verb: "list", summary: "list uploaded repositories, newest first",
 		flags: func(fs *flag.FlagSet) {
@@ -85,7 +93,7 @@ func validCell(t, now time.Time) string {
 }
 
 // repoState is a repo's state as an operator should read it: pruned
-// repos say so whatever their replication state; a state that needs
+// repos say when and by whom; a state that needs
 // attention is shouted.
 func repoState(r api.TufRepo, now time.Time) string {
 	if r.TimePruned != nil {
@@ -187,10 +195,21 @@ func repoShow(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintln(e.out)
 	tableRows := make([][]string, 0, len(d.Artifacts))
-	for _, a := range d.Artifacts {
+	parts := 0
+	for _, a := range partsAfterComposites(d.Artifacts) {
 		holding, full := sledCounts(a.Replication)
-		tableRows = append(tableRows, []string{a.Name, a.Version, a.Kind, humanize.Bytes(a.Length), a.SHA256[:16], holding, full,
+		name := a.Name
+		if a.PartOf != nil {
+			// A part is listed under the composite it was read out of.
+			name = "  " + a.PartOf.Path
+			parts++
+		}
+		tableRows = append(tableRows, []string{name, a.Version, a.Kind, humanize.Bytes(a.Length), a.SHA256[:16], holding, full,
 			strconv.Itoa(a.NexusCopies)})
+	}
+	if parts > 0 {
+		fmt.Fprintf(e.out, "%d of the artifacts are parts Nexus read out of composite artifacts on upload; each is "+
+			"listed, by its path in the composite, under it.\n\n", parts)
 	}
 	return table(e.out, []string{"NAME", "VERSION", "KIND", "SIZE", "SHA256", "SLEDS HOLDING", "ON EVERY M.2", "NEXUS COPIES"}, tableRows)
 }
@@ -333,13 +352,64 @@ func repoDelete(ctx context.Context, e *env, args []string) error {
 	if e.json {
 		return printJSON(e.out, res)
 	}
-	if res.AlreadyPruned {
-		fmt.Fprintf(e.out, "system version %s was already pruned (%s)\n", args[0], repoState(res.Repo, e.now()))
+	if res.Message == "" {
+		// A Nexus older than the message.
+		fmt.Fprintf(e.out, "system version %s pruned (generation %d, already pruned: %t)\n", args[0], res.Generation, res.AlreadyPruned)
 		return nil
 	}
-	fmt.Fprintf(e.out, "system version %s pruned (generation %d): its artifacts leave the sleds unless a live repo carries them\n",
-		args[0], res.Generation)
+	fmt.Fprintln(e.out, res.Message)
 	return nil
+}
+
+func repoUploads(ctx context.Context, e *env, args []string) error {
+	if len(args) > 0 {
+		return usageError(fmt.Sprintf("repo uploads takes no arguments, got %q", args))
+	}
+	list, err := e.nexus.UploadList(ctx)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		if list.Items == nil {
+			list.Items = []api.TufUpload{}
+		}
+		return printJSON(e.out, list)
+	}
+	return printUploads(e.out, list, e.now())
+}
+
+// printUploads renders the uploads in progress: where each is (its phase
+// and for how long), how much of the body has arrived, who sends it.
+func printUploads(w io.Writer, list api.TufUploadList, now time.Time) error {
+	if len(list.Items) == 0 {
+		_, err := fmt.Fprintf(w, "no upload in progress on Nexus %s (each Nexus lists only the uploads it receives)\n", list.NexusID)
+		return err
+	}
+	rows := make([][]string, 0, len(list.Items))
+	for _, u := range list.Items {
+		received := humanize.Bytes(u.BytesReceived)
+		if u.ContentLength >= 0 {
+			received += " of " + humanize.Bytes(u.ContentLength)
+			if u.ContentLength > 0 {
+				received += fmt.Sprintf(" (%d%%)", 100*u.BytesReceived/u.ContentLength)
+			}
+		}
+		version := u.SystemVersion
+		if version == "" {
+			version = "- (not verified yet)"
+		}
+		req := u.RequestID
+		if req == "" {
+			req = "-"
+		}
+		rows = append(rows, []string{u.FileName, u.Actor, u.Phase + " for " + humanize.Duration(now.Sub(u.TimePhaseStarted)), received,
+			humanize.Ago(now, u.TimeStarted), version, req})
+	}
+	if err := table(w, []string{"FILE", "BY", "PHASE", "RECEIVED", "STARTED", "SYSTEM VERSION", "REQUEST"}, rows); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "%d upload(s) in progress on Nexus %s\n", len(list.Items), list.NexusID)
+	return err
 }
 
 // completeRepoVersions offers the repos' system versions (pruned ones
@@ -356,4 +426,29 @@ func completeRepoVersions(withPruned bool) func(ctx context.Context, e *env, arg
 		}
 		return out, err
 	}
+}
+
+// partsAfterComposites orders artifacts as Nexus lists them, except that
+// the parts of a composite follow it, in path order: what a host image or
+// the control plane was expanded into reads right below it.
+func partsAfterComposites(arts []api.TufRepoArtifact) []api.TufRepoArtifact {
+	parts := map[uuid.UUID][]api.TufRepoArtifact{}
+	present := map[uuid.UUID]bool{}
+	for _, a := range arts {
+		present[a.ID] = true
+		if a.PartOf != nil {
+			parts[a.PartOf.ID] = append(parts[a.PartOf.ID], a)
+		}
+	}
+	out := make([]api.TufRepoArtifact, 0, len(arts))
+	for _, a := range arts {
+		if a.PartOf != nil && present[a.PartOf.ID] {
+			continue
+		}
+		out = append(out, a)
+		ps := parts[a.ID]
+		sort.SliceStable(ps, func(i, j int) bool { return ps[i].PartOf.Path < ps[j].PartOf.Path })
+		out = append(out, ps...)
+	}
+	return out
 }

@@ -67,13 +67,15 @@ func TestRepoShowReplication(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "4 of 4 artifacts on every M.2 of all 2 sleds") {
 			return fmt.Errorf("exit %d\n%s", code, out)
 		}
+		// Every row too, once the last copies in flight have ended (a
+		// row says "(1 copying)" until the sled reports its copy done).
+		for _, name := range []string{"host-os", "sled-agent", "nexus", "sp-gimlet"} {
+			if !regexp.MustCompile(`(?m)^` + name + `\s.*\s2/2\s+2/2\s+\d+$`).MatchString(out) {
+				return fmt.Errorf("artifact %s is not shown on 2/2 sleds:\n%s", name, out)
+			}
+		}
 		return nil
 	})
-	for _, name := range []string{"host-os", "sled-agent", "nexus", "sp-gimlet"} {
-		if !regexp.MustCompile(`(?m)^` + name + `\s.*\s2/2\s+2/2\s+\d+$`).MatchString(out) {
-			t.Errorf("artifact %s is not shown on 2/2 sleds:\n%s", name, out)
-		}
-	}
 	code, js, _ := rackctl(t, "--nexus", url, "--token", nx.AdminToken, "--json", "repo", "show", "1.0.0")
 	var d api.TufRepoDetail
 	if code != 0 || json.Unmarshal([]byte(js), &d) != nil || len(d.Artifacts) != 4 || d.Artifacts[0].Replication == nil ||

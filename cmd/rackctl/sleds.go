@@ -39,31 +39,47 @@ func sledsList(ctx context.Context, e *env, args []string) error {
 	}
 	now := e.now()
 	rows := make([][]string, 0, len(sleds))
+	var problems []string
 	for _, s := range sleds {
 		rows = append(rows, []string{s.ID.String(), s.Baseboard.Serial, s.Baseboard.Part, s.SledAgentAddress,
-			strconv.Itoa(s.RepoDepotPort), s.Policy, s.State, m2Cell(s.M2s), humanize.Ago(now, s.TimeLastSeen)})
+			strconv.Itoa(s.RepoDepotPort), s.Policy, s.State, healthCell(s.Health), m2Cell(s.Health),
+			humanize.Ago(now, s.TimeLastSeen)})
+		for _, p := range s.Health.Problems {
+			problems = append(problems, fmt.Sprintf("! %s: %s", s.Baseboard.Serial, p))
+		}
 	}
-	if err := table(e.out, []string{"ID", "SERIAL", "PART", "ADDRESS", "DEPOT PORT", "POLICY", "STATE", "M.2", "LAST SEEN"}, rows); err != nil {
+	if err := table(e.out, []string{"ID", "SERIAL", "PART", "ADDRESS", "DEPOT PORT", "POLICY", "STATE", "HEALTH", "M.2", "LAST SEEN"},
+		rows); err != nil {
 		return err
+	}
+	// Below the table, where a wide table cannot truncate them.
+	for _, p := range problems {
+		fmt.Fprintln(e.out, p)
 	}
 	fmt.Fprintf(e.out, "%d sled(s)\n", len(sleds))
 	return nil
 }
 
-// m2Cell renders a sled's M.2s as "present/configured", marking a missing
-// one; "-" before the sled has reported them.
-func m2Cell(m2s []api.M2Device) string {
-	if len(m2s) == 0 {
+// healthCell is a sled's health state, shouted when it needs attention.
+func healthCell(h api.SledHealth) string {
+	switch h.State {
+	case api.SledHealthOK, api.SledHealthUnknown:
+		return h.State
+	case "":
 		return "-"
 	}
-	present := 0
-	for _, m := range m2s {
-		if m.Present {
-			present++
-		}
+	return strings.ToUpper(h.State) + " (!)"
+}
+
+// m2Cell renders a sled's M.2s as "present/expected" (every sled should
+// have two, whatever it has configured), marking a missing one; "-"
+// before the sled has reported them.
+func m2Cell(h api.SledHealth) string {
+	if h.State == api.SledHealthUnknown || h.M2Expected == 0 {
+		return "-"
 	}
-	cell := fmt.Sprintf("%d/%d", present, len(m2s))
-	if present < len(m2s) {
+	cell := fmt.Sprintf("%d/%d", h.M2Present, h.M2Expected)
+	if h.M2Present < h.M2Expected {
 		cell += " MISSING (!)"
 	}
 	return cell
@@ -123,9 +139,16 @@ func sledsShow(ctx context.Context, e *env, args []string) error {
 		{"last seen", agoAt(now, s.TimeLastSeen)},
 		{"registered", agoAt(now, s.TimeCreated)},
 		{"artifacts", artifacts},
-		{"M.2", m2Cell(s.M2s)},
+		{"health", healthCell(s.Health)},
+		{"M.2", m2Cell(s.Health)},
+		{"storage lock", storageLockText(s.Health.StorageLock)},
 	}); err != nil {
 		return err
+	}
+	// What is wrong, each missing M.2 by name (the table below marks
+	// them too).
+	for _, p := range s.Health.Problems {
+		fmt.Fprintln(e.out, "! "+p)
 	}
 	if len(s.M2s) == 0 {
 		return nil
@@ -144,6 +167,17 @@ func sledsShow(ctx context.Context, e *env, args []string) error {
 		rows = append(rows, []string{m.Path, present, free, total, errText})
 	}
 	return table(e.out, []string{"M.2", "PRESENT", "FREE", "SIZE", "ERROR"}, rows)
+}
+
+// storageLockText says what the storage lock state means.
+func storageLockText(lock string) string {
+	if lock == "unknown" {
+		return "unknown (this sled does not report it yet)"
+	}
+	if lock == "" {
+		return "-"
+	}
+	return lock
 }
 
 // agoAt renders a time as "5s ago (2006-01-02 15:04:05 UTC)".

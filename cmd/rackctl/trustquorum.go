@@ -4,11 +4,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rackplane/rackplane/api"
+	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/internal/humanize"
 )
 
@@ -26,6 +28,9 @@ func trustQuorumCommands() []command {
 	}
 	started := func(fn func(context.Context, *env, []string) (api.TrustQuorumConfig, error)) func(context.Context, *env, []string) error {
 		return func(ctx context.Context, e *env, args []string) error {
+			if wait && waitFor <= 0 {
+				return usageError("--wait-timeout must be positive")
+			}
 			c, err := fn(ctx, e, args)
 			if err != nil {
 				return err
@@ -91,11 +96,11 @@ func tqChange(ctx context.Context, e *env, verb string, args []string) (api.Trus
 			return api.TrustQuorumConfig{}, err
 		}
 		if b.Part == "" && verb == "add" {
-			return api.TrustQuorumConfig{}, fmt.Errorf("no sled with serial %s is registered or seen on the bootstrap network "+
-				"(rackctl trust-quorum status lists the uninitialised sleds)", a)
+			return api.TrustQuorumConfig{}, fail(api.CodeNotFound, "no sled with serial %s is registered or seen on the bootstrap "+
+				"network (rackctl trust-quorum status lists the uninitialised sleds)", a)
 		}
 		if b.Part == "" {
-			return api.TrustQuorumConfig{}, fmt.Errorf("no member of the latest committed epoch has serial %s "+
+			return api.TrustQuorumConfig{}, fail(api.CodeNotFound, "no member of the latest committed epoch has serial %s "+
 				"(rackctl trust-quorum status lists them)", a)
 		}
 		boards = append(boards, b)
@@ -188,47 +193,52 @@ func tqStarted(ctx context.Context, e *env, c api.TrustQuorumConfig, wait bool, 
 			c.Epoch, c.State, len(c.Members), c.Coordinator.Serial, c.Epoch)
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, waitFor)
-	defer cancel()
-	final, err := tqWait(ctx, e, c)
-	if e.json {
-		if jerr := printJSON(e.out, final); jerr != nil {
-			return jerr
-		}
+	final, err := tqWait(ctx, e, c, waitFor)
+	if err != nil {
+		return err
 	}
-	return err
+	if e.json {
+		return printJSON(e.out, final)
+	}
+	fmt.Fprintf(e.out, "epoch %d %s (attempt %d): %d of %d acked, %d members\n", final.Epoch, final.State, final.Attempt,
+		final.Acked, final.Required, len(final.Members))
+	return nil
 }
 
 // tqWait polls the change c started until an epoch of it is committed,
 // following Nexus's automatic retries (the next epoch with the same
-// change id), and prints each step.
-func tqWait(ctx context.Context, e *env, c api.TrustQuorumConfig) (api.TrustQuorumConfig, error) {
-	last := ""
+// change id). Each step is a line on stderr (nothing under --json), as
+// repo upload --wait shows replication.
+func tqWait(ctx context.Context, e *env, c api.TrustQuorumConfig, timeout time.Duration) (api.TrustQuorumConfig, error) {
+	begin := e.now()
+	w := &waitLine{e: e}
+	defer w.end()
 	for {
-		line := fmt.Sprintf("epoch %d (attempt %d): %s, %d of %d acked", c.Epoch, c.Attempt, c.State, c.Acked, c.Required)
-		if line != last && !e.json {
-			fmt.Fprintf(e.out, "%s %s\n", time.Now().Format("15:04:05"), line)
-			last = line
-		}
+		state := fmt.Sprintf("epoch %d (attempt %d): %s, %d of %d acked", c.Epoch, c.Attempt, c.State, c.Acked, c.Required)
+		w.show(fmt.Sprintf("%s, %s elapsed", state, humanize.Duration(e.now().Sub(begin))), state)
 		switch c.State {
 		case "committed", "committed_partially":
 			return c, nil
 		case "aborted":
 			next, err := e.nexus.TrustQuorumEpoch(ctx, c.Epoch+1)
-			if err != nil || next.ChangeID != c.ChangeID {
-				return c, fmt.Errorf("epoch %d was aborted and the change was not retried: %s", c.Epoch, c.AbortReason)
+			switch {
+			case client.StatusCode(err) == http.StatusNotFound || err == nil && next.ChangeID != c.ChangeID:
+				return c, fail("trust_quorum_aborted", "epoch %d was aborted and Nexus did not retry the change: %s "+
+					"(rackctl trust-quorum status shows where the rack is)", c.Epoch, c.AbortReason)
+			case err != nil:
+				return c, err
 			}
-			if !e.json {
-				fmt.Fprintf(e.out, "%s epoch %d aborted: %s\n", time.Now().Format("15:04:05"), c.Epoch, c.AbortReason)
-			}
+			retry := fmt.Sprintf("epoch %d aborted (%s); Nexus retries the change as epoch %d", c.Epoch, c.AbortReason, next.Epoch)
+			w.show(retry, retry)
 			c = next
 			continue
 		}
-		select {
-		case <-ctx.Done():
-			return c, fmt.Errorf("epoch %d still %s after waiting (%v); rackctl trust-quorum show %d follows it",
-				c.Epoch, c.State, ctx.Err(), c.Epoch)
-		case <-time.After(250 * time.Millisecond):
+		if e.now().Sub(begin) >= timeout {
+			return c, fail("not_committed", "epoch %d is still %s after %s (%d of %d acked); rackctl trust-quorum show %d follows it",
+				c.Epoch, c.State, humanize.Duration(timeout), c.Acked, c.Required, c.Epoch)
+		}
+		if err := e.clock.Sleep(ctx, 250*time.Millisecond); err != nil {
+			return c, err
 		}
 		next, err := e.nexus.TrustQuorumEpoch(ctx, c.Epoch)
 		if err != nil {
@@ -266,7 +276,7 @@ func tqShow(ctx context.Context, e *env, args []string) error {
 	if e.json {
 		return printJSON(e.out, c)
 	}
-	return tqPrintConfig(e, c, time.Now())
+	return tqPrintConfig(e, c, e.now())
 }
 
 func tqPrintConfig(e *env, c api.TrustQuorumConfig, now time.Time) error {
@@ -277,26 +287,26 @@ func tqPrintConfig(e *env, c api.TrustQuorumConfig, now time.Time) error {
 	case c.LrtqUpgrade:
 		kind = " (upgrade from LRTQ)"
 	}
-	facts := [][]string{
-		{"epoch:", fmt.Sprintf("%d%s", c.Epoch, kind)},
-		{"state:", fmt.Sprintf("%s, %d of %d acked", c.State, c.Acked, c.Required)},
-		{"built on:", builtOn(c)},
-		{"threshold:", fmt.Sprintf("K=%d, Z=%d, %d members", c.Threshold, c.CommitCrashTolerance, len(c.Members))},
-		{"coordinator:", c.Coordinator.Part + ":" + c.Coordinator.Serial},
-		{"change:", fmt.Sprintf("%s, attempt %d", c.ChangeID, c.Attempt)},
-		{"created:", humanize.Ago(now, c.TimeCreated)},
+	rows := [][2]string{
+		{"epoch", fmt.Sprintf("%d%s", c.Epoch, kind)},
+		{"state", fmt.Sprintf("%s, %d of %d acked", c.State, c.Acked, c.Required)},
+		{"built on", builtOn(c)},
+		{"threshold", fmt.Sprintf("K=%d, Z=%d, %d members", c.Threshold, c.CommitCrashTolerance, len(c.Members))},
+		{"coordinator", c.Coordinator.Part + ":" + c.Coordinator.Serial},
+		{"change", fmt.Sprintf("%s, attempt %d", c.ChangeID, c.Attempt)},
+		{"created", agoAt(now, c.TimeCreated)},
 	}
 	if c.TimeCommitted != nil {
-		facts = append(facts, []string{"committed:", humanize.Ago(now, *c.TimeCommitted)})
+		rows = append(rows, [2]string{"committed", agoAt(now, *c.TimeCommitted)})
 	}
 	if c.TimeAborted != nil {
-		facts = append(facts, []string{"aborted:", humanize.Ago(now, *c.TimeAborted) + ": " + c.AbortReason})
+		rows = append(rows, [2]string{"aborted", agoAt(now, *c.TimeAborted) + ": " + c.AbortReason})
 	}
-	if err := table(e.out, facts[0], facts[1:]); err != nil {
+	if err := facts(e.out, rows); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.out)
-	rows := make([][]string, 0, len(c.Members))
+	members := make([][]string, 0, len(c.Members))
 	for _, m := range c.Members {
 		prepared, committed := "-", "-"
 		if m.TimePrepared != nil {
@@ -305,9 +315,9 @@ func tqPrintConfig(e *env, c api.TrustQuorumConfig, now time.Time) error {
 		if m.TimeCommitted != nil {
 			committed = humanize.Ago(now, *m.TimeCommitted)
 		}
-		rows = append(rows, []string{m.Serial, m.Part, m.State, prepared, committed})
+		members = append(members, []string{m.Serial, m.Part, m.State, prepared, committed})
 	}
-	return table(e.out, []string{"SERIAL", "PART", "STATE", "PREPARED", "COMMITTED"}, rows)
+	return table(e.out, []string{"SERIAL", "PART", "STATE", "PREPARED", "COMMITTED"}, members)
 }
 
 func builtOn(c api.TrustQuorumConfig) string {
@@ -335,7 +345,7 @@ func tqStatus(ctx context.Context, e *env, args []string) error {
 			Uninitialized []api.UninitializedSled `json:"uninitialized"`
 		}{st, uninit})
 	}
-	now := time.Now()
+	now := e.now()
 	if st.Latest == nil {
 		fmt.Fprintln(e.out, "the trust quorum is not set up: rack setup has not handed the rack to Nexus")
 		return nil
@@ -371,6 +381,9 @@ func tqStatus(ctx context.Context, e *env, args []string) error {
 			if s.Expunged != nil {
 				note = fmt.Sprintf("expunged at epoch %d", s.Expunged.Epoch)
 			}
+		}
+		if note == "" {
+			note = "-"
 		}
 		rows = append(rows, []string{n.Serial, committed, storage, alarm, n.Via, humanize.Ago(now, n.TimeObserved), note})
 	}

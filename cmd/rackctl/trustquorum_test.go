@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -43,8 +44,13 @@ func TestTrustQuorumCommands(t *testing.T) {
 		return nil
 	})
 
-	code, out, errOut = tq("add", "--wait", "SIM-0005")
-	if code != 0 || !strings.Contains(out, "epoch 2 (attempt 1): preparing") || !strings.Contains(out, "epoch 2 (attempt 1): committed, 5 of 5 acked") {
+	// Flags after the arguments, as everywhere: the steps on stderr, the
+	// outcome on stdout.
+	tqGoldens(t, r)
+
+	code, out, errOut = tq("add", "SIM-0005", "--wait")
+	if code != 0 || !strings.Contains(errOut, "epoch 2 (attempt 1): preparing") ||
+		!strings.Contains(errOut, "epoch 2 (attempt 1): committed, 5 of 5 acked") || out != "epoch 2 committed (attempt 1): 5 of 5 acked, 5 members\n" {
 		t.Fatalf("add --wait: exit %d\n%s%s", code, out, errOut)
 	}
 	// The added sled unlocks its disks once Nexus starts its sled agent;
@@ -66,7 +72,8 @@ func TestTrustQuorumCommands(t *testing.T) {
 
 	code, out, errOut = tq("remove", "--wait", "--json", "SIM-0005")
 	var final api.TrustQuorumConfig
-	if code != 0 || json.Unmarshal([]byte(out), &final) != nil || final.Epoch != 3 || final.State != "committed" || len(final.Members) != 4 {
+	if code != 0 || json.Unmarshal([]byte(out), &final) != nil || final.Epoch != 3 || final.State != "committed" || len(final.Members) != 4 ||
+		errOut != "" {
 		t.Fatalf("remove --wait --json: exit %d\n%s%s", code, out, errOut)
 	}
 
@@ -78,6 +85,8 @@ func TestTrustQuorumCommands(t *testing.T) {
 		{[]string{"abort", "3"}, 1, "trust_quorum_committing"},
 		{[]string{"upgrade-from-lrtq"}, 1, "already_upgraded"},
 		{[]string{"add", "NOPE-1"}, 1, "no sled with serial NOPE-1"},
+		{[]string{"--json", "add", "NOPE-1"}, 1, `{"error":{"code":"not_found","message":"no sled with serial NOPE-1`},
+		{[]string{"add", "SIM-0001", "--wait", "--wait-timeout", "0s"}, 2, "--wait-timeout must be positive"},
 		{[]string{"remove", "SIM-0005"}, 1, "no member of the latest committed epoch has serial SIM-0005"},
 		{[]string{"add", "rackplane-sim:SIM-0005"}, 1, "sled_expunged"},
 		{[]string{"show", "x"}, 2, "not an epoch"},
@@ -88,5 +97,40 @@ func TestTrustQuorumCommands(t *testing.T) {
 		if code != c.code || !strings.Contains(errOut, c.want) {
 			t.Errorf("%v: exit %d, want %d saying %q\n%s%s", c.args, code, c.code, c.want, out, errOut)
 		}
+	}
+}
+
+// tqGoldens records status and show of the rack as rack setup left it
+// (epoch 1 committed on four sleds, the spare seen) against
+// testdata/trustquorum/*.golden. Which member saw the spare first, and
+// what each node last reported (peers, ledger generations), is the
+// rack's timing: the status JSON is compared by shape.
+func tqGoldens(t *testing.T, r *racktest.Rack) {
+	t.Helper()
+	g := &goldenRack{env: []string{"RACKPLANE_NEXUS_URL=" + r.Nexus.ExternalURL(), "RACKPLANE_TOKEN=" + r.Nexus.AdminToken}}
+	g.m.literalMask(r.Nexus.ExternalURL(), "NEXUS_URL")
+	g.m.common()
+	seenBy := regexp.MustCompile(`(SIM-0005  rackplane-sim  )SIM-\d+`)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"status", []string{"trust-quorum", "status"}},
+		{"status_json", []string{"--json", "trust-quorum", "status"}},
+		{"show", []string{"trust-quorum", "show", "1"}},
+		{"show_json", []string{"--json", "trust-quorum", "show", "1"}},
+	} {
+		text, code, out, _ := g.record(t, c.args...)
+		if code != 0 {
+			t.Errorf("%s: exit %d\n%s", c.name, code, text)
+			continue
+		}
+		if c.name == "status_json" {
+			text = fmt.Sprintf("$ rackctl %s\nexit 0\n--- stdout (shape)\n%s", strings.Join(c.args, " "), g.shape(t, out))
+		}
+		text = seenBy.ReplaceAllString(text, "${1}MEMBER")
+		text = regexp.MustCompile(`("(seen_by|connected_peers)": \[?\s*\{\s*"part": "rackplane-sim",\s*"serial": )"SIM-\d+"`).
+			ReplaceAllString(text, `$1"MEMBER"`)
+		golden(t, "trustquorum/"+c.name, text)
 	}
 }

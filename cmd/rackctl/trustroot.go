@@ -28,10 +28,11 @@ func trustRootCommands() []command {
 		run: trustRootShow, complete: completeTrustRoots,
 	}, {
 		group: "trust-root", verb: "delete", args: "ID", summary: "remove a trust root",
-		long: "A root that still signs live repos, or the last root, is removed only with --force: without\n" +
-			"a root no upload can be verified.",
+		long: "Nexus refuses to remove a root that live repos were verified against unless --force is given:\n" +
+			"uploading those releases again (to restore a pruned repo or a lost copy) would be refused once it\n" +
+			"is gone. Removing the last root is allowed; every upload is then refused until a root is added.",
 		flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&force, "force", false, "remove it even if live repos are signed by it, or it is the last one")
+			fs.BoolVar(&force, "force", false, "remove it even if live repos were verified against it")
 		},
 		run:      func(ctx context.Context, e *env, args []string) error { return trustRootDelete(ctx, e, args, force) },
 		complete: completeTrustRoots,
@@ -193,32 +194,17 @@ func trustRootDelete(ctx context.Context, e *env, args []string, force bool) err
 	if err != nil {
 		return err
 	}
-	if !force {
-		// Checked here so the operator hears it before anything changes.
-		signs, err := liveReposSignedBy(ctx, e, id)
-		if err != nil {
-			return err
-		}
-		if len(signs) > 0 {
-			return fail("trust_root_in_use", "trust root %s signs the live repo(s) %s; without it, releases signed by its keys "+
-				"are refused on upload; pass --force to remove it anyway", id, strings.Join(signs, ", "))
-		}
-		roots, err := e.nexus.TrustRootList(ctx)
-		if err != nil {
-			return err
-		}
-		if len(roots) == 1 && roots[0].ID == id {
-			return fail("last_trust_root", "trust root %s is the last one: without a trust root no upload can be verified; "+
-				"pass --force to remove it anyway", id)
-		}
-	}
-	if err := e.nexus.TrustRootDelete(ctx, id); err != nil {
+	// Nexus refuses, without --force, a root that live repos were verified
+	// against (trust_root_in_use, naming them), in the same transaction
+	// as the deletion: no check here could be as current.
+	res, err := e.nexus.TrustRootRemove(ctx, id, force)
+	if err != nil {
 		return err
 	}
 	if e.json {
-		return printJSON(e.out, map[string]any{"id": id, "deleted": true})
+		return printJSON(e.out, res)
 	}
-	fmt.Fprintf(e.out, "trust root %s deleted\n", id)
+	fmt.Fprintln(e.out, res.Message)
 	return nil
 }
 

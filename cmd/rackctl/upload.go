@@ -44,12 +44,7 @@ func repoUpload(ctx context.Context, e *env, args []string, opt uploadOptions) e
 		return err
 	}
 	if !e.json {
-		verb := map[string]string{api.UploadInserted: "uploaded", api.UploadAlreadyExists: "was already uploaded"}[res.Status]
-		if verb == "" {
-			verb = strings.ReplaceAll(res.Status, "_", " ")
-		}
-		fmt.Fprintf(e.out, "system version %s %s: %d artifacts, %s, generation %d\n", res.Repo.SystemVersion, verb,
-			res.Repo.ArtifactCount, humanize.Bytes(res.Repo.TotalBytes), res.Generation)
+		fmt.Fprintln(e.out, uploadText(res))
 	}
 	if opt.wait {
 		if err := waitReplicated(ctx, e, res.Repo.SystemVersion, res.Generation, opt.waitTimeout); err != nil {
@@ -60,6 +55,18 @@ func repoUpload(ctx context.Context, e *env, args []string, opt uploadOptions) e
 		return printJSON(e.out, res)
 	}
 	return nil
+}
+
+// uploadText is what an upload did: Nexus's own sentence, which says
+// what an inserted, repeated, restored or replacing upload means and what
+// may be done next.
+func uploadText(res api.TufRepoUpload) string {
+	if res.Message == "" {
+		// A Nexus older than the message.
+		return fmt.Sprintf("system version %s %s: %d artifacts, %s, generation %d", res.Repo.SystemVersion,
+			strings.ReplaceAll(res.Status, "_", " "), res.Repo.ArtifactCount, humanize.Bytes(res.Repo.TotalBytes), res.Generation)
+	}
+	return res.Message
 }
 
 // openZip opens a release archive and checks, before a byte is sent, that

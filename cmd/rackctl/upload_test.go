@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,12 +16,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/rackplane/rackplane/api"
 	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/bgtasks/tufreplication"
 	"github.com/rackplane/rackplane/internal/clock"
 	"github.com/rackplane/rackplane/internal/racktest"
+	"github.com/rackplane/rackplane/internal/testdb"
 	"github.com/rackplane/rackplane/internal/tufgen"
+	"github.com/rackplane/rackplane/nexus"
 )
 
 // uploadsAudited counts the upload attempts Nexus recorded.
@@ -95,7 +103,7 @@ func TestUploadProgressBarOnlyOnATerminal(t *testing.T) {
 		t.Fatalf("upload on a terminal: %v (%s)", err, done())
 	}
 	term := done()
-	if stdout.String() != "system version 1.0.0 uploaded: 2 artifacts, 2.0 MiB, generation 2\n" {
+	if stdout.String() != "system version 1.0.0 uploaded (2 artifacts, generation 2); replication to the sleds has started\n" {
 		t.Errorf("stdout: %q", stdout.String())
 	}
 	if !strings.HasPrefix(term, "\r[") || !regexp.MustCompile(`\r\[#{30}\] 100\.0% 2\.0 MiB sent in \d+m?s; Nexus verifying for \d+m?s *\r\n$`).MatchString(term) ||
@@ -199,7 +207,7 @@ func TestUploadWait(t *testing.T) {
 	}
 	env := []string{"RACKPLANE_NEXUS_URL=" + nx.ExternalURL(), "RACKPLANE_TOKEN=" + nx.AdminToken}
 	code, out, errOut := rackctlMain(t, env, "repo", "upload", "--wait", zip)
-	if code != 0 || !regexp.MustCompile(`^system version 1\.0\.0 uploaded: 4 artifacts, .*\n`+
+	if code != 0 || !regexp.MustCompile(`^system version 1\.0\.0 uploaded \(4 artifacts, generation \d+\); replication to the sleds has started\n`+
 		`system version 1\.0\.0 replicated in \d+m?s: 4 of 4 artifacts on every M\.2 of all 2 sleds\n$`).MatchString(out) ||
 		!regexp.MustCompile(`\nreplication: 4 of 4 artifacts on every M\.2 of all 2 sleds, \d+m?s elapsed\n$`).MatchString(errOut) {
 		t.Fatalf("--wait: exit %d\n%s\n%s", code, out, errOut)
@@ -228,4 +236,90 @@ func TestUploadWait(t *testing.T) {
 		!strings.Contains(body.Error.Message, "system version 2.0.0 is not on every sled after 2s (waiting for Nexus's replication task") {
 		t.Fatalf("--wait without replication: exit %d %q %q", code, out, errOut)
 	}
+}
+
+// repo uploads shows an upload while Nexus receives it (file, sender,
+// phase, bytes of the declared length) and nothing once it is done.
+func TestRepoUploadsInProgress(t *testing.T) {
+	t.Parallel()
+	nx := racktest.StartNexus(t, testdb.New(t).URL, nexus.Config{})
+	ctx := context.Background()
+	l, err := tufgen.NewLineage(rand.NewChaCha8([32]byte{9}), tufgen.LineageOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := nx.Client.TrustRootAdd(ctx, l.TrustRoot()); err != nil {
+		t.Fatal(err)
+	}
+	archive, _, err := l.BuildBytes(tufgen.Sized("1.0.0", 1<<20, 2, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	streaming, err := client.NewNexus(nx.ExternalURL(), &http.Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, w := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := streaming.WithToken(nx.AdminToken).RepoUpload(ctx, "slow-1.0.0.zip", body, int64(len(archive)), nil)
+		done <- err
+	}()
+	half := len(archive) / 2
+	if _, err := w.Write(archive[:half]); err != nil {
+		t.Fatal(err)
+	}
+	racktest.WaitFor(t, 10*time.Second, "Nexus to receive half the upload", func() error {
+		list, err := nx.Client.UploadList(ctx)
+		if err != nil {
+			return err
+		}
+		if len(list.Items) != 1 || list.Items[0].BytesReceived < int64(half) {
+			return fmt.Errorf("uploads: %+v", list.Items)
+		}
+		return nil
+	})
+	env := []string{"RACKPLANE_NEXUS_URL=" + nx.ExternalURL(), "RACKPLANE_TOKEN=" + nx.AdminToken}
+	code, out, errOut := rackctlMain(t, env, "repo", "uploads")
+	if code != 0 || !regexp.MustCompile(`\nslow-1\.0\.0\.zip +racktest-admin +receiving for \S+ +\S+ KiB of 1\.0 MiB \(\d\d%\) +\S+ ago +- \(not verified yet\) +\S+\n`+
+		`1 upload\(s\) in progress on Nexus [0-9a-f-]{36}\n$`).MatchString(out) {
+		t.Fatalf("repo uploads during an upload: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = rackctlMain(t, env, "repo", "uploads", "--json")
+	var list api.TufUploadList
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Items) != 1 || list.Items[0].Phase != api.UploadPhaseReceiving ||
+		list.Items[0].ContentLength != int64(len(archive)) {
+		t.Fatalf("repo uploads --json: exit %d\n%s", code, out)
+	}
+	if _, err := w.Write(archive[half:]); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = rackctlMain(t, env, "repo", "uploads")
+	if code != 0 || !strings.HasPrefix(out, "no upload in progress on Nexus ") {
+		t.Fatalf("repo uploads after the upload: exit %d\n%s", code, out)
+	}
+}
+
+// How uploads in progress read, at a fixed time, against
+// testdata/uploads/in_progress.golden.
+func TestUploadsRendering(t *testing.T) {
+	now := time.Date(2026, 3, 4, 12, 0, 0, 0, time.UTC)
+	list := api.TufUploadList{NexusID: uuid.MustParse("6f1f1c1e-0000-4000-8000-00000000000a"), Items: []api.TufUpload{{
+		ID: uuid.MustParse("6f1f1c1e-0000-4000-8000-000000000001"), FileName: "release-2.0.0.zip", Actor: "release-bot",
+		RequestID: "0123456789abcdef", TimeStarted: now.Add(-90 * time.Second), Phase: api.UploadPhaseReceiving,
+		TimePhaseStarted: now.Add(-90 * time.Second), BytesReceived: 3 << 30, ContentLength: 4 << 30,
+	}, {
+		ID: uuid.MustParse("6f1f1c1e-0000-4000-8000-000000000002"), FileName: "release-1.9.1.zip", Actor: "alice",
+		TimeStarted: now.Add(-5 * time.Minute), Phase: api.UploadPhaseVerifying, TimePhaseStarted: now.Add(-40 * time.Second),
+		BytesReceived: 1536 << 20, ContentLength: -1, SystemVersion: "1.9.1",
+	}}}
+	var out bytes.Buffer
+	if err := printUploads(&out, list, now); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "uploads/in_progress", out.String())
 }

@@ -269,8 +269,11 @@ func (a *App) verifyAndRecord(ctx context.Context, rcv *tufrepo.Received, fileNa
 			Version: p.Version, Kind: p.Kind, TargetName: p.TargetName, SHA256: p.SHA256, Length: p.Length},
 			Composite: p.Composite, Path: p.Path})
 	}
-	in.AuditDetail = fmt.Sprintf("file %s, sha256 %s, %d bytes, %d artifacts and %d composite parts", fileName,
-		rcv.SHA256(), rcv.Size(), len(v.Artifacts), len(v.Parts))
+	in.AuditDetail = fmt.Sprintf("file %s, sha256 %s, %d bytes, %d artifacts", fileName, rcv.SHA256(), rcv.Size(),
+		len(v.Artifacts))
+	if len(v.Parts) > 0 {
+		in.AuditDetail += fmt.Sprintf(" and %d parts read out of its composites", len(v.Parts))
+	}
 	datastore.UpdateAudit(ctx, func(e *model.AuditEntry) { e.Target = "repo " + v.SystemVersion })
 	tr.phase(model.UploadRecording)
 	res, err = a.ds.TufRepoInsert(ctx, in)

@@ -166,7 +166,8 @@ func (t *readTracker) Read(p []byte) (int, error) {
 // writes, and keeps it only if the hash matches. length is the announced
 // Content-Length (-1 when unknown).
 func (s *Store) Put(ctx context.Context, sha string, gen uint64, body io.Reader, length int64) (api.ArtifactPutResult, error) {
-	log := zerolog.Ctx(ctx)
+	l := zerolog.Ctx(ctx).With().Str("sha256", sha).Uint64("generation", gen).Logger()
+	log := &l
 	devs, err := s.admit(sha, gen)
 	if err != nil {
 		return api.ArtifactPutResult{}, err

@@ -281,7 +281,8 @@ type commitResult struct {
 // on each live target: fsync, then, under the config lock held for reading
 // (re-checking that the config still wants the hash and the device is
 // still in use) and fileMu, rename into place; then fsync each directory.
-// A mismatch, or a hash the config dropped meanwhile, keeps nothing.
+// A mismatch, or a hash the config dropped meanwhile, keeps nothing. log
+// carries the artifact's sha256 (and, for copies, the generation) already.
 func (sp *spool) commit(log *zerolog.Logger) (commitResult, error) {
 	var res commitResult
 	if got := sp.sum(); got != sp.sha {
@@ -335,10 +336,10 @@ func (sp *spool) commit(log *zerolog.Logger) (commitResult, error) {
 
 	for _, t := range renamed {
 		if err := fsutil.SyncDir(t.dev.dir); err != nil {
-			log.Warn().Err(err).Str("m2", t.dev.path).Str("sha256", sp.sha).Msg("fsync of update directory failed")
+			log.Warn().Err(err).Str("m2", t.dev.path).Msg("fsync of update directory failed")
 		}
 		res.written = append(res.written, t.dev.path)
-		log.Info().Str("sha256", sp.sha).Uint64("generation", res.generation).Str("m2", t.dev.path).
+		log.Info().Str("m2", t.dev.path).
 			Int64("bytes", sp.n).Str("source", sp.source).Msg("artifact stored")
 	}
 	res.failed = sp.failures()
