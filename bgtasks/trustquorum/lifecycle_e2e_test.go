@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -76,6 +77,32 @@ func TestRemovedSledStaysLockedAndCannotRegister(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Replication gives it nothing: a repo uploaded now reaches the four
+	// members only.
+	built := r.Upload(r.Nexus, tufgen.Demo("1.0.0"), "repo.zip")
+	racktest.WaitFor(t, 60*time.Second, "the members to hold the repo", func() error {
+		for _, a := range built.Artifacts {
+			for i := range 4 {
+				for _, m2 := range r.Processes[i].Config.Agent.M2Dirs {
+					if !racktest.Verified(racktest.ArtifactPath(m2, a.SHA256), a.SHA256) {
+						return fmt.Errorf("member %d lacks %s on %s", i, a.SHA256, m2)
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if st := racktest.ReplicationStatus(t, r.Nexus); st.Sleds != 4 {
+		t.Fatalf("replication's last run counted %d sleds, want the 4 members", st.Sleds)
+	}
+	for _, a := range built.Artifacts {
+		for _, m2 := range r.Processes[4].Config.Agent.M2Dirs {
+			if _, err := os.Stat(racktest.ArtifactPath(m2, a.SHA256)); err == nil {
+				t.Fatalf("the removed sled was given %s", a.SHA256)
+			}
+		}
+	}
 
 	// Its next boot: it knows it is out, and its disks stay locked.
 	r.Processes[4].Stop()
