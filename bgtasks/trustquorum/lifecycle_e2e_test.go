@@ -196,3 +196,47 @@ func TestSpareAddedEndToEnd(t *testing.T) {
 		t.Fatalf("Nexus's record of the added sled: %+v %v", s, err)
 	}
 }
+
+// A member that cannot gather K shares stays locked, and Nexus sees it:
+// the manager reads it through another member's proxy and records its
+// lock, which the sled's health shows; once enough members are back it
+// unlocks, and Nexus sees that too.
+func TestLockedSledIsReportedInNexus(t *testing.T) {
+	t.Parallel()
+	r := newRack(t, 5, 0, false)
+	for i := 1; i < 5; i++ {
+		r.Processes[i].Stop()
+	}
+	// Sled 0 and sled 1: two shares of K=3.
+	r.Processes[1].Start()
+	lockIn := func(want string) error {
+		if err := r.Nexus.ActivateTask(trustquorum.Name, "test"); err != nil {
+			return err
+		}
+		s, err := sledRecord(t, r.Nexus, r.board(1))
+		if err != nil {
+			return err
+		}
+		if s.Health.StorageLock != want {
+			return fmt.Errorf("sled 1's storage lock in Nexus: %q", s.Health.StorageLock)
+		}
+		return nil
+	}
+	racktest.WaitFor(t, 30*time.Second, "Nexus to see sled 1 locked", func() error { return lockIn(storage.Locked) })
+	if r.Processes[1].Server() != nil {
+		t.Fatal("sled 1 runs its sled agent with two of three shares")
+	}
+	st, err := r.Nexus.Client.TrustQuorumStatus(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.Nodes {
+		if n.Serial == r.board(1).Serial && (n.Status == nil || n.Via == "direct" ||
+			!strings.Contains(n.Status.StorageLockReason, "gathering the rack secret's shares")) {
+			t.Fatalf("Nexus's view of the locked sled: %+v %+v", n, n.Status)
+		}
+	}
+	r.Processes[2].Start()
+	racktest.WaitFor(t, 30*time.Second, "Nexus to see sled 1 unlocked", func() error { return lockIn(storage.Unlocked) })
+	racktest.WaitProcessesRegistered(t, r.Nexus, r.Processes[1], r.Processes[2])
+}
