@@ -651,6 +651,14 @@ func (r *rack) printSummary(w io.Writer) {
 			fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s  bootstrap %s\n", i, s.Baseboard().Serial, srv.URL(), srv.DepotURL(), s.BootstrapAddr())
 			continue
 		}
+		if st := s.Storage(); st != nil && st.Formatted() {
+			// Added in an earlier run: it starts its sled agent once it
+			// has unlocked its disks.
+			lock := s.Agent().StorageLockState()
+			fmt.Fprintf(tw, "  sled-%d %s\tadded earlier; its data disks are %s (%s), bootstrap %s\n", i,
+				s.Baseboard().Serial, lock.State, lock.Reason, s.BootstrapAddr())
+			continue
+		}
 		fmt.Fprintf(tw, "  sled-%d %s\tspare: bootstrap agent only, at %s (add it: rackctl trust-quorum add %s)\n", i,
 			s.Baseboard().Serial, s.BootstrapAddr(), s.Baseboard().Serial)
 	}
