@@ -51,6 +51,7 @@ type options struct {
 	tlsCert, tlsKey, tlsCA, tlsDir       string
 	bootListen, bootAdvertise, bootPeers string
 	bootstrapOnly, version               bool
+	dataDisks                            []string
 }
 
 // newFlags defines every flag of the sled agent into o.
@@ -87,6 +88,9 @@ func newFlags(o *options) *envflag.Set {
 		"how often to re-register with Nexus")
 	fs.Strings(&o.cfg.M2Dirs, "m2", "RACKPLANE_SLED_M2", "directory standing in for an M.2 device (repeat for each; normally two); "+
 		"a device is present while its directory exists")
+	fs.Strings(&o.dataDisks, "data-disk", "RACKPLANE_SLED_DATA_DISK", "directory standing in for a data disk (U.2; repeat for "+
+		"each); with any, the sled agent starts only once they are unlocked with the rack secret (K members' shares), "+
+		"and the sled id is kept sealed on them")
 	fs.Bool(&o.cfg.CreateM2Dirs, "m2-create", "RACKPLANE_SLED_M2_CREATE", false,
 		"create the --m2 directories that are missing at start (dev racks; otherwise a missing one is an absent device)")
 	fs.Duration(&o.cfg.M2PollInterval, "m2-poll-interval", "RACKPLANE_SLED_M2_POLL_INTERVAL", sledagent.DefaultM2PollInterval,
@@ -150,7 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	sc := sled.Config{
-		Agent: cfg, Identity: bundle, BootstrapOnly: o.bootstrapOnly,
+		Agent: cfg, Identity: bundle, BootstrapOnly: o.bootstrapOnly, Storage: sled.Storage{Dirs: o.dataDisks},
 		Bootstrap: bootstrap.Config{ListenAddr: o.bootListen, AdvertiseAddr: o.bootAdvertise, Peers: splitList(o.bootPeers)},
 	}
 	log, err := logging.New(stderr, "sled-agent", logging.Options{Level: logLevel, Format: logFormat})
