@@ -34,7 +34,8 @@ import (
 const usage = `sled-agent: the rackplane agent on one sled.
 
 Usage:
-  sled-agent --data-dir DIR --m2 DIR --m2 DIR --tls-dir DIR --bootstrap-peers ADDR,... [flags]`
+  sled-agent --data-dir DIR --m2 DIR --m2 DIR --tls-dir DIR --bootstrap-peers ADDR,... [flags]
+  sled-agent rack-setup --help     (the rack-setup service, run once when a rack is installed)`
 
 // DefaultBootstrapListen is the bootstrap network's listen address.
 const DefaultBootstrapListen = ":12346"
@@ -113,6 +114,9 @@ func newFlags(o *options) *envflag.Set {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "rack-setup" {
+		return runRackSetup(ctx, args[1:], stdout, stderr)
+	}
 	var o options
 	fs := newFlags(&o)
 	fs.SetOutput(stderr)
