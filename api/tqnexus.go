@@ -92,6 +92,8 @@ type TrustQuorumNodeStatus struct {
 	LedgerGeneration         uint64      `json:"ledger_generation"`
 	Stopped                  bool        `json:"stopped"`
 	StoppedReason            string      `json:"stopped_reason,omitempty"`
+	StorageLock              string      `json:"storage_lock,omitempty"`
+	StorageLockReason        string      `json:"storage_lock_reason,omitempty"`
 }
 
 // TrustQuorumNode is what Nexus last saw of one node: the last attempt

@@ -370,4 +370,9 @@ type TQStatus struct {
 	StoppedReason        string              `json:"stopped_reason,omitempty"`
 	PersistFailures      uint64              `json:"persist_failures"`
 	LastPersistError     string              `json:"last_persist_error,omitempty"`
+	// StorageLock is the data disks' lock state (locked, unlocked,
+	// expunged; "" on a sled without data disks), StorageLockReason why
+	// it is locked.
+	StorageLock       string `json:"storage_lock,omitempty"`
+	StorageLockReason string `json:"storage_lock_reason,omitempty"`
 }

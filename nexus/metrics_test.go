@@ -89,6 +89,8 @@ func TestMetricsAfterRealActions(t *testing.T) {
 		`rackplane_sleds{state="unreachable"}`:                                                                                0,
 		`rackplane_sleds_by_health{health="ok"}`:                                                                              2,
 		`rackplane_sleds_by_health{health="degraded"}`:                                                                        0,
+		`rackplane_sleds_by_storage_lock{storage_lock="unknown"}`:                                                             2,
+		`rackplane_sleds_by_storage_lock{storage_lock="locked"}`:                                                              0,
 		`rackplane_depot_bytes`:                                                                                               0,
 		`rackplane_depot_artifacts`:                                                                                           0,
 		`rackplane_http_request_duration_seconds_count{api="external",method="PUT",` + uploadRoute + `}`:                      0,

@@ -42,6 +42,9 @@ import (
 type Config struct {
 	// DataDir holds the sled's identity and other local state.
 	DataDir string
+	// ID is the sled's id when its owner keeps it (a sled process keeps
+	// it sealed on its data disks); zero: it is kept in DataDir/sled-id.
+	ID uuid.UUID
 	// ListenAddr is the sled API's listen address (":12345").
 	ListenAddr string
 	// RepoDepotAddr is the repo depot's listen address (":12348").
@@ -110,6 +113,10 @@ type Config struct {
 	// forward to (nil: they answer no_trust_quorum).
 	TrustQuorum TrustQuorum
 }
+
+// IDFile in DataDir keeps the sled id of a sled agent whose owner does
+// not keep it.
+const IDFile = "sled-id"
 
 // Defaults for Config fields left empty.
 const (
@@ -204,9 +211,11 @@ func New(cfg Config, log zerolog.Logger) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("sled agent: data dir: %w", err)
 	}
-	id, err := fsutil.LoadOrCreateUUID(filepath.Join(cfg.DataDir, "sled-id"))
-	if err != nil {
-		return nil, fmt.Errorf("sled agent: identity: %w", err)
+	id := cfg.ID
+	if id == uuid.Nil {
+		if id, err = fsutil.LoadOrCreateUUID(filepath.Join(cfg.DataDir, IDFile)); err != nil {
+			return nil, fmt.Errorf("sled agent: identity: %w", err)
+		}
 	}
 	if cfg.TLS == nil {
 		return nil, errors.New("sled agent: the sled's certificate is required (--tls-dir, or --tls-cert, --tls-key and --tls-ca)")

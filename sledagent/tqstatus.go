@@ -28,6 +28,8 @@ func tqStatusFrom(st bootstrap.Status) api.TQStatus {
 		StoppedReason:        st.StoppedReason,
 		PersistFailures:      st.PersistFailures,
 		LastPersistError:     st.LastPersistErr,
+		StorageLock:          st.StorageLock.State,
+		StorageLockReason:    st.StorageLock.Reason,
 	}
 	if st.RackID != nil {
 		id := uuid.UUID(*st.RackID)

@@ -81,6 +81,18 @@ type Plan struct {
 	// know it yet: each is asked to load the rack secret, and the members
 	// it asks for shares answer that it is expunged.
 	Removed []RemovedPlan `json:"removed,omitempty"`
+	// Starts are committed members of the latest committed epoch that
+	// have no sled agent Nexus knows (a spare just added runs only its
+	// bootstrap agent): each is asked, through a committed member's
+	// proxy, to start it; it unlocks its disks and registers.
+	Starts []StartPlan `json:"starts,omitempty"`
+}
+
+// StartPlan is a member to ask to start its sled agent.
+type StartPlan struct {
+	Sled    model.Baseboard `json:"sled"`
+	Via     model.Baseboard `json:"via"`
+	Address string          `json:"address"`
 }
 
 // RemovedPlan is a removed sled to tell.
@@ -141,9 +153,9 @@ type CommitPlan struct {
 func Decide(in Input) Plan {
 	c := in.Active
 	if c == nil {
-		return Plan{Removed: removed(in)}
+		return Plan{Removed: removed(in), Starts: starts(in)}
 	}
-	p := Plan{Epoch: c.Epoch, State: c.State, FollowUp: true, Removed: removed(in)}
+	p := Plan{Epoch: c.Epoch, State: c.State, FollowUp: true, Removed: removed(in), Starts: starts(in)}
 	if c.State.Preparing() {
 		decidePreparing(in, c, &p)
 		if p.Prepares == nil || !p.Prepares.Committing {
@@ -231,8 +243,10 @@ func removed(in Input) []RemovedPlan {
 		if lc.IsMember(b) || (in.Active != nil && in.Active.IsMember(b)) {
 			continue
 		}
+		// A removed sled's record is expunged as its epoch commits; it
+		// is still told (that gives it no work).
 		s, ok := in.Sleds[b]
-		if !o.Reached() || o.Via != model.TQViaDirect || o.Status.Expunged != nil || !ok || !s.InService {
+		if !o.Reached() || o.Via != model.TQViaDirect || o.Status.Expunged != nil || !ok || s.Address == "" {
 			continue
 		}
 		if o.Status.LatestCommittedEpoch == 0 && !o.Status.HasLrtq {
@@ -242,6 +256,40 @@ func removed(in Input) []RemovedPlan {
 		out = append(out, RemovedPlan{Sled: b, Address: s.Address})
 	}
 	slices.SortFunc(out, func(a, b RemovedPlan) int { return model.CompareBaseboards(a.Sled, b.Sled) })
+	return out
+}
+
+// starts lists the members that committed the latest committed epoch,
+// answer through a proxy, and have no registered sled agent: each is asked
+// to start it, through the first committed member whose own sled agent
+// answered.
+func starts(in Input) []StartPlan {
+	lc := in.LatestCommitted
+	if lc == nil {
+		return nil
+	}
+	committed := map[model.Baseboard]bool{}
+	for _, m := range lc.Members {
+		o := in.Nodes[m.Baseboard]
+		committed[m.Baseboard] = m.State == model.TQMemberCommitted ||
+			(o.Reached() && o.Status.LatestCommittedEpoch >= lc.Epoch)
+	}
+	vias := proxies(in, lc, committed)
+	var out []StartPlan
+	for _, m := range lc.Members {
+		b := m.Baseboard
+		o := in.Nodes[b]
+		if s, ok := in.Sleds[b]; (ok && s.Address != "") || !committed[b] || !o.Reached() || o.Via == model.TQViaDirect ||
+			o.Status.Expunged != nil {
+			continue
+		}
+		for _, via := range vias {
+			if via != b {
+				out = append(out, StartPlan{Sled: b, Via: via, Address: in.Sleds[via].Address})
+				break
+			}
+		}
+	}
 	return out
 }
 

@@ -205,6 +205,17 @@ var goldenCases = map[string]func() Input{
 		in.Nodes[board(7)] = NodeObs{Via: model.TQViaDirect, Status: &api.TQStatus{Baseboard: wireBoard(7)}}
 		return in
 	},
+	// Epoch 2 added sled 5, which committed it through a proxy and runs
+	// only its bootstrap agent: it is asked to start its sled agent
+	// through sled 1. Sled 4, registered, is not.
+	"committed_member_started": func() Input {
+		in := input(5, 2)
+		in.LatestCommitted = config(2, model.TQCommitted, 1, "ccccc")
+		delete(in.Sleds, board(5))
+		in.Nodes[board(5)] = NodeObs{Via: "proxy rackplane-sim:SIM-0001", Status: &api.TQStatus{Baseboard: wireBoard(5),
+			LatestCommittedEpoch: 2, StorageLock: "locked"}}
+		return in
+	},
 	// Nobody to reach sled 4 through: it waits.
 	"committing_unroutable": func() Input {
 		in := input(4, 1)

@@ -256,11 +256,10 @@ func TestAddSled(t *testing.T) {
 		t.Fatalf("the change: %+v", c)
 	}
 	r.assertCommitted(r.Nexus, 2, span(0, 5))
-	if r.Processes[4].Server() != nil {
-		t.Fatal("the spare started a sled agent")
-	}
-	// Nexus reached the spare only through a member (as of a run after
-	// the commit: each run reads statuses before it commits).
+	// Once committed, the manager asks the spare (through a member) to
+	// start its sled agent; it unlocks and registers, and from then on
+	// Nexus reads it directly.
+	racktest.WaitProcessesRegistered(t, r.Nexus, r.Processes[4])
 	runOnce(t, r.Nexus)
 	st, err := r.Nexus.Client.TrustQuorumStatus(ctxT(t))
 	if err != nil {
@@ -268,7 +267,7 @@ func TestAddSled(t *testing.T) {
 	}
 	for _, n := range st.Nodes {
 		if n.Part == spare.Part && n.Serial == spare.Serial {
-			if n.Via == "direct" || n.Status == nil || n.Status.LatestCommittedEpoch != 2 {
+			if n.Via != "direct" || n.Status == nil || n.Status.LatestCommittedEpoch != 2 || n.Status.StorageLock != "unlocked" {
 				t.Fatalf("the spare's node status: %+v", n)
 			}
 		}

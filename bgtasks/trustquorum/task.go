@@ -133,6 +133,9 @@ type Counters struct {
 	Aborts       int `json:"aborts"`
 	Retries      int `json:"retries"`
 	Fenced       int `json:"fenced_writes"`
+	// SledAgentsStarted counts members asked to start their sled agent
+	// that started it.
+	SledAgentsStarted int `json:"sled_agents_started"`
 }
 
 // Status is what one activation saw and did.
@@ -207,7 +210,7 @@ func (t *Task) Activate(ctx context.Context, act bgtasks.Activation) (any, error
 	}
 	if plan.FollowUp {
 		act.RequeueAfter(t.cfg.FollowUp)
-	} else if len(plan.Removed) > 0 {
+	} else if len(plan.Removed) > 0 || len(plan.Starts) > 0 {
 		// The members' answers take a moment: look again soon, not at the
 		// next period.
 		act.RequeueAfter(max(10*t.cfg.FollowUp, time.Second))
@@ -245,6 +248,7 @@ func addCounters(c *Counters, o Counters) {
 	c.Aborts += o.Aborts
 	c.Retries += o.Retries
 	c.Fenced += o.Fenced
+	c.SledAgentsStarted += o.SledAgentsStarted
 }
 
 func setState(st *Status, v *datastore.TQView) {
@@ -348,7 +352,8 @@ func (t *Task) readStatuses(ctx context.Context, c *collected) {
 	}
 	var direct []model.Baseboard
 	for _, b := range c.watched {
-		if s, ok := c.sleds[b]; ok && s.InService && s.Address != "" {
+		// An expunged sled is still read (a removed one, until it knows).
+		if s, ok := c.sleds[b]; ok && s.Address != "" {
 			direct = append(direct, b)
 		}
 	}
@@ -446,7 +451,7 @@ func nodeView(st *api.TQStatus) *model.TQNodeView {
 	v := &model.TQNodeView{LatestCommittedEpoch: st.LatestCommittedEpoch, HasLrtq: st.HasLrtq,
 		CoordinatingEpoch: st.Coordination.Epoch, CoordinationState: st.Coordination.State,
 		ConnectedPeers: []model.Baseboard{}, Alarms: []model.TQAlarm{}, LedgerGeneration: st.LedgerGeneration,
-		Stopped: st.Stopped, StoppedReason: st.StoppedReason}
+		Stopped: st.Stopped, StoppedReason: st.StoppedReason, StorageLock: st.StorageLock, StorageLockReason: st.StorageLockReason}
 	if st.LatestConfiguration != nil {
 		v.LatestConfigEpoch = st.LatestConfiguration.Epoch
 	}
@@ -513,6 +518,9 @@ func (t *Task) execute(ctx context.Context, log zerolog.Logger, c *collected, p 
 	}
 	for _, rp := range p.Removed {
 		t.tellRemoved(ctx, log, rp, st)
+	}
+	for _, sp := range p.Starts {
+		t.startSledAgent(ctx, log, sp, st, run)
 	}
 	if c.view.Active == nil {
 		return nil
@@ -607,6 +615,31 @@ func (t *Task) tellRemoved(ctx context.Context, log zerolog.Logger, rp RemovedPl
 		st.Did = append(st.Did, fmt.Sprintf("told removed sled %s: %v", rp.Sled, err))
 	default:
 		st.Did = append(st.Did, fmt.Sprintf("told removed sled %s to ask the members", rp.Sled))
+	}
+}
+
+// startSledAgent asks a member with no sled agent, through another
+// member's proxy, to start it. The member unlocks its data disks first
+// (gathering K shares), so the answer may take a moment; a member still
+// locked when the request times out is asked again next run.
+func (t *Task) startSledAgent(ctx context.Context, log zerolog.Logger, sp StartPlan, st *Status, run *Counters) {
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.RequestTimeout)
+	defer cancel()
+	sc, err := t.sled(sp.Address)
+	var res api.TQStartSledAgentResult
+	if err == nil {
+		res, err = sc.TQStartSledAgent(ctx, api.Baseboard{Part: sp.Sled.Part, Serial: sp.Sled.Serial})
+	}
+	switch {
+	case err != nil:
+		log.Warn().Err(err).Str("sled", sp.Sled.String()).Str("via", sp.Via.String()).Msg("could not start a member's sled agent")
+		st.Did = append(st.Did, fmt.Sprintf("asked %s (through %s) to start its sled agent: %v", sp.Sled, sp.Via, err))
+	case res.Started:
+		run.SledAgentsStarted++
+		log.Info().Str("sled", sp.Sled.String()).Str("via", sp.Via.String()).Msg("a member's sled agent started")
+		st.Did = append(st.Did, fmt.Sprintf("started the sled agent of %s (through %s)", sp.Sled, sp.Via))
+	default:
+		st.Did = append(st.Did, fmt.Sprintf("asked %s (through %s) to start its sled agent: it runs already", sp.Sled, sp.Via))
 	}
 }
 

@@ -361,9 +361,15 @@ func tqStatus(ctx context.Context, e *env, args []string) error {
 	rows := make([][]string, 0, len(st.Nodes))
 	alarms := 0
 	for _, n := range st.Nodes {
-		committed, alarm, note := "-", "-", n.Error
+		committed, storage, alarm, note := "-", "-", "-", n.Error
 		if s := n.Status; s != nil {
 			committed = strconv.FormatUint(s.LatestCommittedEpoch, 10)
+			if s.StorageLock != "" {
+				storage = s.StorageLock
+			}
+			if s.StorageLockReason != "" && note == "" {
+				note = s.StorageLockReason
+			}
 			if len(s.Alarms) > 0 {
 				alarms += len(s.Alarms)
 				var kinds []string
@@ -379,9 +385,9 @@ func tqStatus(ctx context.Context, e *env, args []string) error {
 		if note == "" {
 			note = "-"
 		}
-		rows = append(rows, []string{n.Serial, committed, alarm, n.Via, humanize.Ago(now, n.TimeObserved), note})
+		rows = append(rows, []string{n.Serial, committed, storage, alarm, n.Via, humanize.Ago(now, n.TimeObserved), note})
 	}
-	if err := table(e.out, []string{"SERIAL", "COMMITTED", "ALARMS", "VIA", "OBSERVED", "NOTE"}, rows); err != nil {
+	if err := table(e.out, []string{"SERIAL", "COMMITTED", "STORAGE", "ALARMS", "VIA", "OBSERVED", "NOTE"}, rows); err != nil {
 		return err
 	}
 	if alarms > 0 {

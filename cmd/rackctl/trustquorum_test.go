@@ -53,6 +53,18 @@ func TestTrustQuorumCommands(t *testing.T) {
 		!strings.Contains(errOut, "epoch 2 (attempt 1): committed, 5 of 5 acked") || out != "epoch 2 committed (attempt 1): 5 of 5 acked, 5 members\n" {
 		t.Fatalf("add --wait: exit %d\n%s%s", code, out, errOut)
 	}
+	// The added sled unlocks its disks once Nexus starts its sled agent;
+	// status shows every node's storage lock.
+	racktest.WaitFor(t, 30*time.Second, "every node unlocked in the status", func() error {
+		if err := r.Nexus.ActivateTask("trust_quorum_manager", "test"); err != nil {
+			return err
+		}
+		code, out, errOut = tq("status")
+		if code != 0 || !strings.Contains(out, "STORAGE") || strings.Count(out, " unlocked ") != 5 {
+			return fmt.Errorf("status: exit %d\n%s%s", code, out, errOut)
+		}
+		return nil
+	})
 	code, out, errOut = tq("show", "2")
 	if code != 0 || strings.Count(out, " committed ") < 5 || !strings.Contains(out, "K=3, Z=1, 5 members") {
 		t.Fatalf("show 2: exit %d\n%s%s", code, out, errOut)

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,6 +54,7 @@ import (
 	"github.com/rackplane/rackplane/sledagent/bootstrap"
 	"github.com/rackplane/rackplane/sledagent/bootstrap/rss"
 	"github.com/rackplane/rackplane/sledagent/sled"
+	"github.com/rackplane/rackplane/sledagent/storage"
 	"github.com/rackplane/rackplane/trustquorum"
 )
 
@@ -63,6 +65,7 @@ Usage:
 
 type options struct {
 	sleds        int
+	spares       int
 	dataDir      string
 	keep         bool
 	databaseURL  string
@@ -86,6 +89,9 @@ func main() {
 func newFlags(o *options) *envflag.Set {
 	fs := envflag.New("rackdev", usage)
 	fs.Int(&o.sleds, "sleds", "RACKDEV_SLEDS", 4, "number of sled agents")
+	fs.Int(&o.spares, "spare-sleds", "RACKDEV_SPARE_SLEDS", 0,
+		"number of spare sleds: running only their bootstrap agent, not in rack setup, to be added with\n"+
+			"rackctl trust-quorum add SERIAL (needs --sleds 3 or more)")
 	fs.String(&o.dataDir, "data-dir", "RACKDEV_DATA_DIR", "",
 		"directory for all state, the database's included: run again on the same one, the rack resumes "+
 			"(default: a new temp dir, removed on exit unless --keep)")
@@ -136,6 +142,18 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "rackdev: --sleds must be from 1 to 64")
 		return 2
 	}
+	if o.spares < 0 || o.spares+o.sleds > 64 {
+		fmt.Fprintln(stderr, "rackdev: --spare-sleds must be from 0 to 64 less --sleds")
+		return 2
+	}
+	if o.spares > 0 && o.processes {
+		fmt.Fprintln(stderr, "rackdev: --spare-sleds does not go with --processes yet")
+		return 2
+	}
+	if o.spares > 0 && o.sleds < trustquorum.MinMembers {
+		fmt.Fprintf(stderr, "rackdev: --spare-sleds needs a trust quorum: --sleds %d or more\n", trustquorum.MinMembers)
+		return 2
+	}
 	if o.smoke {
 		o.externalAddr, o.internalAddr = "127.0.0.1:0", "127.0.0.1:0"
 	}
@@ -147,12 +165,15 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "rackdev:", err)
 		return 1
 	}
-	if err := rack.check(ctx, o.waitTimeout); err != nil {
-		fmt.Fprintln(stderr, "rackdev:", err)
-		return 1
-	}
+	// With a trust quorum the sled agents start only once the sleds
+	// unlock their data disks: after rack setup (or, on a kept rack, once
+	// K of them are up).
 	if err := rack.setupTrustQuorum(ctx, o.waitTimeout, stdout); err != nil {
 		fmt.Fprintln(stderr, "rackdev: rack setup:", err)
+		return 1
+	}
+	if err := rack.check(ctx, o.waitTimeout); err != nil {
+		fmt.Fprintln(stderr, "rackdev:", err)
 		return 1
 	}
 	demo, built, err := rack.writeDemo()
@@ -207,7 +228,9 @@ type rack struct {
 	dbURL   string
 	nexus   *nexus.Server
 	sleds   []*sled.Sled
-	pki     string
+	// spares run only their bootstrap agent until added (--spare-sleds).
+	spares []*sled.Sled
+	pki    string
 	// externalCA, when the external API serves HTTPS (--tls), is the CA
 	// file clients need to trust it.
 	externalCA string
@@ -222,7 +245,7 @@ type rack struct {
 }
 
 func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
-	r := &rack{o: o, runErrs: make(chan error, o.sleds+1)}
+	r := &rack{o: o, runErrs: make(chan error, o.sleds+o.spares+1)}
 	ctx, cancel := context.WithCancel(parent)
 	r.cancel = cancel
 
@@ -296,7 +319,10 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 		return r, r.startChildSleds(ctx, ca, stdout)
 	}
 	var peers []string
-	for i := range o.sleds {
+	// With a trust quorum every sled has data disks, unlocked with the
+	// rack secret before its sled agent starts.
+	dataDisks := o.sleds >= trustquorum.MinMembers
+	for i := range o.sleds + o.spares {
 		name := fmt.Sprintf("sled-%d", i)
 		slog, err := r.logger(name)
 		if err != nil {
@@ -307,6 +333,11 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 			return r, err
 		}
 		dir := filepath.Join(r.dataDir, name)
+		var disks sled.Storage
+		if dataDisks {
+			disks.Dirs = []string{filepath.Join(dir, "u2-a"), filepath.Join(dir, "u2-b")}
+		}
+		spare := i >= o.sleds
 		s, err := sled.New(sled.Config{
 			Agent: sledagent.Config{
 				DataDir:       dir,
@@ -316,16 +347,22 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 				M2Dirs:        []string{filepath.Join(dir, "m2-a"), filepath.Join(dir, "m2-b")},
 				CreateM2Dirs:  true,
 			},
-			Identity:  id,
-			Bootstrap: bootstrap.Config{ListenAddr: "127.0.0.1:0"},
+			Identity:      id,
+			Bootstrap:     bootstrap.Config{ListenAddr: "127.0.0.1:0"},
+			BootstrapOnly: spare,
+			Storage:       disks,
 		}, slog)
 		if err != nil {
 			return r, fmt.Errorf("%s: %w", name, err)
 		}
-		r.sleds = append(r.sleds, s)
+		if spare {
+			r.spares = append(r.spares, s)
+		} else {
+			r.sleds = append(r.sleds, s)
+		}
 		peers = append(peers, s.BootstrapAddr())
 	}
-	for i, s := range r.sleds {
+	for i, s := range append(slices.Clone(r.sleds), r.spares...) {
 		s.Agent().SetPeers(peers)
 		r.goRun(ctx, fmt.Sprintf("sled-%d", i), s.Run)
 	}
@@ -349,7 +386,8 @@ func (r *rack) startDatabase(ctx context.Context, stdout io.Writer) error {
 	_, err := os.Stat(filepath.Join(pgDir, "PG_VERSION"))
 	r.resumed = err == nil
 	if !r.resumed {
-		for _, left := range []string{filepath.Join("nexus", "nexus-id"), filepath.Join("sled-0", "sled-id")} {
+		for _, left := range []string{filepath.Join("nexus", "nexus-id"), filepath.Join("sled-0", "sled-id"),
+			filepath.Join("sled-0", "u2-a", storage.DiskFile)} {
 			if _, err := os.Stat(filepath.Join(r.dataDir, left)); err == nil {
 				return fmt.Errorf("%s holds a rack's sleds and Nexus but not its database (an older rackdev's, or "+
 					"one run with --database-url): its sleds hold artifact generations a new database would not "+
@@ -406,7 +444,7 @@ func (r *rack) waitConverged(ctx context.Context, timeout time.Duration, stdout 
 			last = err.Error()
 		case st.Stopped != "":
 			last = st.Stopped
-		case st.Converged && st.Sleds == len(r.nodes()):
+		case st.Converged && st.Sleds >= len(r.sleds)+len(r.children):
 			repos, err := nx.RepoList(ctx, false)
 			if err != nil {
 				return err
@@ -452,9 +490,21 @@ func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdo
 	if err != nil {
 		return err
 	}
-	if st, err := nx.TrustQuorumStatus(ctx); err != nil {
-		return err
-	} else if st.LatestCommitted != nil {
+	var st api.TrustQuorumStatus
+	for {
+		// Nexus may still be starting.
+		if st, err = nx.TrustQuorumStatus(ctx); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nexus not up within %s: %w", timeout, err)
+		case err := <-r.runErrs:
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if st.LatestCommitted != nil {
 		fmt.Fprintf(stdout, "rackdev: the rack is set up already (trust-quorum epoch %d %s)\n",
 			st.LatestCommitted.Epoch, st.LatestCommitted.State)
 		return nil
@@ -541,10 +591,6 @@ func (r *rack) check(ctx context.Context, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	want := map[uuid.UUID]bool{}
-	for _, s := range r.nodes() {
-		want[s.ID()] = true
-	}
 	var lastErr error
 	for {
 		select {
@@ -552,7 +598,7 @@ func (r *rack) check(ctx context.Context, timeout time.Duration) error {
 			return err
 		default:
 		}
-		lastErr = r.checkOnce(ctx, nx, want)
+		lastErr = r.checkOnce(ctx, nx)
 		if lastErr == nil {
 			return nil
 		}
@@ -566,17 +612,28 @@ func (r *rack) check(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-func (r *rack) checkOnce(ctx context.Context, nx client.Nexus, want map[uuid.UUID]bool) error {
+func (r *rack) checkOnce(ctx context.Context, nx client.Nexus) error {
 	if _, err := nx.Health(ctx); err != nil {
 		return fmt.Errorf("nexus health: %w", err)
 	}
-	for _, s := range r.nodes() {
-		sc, err := client.NewSledAgent(s.URL(), r.sledHTTP())
+	if r.o.processes {
+		return r.checkChildrenOnce(ctx, nx)
+	}
+	want := map[uuid.UUID]bool{}
+	for i, s := range r.sleds {
+		if s.Server() == nil {
+			lock := s.Agent().StorageLockState()
+			return fmt.Errorf("sled-%d has no sled agent yet: its data disks are %s (%s)", i, lock.State, lock.Reason)
+		}
+		want[s.Server().ID()] = true
+	}
+	for _, s := range r.sleds {
+		sc, err := client.NewSledAgent(s.Server().URL(), r.sledHTTP())
 		if err != nil {
 			return err
 		}
 		if _, err := sc.Health(ctx); err != nil {
-			return fmt.Errorf("sled %s health: %w", s.ID(), err)
+			return fmt.Errorf("sled %s health: %w", s.Server().ID(), err)
 		}
 	}
 	sleds, err := nx.SledList(ctx)
@@ -605,8 +662,25 @@ func (r *rack) printSummary(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "  nexus external API\t%s\n", r.nexus.ExternalURL())
 	fmt.Fprintf(tw, "  nexus internal API\t%s\n", r.nexus.InternalURL())
-	for i, s := range r.nodes() {
-		fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s  bootstrap %s\n", i, s.Serial(), s.URL(), s.DepotURL(), s.BootstrapAddr())
+	for i, s := range r.children {
+		fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s  bootstrap %s  (process %d)\n", i, s.Serial(), s.URL(), s.DepotURL(),
+			s.BootstrapAddr(), s.child.PID())
+	}
+	for i, s := range append(slices.Clone(r.sleds), r.spares...) {
+		if srv := s.Server(); srv != nil {
+			fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s  bootstrap %s\n", i, s.Baseboard().Serial, srv.URL(), srv.DepotURL(), s.BootstrapAddr())
+			continue
+		}
+		if st := s.Storage(); st != nil && st.Formatted() {
+			// Added in an earlier run: it starts its sled agent once it
+			// has unlocked its disks.
+			lock := s.Agent().StorageLockState()
+			fmt.Fprintf(tw, "  sled-%d %s\tadded earlier; its data disks are %s (%s), bootstrap %s\n", i,
+				s.Baseboard().Serial, lock.State, lock.Reason, s.BootstrapAddr())
+			continue
+		}
+		fmt.Fprintf(tw, "  sled-%d %s\tspare: bootstrap agent only, at %s (add it: rackctl trust-quorum add %s)\n", i,
+			s.Baseboard().Serial, s.BootstrapAddr(), s.Baseboard().Serial)
 	}
 	fmt.Fprintf(tw, "  admin token\t%s  (also in %s)\n", r.adminToken, r.tokenFile())
 	fmt.Fprintf(tw, "  rack CA and certificates\t%s\n", r.pki)

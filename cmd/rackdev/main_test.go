@@ -30,7 +30,7 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	// A data dir the user named is kept, with every component's log.
-	for _, f := range []string{"logs/nexus.log", "logs/sled-0.log", "logs/sled-2.log", "sled-1/sled-id", "demo/root.json", "demo/demo-repo-1.0.0.zip",
+	for _, f := range []string{"logs/nexus.log", "logs/sled-0.log", "logs/sled-2.log", "sled-1/u2-a/disk.json", "sled-1/u2-b/sled-state.sealed", "demo/root.json", "demo/demo-repo-1.0.0.zip",
 		"pki/ca.crt", "pki/ca.key", "pki/sled-2/sled.crt", "pki/rss/rss.key", "rack-id", "postgres/PG_VERSION", "logs/postgres.log",
 		"sled-0/m2-a/bootstrap/trust-quorum.json", "sled-2/m2-b/bootstrap/trust-quorum.json"} {
 		if _, err := os.Stat(dataDir + "/" + f); err != nil {

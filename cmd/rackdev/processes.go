@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
+	"github.com/rackplane/rackplane/api/client"
 	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/internal/supervise"
@@ -201,4 +202,37 @@ func loopbackAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// checkChildrenOnce is checkOnce under --processes: every sled process
+// answers on its API and is registered with Nexus.
+func (r *rack) checkChildrenOnce(ctx context.Context, nx client.Nexus) error {
+	want := map[uuid.UUID]bool{}
+	for _, c := range r.children {
+		if c.child.PID() == 0 {
+			return fmt.Errorf("%s is not running (see logs/supervisor.log and logs/%s.log)", c.name, c.name)
+		}
+		sc, err := client.NewSledAgent(c.URL(), r.sledHTTP())
+		if err != nil {
+			return err
+		}
+		if _, err := sc.Health(ctx); err != nil {
+			return fmt.Errorf("%s health: %w", c.name, err)
+		}
+		want[c.id] = true
+	}
+	sleds, err := nx.SledList(ctx)
+	if err != nil {
+		return fmt.Errorf("list sleds: %w", err)
+	}
+	registered := 0
+	for _, s := range sleds {
+		if want[s.ID] {
+			registered++
+		}
+	}
+	if registered != len(want) {
+		return fmt.Errorf("%d of %d sleds registered", registered, len(want))
+	}
+	return nil
 }

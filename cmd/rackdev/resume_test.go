@@ -122,6 +122,15 @@ func TestSecondStartResumesTheRack(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitConverged(t, nx, up.Generation)
+	// Rack setup recorded epoch 1 with every member acked.
+	tq, err := nx.TrustQuorumStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := tq.LatestCommitted; c == nil || c.Epoch != 1 || c.State != "committed" || c.Lrtq || len(c.Members) != 3 ||
+		c.Acked != 3 || c.Required != 3 {
+		t.Fatalf("epoch 1 after rack setup: %+v", c)
+	}
 	sledsBefore, err := nx.SledList(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -143,6 +152,12 @@ func TestSecondStartResumesTheRack(t *testing.T) {
 	}
 	if strings.Contains(out, "demo repo 1.0.0") {
 		t.Errorf("the demo was uploaded again:\n%s", out)
+	}
+	// No second rack setup: the sleds unlocked their disks from each
+	// other's shares, and Nexus has the rack already.
+	if !strings.Contains(out, "the rack is set up already (trust-quorum epoch 1 committed)") ||
+		strings.Contains(out, "over the bootstrap network") {
+		t.Errorf("the second start set the rack up again:\n%s", out)
 	}
 	nx = second.nexus.WithToken(token) // the same token works: the same database
 	repos, err := nx.RepoList(ctx, false)
@@ -192,6 +207,81 @@ func TestSecondStartResumesTheRack(t *testing.T) {
 	if n := bytes.Count(logs, []byte("view is stale")); n > 0 {
 		t.Errorf("nexus.log has %d stale-view lines", n)
 	}
+}
+
+// --lrtq sets the rack up with LRTQ, recorded as epoch 1 with every
+// member acked; the sleds unlock with the LRTQ secret.
+func TestLrtqRackSetupIsRecorded(t *testing.T) {
+	dataDir := keptDataDir(t)
+	d := startDevRack(t, "--data-dir", dataDir, "--no-demo", "--lrtq")
+	defer d.close(t)
+	nx := d.nexus.WithToken(adminToken(t, dataDir))
+	tq, err := nx.TrustQuorumStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := tq.LatestCommitted; c == nil || c.Epoch != 1 || c.State != "committed" || !c.Lrtq || len(c.Members) != 3 ||
+		c.Acked != 3 || c.Required != 3 {
+		t.Fatalf("LRTQ after rack setup: %+v", c)
+	}
+	if !strings.Contains(d.out.String(), "LRTQ set up on 3 sleds") {
+		t.Fatalf("output:\n%s", d.out)
+	}
+}
+
+// --spare-sleds starts sleds that run only their bootstrap agent; Nexus
+// lists one as uninitialised, and adding it (what rackctl trust-quorum add
+// asks) commits epoch 2 over all four; Nexus then has it start its sled
+// agent, which unlocks and registers.
+func TestSpareSledIsAdded(t *testing.T) {
+	dataDir := keptDataDir(t)
+	d := startDevRack(t, "--data-dir", dataDir, "--no-demo", "--spare-sleds", "1")
+	defer d.close(t)
+	if !strings.Contains(d.out.String(), "spare: bootstrap agent only") ||
+		!strings.Contains(d.out.String(), "rackctl trust-quorum add SIM-0004") {
+		t.Fatalf("output:\n%s", d.out)
+	}
+	nx := d.nexus.WithToken(adminToken(t, dataDir))
+	ctx := context.Background()
+	spare := api.Baseboard{Part: "rackplane-sim", Serial: "SIM-0004"}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		list, err := nx.SledsUninitialized(ctx)
+		if err == nil && slices.ContainsFunc(list, func(u api.UninitializedSled) bool { return u.Serial == spare.Serial }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the spare is not listed uninitialised: %+v %v", list, err)
+		}
+		_, _ = nx.BackgroundTaskActivate(ctx, "trust_quorum_manager")
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := nx.TrustQuorumMembership(ctx, api.TrustQuorumMembership{Add: []api.Baseboard{spare}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		sleds, err := nx.SledList(ctx)
+		if err == nil && slices.ContainsFunc(sleds, func(s api.Sled) bool { return s.Baseboard == spare }) {
+			c, err := nx.TrustQuorumEpoch(ctx, 2)
+			if err != nil || c.State != "committed" || len(c.Members) != 4 {
+				t.Fatalf("epoch 2: %+v %v", c, err)
+			}
+			return
+		}
+		if time.Now().After(deadline.Add(time.Minute)) {
+			t.Fatalf("the added spare did not register: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func adminToken(t *testing.T, dataDir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // A data dir that holds a rack's sleds but no database (made by an older

@@ -34,7 +34,8 @@ import (
 const usage = `sled-agent: the rackplane agent on one sled.
 
 Usage:
-  sled-agent --data-dir DIR --m2 DIR --m2 DIR --tls-dir DIR --bootstrap-peers ADDR,... [flags]`
+  sled-agent --data-dir DIR --m2 DIR --m2 DIR --tls-dir DIR --bootstrap-peers ADDR,... [flags]
+  sled-agent rack-setup --help     (the rack-setup service, run once when a rack is installed)`
 
 // DefaultBootstrapListen is the bootstrap network's listen address.
 const DefaultBootstrapListen = ":12346"
@@ -51,6 +52,7 @@ type options struct {
 	tlsCert, tlsKey, tlsCA, tlsDir       string
 	bootListen, bootAdvertise, bootPeers string
 	bootstrapOnly, version               bool
+	dataDisks                            []string
 }
 
 // newFlags defines every flag of the sled agent into o.
@@ -87,6 +89,9 @@ func newFlags(o *options) *envflag.Set {
 		"how often to re-register with Nexus")
 	fs.Strings(&o.cfg.M2Dirs, "m2", "RACKPLANE_SLED_M2", "directory standing in for an M.2 device (repeat for each; normally two); "+
 		"a device is present while its directory exists")
+	fs.Strings(&o.dataDisks, "data-disk", "RACKPLANE_SLED_DATA_DISK", "directory standing in for a data disk (U.2; repeat for "+
+		"each); with any, the sled agent starts only once they are unlocked with the rack secret (K members' shares), "+
+		"and the sled id is kept sealed on them")
 	fs.Bool(&o.cfg.CreateM2Dirs, "m2-create", "RACKPLANE_SLED_M2_CREATE", false,
 		"create the --m2 directories that are missing at start (dev racks; otherwise a missing one is an absent device)")
 	fs.Duration(&o.cfg.M2PollInterval, "m2-poll-interval", "RACKPLANE_SLED_M2_POLL_INTERVAL", sledagent.DefaultM2PollInterval,
@@ -109,6 +114,9 @@ func newFlags(o *options) *envflag.Set {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "rack-setup" {
+		return runRackSetup(ctx, args[1:], stdout, stderr)
+	}
 	var o options
 	fs := newFlags(&o)
 	fs.SetOutput(stderr)
@@ -150,7 +158,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	sc := sled.Config{
-		Agent: cfg, Identity: bundle, BootstrapOnly: o.bootstrapOnly,
+		Agent: cfg, Identity: bundle, BootstrapOnly: o.bootstrapOnly, Storage: sled.Storage{Dirs: o.dataDisks},
 		Bootstrap: bootstrap.Config{ListenAddr: o.bootListen, AdvertiseAddr: o.bootAdvertise, Peers: splitList(o.bootPeers)},
 	}
 	log, err := logging.New(stderr, "sled-agent", logging.Options{Level: logLevel, Format: logFormat})

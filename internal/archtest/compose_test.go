@@ -28,6 +28,7 @@ func helpTexts(t *testing.T, root string) map[string]string {
 		{"nexus", "pki", "init", "--help"},
 		{"nexus", "pki", "issue", "--help"},
 		{"sled-agent", "--help"},
+		{"sled-agent", "rack-setup", "--help"},
 		{"rackctl", "help"},
 	} {
 		b, _ := exec.Command(filepath.Join(bin, args[0]), args[1:]...).CombinedOutput()
@@ -102,9 +103,10 @@ func TestComposeFileMatchesBinaries(t *testing.T) {
 			}
 		}
 	}
-	// Three sleds, two Nexus instances, the migration, the health check.
-	if checked < 7 {
-		t.Fatalf("found %d commands of ours in docker-compose.yml, want at least 7", checked)
+	// Three sleds, two Nexus instances, the migration, the health check,
+	// rack setup.
+	if checked < 8 {
+		t.Fatalf("found %d commands of ours in docker-compose.yml, want at least 8", checked)
 	}
 	scripted := 0
 	for _, c := range []struct {

@@ -121,7 +121,7 @@ func TestSystemdUnitsMatchBinaries(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(paths)
-	want := []string{"nexus-migrate.service", "nexus.service", "sled-agent.service"}
+	want := []string{"nexus-migrate.service", "nexus.service", "rack-setup.service", "sled-agent.service"}
 	var names []string
 	for _, p := range paths {
 		names = append(names, filepath.Base(p))
@@ -162,6 +162,17 @@ func TestSystemdUnitsMatchBinaries(t *testing.T) {
 	for _, m2 := range m2s {
 		if !slices.ContainsFunc(rw, func(p string) bool { return strings.HasPrefix(m2, strings.TrimPrefix(p, "-")+"/") }) {
 			t.Errorf("sled-agent.service may not write M.2 %s (ReadWritePaths %v)", m2, rw)
+		}
+	}
+	// And its data disks: without them the sled would start unlocked,
+	// the trust quorum protecting nothing.
+	disks := strings.Split(env["RACKPLANE_SLED_DATA_DISK"], ",")
+	if env["RACKPLANE_SLED_DATA_DISK"] == "" || len(disks) < 1 {
+		t.Fatal("sled-agent.env names no data disk: the sled would start without storage unlock")
+	}
+	for _, d := range disks {
+		if !slices.ContainsFunc(rw, func(p string) bool { return strings.HasPrefix(d, strings.TrimPrefix(p, "-")+"/") }) {
+			t.Errorf("sled-agent.service may not write data disk %s (ReadWritePaths %v)", d, rw)
 		}
 	}
 

@@ -18,7 +18,8 @@ import (
 // startTrustQuorum starts the rack's sled processes and sets the rack up
 // as rackdev does: the rack-setup service dials every initial sled's
 // bootstrap agent, commits epoch 1 (or LRTQ) over them and hands the rack
-// to Nexus.
+// to Nexus. Every sled has data disks: its sled agent starts (and
+// registers) once epoch 1 is committed and it gathered K shares.
 func (r *Rack) startTrustQuorum() {
 	t := r.T
 	t.Helper()
@@ -27,9 +28,8 @@ func (r *Rack) startTrustQuorum() {
 		spare[i] = true
 	}
 	r.Processes = sledtest.NewProcesses(t, r.cfg.Sleds+r.cfg.Spares, sledtest.ProcessOptions{
-		NexusURL: r.Nexus.InternalURL(), BootstrapOnly: spare,
+		NexusURL: r.Nexus.InternalURL(), BootstrapOnly: spare, DataDisks: true,
 	})
-	WaitProcessesRegistered(t, r.Nexus, r.Processes[:r.cfg.Sleds]...)
 	r.RackID = trustquorum.RackID(uuid.New())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -45,6 +45,7 @@ func (r *Rack) startTrustQuorum() {
 	if _, created, err := c.HandOff(ctx, r.Nexus.InternalURL(), r.RackID, r.Setup); err != nil || !created {
 		t.Fatalf("rack setup's handoff: created %v, %v", created, err)
 	}
+	WaitProcessesRegistered(t, r.Nexus, r.Processes[:r.cfg.Sleds]...)
 }
 
 // WaitProcessesRegistered waits until nx lists the sled agent of every

@@ -3,12 +3,14 @@ package sledtest
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/rackpki"
 	"github.com/rackplane/rackplane/sledagent"
 	"github.com/rackplane/rackplane/sledagent/bootstrap"
@@ -26,6 +28,8 @@ type Process struct {
 	Bundle *rackpki.Bundle
 	Config sled.Config
 
+	logs io.Writer
+
 	mu     sync.Mutex
 	s      *sled.Sled
 	cancel context.CancelFunc
@@ -41,6 +45,12 @@ type ProcessOptions struct {
 	Part string
 	// BootstrapOnly sleds (by index) start without their sled agent.
 	BootstrapOnly map[int]bool
+	// Logs, when set, receives every sled's JSON log lines at debug level
+	// instead of the test log (tests that read them).
+	Logs io.Writer
+	// DataDisks gives every sled two data disks (temp dirs): its sled
+	// agent starts only once they are unlocked (package sled).
+	DataDisks bool
 	// Tweak adjusts each sled's configuration before it is made.
 	Tweak func(i int, c *sled.Config)
 }
@@ -69,10 +79,14 @@ func NewProcesses(t testing.TB, n int, o ProcessOptions) []*Process {
 			},
 			BootstrapOnly: o.BootstrapOnly[i],
 		}
+		if o.DataDisks {
+			cfg.Storage = sled.Storage{Dirs: []string{filepath.Join(dir, "u2-a"), filepath.Join(dir, "u2-b")},
+				RetryMin: 50 * time.Millisecond, RetryMax: time.Second, RekeyCheck: time.Second}
+		}
 		if o.Tweak != nil {
 			o.Tweak(i, &cfg)
 		}
-		p := &Process{t: t, Index: i, Bundle: cfg.Identity, Config: cfg}
+		p := &Process{t: t, Index: i, Bundle: cfg.Identity, Config: cfg, logs: o.Logs}
 		p.open()
 		// A restart listens where the first run did, so peers find it.
 		p.Config.Bootstrap.ListenAddr = p.s.BootstrapAddr()
@@ -98,7 +112,15 @@ func BootstrapAddrs(ps []*Process) []string {
 
 func (p *Process) open() {
 	p.t.Helper()
-	s, err := sled.New(p.Config, Logger(p.t, "sled "+p.Config.Identity.Identity.Serial))
+	name := "sled " + p.Config.Identity.Identity.Serial
+	log := Logger(p.t, name)
+	if p.logs != nil {
+		var err error
+		if log, err = logging.New(p.logs, name, logging.Options{Level: "debug"}); err != nil {
+			p.t.Fatal(err)
+		}
+	}
+	s, err := sled.New(p.Config, log)
 	if err != nil {
 		p.t.Fatalf("sled %d: %v", p.Index, err)
 	}

@@ -23,6 +23,9 @@ var (
 		"Registered sleds by state: active, unreachable, decommissioned.", []string{"state"}, nil)
 	sledHealthDesc = prometheus.NewDesc("rackplane_sleds_by_health",
 		"Registered sleds by health: ok, degraded (an M.2 missing), unknown (no inventory yet).", []string{"health"}, nil)
+	sledLockDesc = prometheus.NewDesc("rackplane_sleds_by_storage_lock",
+		"Registered sleds by the storage lock their trust-quorum node last reported: locked, unlocked, expunged, "+
+			"unknown (never reported).", []string{"storage_lock"}, nil)
 	depotBytesDesc = prometheus.NewDesc("rackplane_depot_bytes",
 		"Bytes of artifacts in this Nexus's local depot.", nil, nil)
 	depotArtifactsDesc = prometheus.NewDesc("rackplane_depot_artifacts",
@@ -34,13 +37,14 @@ var (
 	repoStates   = []string{model.RepoStateActive, model.RepoStateDegraded, model.RepoStateFailed, model.RepoStatePruned}
 	sledStates   = []string{model.SledStateActive, model.SledStateUnreachable, model.SledStateDecommissioned}
 	sledHealths  = []string{model.SledHealthOK, model.SledHealthDegraded, model.SledHealthUnknown}
+	sledLocks    = []string{model.StorageLockLocked, model.StorageLockUnlocked, model.StorageLockExpunged, model.StorageLockUnknown}
 	scrapeBudget = 5 * time.Second
 	// sledsCounted bounds the sleds read per scrape (a rack has 32).
 	sledsCounted = 10_000
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{reposDesc, sledsDesc, sledHealthDesc, depotBytesDesc, depotArtifactsDesc} {
+	for _, d := range []*prometheus.Desc{reposDesc, sledsDesc, sledHealthDesc, sledLockDesc, depotBytesDesc, depotArtifactsDesc} {
 		ch <- d
 	}
 }
@@ -55,14 +59,20 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(reposDesc, prometheus.GaugeValue, float64(counts[st]), st)
 		}
 	}
-	if sleds, err := c.a.ds.SledList(ctx, uuid.Nil, sledsCounted); err != nil {
+	if sleds, err := c.a.ListSleds(ctx, uuid.Nil, sledsCounted); err != nil {
 		ch <- prometheus.NewInvalidMetric(sledsDesc, err)
 		ch <- prometheus.NewInvalidMetric(sledHealthDesc, err)
+		ch <- prometheus.NewInvalidMetric(sledLockDesc, err)
 	} else {
-		byState, byHealth := map[string]int{}, map[string]int{}
+		byState, byHealth, byLock := map[string]int{}, map[string]int{}, map[string]int{}
 		for _, s := range sleds {
 			byState[s.State]++
-			byHealth[SledHealth(s).State]++
+			h := SledHealth(s)
+			byHealth[h.State]++
+			byLock[h.StorageLock]++
+		}
+		for _, l := range sledLocks {
+			ch <- prometheus.MustNewConstMetric(sledLockDesc, prometheus.GaugeValue, float64(byLock[l]), l)
 		}
 		for _, st := range sledStates {
 			ch <- prometheus.MustNewConstMetric(sledsDesc, prometheus.GaugeValue, float64(byState[st]), st)

@@ -38,7 +38,9 @@ func (a *App) RegisterSled(ctx context.Context, id uuid.UUID, reg model.SledRegi
 	case errors.Is(err, datastore.ErrConflict):
 		return res, fault.Wrap(err, fault.Conflict, api.CodeBaseboardInUse, "%s", stripSentinel(err, datastore.ErrConflict))
 	case errors.Is(err, datastore.ErrExpunged):
-		return res, fault.Wrap(err, fault.Conflict, api.CodeSledExpunged, "%s", stripSentinel(err, datastore.ErrExpunged))
+		// Its certificate is still the rack CA's, but the sled was removed
+		// from the trust quorum: it may no longer take part.
+		return res, fault.Wrap(err, fault.Forbidden, api.CodeSledExpunged, "%s", stripSentinel(err, datastore.ErrExpunged))
 	case err != nil:
 		return res, translate(err)
 	}
@@ -62,13 +64,43 @@ func (a *App) RegisterSled(ctx context.Context, id uuid.UUID, reg model.SledRegi
 // ListSleds returns up to limit sleds with ids after `after`, in id order.
 func (a *App) ListSleds(ctx context.Context, after uuid.UUID, limit int) ([]model.Sled, error) {
 	out, err := a.ds.SledList(ctx, after, limit)
-	return out, translate(err)
+	if err != nil {
+		return nil, translate(err)
+	}
+	return out, a.withStorageLocks(ctx, out)
 }
 
 // Sled returns one sled.
 func (a *App) Sled(ctx context.Context, id uuid.UUID) (model.Sled, error) {
 	s, err := a.ds.SledGet(ctx, id)
-	return s, translate(err)
+	if err != nil {
+		return s, translate(err)
+	}
+	one := []model.Sled{s}
+	err = a.withStorageLocks(ctx, one)
+	return one[0], err
+}
+
+// withStorageLocks fills in each sled's storage lock from the status its
+// trust-quorum node last gave (the manager records every member's).
+func (a *App) withStorageLocks(ctx context.Context, sleds []model.Sled) error {
+	if len(sleds) == 0 {
+		return nil
+	}
+	nodes, err := a.ds.TQNodeStatusList(ctx)
+	if err != nil {
+		return translate(err)
+	}
+	locks := map[model.Baseboard]string{}
+	for _, n := range nodes {
+		if n.Seen != nil {
+			locks[n.Baseboard] = n.Seen.StorageLock
+		}
+	}
+	for i := range sleds {
+		sleds[i].StorageLock = locks[sleds[i].Baseboard]
+	}
+	return nil
 }
 
 // SledHealth says what is wrong with a sled's hardware from its last
@@ -78,6 +110,10 @@ func (a *App) Sled(ctx context.Context, id uuid.UUID) (model.Sled, error) {
 func SledHealth(s model.Sled) model.SledHealth {
 	h := model.SledHealth{State: model.SledHealthOK, M2Expected: max(model.SledM2Devices, len(s.M2s)),
 		StorageLock: model.StorageLockUnknown}
+	switch s.StorageLock {
+	case model.StorageLockLocked, model.StorageLockUnlocked, model.StorageLockExpunged:
+		h.StorageLock = s.StorageLock
+	}
 	if s.M2s == nil {
 		h.State = model.SledHealthUnknown
 		h.Problems = []string{"the sled has not reported its M.2 devices yet"}

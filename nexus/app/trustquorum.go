@@ -564,6 +564,9 @@ type TQPrepareResult struct {
 	NewAcks    int
 	Acked      int
 	Committing bool
+	// Expunged are the sleds the epoch leaves out, expunged as it became
+	// committing.
+	Expunged []model.Baseboard
 }
 
 // RecordTrustQuorumPrepares records the coordinator's report for epoch,
@@ -604,6 +607,13 @@ func (a *App) RecordTrustQuorumPrepares(ctx context.Context, epoch uint64, r TQP
 			if res.Acked >= c.Threshold+c.CommitCrashTolerance {
 				res.Committing = true
 				ops = append(ops, datastore.TQSetState{Epoch: epoch, From: c.State, To: model.TQCommitting})
+				// The epoch is decided: the sleds it leaves out are
+				// expunged now (no more work, no registration), whether
+				// or not they have heard yet.
+				if gone := leftOut(v.LatestCommitted, c); len(gone) > 0 {
+					ops = append(ops, datastore.TQExpungeSleds{Baseboards: gone})
+					res.Expunged = gone
+				}
 			}
 			if len(ops) == 0 {
 				return nil, nil
@@ -620,6 +630,11 @@ func (a *App) RecordTrustQuorumPrepares(ctx context.Context, epoch uint64, r TQP
 	})
 	if err == nil && (res.NewAcks > 0 || res.Recorded) {
 		a.notify(TrustQuorumChanged, "trust-quorum-prepares")
+	}
+	if err == nil && len(res.Expunged) > 0 {
+		zerolog.Ctx(ctx).Info().Uint64("epoch", epoch).Interface("sleds", res.Expunged).
+			Msg("sleds left out of a committed trust-quorum epoch are expunged")
+		a.notify(SledsChanged, "trust-quorum-expunged")
 	}
 	return res, err
 }
@@ -696,6 +711,21 @@ type TQCommitResult struct {
 	NewAcks   int
 	Acked     int
 	Committed bool
+}
+
+// leftOut are the members of prev (the epoch c is built on) that c leaves
+// out.
+func leftOut(prev, c *model.TQConfiguration) []model.Baseboard {
+	if prev == nil || prev.Epoch == c.Epoch {
+		return nil
+	}
+	var out []model.Baseboard
+	for _, m := range prev.Members {
+		if !c.IsMember(m.Baseboard) {
+			out = append(out, m.Baseboard)
+		}
+	}
+	return out
 }
 
 // RecordTrustQuorumCommits records that members acked epoch's commit,

@@ -114,9 +114,14 @@ func (d *Datastore) SledUpsert(ctx context.Context, id uuid.UUID, reg model.Sled
 	err = d.InTx(ctx, "sled_upsert", func(ctx context.Context, tx pgx.Tx) error {
 		res = model.SledUpsertResult{}
 		var holder uuid.UUID
-		err := tx.QueryRow(ctx, `SELECT id FROM sled WHERE part_number = $1 AND serial_number = $2`,
-			reg.Baseboard.Part, reg.Baseboard.Serial).Scan(&holder)
+		var holderPolicy string
+		err := tx.QueryRow(ctx, `SELECT id, policy::TEXT FROM sled WHERE part_number = $1 AND serial_number = $2`,
+			reg.Baseboard.Part, reg.Baseboard.Serial).Scan(&holder, &holderPolicy)
 		switch {
+		case err == nil && holderPolicy == model.SledPolicyExpunged:
+			// The baseboard was expunged (removed from the trust
+			// quorum): under no sled id may it come back.
+			return fmt.Errorf("%w: baseboard %s is sled %s, expunged, and cannot register again", ErrExpunged, reg.Baseboard, holder)
 		case err == nil && holder != id:
 			return fmt.Errorf("%w: baseboard %s is already registered as sled %s", ErrConflict, reg.Baseboard, holder)
 		case err != nil && !errors.Is(err, pgx.ErrNoRows):

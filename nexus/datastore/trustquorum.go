@@ -104,6 +104,10 @@ type (
 	}
 	// TQProgress records that Epoch's prepare moved forward now.
 	TQProgress struct{ Epoch uint64 }
+	// TQExpungeSleds expunges the registered sleds of these baseboards
+	// (left out of an epoch Nexus decided to commit): no task gives them
+	// work again and they cannot register.
+	TQExpungeSleds struct{ Baseboards []model.Baseboard }
 )
 
 // TQOp is one of the operations above.
@@ -115,6 +119,7 @@ func (TQSetState) tqOp()     {}
 func (TQRecordConfig) tqOp() {}
 func (TQMarkMembers) tqOp()  {}
 func (TQProgress) tqOp()     {}
+func (TQExpungeSleds) tqOp() {}
 
 // TQChange runs decide on a view read in a SERIALIZABLE transaction and
 // applies the operations it returns in the same transaction. decide may run
@@ -334,6 +339,14 @@ func applyTQOp(ctx context.Context, tx pgx.Tx, v *TQView, op TQOp) error {
 		_, err := tx.Exec(ctx, `UPDATE trust_quorum_configuration SET time_last_progress = now()
 			WHERE rack_id = $1 AND epoch = $2`, v.Rack.ID, int64(op.Epoch))
 		return err
+	case TQExpungeSleds:
+		for _, b := range op.Baseboards {
+			if _, err := tx.Exec(ctx, `UPDATE sled SET policy = 'expunged', time_modified = now()
+				WHERE part_number = $1::TEXT AND serial_number = $2::TEXT AND policy = 'in_service'`, b.Part, b.Serial); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	return fmt.Errorf("datastore: unknown trust-quorum operation %T", op)
 }
@@ -489,6 +502,8 @@ type tqNodeRow struct {
 	LedgerGeneration     uint64         `json:"ledger_generation"`
 	Stopped              bool           `json:"stopped"`
 	StoppedReason        string         `json:"stopped_reason,omitempty"`
+	StorageLock          string         `json:"storage_lock,omitempty"`
+	StorageLockReason    string         `json:"storage_lock_reason,omitempty"`
 }
 
 type tqBoardRow struct {
@@ -521,7 +536,7 @@ func nodeViewToRow(v *model.TQNodeView) tqNodeRow {
 	r := tqNodeRow{LatestCommittedEpoch: v.LatestCommittedEpoch, LatestConfigEpoch: v.LatestConfigEpoch,
 		HasLrtq: v.HasLrtq, CoordinatingEpoch: v.CoordinatingEpoch, CoordinationState: v.CoordinationState,
 		ConnectedPeers: boardsToRows(v.ConnectedPeers), Alarms: []tqAlarmRow{}, LedgerGeneration: v.LedgerGeneration,
-		Stopped: v.Stopped, StoppedReason: v.StoppedReason}
+		Stopped: v.Stopped, StoppedReason: v.StoppedReason, StorageLock: v.StorageLock, StorageLockReason: v.StorageLockReason}
 	if x := v.Expunged; x != nil {
 		r.Expunged = &tqExpungedRow{Epoch: x.Epoch, From: tqBoardRow(x.From)}
 	}
@@ -540,6 +555,7 @@ func nodeRowToView(r tqNodeRow) *model.TQNodeView {
 	v := &model.TQNodeView{LatestCommittedEpoch: r.LatestCommittedEpoch, LatestConfigEpoch: r.LatestConfigEpoch,
 		HasLrtq: r.HasLrtq, CoordinatingEpoch: r.CoordinatingEpoch, CoordinationState: r.CoordinationState,
 		LedgerGeneration: r.LedgerGeneration, Stopped: r.Stopped, StoppedReason: r.StoppedReason,
+		StorageLock: r.StorageLock, StorageLockReason: r.StorageLockReason,
 		ConnectedPeers: []model.Baseboard{}, Alarms: []model.TQAlarm{}}
 	for _, p := range r.ConnectedPeers {
 		v.ConnectedPeers = append(v.ConnectedPeers, model.Baseboard(p))

@@ -52,7 +52,8 @@ func APITrustQuorumNode(n model.TQNodeStatus) api.TrustQuorumNode {
 		st := &api.TrustQuorumNodeStatus{LatestCommittedEpoch: v.LatestCommittedEpoch,
 			LatestConfigurationEpoch: v.LatestConfigEpoch, HasLrtq: v.HasLrtq, CoordinatingEpoch: v.CoordinatingEpoch,
 			CoordinationState: v.CoordinationState, ConnectedPeers: apiBaseboards(v.ConnectedPeers), Alarms: []api.TQAlarm{},
-			LedgerGeneration: v.LedgerGeneration, Stopped: v.Stopped, StoppedReason: v.StoppedReason}
+			LedgerGeneration: v.LedgerGeneration, Stopped: v.Stopped, StoppedReason: v.StoppedReason,
+			StorageLock: v.StorageLock, StorageLockReason: v.StorageLockReason}
 		if x := v.Expunged; x != nil {
 			st.Expunged = &api.TQExpunged{Epoch: x.Epoch, From: apiBaseboard(x.From)}
 		}

@@ -42,12 +42,14 @@ const (
 	SledHealthUnknown = "unknown"
 )
 
-// Storage lock states (SledHealth.StorageLock). Sleds do not report their
-// storage unlock yet, so every sled is StorageLockUnknown for now.
+// Storage lock states (SledHealth.StorageLock). A sled reports its lock
+// in its trust-quorum status, which the trust-quorum manager records; a
+// sled whose node was never read (no trust quorum) is unknown.
 const (
 	StorageLockUnknown  = "unknown"
 	StorageLockLocked   = "locked"
 	StorageLockUnlocked = "unlocked"
+	StorageLockExpunged = "expunged"
 )
 
 // SledHealth is what is wrong with a sled's hardware, as its inventory
@@ -90,6 +92,9 @@ type Sled struct {
 	M2s                []M2Device
 	ArtifactGeneration *uint64
 	ArtifactsComplete  *int
+	// StorageLock is the data disks' lock state the sled's trust-quorum
+	// node last reported (StorageLock*; "" when none did).
+	StorageLock string
 }
 
 // SledRegistration is what a sled agent reports when it registers. The

@@ -238,6 +238,9 @@ type TQNodeView struct {
 	LedgerGeneration  uint64
 	Stopped           bool
 	StoppedReason     string
+	// StorageLock is the node's data disks' lock state (StorageLock*),
+	// "" when it did not say.
+	StorageLock, StorageLockReason string
 }
 
 // TQExpunged says a node learnt, from From, that it is not a member of

@@ -196,7 +196,7 @@ type m2Row struct {
 func buildSledPage(s model.Sled, m model.ReplicationMatrix, now time.Time) sledPage {
 	h := app.SledHealth(s)
 	p := sledPage{Row: sledListRow(s, m, now), Sled: s, Health: h, Created: humanize.Ago(now, s.TimeCreated),
-		Complete: "—", StorageLock: "unknown: sleds do not report their storage unlock yet"}
+		Complete: "—", StorageLock: "unknown: its trust-quorum node has not reported it"}
 	if h.StorageLock != model.StorageLockUnknown {
 		p.StorageLock = h.StorageLock
 	}

@@ -66,12 +66,15 @@ type tqNodeRow struct {
 	Class        string
 	Committed    string
 	Expunged     string
-	Alarms       []tqAlarmRow
-	Via          string
-	Observed     string
-	ObservedBy   string
-	Seen         string
-	Error        string
+	// Storage is the data disks' lock (— when not reported),
+	// StorageClass its badge and StorageReason why it is locked.
+	Storage, StorageClass, StorageReason string
+	Alarms                               []tqAlarmRow
+	Via                                  string
+	Observed                             string
+	ObservedBy                           string
+	Seen                                 string
+	Error                                string
 }
 
 type tqAlarmRow struct {
@@ -163,12 +166,23 @@ func buildTrustQuorumPage(st app.TrustQuorumState, epochs []model.TQConfiguratio
 	}
 	for _, n := range st.Nodes {
 		row := tqNodeRow{Serial: n.Baseboard.Serial, Part: n.Baseboard.Part, Via: n.Via, Error: n.Error,
-			Observed: humanize.Ago(now, n.TimeObserved), ObservedBy: n.ObservedBy.String(), Committed: "—"}
+			Observed: humanize.Ago(now, n.TimeObserved), ObservedBy: n.ObservedBy.String(), Committed: "—", Storage: "—"}
 		if n.TimeSeen != nil {
 			row.Seen = humanize.Ago(now, *n.TimeSeen)
 		}
 		if v := n.Seen; v != nil {
 			row.Committed = fmt.Sprint(v.LatestCommittedEpoch)
+			if v.StorageLock != "" {
+				row.Storage, row.StorageReason = v.StorageLock, v.StorageLockReason
+				switch v.StorageLock {
+				case model.StorageLockUnlocked:
+					row.StorageClass = "ok"
+				case model.StorageLockLocked:
+					row.StorageClass = "stale"
+				default:
+					row.StorageClass = "disabled"
+				}
+			}
 			if x := v.Expunged; x != nil {
 				row.Expunged = fmt.Sprintf("expunged at epoch %d (told by %s)", x.Epoch, x.From.Serial)
 			}

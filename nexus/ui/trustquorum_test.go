@@ -49,8 +49,9 @@ func TestBuildTrustQuorumPage(t *testing.T) {
 	st := app.TrustQuorumState{Rack: &model.Rack{ID: uuid.New()}, Latest: &preparing, LatestCommitted: &committed,
 		Nodes: []model.TQNodeStatus{
 			{Baseboard: tqBoard("SIM-0001"), Via: model.TQViaDirect, TimeObserved: now, TimeSeen: &seen,
-				Seen: &model.TQNodeView{LatestCommittedEpoch: 1, Alarms: []model.TQAlarm{{Kind: "mismatched_configurations",
-					Epoch: 1, Peer: &peer, Detail: "committed configuration differs", Time: now}}}},
+				Seen: &model.TQNodeView{LatestCommittedEpoch: 1, StorageLock: model.StorageLockLocked,
+					StorageLockReason: "gathering the rack secret's shares from the members", Alarms: []model.TQAlarm{{Kind: "mismatched_configurations",
+						Epoch: 1, Peer: &peer, Detail: "committed configuration differs", Time: now}}}},
 			{Baseboard: tqBoard("SIM-0002"), Via: model.TQViaDirect, TimeObserved: now, Error: "connection refused"},
 			{Baseboard: tqBoard("SIM-0009"), Via: model.TQViaDirect, TimeObserved: now, TimeSeen: &seen,
 				Seen: &model.TQNodeView{LatestCommittedEpoch: 1, Expunged: &model.TQExpunged{Epoch: 1, From: tqBoard("SIM-0003")}}},
@@ -77,7 +78,10 @@ func TestBuildTrustQuorumPage(t *testing.T) {
 	if n := rows["SIM-0001"]; n.Class != "failing" || len(n.Alarms) != 1 || n.Alarms[0].Peer != "rackplane-sim/ROGUE" {
 		t.Fatalf("the node with an alarm: %+v", n)
 	}
-	if n := rows["SIM-0002"]; n.Class != "degraded" || n.Error == "" || n.Committed != "—" {
+	if n := rows["SIM-0001"]; n.Storage != "locked" || n.StorageClass != "stale" || !strings.Contains(n.StorageReason, "shares") {
+		t.Fatalf("the locked node's storage: %+v", n)
+	}
+	if n := rows["SIM-0002"]; n.Class != "degraded" || n.Error == "" || n.Committed != "—" || n.Storage != "—" {
 		t.Fatalf("the unreachable node: %+v", n)
 	}
 	if n := rows["SIM-0009"]; n.Class != "disabled" || !strings.Contains(n.Expunged, "expunged at epoch 1") {
@@ -93,7 +97,7 @@ func TestBuildTrustQuorumPage(t *testing.T) {
 	html := buf.String()
 	for _, want := range []string{`<tr class="failing" data-node="SIM-0001">`, `<span class="badge error">mismatched_configurations</span>`,
 		`data-epoch="3"`, `data-epoch="2"`, `data-epoch="1"`, "3/4 acked", "5/5 acked", "retried as epoch 3",
-		`data-uninitialized="SIM-0006"`, `id="alarm-count">1 alarm</span>`} {
+		`data-uninitialized="SIM-0006"`, `id="alarm-count">1 alarm</span>`, `<span class="badge stale">locked</span>`} {
 		if !strings.Contains(html, want) {
 			t.Errorf("page lacks %q", want)
 		}

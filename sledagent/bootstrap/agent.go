@@ -151,6 +151,13 @@ type Agent struct {
 	proxies  map[uint64]ProxyCall
 	serving  chan struct{}
 
+	lock          lockState
+	commits       chan struct{}
+	lastCommitted trustquorum.Epoch // node goroutine
+	// loadAsked: a LoadRackSecret call is gathering shares afresh (node
+	// goroutine).
+	loadAsked bool
+
 	runMu   sync.Mutex
 	runCtx  context.Context
 	done    chan struct{} // closed when the node goroutine has stopped
@@ -217,6 +224,7 @@ func New(cfg Config) (*Agent, error) {
 		proxies: map[uint64]ProxyCall{},
 		serving: make(chan struct{}, cfg.MaxServing),
 		done:    make(chan struct{}),
+		commits: make(chan struct{}, 1),
 	}
 	a.log = cfg.Log.With().Str("subsystem", "bootstrap").Str("baseboard", a.id.String()).Logger()
 	var err error
@@ -414,6 +422,7 @@ func (a *Agent) finish(from *trustquorum.BaseboardID) error {
 	for _, env := range a.nctx.DrainEnvelopes() {
 		a.send(env)
 	}
+	a.noteCommitted()
 	return nil
 }
 

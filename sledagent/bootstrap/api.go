@@ -77,7 +77,8 @@ func asCommitStatus(v any, err error) (trustquorum.CommitStatus, error) {
 // it reports the epoch and whether the secret is loaded yet (pending
 // until the shares are in). Members that committed a newer epoch this
 // sled is not a member of answer that it is expunged, which is how a
-// removed sled learns it.
+// removed sled learns it. A secret the node rebuilt before (to unlock the
+// data disks) is forgotten first, so the members are always asked.
 func (a *Agent) LoadRackSecret(ctx context.Context) (trustquorum.Epoch, bool, error) {
 	type loaded struct {
 		epoch trustquorum.Epoch
@@ -89,7 +90,14 @@ func (a *Agent) LoadRackSecret(ctx context.Context) (trustquorum.Epoch, bool, er
 		if e == 0 && st.Lrtq != nil {
 			e = trustquorum.LrtqEpoch
 		}
+		if !a.loadAsked {
+			a.node.ClearSecrets(a.nctx)
+			a.loadAsked = true
+		}
 		secret, pending, err := a.node.LoadRackSecret(a.nctx, e)
+		if !pending {
+			a.loadAsked = false
+		}
 		if secret != nil {
 			secret.Zero()
 		}
@@ -148,6 +156,7 @@ func (a *Agent) status() Status {
 		ProxiedInFlight: a.proxyCalls(),
 		Serving:         len(a.serving),
 		PersistFailures: a.persistFailures,
+		StorageLock:     a.storageLock(),
 		LastPersistErr:  a.lastPersistErr,
 		ConnectedPeers:  []PeerConn{},
 		CommittedEpochs: []trustquorum.Epoch{},

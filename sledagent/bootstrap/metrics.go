@@ -17,6 +17,7 @@ type metrics struct {
 	peers           prometheus.Gauge
 	proxied         *prometheus.CounterVec
 	served          *prometheus.CounterVec
+	storageLock     *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -62,10 +63,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "rackplane_trust_quorum_served_requests_total",
 			Help: "Bootstrap-network requests executed here, by op, caller kind (sled, rss) and outcome.",
 		}, []string{"op", "caller", "outcome"}),
+		storageLock: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rackplane_storage_lock_state",
+			Help: "1 for the data disks' lock state (locked, unlocked, expunged), 0 for the others.",
+		}, []string{"state"}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.messages, m.decodeErrors, m.alarms, m.persistFailures,
-			m.persistSeconds, m.stopped, m.generation, m.peers, m.proxied, m.served} {
+			m.persistSeconds, m.stopped, m.generation, m.peers, m.proxied, m.served, m.storageLock} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("bootstrap: register metrics: %w", err)
 			}

@@ -30,6 +30,8 @@ type Status struct {
 	ProxiedInFlight []ProxyCall  `json:"proxied_in_flight"`
 	Serving         int          `json:"serving"`
 	Ledger          LedgerStatus `json:"ledger"`
+	// StorageLock is the data disks' lock state.
+	StorageLock StorageLock `json:"storage_lock"`
 	// Stopped is set when the node stopped (no M.2 took its state); the
 	// configuration fields then show the state as last persisted.
 	Stopped         bool   `json:"stopped"`

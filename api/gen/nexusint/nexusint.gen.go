@@ -168,7 +168,7 @@ type ClientInterface interface {
 
 	// SledRegisterWithBody Register a sled, or refresh its registration
 	//
-	// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`), and so is an expunged sled (`sled_expunged`). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
+	// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`); an expunged one (removed from the trust quorum) is refused under any sled id (`sled_expunged`, 403). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -177,7 +177,7 @@ type ClientInterface interface {
 
 	// SledRegister Register a sled, or refresh its registration
 	//
-	// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`), and so is an expunged sled (`sled_expunged`). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
+	// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`); an expunged one (removed from the trust quorum) is refused under any sled id (`sled_expunged`, 403). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -242,7 +242,7 @@ func (c *Client) RackSetupHandoff(ctx context.Context, body RackSetupHandoffJSON
 
 // SledRegisterWithBody Register a sled, or refresh its registration
 //
-// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`), and so is an expunged sled (`sled_expunged`). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
+// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`); an expunged one (removed from the trust quorum) is refused under any sled id (`sled_expunged`, 403). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
 //
 // Takes any type of body and a specified content type.
 //
@@ -261,7 +261,7 @@ func (c *Client) SledRegisterWithBody(ctx context.Context, sledId openapi_types.
 
 // SledRegister Register a sled, or refresh its registration
 //
-// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`), and so is an expunged sled (`sled_expunged`). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
+// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`); an expunged one (removed from the trust quorum) is refused under any sled id (`sled_expunged`, 403). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -465,7 +465,7 @@ type ClientWithResponsesInterface interface {
 
 	// SledRegisterWithBodyWithResponse Register a sled, or refresh its registration
 	//
-	// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`), and so is an expunged sled (`sled_expunged`). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
+	// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`); an expunged one (removed from the trust quorum) is refused under any sled id (`sled_expunged`, 403). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -474,7 +474,7 @@ type ClientWithResponsesInterface interface {
 
 	// SledRegisterWithResponse Register a sled, or refresh its registration
 	//
-	// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`), and so is an expunged sled (`sled_expunged`). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
+	// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`); an expunged one (removed from the trust quorum) is refused under any sled id (`sled_expunged`, 403). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -629,6 +629,8 @@ type SledRegisterResponse struct {
 	JSON201 *Sled
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Error
 	// JSON413 the response for an HTTP 413 `application/json` response
@@ -652,6 +654,11 @@ func (r SledRegisterResponse) GetJSON201() *Sled {
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
 func (r SledRegisterResponse) GetJSON400() *Error {
 	return r.JSON400
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r SledRegisterResponse) GetJSON403() *Error {
+	return r.JSON403
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
@@ -750,7 +757,7 @@ func (c *ClientWithResponses) RackSetupHandoffWithResponse(ctx context.Context, 
 
 // SledRegisterWithBodyWithResponse Register a sled, or refresh its registration
 //
-// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`), and so is an expunged sled (`sled_expunged`). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
+// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`); an expunged one (removed from the trust quorum) is refused under any sled id (`sled_expunged`, 403). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -765,7 +772,7 @@ func (c *ClientWithResponses) SledRegisterWithBodyWithResponse(ctx context.Conte
 
 // SledRegisterWithResponse Register a sled, or refresh its registration
 //
-// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`), and so is an expunged sled (`sled_expunged`). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
+// Records the sled's baseboard, addresses and inventory under its id and moves its last-seen time forward; an unreachable sled becomes active again. A baseboard that another sled id already holds is refused (`baseboard_in_use`); an expunged one (removed from the trust quorum) is refused under any sled id (`sled_expunged`, 403). When the sled is new, or what it can hold or serve changed, Nexus runs artifact replication at once rather than at the task's next period.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -920,6 +927,13 @@ func ParseSledRegisterResponse(rsp *http.Response) (*SledRegisterResponse, error
 			return nil, err
 		}
 		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
 		var dest Error
