@@ -335,6 +335,7 @@ type tqWorkload struct {
 	asked   int
 	failed  []string
 	members map[string]bool // the membership the changes asked for, by serial
+	removed map[string]bool // sleds a change removed (and so expunged)
 }
 
 func (t *tqWorkload) change(ctx context.Context, f fault, fr *faultRun) {
@@ -370,6 +371,12 @@ func (t *tqWorkload) change(ctx context.Context, f fault, fr *faultRun) {
 					t.mu.Lock()
 					t.asked++
 					t.members[s.serial] = f.Kind == faultTQAdd
+					if f.Kind == faultTQRemove {
+						if t.removed == nil {
+							t.removed = map[string]bool{}
+						}
+						t.removed[s.serial] = true
+					}
 					t.mu.Unlock()
 					fr.logf("  trust quorum: %s %s on %s: epoch %d %s", f.Kind, s.name, n.name, cfg.Epoch, cfg.State)
 					fr.ended()
@@ -449,7 +456,11 @@ func (r *chaosRack) convergedOnce(ctx context.Context) string {
 	if err != nil {
 		return err.Error()
 	}
-	if f := r.checkDisks(live, pruned); len(f) > 0 {
+	inService, err := r.inService(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	if f := r.checkDisks(live, pruned, inService); len(f) > 0 {
 		return fmt.Sprintf("%d disk differences, first: %s", len(f), f[0])
 	}
 	return ""
@@ -485,12 +496,38 @@ func (r *chaosRack) wantedSets(ctx context.Context) (live, pruned map[string]boo
 	return live, pruned, rows.Err()
 }
 
-// checkDisks compares every sled's M.2 directories with the wanted sets.
+// inService reads which sleds (by serial) Nexus has in service: a sled
+// removed from the trust quorum is expunged, and no longer given
+// artifacts or cleaned.
+func (r *chaosRack) inService(ctx context.Context) (map[string]bool, error) {
+	var last error
+	for _, n := range r.nexus {
+		list, err := n.api.SledList(ctx)
+		if err != nil {
+			last = err
+			continue
+		}
+		out := map[string]bool{}
+		for _, s := range list {
+			if s.Policy == api.SledPolicyInService {
+				out[s.Baseboard.Serial] = true
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("list sleds: %w", last)
+}
+
+// checkDisks compares every in-service sled's M.2 directories with the
+// wanted sets.
 // Every held file's SHA-256 is computed: a flipped byte counts until the
 // sled's scrub has found it and the copy is repaired.
-func (r *chaosRack) checkDisks(live, pruned map[string]bool) []string {
+func (r *chaosRack) checkDisks(live, pruned, inService map[string]bool) []string {
 	var out []string
 	for _, s := range r.sleds {
+		if !inService[s.serial] {
+			continue
+		}
 		for _, m2 := range s.m2 {
 			dir := filepath.Join(m2, artifacts.UpdateDir)
 			held := map[string]bool{}
@@ -543,19 +580,23 @@ func (r *chaosRack) checkAll(ctx context.Context, wl *workload, tqw *tqWorkload)
 	if err != nil {
 		return []check{{name: "read the database", failures: []string{err.Error()}}}
 	}
-	sleds, err := r.nexus[0].api.SledList(ctx)
-	inService := 0
-	for _, s := range sleds {
-		if s.Policy == api.SledPolicyInService {
-			inService++
+	inService, err := r.inService(ctx)
+	if err != nil {
+		return append(checks, check{name: "read the sleds' policies", failures: []string{err.Error()}})
+	}
+	disk := r.checkDisks(live, pruned, inService)
+	// Every sled is in service but those the membership changes removed
+	// from the trust quorum, which are expunged.
+	tqw.mu.Lock()
+	for _, s := range r.sleds {
+		removed := tqw.removed[s.serial]
+		if inService[s.serial] == removed {
+			disk = append(disk, fmt.Sprintf("%s: in service %v, removed from the trust quorum %v", s.name, inService[s.serial], removed))
 		}
 	}
-	disk := r.checkDisks(live, pruned)
-	if err != nil || inService != len(r.sleds) {
-		disk = append(disk, fmt.Sprintf("%d of %d sleds in service (%v)", inService, len(r.sleds), err))
-	}
-	checks = append(checks, check{name: fmt.Sprintf("every live artifact (%d, SHA-256 verified) on every M.2 of every in-service sled (%d), no pruned one (%d) left",
-		len(live), len(r.sleds), len(pruned)), failures: disk})
+	tqw.mu.Unlock()
+	checks = append(checks, check{name: fmt.Sprintf("every live artifact (%d, SHA-256 verified) on every M.2 of every in-service sled (%d of %d), no pruned one (%d) left",
+		len(live), len(inService), len(r.sleds), len(pruned)), failures: disk})
 	checks = append(checks, r.checkRepos(ctx, wl))
 	checks = append(checks, r.checkDepots(ctx))
 	if r.o.tq {
