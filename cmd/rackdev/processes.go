@@ -104,7 +104,9 @@ func (r *rack) sledAgentBinary(ctx context.Context, stdout io.Writer) (string, e
 // startChildSleds starts every sled as a sled-agent child process, with
 // the flags sled-agent.service's environment file gives a sled (here as
 // flags): its certificate directory, its two M.2s, Nexus's internal URL,
-// its listeners and every sled's bootstrap address. A supervisor restarts
+// its listeners and every sled's bootstrap address; but no data disks
+// yet (the in-process rack's sleds have them since storage unlock), so
+// each sled agent starts at once and its id is in its data dir. A supervisor restarts
 // one that dies, as systemd would (supervise.DefaultPolicy mirrors the
 // unit's Restart=on-failure, RestartSec and StartLimitBurst).
 func (r *rack) startChildSleds(ctx context.Context, ca *rackpki.CA, stdout io.Writer) error {
