@@ -9,6 +9,8 @@
 //	upload     upload a generated TUF repo to a Nexus child process
 //	replicate  replicate a generated TUF repo to sled agents in this
 //	           process; time the planner at rack scale
+//	chaos      the rack chaos test: PostgreSQL, Nexus and sled processes
+//	           under a seeded schedule of faults, invariants checked after
 package main
 
 import (
@@ -46,7 +48,8 @@ const usage = `rackbench: whole-system benchmarks, each printed as a ratio to th
 Usage:
   go run ./cmd/rackbench --version
   go run ./cmd/rackbench upload [--size 1GiB,4GiB] [--artifacts 48] [--nexus-bin PATH] [--external-tls http|https|both]
-  go run ./cmd/rackbench replicate [--size 256MiB] [--sleds 16] [--artifacts 4,64] [--plan-sleds 1000] [--plan-artifacts 10000]`
+  go run ./cmd/rackbench replicate [--size 256MiB] [--sleds 16] [--artifacts 4,64] [--plan-sleds 1000] [--plan-artifacts 10000]
+  go run ./cmd/rackbench chaos [--seed N] [--duration 30m] [--sleds 8] [--nexus 2] [--dir DIR]`
 
 // subcommand is one benchmark.
 type subcommand struct {
@@ -59,6 +62,7 @@ func subcommands() []subcommand {
 	return []subcommand{
 		{"upload", "upload a generated TUF repo to a Nexus child process", runUpload},
 		{"replicate", "replicate a generated TUF repo to sled agents; time the planner at rack scale", runReplicate},
+		{"chaos", "a rack of processes under a seeded schedule of faults; checks every invariant after", runChaos},
 	}
 }
 

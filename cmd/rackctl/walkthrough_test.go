@@ -157,6 +157,10 @@ func TestNewcomerWalkthrough(t *testing.T) {
 			}
 		case strings.HasPrefix(line, "go run ./cmd/rackdev"), strings.HasPrefix(line, "go test"):
 			// The rack is this test's; the tests are running.
+		case strings.HasPrefix(line, "go run ./cmd/rackbench "), strings.HasPrefix(line, "pkill -9 "):
+			// The chaos test (cmd/rackbench's TestChaosShort) and killing a
+			// rackdev --processes sled (cmd/rackdev's
+			// TestProcessesKilledSledComesBack) run in their own tests.
 		default:
 			t.Errorf("README: the walkthrough does not know how to follow %q", line)
 		}

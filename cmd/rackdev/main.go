@@ -78,6 +78,7 @@ type options struct {
 	tls          bool
 	noDemo       bool
 	version      bool
+	processes    bool
 }
 
 func main() {
@@ -111,6 +112,8 @@ func newFlags(o *options) *envflag.Set {
 	fs.Bool(&o.noDemo, "no-demo", "RACKDEV_NO_DEMO", false,
 		"register no demo trust root and upload no demo repo (the rack starts with no repos, so your own 1.0.0 is the first)")
 	fs.Bool(&o.version, "version", "", false, "print the version and exit")
+	fs.Bool(&o.processes, "processes", "RACKDEV_PROCESSES", false,
+		"run each sled as a sled-agent child process, restarted when it dies (Nexus stays in rackdev's process)")
 	return fs
 }
 
@@ -141,6 +144,10 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	if o.spares < 0 || o.spares+o.sleds > 64 {
 		fmt.Fprintln(stderr, "rackdev: --spare-sleds must be from 0 to 64 less --sleds")
+		return 2
+	}
+	if o.spares > 0 && o.processes {
+		fmt.Fprintln(stderr, "rackdev: --spare-sleds does not go with --processes yet")
 		return 2
 	}
 	if o.spares > 0 && o.sleds < trustquorum.MinMembers {
@@ -232,6 +239,9 @@ type rack struct {
 	wg         sync.WaitGroup
 	logFiles   []*os.File
 	runErrs    chan error
+
+	// children are the sleds under --processes (sleds is empty then).
+	children []*childSled
 }
 
 func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
@@ -305,6 +315,9 @@ func start(parent context.Context, o options, stdout io.Writer) (*rack, error) {
 	}
 	r.goRun(ctx, "nexus", r.nexus.Run)
 
+	if o.processes {
+		return r, r.startChildSleds(ctx, ca, stdout)
+	}
 	var peers []string
 	// With a trust quorum every sled has data disks, unlocked with the
 	// rack secret before its sled agent starts.
@@ -431,7 +444,7 @@ func (r *rack) waitConverged(ctx context.Context, timeout time.Duration, stdout 
 			last = err.Error()
 		case st.Stopped != "":
 			last = st.Stopped
-		case st.Converged && st.Sleds >= len(r.sleds):
+		case st.Converged && st.Sleds >= len(r.sleds)+len(r.children):
 			repos, err := nx.RepoList(ctx, false)
 			if err != nil {
 				return err
@@ -441,7 +454,7 @@ func (r *rack) waitConverged(ctx context.Context, timeout time.Duration, stdout 
 			return nil
 		default:
 			last = fmt.Sprintf("not converged: %d requests, %d in flight, %d of %d sleds", st.Requests, st.InFlight,
-				st.Sleds, len(r.sleds))
+				st.Sleds, len(r.nodes()))
 		}
 		select {
 		case <-ctx.Done():
@@ -467,8 +480,8 @@ func (r *rack) rackCA() (*rackpki.CA, error) {
 // over its internal API. A rack kept from an earlier run that Nexus
 // already governs is not set up again.
 func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdout io.Writer) error {
-	if len(r.sleds) < trustquorum.MinMembers {
-		fmt.Fprintf(stdout, "rackdev: %d sleds; the trust quorum needs %d, so no rack setup\n", len(r.sleds), trustquorum.MinMembers)
+	if len(r.nodes()) < trustquorum.MinMembers {
+		fmt.Fprintf(stdout, "rackdev: %d sleds; the trust quorum needs %d, so no rack setup\n", len(r.nodes()), trustquorum.MinMembers)
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -497,7 +510,7 @@ func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdo
 		return nil
 	}
 	var addrs []string
-	for _, s := range r.sleds {
+	for _, s := range r.nodes() {
 		addrs = append(addrs, s.BootstrapAddr())
 	}
 	c, err := rss.Dial(ctx, addrs, rss.Options{Bundle: r.rss, PollInterval: 20 * time.Millisecond})
@@ -603,6 +616,9 @@ func (r *rack) checkOnce(ctx context.Context, nx client.Nexus) error {
 	if _, err := nx.Health(ctx); err != nil {
 		return fmt.Errorf("nexus health: %w", err)
 	}
+	if r.o.processes {
+		return r.checkChildrenOnce(ctx, nx)
+	}
 	want := map[uuid.UUID]bool{}
 	for i, s := range r.sleds {
 		if s.Server() == nil {
@@ -646,6 +662,10 @@ func (r *rack) printSummary(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "  nexus external API\t%s\n", r.nexus.ExternalURL())
 	fmt.Fprintf(tw, "  nexus internal API\t%s\n", r.nexus.InternalURL())
+	for i, s := range r.children {
+		fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s  bootstrap %s  (process %d)\n", i, s.Serial(), s.URL(), s.DepotURL(),
+			s.BootstrapAddr(), s.child.PID())
+	}
 	for i, s := range append(slices.Clone(r.sleds), r.spares...) {
 		if srv := s.Server(); srv != nil {
 			fmt.Fprintf(tw, "  sled-%d %s\tapi %s  depot %s  bootstrap %s\n", i, s.Baseboard().Serial, srv.URL(), srv.DepotURL(), s.BootstrapAddr())
@@ -777,8 +797,8 @@ func (r *rack) waitReplicated(ctx context.Context, hashes []string, timeout time
 	defer cancel()
 	for {
 		missing := 0
-		for _, s := range r.sleds {
-			sc, err := client.NewSledAgent(s.Server().URL(), r.sledHTTP())
+		for _, s := range r.nodes() {
+			sc, err := client.NewSledAgent(s.URL(), r.sledHTTP())
 			if err != nil {
 				return err
 			}
@@ -808,6 +828,7 @@ const defaultRackctlURL = "http://127.0.0.1:12220"
 
 // close stops everything in reverse order and removes what rackdev made.
 func (r *rack) close(w io.Writer) {
+	r.stopChildren()
 	if r.cancel != nil {
 		r.cancel()
 	}

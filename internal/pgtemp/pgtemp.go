@@ -399,6 +399,10 @@ func (c *Cluster) logTail() string {
 // URL returns a connection URL for database dbname over the unix socket.
 func (c *Cluster) URL(dbname string) string {
 	q := url.Values{"host": {c.socketDir}, "sslmode": {"disable"}}
+	if port := c.opts.Settings["port"]; port != "" {
+		// The socket's name carries the port.
+		q.Set("port", port)
+	}
 	return (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/" + dbname, RawQuery: q.Encode()}).String()
 }
 

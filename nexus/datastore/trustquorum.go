@@ -581,40 +581,47 @@ func (d *Datastore) TQNodeStatusRecord(ctx context.Context, observedBy uuid.UUID
 	if len(statuses) == 0 {
 		return nil
 	}
-	b := &pgx.Batch{}
-	for _, s := range statuses {
-		var doc []byte
-		var epoch *int64
-		alarms := 0
+	docs := make([][]byte, len(statuses))
+	for i, s := range statuses {
 		if s.Seen != nil {
 			var err error
-			if doc, err = json.Marshal(nodeViewToRow(s.Seen)); err != nil {
+			if docs[i], err = json.Marshal(nodeViewToRow(s.Seen)); err != nil {
 				return err
 			}
-			e := int64(s.Seen.LatestCommittedEpoch)
-			epoch, alarms = &e, len(s.Seen.Alarms)
 		}
-		if s.Seen != nil {
-			for _, p := range s.Seen.ConnectedPeers {
-				b.Queue(`INSERT INTO trust_quorum_sighting (part_number, serial_number, seen_by_part, seen_by_serial, time_seen)
-					VALUES ($1, $2, $3, $4, now())
-					ON CONFLICT (part_number, serial_number) DO UPDATE SET
-						seen_by_part = $3, seen_by_serial = $4, time_seen = now()`,
-					p.Part, p.Serial, s.Baseboard.Part, s.Baseboard.Serial)
-			}
-		}
-		b.Queue(`INSERT INTO trust_quorum_node_status AS n (part_number, serial_number, time_observed, observed_by,
-				via, error, time_status, latest_committed_epoch, alarm_count, status)
-			VALUES ($1, $2, now(), $3, $4, $5, CASE WHEN $6::JSONB IS NOT NULL THEN now() END, $7::INT8, $8::INT4, $6::JSONB)
-			ON CONFLICT (part_number, serial_number) DO UPDATE SET
-				time_observed = now(), observed_by = $3, via = $4, error = $5,
-				time_status = CASE WHEN $6::JSONB IS NOT NULL THEN now() ELSE n.time_status END,
-				latest_committed_epoch = CASE WHEN $6::JSONB IS NOT NULL THEN $7::INT8 ELSE n.latest_committed_epoch END,
-				alarm_count = CASE WHEN $6::JSONB IS NOT NULL THEN $8::INT4 ELSE n.alarm_count END,
-				status = COALESCE($6::JSONB, n.status)`,
-			s.Baseboard.Part, s.Baseboard.Serial, observedBy, s.Via, s.Error, doc, epoch, alarms)
 	}
 	err := d.InTx(ctx, "tq_node_status_record", func(ctx context.Context, tx pgx.Tx) error {
+		// A batch per attempt: pgx keeps each queued query's prepared
+		// statement in the batch, and after a failed attempt (a
+		// serialization failure between two Nexus recording at once) it
+		// deallocates those statements, so a batch sent again would run
+		// statements that no longer exist (SQLSTATE 26000).
+		b := &pgx.Batch{}
+		for i, s := range statuses {
+			var epoch *int64
+			alarms := 0
+			if s.Seen != nil {
+				e := int64(s.Seen.LatestCommittedEpoch)
+				epoch, alarms = &e, len(s.Seen.Alarms)
+				for _, p := range s.Seen.ConnectedPeers {
+					b.Queue(`INSERT INTO trust_quorum_sighting (part_number, serial_number, seen_by_part, seen_by_serial, time_seen)
+						VALUES ($1, $2, $3, $4, now())
+						ON CONFLICT (part_number, serial_number) DO UPDATE SET
+							seen_by_part = $3, seen_by_serial = $4, time_seen = now()`,
+						p.Part, p.Serial, s.Baseboard.Part, s.Baseboard.Serial)
+				}
+			}
+			b.Queue(`INSERT INTO trust_quorum_node_status AS n (part_number, serial_number, time_observed, observed_by,
+					via, error, time_status, latest_committed_epoch, alarm_count, status)
+				VALUES ($1, $2, now(), $3, $4, $5, CASE WHEN $6::JSONB IS NOT NULL THEN now() END, $7::INT8, $8::INT4, $6::JSONB)
+				ON CONFLICT (part_number, serial_number) DO UPDATE SET
+					time_observed = now(), observed_by = $3, via = $4, error = $5,
+					time_status = CASE WHEN $6::JSONB IS NOT NULL THEN now() ELSE n.time_status END,
+					latest_committed_epoch = CASE WHEN $6::JSONB IS NOT NULL THEN $7::INT8 ELSE n.latest_committed_epoch END,
+					alarm_count = CASE WHEN $6::JSONB IS NOT NULL THEN $8::INT4 ELSE n.alarm_count END,
+					status = COALESCE($6::JSONB, n.status)`,
+				s.Baseboard.Part, s.Baseboard.Serial, observedBy, s.Via, s.Error, docs[i], epoch, alarms)
+		}
 		return tx.SendBatch(ctx, b).Close()
 	}, Idempotent) // upserts of what was observed, by baseboard
 	return err
