@@ -307,6 +307,9 @@ func (s *Server) openArtifactStore() error {
 		return fmt.Errorf("sled agent: %w", err)
 	}
 	s.m2.Handle(s.store.DeviceChanged)
+	// The store's own change callback fires inside the handler, before
+	// the watcher reports the device; this one, after it.
+	s.m2.OnChange(s.TriggerRegistration)
 	s.m2.Poll()
 	return nil
 }

@@ -56,6 +56,9 @@ type Watcher struct {
 	// in order for each device.
 	pollMu   sync.Mutex
 	handlers []Handler
+	// changed are told after a poll in which a device arrived or left,
+	// once Devices reports it (handlers run before it does).
+	changed []func()
 
 	mu    sync.Mutex
 	state map[string]*device
@@ -107,6 +110,17 @@ func NewWatcher(paths []string, log zerolog.Logger, opts Options) (*Watcher, err
 		w.freeGauge.WithLabelValues(p).Set(0)
 	}
 	return w, nil
+}
+
+// OnChange registers fn to be called after every poll in which a device
+// arrived or left, once Devices reports the change. Reporting the devices
+// elsewhere (a sled's registration) belongs here rather than in a
+// Handler: a handler runs before the device's state changes, so what it
+// triggers could read the old state and miss the change.
+func (w *Watcher) OnChange(fn func()) {
+	w.pollMu.Lock()
+	defer w.pollMu.Unlock()
+	w.changed = append(w.changed, fn)
 }
 
 // Handle adds a handler; handlers run in the order added, on the polling
@@ -201,6 +215,11 @@ func (w *Watcher) Poll() (changed bool) {
 			w.setState(p, func(d *device) { d.err = "" })
 		}
 		w.refreshSpace(p)
+	}
+	if changed {
+		for _, fn := range w.changed {
+			fn()
+		}
 	}
 	return changed
 }

@@ -186,3 +186,39 @@ func TestLateHandlerHearsPresentDevices(t *testing.T) {
 		t.Fatalf("retry not seen by both: early %v late %v", early, late)
 	}
 }
+
+// What OnChange triggers sees the change: it runs after the poll has
+// recorded the arrival or departure, where a handler runs before (a sled
+// registering from inside a handler reported a returned M.2 as absent).
+func TestOnChangeSeesTheNewState(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m2-a")
+	w, err := m2.NewWatcher([]string{dir}, zerolog.Nop(), m2.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inHandler, inOnChange []bool
+	w.Handle(func(string, bool) error {
+		inHandler = append(inHandler, w.Devices()[0].Present)
+		return nil
+	})
+	w.OnChange(func() { inOnChange = append(inOnChange, w.Devices()[0].Present) })
+	w.Poll()
+	if len(inOnChange) != 0 {
+		t.Fatalf("OnChange ran on a poll that changed nothing: %v", inOnChange)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w.Poll()
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	w.Poll()
+	if !slices.Equal(inOnChange, []bool{true, false}) {
+		t.Fatalf("OnChange saw present %v over an arrival and a departure, want [true false]", inOnChange)
+	}
+	// The handler, for comparison, runs before the state changes.
+	if !slices.Equal(inHandler, []bool{false, false}) {
+		t.Fatalf("the handler saw present %v", inHandler)
+	}
+}
