@@ -428,27 +428,12 @@ func completeRepoVersions(withPruned bool) func(ctx context.Context, e *env, arg
 	}
 }
 
-// partsAfterComposites orders artifacts as Nexus lists them, except that
-// the parts of a composite follow it, in path order: what a host image or
-// the control plane was expanded into reads right below it.
+// partsAfterComposites lists the parts of each composite under it.
 func partsAfterComposites(arts []api.TufRepoArtifact) []api.TufRepoArtifact {
-	parts := map[uuid.UUID][]api.TufRepoArtifact{}
-	present := map[uuid.UUID]bool{}
-	for _, a := range arts {
-		present[a.ID] = true
-		if a.PartOf != nil {
-			parts[a.PartOf.ID] = append(parts[a.PartOf.ID], a)
+	return api.PartsAfterComposites(arts, func(a api.TufRepoArtifact) (uuid.UUID, uuid.UUID, string, bool) {
+		if a.PartOf == nil {
+			return a.ID, uuid.Nil, "", false
 		}
-	}
-	out := make([]api.TufRepoArtifact, 0, len(arts))
-	for _, a := range arts {
-		if a.PartOf != nil && present[a.PartOf.ID] {
-			continue
-		}
-		out = append(out, a)
-		ps := parts[a.ID]
-		sort.SliceStable(ps, func(i, j int) bool { return ps[i].PartOf.Path < ps[j].PartOf.Path })
-		out = append(out, ps...)
-	}
-	return out
+		return a.ID, a.PartOf.ID, a.PartOf.Path, true
+	})
 }

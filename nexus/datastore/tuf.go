@@ -552,13 +552,20 @@ func replacePruned(ctx context.Context, tx pgx.Tx, old model.TufRepo) error {
 	}
 	// The artifacts no other repo names go, and with them their links to
 	// the composites they were parts of (or the parts read out of them).
-	orphans := `SELECT a.id FROM tuf_artifact a WHERE a.id = ANY($1::UUID[])
-		AND NOT EXISTS (SELECT 1 FROM tuf_repo_artifact ra WHERE ra.artifact_id = a.id)`
-	if _, err := tx.Exec(ctx, `DELETE FROM tuf_artifact_part WHERE composite_id IN (`+orphans+`)
-		OR part_id IN (`+orphans+`)`, ids); err != nil {
+	rows, err = tx.Query(ctx, `SELECT a.id FROM tuf_artifact a WHERE a.id = ANY($1::UUID[])
+		AND NOT EXISTS (SELECT 1 FROM tuf_repo_artifact ra WHERE ra.artifact_id = a.id)`, ids)
+	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, `DELETE FROM tuf_artifact WHERE id IN (`+orphans+`)`, ids)
+	orphans, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil || len(orphans) == 0 {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM tuf_artifact_part WHERE composite_id = ANY($1::UUID[])
+		OR part_id = ANY($1::UUID[])`, orphans); err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM tuf_artifact WHERE id = ANY($1::UUID[])`, orphans)
 	return err
 }
 

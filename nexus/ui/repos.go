@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sort"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -302,29 +301,14 @@ func buildRepoPage(d model.TufRepoDetail, m model.ReplicationMatrix, now time.Ti
 	return p
 }
 
-// partsAfterComposites orders artifacts as given, except that the parts of
-// a composite artifact follow it, in path order, so the page shows what a
-// host image or the control plane was expanded into right below it.
+// partsAfterComposites lists the parts of each composite under it.
 func partsAfterComposites(arts []model.TufRepoArtifact) []model.TufRepoArtifact {
-	parts := map[uuid.UUID][]model.TufRepoArtifact{}
-	present := map[uuid.UUID]bool{}
-	for _, a := range arts {
-		present[a.ID] = true
-		if a.PartOf != nil {
-			parts[a.PartOf.ID] = append(parts[a.PartOf.ID], a)
+	return api.PartsAfterComposites(arts, func(a model.TufRepoArtifact) (uuid.UUID, uuid.UUID, string, bool) {
+		if a.PartOf == nil {
+			return a.ID, uuid.Nil, "", false
 		}
-	}
-	out := make([]model.TufRepoArtifact, 0, len(arts))
-	for _, a := range arts {
-		if a.PartOf != nil && present[a.PartOf.ID] {
-			continue
-		}
-		out = append(out, a)
-		ps := parts[a.ID]
-		sort.SliceStable(ps, func(i, j int) bool { return ps[i].PartOf.Path < ps[j].PartOf.Path })
-		out = append(out, ps...)
-	}
-	return out
+		return a.ID, a.PartOf.ID, a.PartOf.Path, true
+	})
 }
 
 // uiUnavailable renders a database failure as a 503 with the request id.
