@@ -525,7 +525,8 @@ func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdo
 		return err
 	}
 	start := time.Now()
-	res, err := c.SetupRack(ctx, rss.SetupOptions{RackID: trustquorum.RackID(id), Lrtq: r.o.lrtq})
+	res, handed, err := c.SetUpAndHandOff(ctx, rss.SetupOptions{RackID: trustquorum.RackID(id), Lrtq: r.o.lrtq},
+		r.nexus.InternalURL())
 	if err != nil {
 		return err
 	}
@@ -535,18 +536,13 @@ func (r *rack) setupTrustQuorum(ctx context.Context, timeout time.Duration, stdo
 	}
 	fmt.Fprintf(stdout, "rackdev: %s on %d sleds over the bootstrap network (coordinator %s, %s)\n",
 		what, len(res.Members), res.Coordinator.Serial, time.Since(start).Round(time.Millisecond))
-	if st, err := c.Status(ctx, res.Coordinator); err != nil {
-		return err
-	} else if st.LatestCommittedEpoch > 1 {
+	if handed == rss.PastEpochOne {
 		// A kept data dir whose sleds moved past epoch 1, with a database
 		// that is new this run: there is no epoch 1 to hand over.
 		fmt.Fprintf(stdout, "rackdev: the sleds are at trust-quorum epoch %d but this Nexus's database is new; "+
 			"not handing the rack over (start on a fresh --data-dir, or keep the database with --database-url)\n",
-			st.LatestCommittedEpoch)
+			res.LatestCommitted)
 		return nil
-	}
-	if _, _, err := c.HandOff(ctx, r.nexus.InternalURL(), trustquorum.RackID(id), res); err != nil {
-		return err
 	}
 	fmt.Fprintf(stdout, "rackdev: rack %s handed to Nexus\n", id)
 	return nil

@@ -102,7 +102,7 @@ func rackSetup(ctx context.Context, tlsDir string, peers []string, nexusURL, rac
 	}
 	defer c.Close()
 	start := time.Now()
-	res, err := c.SetupRack(ctx, rss.SetupOptions{RackID: trustquorum.RackID(id), Lrtq: lrtq})
+	res, handed, err := c.SetUpAndHandOff(ctx, rss.SetupOptions{RackID: trustquorum.RackID(id), Lrtq: lrtq}, nexusURL)
 	if err != nil {
 		return err
 	}
@@ -112,23 +112,14 @@ func rackSetup(ctx context.Context, tlsDir string, peers []string, nexusURL, rac
 	}
 	fmt.Fprintf(stdout, "rack %s: %s on %d sleds (coordinator %s, %s)\n", id, what, len(res.Members),
 		res.Coordinator.Serial, time.Since(start).Round(time.Millisecond))
-	if st, err := c.Status(ctx, res.Coordinator); err != nil {
-		return err
-	} else if st.LatestCommittedEpoch > 1 {
-		// Nexus has the rack already and moved it on: there is no epoch 1
-		// left to hand over, and nothing to do.
+	switch handed {
+	case rss.PastEpochOne:
 		fmt.Fprintf(stdout, "rack %s is at trust-quorum epoch %d: set up and handed over long ago; nothing to do\n",
-			id, st.LatestCommittedEpoch)
-		return nil
-	}
-	_, created, err := c.HandOff(ctx, nexusURL, trustquorum.RackID(id), res)
-	if err != nil {
-		return err
-	}
-	if created {
+			id, res.LatestCommitted)
+	case rss.HandedNow:
 		fmt.Fprintf(stdout, "rack %s handed to Nexus at %s: each sled now unlocks its data disks and starts its sled agent\n",
 			id, nexusURL)
-	} else {
+	case rss.HandedAlready:
 		fmt.Fprintf(stdout, "rack %s: Nexus had it recorded already; nothing changed\n", id)
 	}
 	return nil

@@ -39,11 +39,10 @@ func (r *Rack) startTrustQuorum() {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if r.Setup, err = c.SetupRack(ctx, rss.SetupOptions{RackID: r.RackID, Lrtq: r.cfg.Lrtq}); err != nil {
-		t.Fatalf("rack setup: %v", err)
-	}
-	if _, created, err := c.HandOff(ctx, r.Nexus.InternalURL(), r.RackID, r.Setup); err != nil || !created {
-		t.Fatalf("rack setup's handoff: created %v, %v", created, err)
+	var handed rss.Handed
+	r.Setup, handed, err = c.SetUpAndHandOff(ctx, rss.SetupOptions{RackID: r.RackID, Lrtq: r.cfg.Lrtq}, r.Nexus.InternalURL())
+	if err != nil || handed != rss.HandedNow {
+		t.Fatalf("rack setup: handed %v, %v", handed, err)
 	}
 	WaitProcessesRegistered(t, r.Nexus, r.Processes[:r.cfg.Sleds]...)
 }

@@ -188,6 +188,9 @@ type SetupResult struct {
 	Members     []trustquorum.BaseboardID
 	// Config is epoch 1's configuration (nil for LRTQ).
 	Config *trustquorum.Configuration
+	// LatestCommitted is the coordinator's latest committed epoch when
+	// SetUpAndHandOff checked it (0 after SetupRack alone).
+	LatestCommitted trustquorum.Epoch
 }
 
 // Handoff is what the rack-setup service hands Nexus once the rack is set
@@ -286,4 +289,45 @@ func (c *Client) SetupRack(ctx context.Context, o SetupOptions) (*SetupResult, e
 		}
 	}
 	return res, nil
+}
+
+// Handed says what SetUpAndHandOff did with Nexus.
+type Handed int
+
+const (
+	// HandedNow: Nexus recorded the rack now.
+	HandedNow Handed = iota
+	// HandedAlready: Nexus had this rack recorded; nothing changed.
+	HandedAlready
+	// PastEpochOne: the sleds have committed epochs after 1, so the rack
+	// was handed over long ago (or to another database) and there is no
+	// epoch 1 left to hand over; Nexus was not asked.
+	PastEpochOne
+)
+
+// SetUpAndHandOff is rack setup from start to end, as the rack-setup
+// service runs it: SetupRack, then, unless the rack has moved past epoch
+// 1, the handoff to the Nexus at nexusURL. Run again after an
+// interruption it finishes what is left.
+func (c *Client) SetUpAndHandOff(ctx context.Context, o SetupOptions, nexusURL string) (*SetupResult, Handed, error) {
+	res, err := c.SetupRack(ctx, o)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := c.Status(ctx, res.Coordinator)
+	if err != nil {
+		return res, 0, err
+	}
+	res.LatestCommitted = st.LatestCommittedEpoch
+	if st.LatestCommittedEpoch > 1 {
+		return res, PastEpochOne, nil
+	}
+	_, created, err := c.HandOff(ctx, nexusURL, o.RackID, res)
+	if err != nil {
+		return res, 0, err
+	}
+	if created {
+		return res, HandedNow, nil
+	}
+	return res, HandedAlready, nil
 }
